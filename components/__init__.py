@@ -1,0 +1,1 @@
+"""Custom TFX components and module code of the captioner pipeline."""

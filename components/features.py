@@ -1,0 +1,45 @@
+"""The one place for feature names, split names and special tokens.
+
+Every module that reads or writes a feature, a split or a special token
+imports it from here; no feature-key or token string literal appears anywhere
+else (a stray-space end-token literal that never matched is the classic bug
+this prevents).
+"""
+
+# --- Raw features, as written by the ExampleGen (one tf.Example per image) ---
+IMAGE_ID_KEY = 'image_id'  # bytes [1]: file name of the image, e.g. b'1000268201_693b08cb0e.jpg'
+IMAGE_KEY = 'image'  # bytes [1]: the encoded image file, untouched (JPEG/PNG/GIF/BMP)
+CAPTIONS_KEY = 'captions'  # bytes [num_captions]: UTF-8 captions as written by annotators
+
+# --- Splits (Flickr8k: train / validation / test files) ---
+TRAIN_SPLIT = 'train'
+EVAL_SPLIT = 'eval'
+DEMO_SPLIT = 'demo'
+SPLITS = (TRAIN_SPLIT, EVAL_SPLIT, DEMO_SPLIT)
+
+# --- Special tokens. Their ids are fixed and precede the learned vocabulary so
+# that padding is id 0 (what Keras masking and `pad_model_inputs` assume). ---
+PAD_TOKEN = '<pad>'
+START_TOKEN = '<start>'
+END_TOKEN = '<end>'
+UNKNOWN_TOKEN = '<unk>'
+SPECIAL_TOKENS = (PAD_TOKEN, START_TOKEN, END_TOKEN, UNKNOWN_TOKEN)
+PAD_ID = 0
+START_ID = 1
+END_ID = 2
+UNKNOWN_ID = 3
+NUM_SPECIAL_TOKENS = len(SPECIAL_TOKENS)
+
+# --- Transformed features (Transform output) ---
+VOCABULARY_NAME = 'caption_words'  # tft vocabulary file name, most frequent first
+CAPTION_IDS_KEY = 'caption_ids'  # int64 [num_captions * seq_len], flattened, padded
+SEQUENCE_LENGTH_KEY = 'sequence_length'  # int64 [1]: seq_len, the same for every example
+
+
+# --- Serving contract of the pushed SavedModel (TF Serving, client, evaluator) ---
+CAPTION_SIGNATURE = 'serving_default'  # encoded image bytes in, caption out
+EXAMPLES_SIGNATURE = 'from_examples'  # serialized raw tf.Example in (TFX convention)
+IMAGES_INPUT = 'images'  # string [batch]: encoded JPEG/PNG/GIF/BMP bytes
+EXAMPLES_INPUT = 'examples'  # string [batch]: serialized tf.Example with IMAGE_KEY
+CAPTION_OUTPUT = 'caption'  # string [batch]: words joined by single spaces, no special tokens
+LOG_PROBABILITY_OUTPUT = 'log_probability'  # float32 [batch]: log p(caption | image), summed over steps

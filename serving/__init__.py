@@ -1,0 +1,1 @@
+"""TF Serving client, local PredictionService server and deployment files."""

@@ -1,0 +1,35 @@
+"""captioner: Show-and-Tell image captioning as a TFX pipeline.
+
+Exact versions come from requirements/constraints.txt (`pip install -c ...`),
+so every machine resolves the same set; the ranges here only say what the code
+needs.
+"""
+import setuptools
+
+setuptools.setup(
+    name='captioner',
+    version='0.1.0',
+    description='Show-and-Tell image captioning as a TFX pipeline, served by TF Serving.',
+    python_requires='>=3.10,<3.11',
+    packages=setuptools.find_packages(include=['pipeline', 'pipeline.*', 'components', 'components.*',
+                                               'serving', 'serving.*', 'bench', 'bench.*']),
+    package_data={'': ['*.pbtxt']},
+    data_files=[('schemas', ['schemas/schema.pbtxt'])],
+    install_requires=[
+        'tfx[kfp]==1.16.0',
+        'tensorflow==2.16.2',
+        'tensorflow-text==2.16.1',
+        'tf-keras==2.16.0',
+        'kfp==2.5.0',
+        'apache-beam[gcp]==2.61.0',
+        'protobuf>=3.20.3,<4',  # kfp 2.5 needs protobuf 3
+        'dill',  # imported by tensorflow-transform, no longer pulled in by apache-beam
+        'tensorflow-serving-api==2.16.1',
+        'grpcio',
+        'pillow',
+        'pycocoevalcap',
+        'nltk',
+        'tqdm',
+    ],
+    extras_require={'test': ['pytest']},
+)
