@@ -1,0 +1,130 @@
+"""The captioner pipeline: one pure factory used by every runner.
+
+`create_pipeline` takes every environment-specific value as an argument; the
+local and Kubeflow runners only build those values and call it.
+"""
+from typing import List, Optional
+
+from tfx import v1 as tfx
+from tfx.proto import transform_pb2
+
+from components import features
+from components.caption_evaluator import CaptionEvaluator
+from components.example_gen import Flickr8kExampleGen
+from components.gallery import DemoGallery
+from pipeline import config as config_lib
+
+# Module code, imported by the executors from the installed project.
+_PREPROCESSING_FN = 'components.transform.preprocessing_fn'
+_RUN_FN = 'components.trainer.run_fn'
+
+
+def create_pipeline(
+    pipeline_name: str,
+    pipeline_root: str,
+    data_root: str,
+    schema_path: str,
+    serving_model_dir: str,
+    transform_config: config_lib.TransformConfig,
+    trainer_config: config_lib.TrainerConfig,
+    baseline_config: config_lib.TrainerConfig,
+    evaluation_config: config_lib.EvaluationConfig,
+    metadata_connection_config: Optional[tfx.orchestration.metadata.ConnectionConfig] = None,
+    beam_pipeline_args: Optional[List[str]] = None,
+    enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+  """Builds the captioner pipeline.
+
+  Args:
+    pipeline_name: name of the pipeline in ML Metadata.
+    pipeline_root: where component outputs are written.
+    data_root: a Flickr8k folder (official or Kaggle layout).
+    schema_path: the curated raw-data schema (`schemas/schema.pbtxt`).
+    serving_model_dir: the TF Serving base directory the Pusher writes
+      versions into (`<serving_model_dir>/<version>/`).
+    transform_config: caption tokenisation and vocabulary settings.
+    trainer_config: the captioner's hyperparameters.
+    baseline_config: the captions-only language model's hyperparameters.
+    evaluation_config: blessing thresholds.
+    metadata_connection_config: ML Metadata store; None on Kubeflow, which
+      brings its own.
+    beam_pipeline_args: Beam options for the Beam-backed components.
+    enable_cache: reuse outputs of components whose inputs did not change.
+  """
+  # Reads the dataset folder once into train/eval/demo TFRecords + a reject report.
+  example_gen = Flickr8kExampleGen(input_base=data_root).with_id('Flickr8kExampleGen')
+  # Per-split statistics of the raw examples.
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs['examples']).with_id('StatisticsGen')
+  # The checked-in schema; SchemaGen only drafted it.
+  schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path).with_id('ImportSchemaGen')
+  # Flags statistics that break the schema (missing captions, several images per example).
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema_gen.outputs['schema']).with_id('ExampleValidator')
+  # Vocabulary and padding in the graph; learned on train, applied to train and eval.
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs['examples'],
+      schema=schema_gen.outputs['schema'],
+      preprocessing_fn=_PREPROCESSING_FN,
+      splits_config=transform_pb2.SplitsConfig(
+          analyze=[features.TRAIN_SPLIT], transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT]),
+      custom_config=config_lib.to_custom_config(transform_config)).with_id('Transform')
+  # The Show-and-Tell captioner, exported with the caption signature.
+  trainer = _trainer(transform, schema_gen, trainer_config).with_id('CaptionTrainer')
+  # The captions-only language model: the baseline the captioner must beat.
+  baseline_trainer = _trainer(transform, schema_gen, baseline_config).with_id('BaselineTrainer')
+  # The last blessed captioner, which a new one must not fall behind.
+  last_blessed_model = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id('LatestBlessedModelResolver')
+  # Caption metrics on eval for captioner and baseline, and the blessing.
+  evaluator = CaptionEvaluator(
+      examples=example_gen.outputs['examples'],
+      model=trainer.outputs['model'],
+      baseline_model=baseline_trainer.outputs['model'],
+      last_blessed_model=last_blessed_model.outputs['model'],
+      split=features.EVAL_SPLIT,
+      min_bleu4=evaluation_config.min_bleu4,
+      min_cider=evaluation_config.min_cider,
+      max_regression=evaluation_config.max_regression,
+  ).with_id('CaptionEvaluator')
+  # Copies a blessed model into the directory TF Serving watches.
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
+  ).with_id('Pusher')
+  # A static HTML page of the demo split captioned by the pushed model.
+  gallery = DemoGallery(
+      examples=example_gen.outputs['examples'],
+      pushed_model=pusher.outputs['pushed_model'],
+      model=trainer.outputs['model'],
+      evaluation=evaluator.outputs['evaluation'],
+      split=features.DEMO_SPLIT,
+  ).with_id('DemoGallery')
+
+  return tfx.dsl.Pipeline(
+      pipeline_name=pipeline_name,
+      pipeline_root=pipeline_root,
+      components=[example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
+                  baseline_trainer, last_blessed_model, evaluator, pusher, gallery],
+      enable_cache=enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args or [],
+  )
+
+
+def _trainer(transform, schema_gen, trainer_config: config_lib.TrainerConfig) -> tfx.components.Trainer:
+  """A Trainer on the Transform output; captioner and baseline differ only in config."""
+  return tfx.components.Trainer(
+      run_fn=_RUN_FN,
+      examples=transform.outputs['transformed_examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      schema=schema_gen.outputs['schema'],
+      train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
+      eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
+      custom_config=config_lib.to_custom_config(trainer_config))

@@ -1,0 +1,79 @@
+"""The run summary: what a person looks at after the pipeline finishes.
+
+Reads the newest outputs of the evaluation, push, gallery and ingestion nodes
+from ML Metadata (so cached components are reported as well as fresh ones) and
+writes them, with the captioner's and the baseline's metrics, as one JSON file.
+"""
+import collections
+import json
+import os
+from typing import Any, Dict, List
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+# Nodes whose outputs the summary reports (ids from pipeline/pipeline.py).
+_EXAMPLE_GEN = 'Flickr8kExampleGen'
+_EVALUATOR = 'CaptionEvaluator'
+_PUSHER = 'Pusher'
+_GALLERY = 'DemoGallery'
+# Files inside the artifacts, as the components write them.
+_METRICS_FILE = 'metrics.json'
+_GALLERY_PAGE = 'index.html'
+_REJECTS_SUMMARY = 'summary.json'
+_DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+
+
+def latest_outputs(store: metadata_store.MetadataStore, pipeline_name: str,
+                   node_id: str) -> Dict[str, List[metadata_store_pb2.Artifact]]:
+  """Output artifacts by key of the node's newest finished execution."""
+  context = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
+  if context is None:
+    return {}
+  executions = [e for e in store.get_executions_by_context(context.id)
+                if e.last_known_state in _DONE]
+  if not executions:
+    return {}
+  newest = max(executions, key=lambda e: (e.create_time_since_epoch, e.id))
+  events = [e for e in store.get_events_by_execution_ids([newest.id])
+            if e.type == metadata_store_pb2.Event.OUTPUT]
+  artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+  outputs = collections.defaultdict(list)
+  for event in events:
+    outputs[event.path.steps[0].key].append(artifacts[event.artifact_id])
+  return dict(outputs)
+
+
+def _uri(outputs, key: str) -> str:
+  return outputs[key][0].uri if outputs.get(key) else ''
+
+
+def _read_json(path: str) -> Any:
+  if not path or not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_summary(metadata_path: str, pipeline_name: str, summary_path: str) -> Dict[str, Any]:
+  """Collects the run's results from ML Metadata and writes them to `summary_path`."""
+  store = metadata_store.MetadataStore(
+      tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+  evaluation = latest_outputs(store, pipeline_name, _EVALUATOR)
+  pushed = latest_outputs(store, pipeline_name, _PUSHER).get('pushed_model', [])
+  gallery_uri = _uri(latest_outputs(store, pipeline_name, _GALLERY), 'gallery')
+  rejects_uri = _uri(latest_outputs(store, pipeline_name, _EXAMPLE_GEN), 'rejects')
+  push = pushed[0].custom_properties if pushed else {}
+  summary = {
+      'evaluation': _read_json(os.path.join(_uri(evaluation, 'evaluation'), _METRICS_FILE)),
+      'pushed': bool(push['pushed'].int_value) if 'pushed' in push else False,
+      'pushed_model': push['pushed_destination'].string_value if 'pushed_destination' in push else None,
+      'gallery': os.path.join(gallery_uri, _GALLERY_PAGE) if gallery_uri else None,
+      'ingestion': _read_json(os.path.join(rejects_uri, _REJECTS_SUMMARY)),
+      'reject_report': rejects_uri or None,
+  }
+  with open(summary_path, 'w') as f:
+    json.dump(summary, f, indent=2)
+  summary['summary'] = summary_path
+  return summary
