@@ -46,6 +46,8 @@ cmd=${1:-pipeline}
 shift || true
 setup_env
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+# The google-cloud packages TFX pulls in warn about Python 3.10 on every import.
+export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::FutureWarning,ignore::DeprecationWarning}
 case "$cmd" in
   pipeline) exec "$VENV/bin/python" -m pipeline.local_runner "$@" ;;
   test) exec "$VENV/bin/python" -m pytest tests "$@" ;;

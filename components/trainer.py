@@ -65,9 +65,12 @@ def _sequence_length(dataset: tf.data.Dataset) -> int:
   raise ValueError('The training split holds no examples')
 
 
-def _teacher_forcing(image_input, ids):
-  """(image input, ids [L]) -> ((image input, ids[:-1]), ids[1:])."""
-  return {model_lib.IMAGE_FEATURES_INPUT: image_input, model_lib.INPUT_IDS_INPUT: ids[:-1]}, ids[1:]
+def _teacher_forcing(image_input, ids, use_image: bool):
+  """(image input, ids [L]) -> ({image input, ids[:-1]}, ids[1:])."""
+  inputs = {model_lib.INPUT_IDS_INPUT: ids[:-1]}
+  if use_image:
+    inputs[model_lib.IMAGE_FEATURES_INPUT] = image_input
+  return inputs, ids[1:]
 
 
 def _pairs(per_image: tf.data.Dataset) -> tf.data.Dataset:
@@ -88,7 +91,7 @@ def _bottleneck_dataset(per_image, feature_extractor, image_size) -> tf.data.Dat
   computed = feature_extractor.predict(images.batch(_FEATURE_BATCH_SIZE), verbose=0)
   ids = [ids.numpy() for _, ids in per_image]
   ids = tf.RaggedTensor.from_row_lengths(np.concatenate(ids), [len(i) for i in ids])
-  return tf.data.Dataset.from_tensor_slices((computed, ids)).map(lambda f, i: (f, i.to_tensor()))
+  return tf.data.Dataset.from_tensor_slices((computed, ids))  # ([feature_dim], [captions, L])
 
 
 def _decoded_image_dataset(per_image, image_size) -> tf.data.Dataset:
@@ -111,10 +114,12 @@ def _training_model(caption_model, feature_extractor, image_size, augment: bool)
                      logits)
 
 
-def _batched(pairs: tf.data.Dataset, batch_size: int, shuffle: bool) -> tf.data.Dataset:
+def _batched(pairs: tf.data.Dataset, batch_size: int, shuffle: bool,
+             use_image: bool) -> tf.data.Dataset:
   if shuffle:
     pairs = pairs.shuffle(_SHUFFLE_BUFFER, reshuffle_each_iteration=True)
-  return pairs.map(_teacher_forcing).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+  return (pairs.map(lambda image_input, ids: _teacher_forcing(image_input, ids, use_image))
+          .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 def _vocabulary(tf_transform_output) -> List[str]:
@@ -136,7 +141,7 @@ def run_fn(fn_args: FnArgs) -> None:
   train_images = _images_and_captions(fn_args.train_files, tf_transform_output)
   eval_images = _images_and_captions(fn_args.eval_files, tf_transform_output)
   sequence_length = _sequence_length(train_images)
-  image_size = config.image_size or image_features.BACKBONES[config.backbone].default_size
+  image_size = config.image_size or image_features.get_backbone(config.backbone).default_image_size
 
   with strategy.scope():
     feature_extractor = image_features.build_feature_extractor(
@@ -151,7 +156,11 @@ def run_fn(fn_args: FnArgs) -> None:
     training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                            loss=model_lib.summed_caption_loss)
 
-  if config.augment:
+  if not config.use_image:
+    # The language model never looks at the pixels: skip the backbone entirely.
+    train_per_image = train_images
+    eval_per_image = eval_images
+  elif config.augment:
     train_per_image = _decoded_image_dataset(train_images, image_size)
     eval_per_image = _decoded_image_dataset(eval_images, image_size)
   else:
@@ -159,8 +168,9 @@ def run_fn(fn_args: FnArgs) -> None:
     eval_per_image = _bottleneck_dataset(eval_images, feature_extractor, image_size)
 
   history = training_model.fit(
-      _batched(_pairs(train_per_image), config.batch_size, shuffle=True),
-      validation_data=_batched(_pairs(eval_per_image), config.batch_size, shuffle=False),
+      _batched(_pairs(train_per_image), config.batch_size, shuffle=True, use_image=config.use_image),
+      validation_data=_batched(_pairs(eval_per_image), config.batch_size, shuffle=False,
+                               use_image=config.use_image),
       epochs=config.epochs,
       callbacks=[
           keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
