@@ -24,14 +24,15 @@ from tfx import v1 as tfx
 from components import shapes_dataset
 from pipeline import config as config_lib
 from pipeline import pipeline as pipeline_lib
+from pipeline import settings
 from pipeline import summary as summary_lib
 
 # Where the curated raw-data schema lives in a source checkout.
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           'schemas', 'schema.pbtxt')
+                           settings.SCHEMA_RELATIVE_PATH)
 # The embedded default: small, synthetic, learnable on 2 CPU cores in minutes.
 EMBEDDED_NUM_IMAGES = 2000
-EMBEDDED_IMAGE_SIZE = 96
+EMBEDDED_IMAGE_SIZE = 64
 EMBEDDED_SEED = 0
 # Training settings that suit the embedded dataset on a CPU; real Flickr8k
 # runs use the TrainerConfig defaults (ImageNet VGG16 at 224 px).
@@ -39,14 +40,7 @@ EMBEDDED_TRAINER_OVERRIDES = dict(backbone_weights=None, image_size=EMBEDDED_IMA
                                   lstm_units=256, epochs=25)
 
 
-def beam_pipeline_args(num_workers: int) -> List[str]:
-  """DirectRunner in multi-processing mode; 0 workers means one per core."""
-  return ['--direct_running_mode=multi_processing',
-          f'--direct_num_workers={num_workers}']
-
-
 def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-  trainer_defaults = config_lib.TrainerConfig()
   parser = argparse.ArgumentParser(
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--output_dir', default='outputs',
@@ -56,43 +50,10 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                            'Default: the embedded dataset, generated on first use.')
   parser.add_argument('--num_images', type=int, default=EMBEDDED_NUM_IMAGES,
                       help='Size of the generated embedded dataset.')
-  parser.add_argument('--pipeline_name', default=config_lib.PIPELINE_NAME)
-  parser.add_argument('--model_name', default=config_lib.MODEL_NAME,
-                      help='Name TF Serving serves the pushed model under.')
-  parser.add_argument('--backbone', default=trainer_defaults.backbone,
-                      choices=['vgg16', 'inception_v3'])
-  parser.add_argument('--backbone_weights', default='auto',
-                      help="'imagenet', a local .h5 path, or 'none' (random). "
-                           "'auto': none on the embedded dataset, imagenet otherwise.")
-  parser.add_argument('--image_size', type=int, default=None,
-                      help='Model input side in pixels (default: 96 on the embedded '
-                           'dataset, the backbone\'s own otherwise).')
-  parser.add_argument('--epochs', type=int, default=None)
-  parser.add_argument('--batch_size', type=int, default=trainer_defaults.batch_size)
-  parser.add_argument('--lstm_units', type=int, default=None)
-  parser.add_argument('--num_layers', type=int, default=trainer_defaults.num_layers)
-  parser.add_argument('--beam_width', type=int, default=trainer_defaults.beam_width)
-  parser.add_argument('--augment', action='store_true',
-                      help='Train with the brief\'s image augmentation (no feature cache).')
-  parser.add_argument('--min_bleu4', type=float, default=config_lib.EvaluationConfig.min_bleu4)
-  parser.add_argument('--min_cider', type=float, default=config_lib.EvaluationConfig.min_cider)
   parser.add_argument('--beam_workers', type=int, default=0,
                       help='Beam DirectRunner worker processes; 0 means one per core.')
-  parser.add_argument('--no_cache', action='store_true',
-                      help='Re-run every component even when its inputs did not change.')
+  settings.add_arguments(parser)
   return parser.parse_args(argv)
-
-
-def _trainer_config(args: argparse.Namespace, embedded: bool) -> config_lib.TrainerConfig:
-  values = dict(EMBEDDED_TRAINER_OVERRIDES) if embedded else {}
-  if args.backbone_weights != 'auto':
-    values['backbone_weights'] = None if args.backbone_weights == 'none' else args.backbone_weights
-  for name in ('image_size', 'epochs', 'lstm_units'):
-    if getattr(args, name) is not None:
-      values[name] = getattr(args, name)
-  return config_lib.TrainerConfig(
-      backbone=args.backbone, batch_size=args.batch_size, num_layers=args.num_layers,
-      beam_width=args.beam_width, augment=args.augment, **values)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -107,7 +68,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     shapes_dataset.generate(data_dir, num_images=args.num_images,
                             image_size=EMBEDDED_IMAGE_SIZE, seed=EMBEDDED_SEED)
 
-  trainer_config = _trainer_config(args, embedded)
+  trainer_config = settings.trainer_config(args, EMBEDDED_TRAINER_OVERRIDES if embedded else {})
   serving_model_dir = os.path.join(output_dir, 'serving', args.model_name)
   metadata_path = os.path.join(output_dir, 'metadata.sqlite')
   pipeline = pipeline_lib.create_pipeline(
@@ -118,13 +79,11 @@ def main(argv: Optional[List[str]] = None) -> int:
       serving_model_dir=serving_model_dir,
       transform_config=config_lib.TransformConfig(),
       trainer_config=trainer_config,
-      baseline_config=config_lib.TrainerConfig(
-          **{**config_lib.to_custom_config(trainer_config), 'use_image': False}),
-      evaluation_config=config_lib.EvaluationConfig(min_bleu4=args.min_bleu4,
-                                                    min_cider=args.min_cider),
+      baseline_config=settings.baseline_config(trainer_config),
+      evaluation_config=settings.evaluation_config(args),
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           metadata_path),
-      beam_pipeline_args=beam_pipeline_args(args.beam_workers),
+      beam_pipeline_args=settings.direct_beam_args(args.beam_workers),
       enable_cache=not args.no_cache)
   tfx.orchestration.LocalDagRunner().run(pipeline)
 

@@ -29,9 +29,10 @@ def create_pipeline(
     trainer_config: config_lib.TrainerConfig,
     baseline_config: config_lib.TrainerConfig,
     evaluation_config: config_lib.EvaluationConfig,
-    metadata_connection_config: Optional[tfx.orchestration.metadata.ConnectionConfig] = None,
+    metadata_connection_config: Optional[tfx.orchestration.metadata.ConnectionConfigType] = None,
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = True,
+    resolve_last_blessed_model: bool = True,
 ) -> tfx.dsl.Pipeline:
   """Builds the captioner pipeline.
 
@@ -50,6 +51,9 @@ def create_pipeline(
       brings its own.
     beam_pipeline_args: Beam options for the Beam-backed components.
     enable_cache: reuse outputs of components whose inputs did not change.
+    resolve_last_blessed_model: look up the last blessed captioner so a new one
+      must not regress against it. Open-source Kubeflow Pipelines cannot run
+      TFX resolver nodes; there the gate uses the absolute thresholds only.
   """
   # Reads the dataset folder once into train/eval/demo TFRecords + a reject report.
   example_gen = Flickr8kExampleGen(input_base=data_root).with_id('Flickr8kExampleGen')
@@ -75,17 +79,17 @@ def create_pipeline(
   # The captions-only language model: the baseline the captioner must beat.
   baseline_trainer = _trainer(transform, schema_gen, baseline_config).with_id('BaselineTrainer')
   # The last blessed captioner, which a new one must not fall behind.
-  last_blessed_model = tfx.dsl.Resolver(
+  resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-  ).with_id('LatestBlessedModelResolver')
+  ).with_id('LatestBlessedModelResolver') if resolve_last_blessed_model else None
   # Caption metrics on eval for captioner and baseline, and the blessing.
   evaluator = CaptionEvaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=baseline_trainer.outputs['model'],
-      last_blessed_model=last_blessed_model.outputs['model'],
+      last_blessed_model=resolver.outputs['model'] if resolver else None,
       split=features.EVAL_SPLIT,
       min_bleu4=evaluation_config.min_bleu4,
       min_cider=evaluation_config.min_cider,
@@ -110,8 +114,8 @@ def create_pipeline(
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
-      components=[example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-                  baseline_trainer, last_blessed_model, evaluator, pusher, gallery],
+      components=[c for c in (example_gen, statistics_gen, schema_gen, example_validator, transform,
+                              trainer, baseline_trainer, resolver, evaluator, pusher, gallery) if c],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [],

@@ -1,0 +1,1 @@
+"""Benchmarks of the captioner pipeline's components."""

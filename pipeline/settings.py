@@ -1,0 +1,85 @@
+"""Command-line settings shared by the local and the Kubeflow runner.
+
+Both runners expose the same model, evaluation and pipeline flags and turn
+them into the same `pipeline/config.py` dataclasses here, so a hyperparameter
+means the same thing wherever the pipeline runs. What differs between the
+runners (paths, Beam runner, resources, metadata store) stays in the runners.
+"""
+import argparse
+from typing import Any, List, Mapping
+
+from pipeline import config as config_lib
+
+# Where the curated raw-data schema lives relative to a source checkout or the
+# pipeline image's working directory.
+SCHEMA_RELATIVE_PATH = 'schemas/schema.pbtxt'
+
+# TrainerConfig fields that are None-able overrides: the flag wins when given,
+# otherwise the runner's defaults (then the dataclass defaults) apply.
+_OPTIONAL_TRAINER_FLAGS = ('image_size', 'epochs', 'lstm_units')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  """Adds the pipeline, model and evaluation flags both runners share."""
+  trainer_defaults = config_lib.TrainerConfig()
+  evaluation_defaults = config_lib.EvaluationConfig()
+  parser.add_argument('--pipeline_name', default=config_lib.PIPELINE_NAME)
+  parser.add_argument('--model_name', default=config_lib.MODEL_NAME,
+                      help='Name TF Serving serves the pushed model under.')
+  parser.add_argument('--backbone', default=trainer_defaults.backbone,
+                      choices=['vgg16', 'inception_v3'])
+  parser.add_argument('--backbone_weights', default='auto',
+                      help="'imagenet', a local .h5 path, or 'none' (random). "
+                           "'auto': the runner's default (none on the local runner's "
+                           'embedded dataset, imagenet otherwise).')
+  parser.add_argument('--image_size', type=int, default=None,
+                      help="Model input side in pixels (default: the runner's; "
+                           "the backbone's own on real data).")
+  parser.add_argument('--epochs', type=int, default=None)
+  parser.add_argument('--batch_size', type=int, default=trainer_defaults.batch_size)
+  parser.add_argument('--lstm_units', type=int, default=None)
+  parser.add_argument('--num_layers', type=int, default=trainer_defaults.num_layers)
+  parser.add_argument('--beam_width', type=int, default=trainer_defaults.beam_width)
+  parser.add_argument('--augment', action='store_true',
+                      help="Train with the brief's image augmentation (no feature cache).")
+  parser.add_argument('--mixed_precision', action='store_true',
+                      help='float16 compute on GPUs (ignored without one).')
+  parser.add_argument('--min_bleu4', type=float, default=evaluation_defaults.min_bleu4)
+  parser.add_argument('--min_cider', type=float, default=evaluation_defaults.min_cider)
+  parser.add_argument('--no_cache', action='store_true',
+                      help='Re-run every component even when its inputs did not change.')
+
+
+def trainer_config(args: argparse.Namespace,
+                   defaults: Mapping[str, Any]) -> config_lib.TrainerConfig:
+  """The captioner's TrainerConfig: flags over `defaults` over the dataclass.
+
+  Args:
+    args: parsed flags from a parser `add_arguments` was applied to.
+    defaults: the runner's TrainerConfig overrides used when a flag is left
+      at 'auto' / unset (e.g. the local runner's small-dataset settings).
+  """
+  values = dict(defaults)
+  if args.backbone_weights != 'auto':
+    values['backbone_weights'] = None if args.backbone_weights == 'none' else args.backbone_weights
+  for name in _OPTIONAL_TRAINER_FLAGS:
+    if getattr(args, name) is not None:
+      values[name] = getattr(args, name)
+  return config_lib.TrainerConfig(
+      backbone=args.backbone, batch_size=args.batch_size, num_layers=args.num_layers,
+      beam_width=args.beam_width, augment=args.augment,
+      mixed_precision=args.mixed_precision, **values)
+
+
+def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConfig:
+  """The captions-only baseline: the captioner's settings without the image."""
+  return config_lib.TrainerConfig(**{**config_lib.to_custom_config(trainer), 'use_image': False})
+
+
+def evaluation_config(args: argparse.Namespace) -> config_lib.EvaluationConfig:
+  return config_lib.EvaluationConfig(min_bleu4=args.min_bleu4, min_cider=args.min_cider)
+
+
+def direct_beam_args(num_workers: int) -> List[str]:
+  """Beam's DirectRunner in multi-processing mode; 0 workers means one per core."""
+  return ['--direct_running_mode=multi_processing', f'--direct_num_workers={num_workers}']
