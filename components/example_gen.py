@@ -56,6 +56,7 @@ from tfx.utils import proto_utils
 
 from components import features
 from components import flickr8k
+from components.artifacts import IngestionReport
 
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
 REJECTS_KEY = 'rejects'
@@ -70,10 +71,6 @@ _TALLY_TAG = 'tally'
 # [Op:DecodeImage]'; the report keeps <message>.
 _OP_BOILERPLATE = re.compile(r'^\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]$')
 
-
-class IngestionReport(types.Artifact):
-  """Reject report of an ingestion: rejects.jsonl and summary.json."""
-  TYPE_NAME = 'IngestionReport'
 
 
 def _output_config() -> example_gen_pb2.Output:

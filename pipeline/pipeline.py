@@ -102,11 +102,12 @@ def create_pipeline(
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
   ).with_id('Pusher')
-  # A static HTML page of the demo split captioned by the pushed model.
+  # The demo split captioned by the pushed model (and the baseline), scored, as a static HTML page.
   gallery = DemoGallery(
       examples=example_gen.outputs['examples'],
       pushed_model=pusher.outputs['pushed_model'],
       model=trainer.outputs['model'],
+      baseline_model=baseline_trainer.outputs['model'],
       evaluation=evaluator.outputs['evaluation'],
       split=features.DEMO_SPLIT,
   ).with_id('DemoGallery')

@@ -13,15 +13,13 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components import caption_evaluator, example_gen, gallery
+
 # Nodes whose outputs the summary reports (ids from pipeline/pipeline.py).
 _EXAMPLE_GEN = 'Flickr8kExampleGen'
 _EVALUATOR = 'CaptionEvaluator'
 _PUSHER = 'Pusher'
 _GALLERY = 'DemoGallery'
-# Files inside the artifacts, as the components write them.
-_METRICS_FILE = 'metrics.json'
-_GALLERY_PAGE = 'index.html'
-_REJECTS_SUMMARY = 'summary.json'
 _DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
 
 
@@ -66,11 +64,13 @@ def write_summary(metadata_path: str, pipeline_name: str, summary_path: str) -> 
   rejects_uri = _uri(latest_outputs(store, pipeline_name, _EXAMPLE_GEN), 'rejects')
   push = pushed[0].custom_properties if pushed else {}
   summary = {
-      'evaluation': _read_json(os.path.join(_uri(evaluation, 'evaluation'), _METRICS_FILE)),
+      'evaluation': _read_json(os.path.join(_uri(evaluation, 'evaluation'),
+                                            caption_evaluator.METRICS_FILE)),
+      'demo': _read_json(os.path.join(gallery_uri, gallery.METRICS_FILE)) if gallery_uri else None,
       'pushed': bool(push['pushed'].int_value) if 'pushed' in push else False,
       'pushed_model': push['pushed_destination'].string_value if 'pushed_destination' in push else None,
-      'gallery': os.path.join(gallery_uri, _GALLERY_PAGE) if gallery_uri else None,
-      'ingestion': _read_json(os.path.join(rejects_uri, _REJECTS_SUMMARY)),
+      'gallery': os.path.join(gallery_uri, gallery.INDEX_FILE) if gallery_uri else None,
+      'ingestion': _read_json(os.path.join(rejects_uri, example_gen.SUMMARY_FILE)),
       'reject_report': rejects_uri or None,
   }
   with open(summary_path, 'w') as f:

@@ -44,7 +44,8 @@ _DEPENDENCIES = {
     'CaptionEvaluator': {'Flickr8kExampleGen', 'CaptionTrainer', 'BaselineTrainer',
                          _MODEL_RESOLVER},
     'Pusher': {'CaptionEvaluator', 'CaptionTrainer'},
-    'DemoGallery': {'Flickr8kExampleGen', 'Pusher', 'CaptionTrainer', 'CaptionEvaluator'},
+    'DemoGallery': {'Flickr8kExampleGen', 'Pusher', 'CaptionTrainer', 'BaselineTrainer',
+                    'CaptionEvaluator'},
 }
 _RESOLVERS = {_BLESSING_RESOLVER, _MODEL_RESOLVER}
 _CONTAINER_TASKS = set(_DEPENDENCIES) - _RESOLVERS
@@ -60,8 +61,8 @@ def _compile(tmp_path_factory, name, *flags):
 
 @pytest.fixture(scope='module')
 def dataflow_job(tmp_path_factory):
-  """PipelineJob JSON (the Vertex AI form) with Beam on Dataflow, 1 GPU per Trainer."""
-  path = _compile(tmp_path_factory, 'captioner.json', '--beam_runner', 'dataflow',
+  """PipelineJob JSON for Vertex AI (with the resolver), Beam on Dataflow, 1 GPU per Trainer."""
+  path = _compile(tmp_path_factory, 'captioner.json', '--target', 'vertex', '--beam_runner', 'dataflow',
                   '--gcp_project', 'my-project', '--gcp_region', 'europe-west1',
                   '--dataflow_max_workers', '8', '--epochs', '7')
   with open(path) as f:
@@ -76,7 +77,7 @@ def dataflow_spec(dataflow_job):
 
 @pytest.fixture(scope='module')
 def flink_spec(tmp_path_factory):
-  """PipelineSpec YAML (what kfp.Client uploads) with Beam on Flink, 2 GPUs + 32 GB."""
+  """PipelineSpec YAML for open-source KFP (what kfp.Client uploads): Beam on Flink, 2 GPUs + 32 GB."""
   path = _compile(tmp_path_factory, 'captioner.yaml', '--beam_runner', 'flink',
                   '--flink_master', 'flink-jobmanager:8081', '--flink_version', '1.18',
                   '--gpu_count', '2', '--trainer_memory_limit', '32',
@@ -110,6 +111,12 @@ def test_every_component_is_a_task_with_its_dependencies(dataflow_spec):
   assert set(tasks) == set(_DEPENDENCIES)
   assert {name: set(task.dependent_tasks) for name, task in tasks.items()} == _DEPENDENCIES
   assert dataflow_spec.schema_version == '2.1.0'  # the schema KFP 2 backends accept
+
+
+def test_open_source_kfp_gets_no_resolver_tasks(flink_spec):
+  # KFP's backend rejects TFX resolver tasks; the evaluator then gates on thresholds only.
+  assert set(_tasks(flink_spec)) == _CONTAINER_TASKS
+  assert 'last_blessed_model' not in _tasks(flink_spec)['CaptionEvaluator'].inputs.artifacts
 
 
 def test_artifacts_flow_from_the_right_producers(dataflow_spec):

@@ -1,0 +1,323 @@
+"""CaptionEvaluator: scores the captioner on a split and decides its blessing.
+
+TFMA has no metrics for generated captions, so this custom component replaces
+the standard Evaluator for the captioner. It captions every image of a split
+(default `eval`) with the candidate's serving signature, exactly as TF Serving
+would, scores the captions against the references with `caption_metrics`
+(BLEU-1..4, METEOR, ROUGE-L, CIDEr-D as the COCO toolkit computes them), does
+the same for the captions-only baseline (recorded, not gated) and for the last
+blessed model (re-scored on the same split, so both numbers come from the same
+code and data), and writes:
+
+* `evaluation` (CaptionEvaluation): METRICS_FILE, the report people and the
+  next run read (see `CaptionEvaluator`), and CAPTIONS_FILE, every hypothesis
+  with its references and per-image scores.
+* `blessing` (the standard ModelBlessing), set as TFX's Evaluator sets it, so
+  that the standard Pusher pushes only a blessed model and a Resolver with
+  LatestBlessedModelStrategy finds it on the next run: custom properties
+  `blessed` (1/0), `current_model` (model uri), `current_model_id` (MLMD id),
+  `blessing_message` (the reasons), and an empty BLESSED or NOT_BLESSED file.
+
+The gate (`decide_blessing`): blessed only if BLEU-4 >= min_bleu4, CIDEr-D >=
+min_cider, and BLEU-4 is not more than max_regression below the last blessed
+model's BLEU-4 on the same split. There are no defaults for the thresholds:
+forgetting them must not bless everything.
+"""
+import json
+import os
+from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+from absl import logging
+import tensorflow as tf
+from tfx import v1 as tfx
+from tfx.components.evaluator import constants as evaluator_constants
+from tfx.types import artifact
+from tfx.types import artifact_utils
+from tfx.utils import io_utils
+from tfx.utils import path_utils
+
+from components import caption_metrics
+from components import features
+from components.artifacts import CaptionEvaluation
+
+METRICS_FILE = 'metrics.json'
+CAPTIONS_FILE = 'captions.jsonl'
+
+# Roles of the scored models, the keys of METRICS_FILE and CAPTIONS_FILE.
+CAPTIONER = 'captioner'
+BASELINE = 'baseline'
+LAST_BLESSED = 'last_blessed'
+ROLES = (CAPTIONER, BASELINE, LAST_BLESSED)
+
+
+
+class ImageExample(NamedTuple):
+  """One image of an Examples split, as written by the ExampleGen."""
+  image_id: str
+  image: bytes  # the encoded image file (JPEG/PNG/GIF/BMP)
+  references: List[str]  # the annotators' captions
+
+
+def iter_split_examples(examples: artifact.Artifact, split: str) -> Iterator[ImageExample]:
+  """Yields the images of one split of an Examples artifact, file by file.
+
+  Args:
+    examples: the ExampleGen's Examples artifact: gzipped TFRecords of
+      tf.Example under `<uri>/Split-<split>/*.gz`.
+    split: split name, e.g. features.EVAL_SPLIT.
+
+  Raises:
+    ValueError: if the split is not in the artifact or a record lacks a feature.
+    FileNotFoundError: if the split directory holds no *.gz file.
+  """
+  [split_uri] = artifact_utils.get_split_uris([examples], split)
+  paths = sorted(tf.io.gfile.glob(os.path.join(split_uri, '*.gz')))
+  if not paths:
+    raise FileNotFoundError(f'No *.gz TFRecord file in {split_uri} (split {split!r}).')
+  for path in paths:
+    dataset = tf.data.TFRecordDataset(path, compression_type='GZIP')
+    for index, record in enumerate(dataset.as_numpy_iterator()):
+      feature = tf.train.Example.FromString(record).features.feature
+      for key in (features.IMAGE_ID_KEY, features.IMAGE_KEY, features.CAPTIONS_KEY):
+        if not feature[key].bytes_list.value:
+          raise ValueError(f'{path}: record {index} has no {key!r} bytes feature.')
+      yield ImageExample(
+          image_id=feature[features.IMAGE_ID_KEY].bytes_list.value[0].decode('utf-8'),
+          image=feature[features.IMAGE_KEY].bytes_list.value[0],
+          references=[c.decode('utf-8') for c in feature[features.CAPTIONS_KEY].bytes_list.value])
+
+
+def batched(items: Iterable, batch_size: int) -> Iterator[list]:
+  """Yields lists of `batch_size` consecutive items (the last one may be shorter)."""
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+  batch = []
+  for item in items:
+    batch.append(item)
+    if len(batch) == batch_size:
+      yield batch
+      batch = []
+  if batch:
+    yield batch
+
+
+def serving_model_dir(model: artifact.Artifact) -> str:
+  """The SavedModel directory of a Trainer's Model artifact (`<uri>/Format-Serving`)."""
+  return path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+
+
+class SavedModelCaptioner:
+  """Calls a SavedModel's caption signature, as TF Serving would.
+
+  Contract: signature features.CAPTION_SIGNATURE takes features.IMAGES_INPUT
+  (string [batch], encoded images) and returns features.CAPTION_OUTPUT
+  (string [batch]) and features.LOG_PROBABILITY_OUTPUT (float32 [batch]).
+  """
+
+  def __init__(self, model_dir: str):
+    if not tf.saved_model.contains_saved_model(model_dir):
+      raise FileNotFoundError(f'No SavedModel in {model_dir}.')
+    self.model_dir = model_dir
+    self._loaded = tf.saved_model.load(model_dir)  # keeps the signature's variables alive
+    if features.CAPTION_SIGNATURE not in self._loaded.signatures:
+      raise ValueError(f'SavedModel {model_dir} has no signature {features.CAPTION_SIGNATURE!r} '
+                       f'(it has {sorted(self._loaded.signatures)}).')
+    self._signature = self._loaded.signatures[features.CAPTION_SIGNATURE]
+
+  def __call__(self, images: Sequence[bytes]) -> Tuple[List[str], List[float]]:
+    """Captions a batch of encoded images; returns (captions, log-probabilities)."""
+    outputs = self._signature(**{features.IMAGES_INPUT: tf.constant(list(images), tf.string)})
+    for key in (features.CAPTION_OUTPUT, features.LOG_PROBABILITY_OUTPUT):
+      if key not in outputs:
+        raise ValueError(f'Signature {features.CAPTION_SIGNATURE!r} of {self.model_dir} '
+                         f'has no output {key!r} (it has {sorted(outputs)}).')
+    captions = [c.decode('utf-8', errors='replace')
+                for c in outputs[features.CAPTION_OUTPUT].numpy().tolist()]
+    log_probabilities = [float(p) for p in outputs[features.LOG_PROBABILITY_OUTPUT].numpy()]
+    if len(captions) != len(images) or len(log_probabilities) != len(images):
+      raise ValueError(f'{self.model_dir} returned {len(captions)} captions and '
+                       f'{len(log_probabilities)} log-probabilities for {len(images)} images.')
+    return captions, log_probabilities
+
+
+class SplitCaptions(NamedTuple):
+  """A model's captions for every image of a split."""
+  captions: Dict[str, str]  # image id -> generated caption
+  log_probabilities: Dict[str, float]  # image id -> log p(caption | image)
+  references: Dict[str, List[str]]  # image id -> reference captions
+
+
+def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
+                  batch_size: int) -> SplitCaptions:
+  """Captions every image of `split` with the SavedModel in `model_dir`, in batches.
+
+  Raises:
+    ValueError: if an image id occurs twice in the split.
+  """
+  captioner = SavedModelCaptioner(model_dir)
+  result = SplitCaptions({}, {}, {})
+  for batch in batched(iter_split_examples(examples, split), batch_size):
+    captions, log_probabilities = captioner([example.image for example in batch])
+    for example, caption, log_probability in zip(batch, captions, log_probabilities):
+      if example.image_id in result.captions:
+        raise ValueError(f'Image id {example.image_id!r} occurs twice in split {split!r} '
+                         f'of {examples.uri}.')
+      result.captions[example.image_id] = caption
+      result.log_probabilities[example.image_id] = log_probability
+      result.references[example.image_id] = example.references
+  logging.info('Captioned %d images of split %r with %s.', len(result.captions), split, model_dir)
+  return result
+
+
+def decide_blessing(candidate: Mapping[str, float], last_blessed: Optional[Mapping[str, float]],
+                    min_bleu4: float, min_cider: float,
+                    max_regression: float) -> Tuple[bool, List[str]]:
+  """The gate: returns (blessed, reasons), one 'PASS: ...'/'FAIL: ...' reason per check.
+
+  Args:
+    candidate: corpus metrics of the candidate (caption_metrics names).
+    last_blessed: corpus metrics of the last blessed model on the same split,
+      or None when no model was blessed before.
+    min_bleu4: minimum BLEU-4 (0..1).
+    min_cider: minimum CIDEr-D (0..10).
+    max_regression: largest allowed drop of BLEU-4 below last_blessed's.
+  """
+  checks = []
+  bleu4 = candidate[caption_metrics.BLEU_4]
+  cider = candidate[caption_metrics.CIDER_D]
+  checks.append((bleu4 >= min_bleu4, f'BLEU-4 {bleu4:.4f} vs min_bleu4 {min_bleu4:.4f}'))
+  checks.append((cider >= min_cider, f'CIDEr-D {cider:.4f} vs min_cider {min_cider:.4f}'))
+  if last_blessed is not None:
+    last_bleu4 = last_blessed[caption_metrics.BLEU_4]
+    change = bleu4 - last_bleu4
+    checks.append((-change <= max_regression,
+                   f'BLEU-4 {bleu4:.4f} vs last blessed model {last_bleu4:.4f}: change '
+                   f'{change:+.4f}, allowed drop max_regression {max_regression:.4f}'))
+  reasons = [('PASS: ' if ok else 'FAIL: ') + text for ok, text in checks]
+  if last_blessed is None:
+    reasons.append('NOTE: no previously blessed model, so no regression check')
+  return all(ok for ok, _ in checks), reasons
+
+
+def format_report(report: Mapping) -> str:
+  """Renders METRICS_FILE content as a text table (models side by side) plus the decision."""
+  roles = [role for role in ROLES if report.get(role)]
+  lines = [f"Caption metrics on split {report['split']!r} ({report['num_images']} images, "
+           f"tokenizer {report['tokenizer']}):",
+           f"  {'metric':<9}" + ''.join(f'{role:>14}' for role in roles)]
+  for name in caption_metrics.METRIC_NAMES:
+    if name in report[CAPTIONER]['metrics']:
+      lines.append(f'  {name:<9}' + ''.join(
+          f"{report[role]['metrics'][name]:>14.4f}" for role in roles))
+  for name, reason in report['skipped_metrics'].items():
+    lines.append(f'  {name} skipped: {reason}')
+  lines.append('Blessed: ' + ('YES' if report['blessed'] else 'NO'))
+  lines += [f'  {reason}' for reason in report['reasons']]
+  return '\n'.join(lines)
+
+
+def _model_entry(model: artifact.Artifact, scores: Dict) -> Dict:
+  """One model's part of METRICS_FILE."""
+  return {'model_uri': model.uri, 'model_id': model.id, 'metrics': scores['corpus']}
+
+
+@tfx.dsl.components.component
+def CaptionEvaluator(
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
+    evaluation: tfx.dsl.components.OutputArtifact[CaptionEvaluation],
+    blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelBlessing],
+    min_bleu4: tfx.dsl.components.Parameter[float],
+    min_cider: tfx.dsl.components.Parameter[float],
+    baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
+    last_blessed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
+    split: tfx.dsl.components.Parameter[str] = features.EVAL_SPLIT,
+    max_regression: tfx.dsl.components.Parameter[float] = 0.02,
+    batch_size: tfx.dsl.components.Parameter[int] = 32,
+) -> None:
+  """Scores the candidate captioner (and baseline, last blessed) and blesses it or not.
+
+  Args:
+    examples: ExampleGen output; `split` is captioned.
+    model: the candidate captioner (Trainer output, SavedModel at Format-Serving).
+    evaluation: output; METRICS_FILE is a JSON object with keys
+      'split', 'num_images', 'tokenizer', 'skipped_metrics' ({metric: reason});
+      CAPTIONER, BASELINE, LAST_BLESSED: {'model_uri', 'model_id', 'metrics':
+      {metric: corpus score}} or null when that model is absent; 'thresholds':
+      {'min_bleu4', 'min_cider', 'max_regression'}; 'blessed' (bool);
+      'reasons' (list of str). CAPTIONS_FILE has one JSON object per image:
+      'image_id', 'references', and per present role {'caption',
+      'log_probability', 'scores': {metric: per-image score}}.
+    blessing: output ModelBlessing for the Pusher and LatestBlessedModelStrategy.
+    min_bleu4: absolute BLEU-4 threshold (0..1).
+    min_cider: absolute CIDEr-D threshold (0..10).
+    baseline_model: optional captions-only language model (same serving
+      contract); scored and recorded, never gated.
+    last_blessed_model: optional latest blessed model (Resolver with
+      LatestBlessedModelStrategy); absent on the first run. Re-scored on the
+      same split; when it is the candidate itself its scores are reused.
+    split: the split to caption and score.
+    max_regression: allowed BLEU-4 drop below the last blessed model's.
+    batch_size: images per call of the caption signature.
+  """
+  candidates = {CAPTIONER: model, BASELINE: baseline_model, LAST_BLESSED: last_blessed_model}
+  split_captions, scores = {}, {}
+  caption_metrics.warm_up()  # METEOR loads while the models caption
+  for role, role_model in candidates.items():
+    if role_model is None:
+      continue
+    if role == LAST_BLESSED and role_model.uri == model.uri:
+      logging.info('The last blessed model is the candidate itself (%s).', model.uri)
+      split_captions[role], scores[role] = split_captions[CAPTIONER], scores[CAPTIONER]
+      continue
+    logging.info('Captioning split %r with the %s model %s.', split, role, role_model.uri)
+    split_captions[role] = caption_split(serving_model_dir(role_model), examples, split,
+                                         batch_size)
+    scores[role] = caption_metrics.score_captions(split_captions[role].captions,
+                                                  split_captions[CAPTIONER].references)
+
+  blessed, reasons = decide_blessing(
+      scores[CAPTIONER]['corpus'],
+      scores[LAST_BLESSED]['corpus'] if LAST_BLESSED in scores else None,
+      min_bleu4=min_bleu4, min_cider=min_cider, max_regression=max_regression)
+
+  report = {
+      'split': split,
+      'num_images': scores[CAPTIONER]['num_images'],
+      'tokenizer': scores[CAPTIONER]['tokenizer'],
+      'skipped_metrics': scores[CAPTIONER]['skipped'],
+      **{role: (_model_entry(candidates[role], scores[role])
+                if role in scores else None) for role in ROLES},
+      'thresholds': {'min_bleu4': min_bleu4, 'min_cider': min_cider,
+                     'max_regression': max_regression},
+      'blessed': blessed,
+      'reasons': reasons,
+  }
+  io_utils.write_string_file(os.path.join(evaluation.uri, METRICS_FILE),
+                             json.dumps(report, indent=2) + '\n')
+  references = split_captions[CAPTIONER].references
+  with tf.io.gfile.GFile(os.path.join(evaluation.uri, CAPTIONS_FILE), 'w') as f:
+    for image_id in sorted(references):
+      line = {'image_id': image_id, 'references': references[image_id]}
+      for role in scores:
+        line[role] = {'caption': split_captions[role].captions[image_id],
+                      'log_probability': split_captions[role].log_probabilities[image_id],
+                      'scores': scores[role]['per_image'][image_id]}
+      f.write(json.dumps(line) + '\n')
+
+  blessing.set_string_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY,
+                                      model.uri)
+  blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY,
+                                   model.id)
+  blessing.set_string_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSING_MESSAGE_KEY,
+                                      '; '.join(reasons))
+  blessing.set_int_custom_property(
+      evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+      evaluator_constants.BLESSED_VALUE if blessed else evaluator_constants.NOT_BLESSED_VALUE)
+  io_utils.write_string_file(
+      os.path.join(blessing.uri, evaluator_constants.BLESSED_FILE_NAME if blessed
+                   else evaluator_constants.NOT_BLESSED_FILE_NAME), '')
+
+  logging.info('%s\nModel %s is %s; report in %s.', format_report(report), model.uri,
+               'BLESSED' if blessed else 'NOT BLESSED (it will not be pushed)',
+               os.path.join(evaluation.uri, METRICS_FILE))

@@ -1,0 +1,361 @@
+"""DemoGallery: the demo split, captioned by the pushed model, as one static page.
+
+People judge a captioner by looking at its captions. This component captions
+every image of a split (default `demo`) with the model the Pusher pushed,
+scores each caption against its references (`caption_metrics`), and writes a
+self-contained page into its `gallery` artifact:
+
+  <gallery.uri>/index.html    overall metrics at the top, then one card per
+                              image: thumbnail, generated caption, references,
+                              per-image scores; sort and filter by score
+  <gallery.uri>/thumbs/*.jpg  JPEG thumbnails, at most THUMBNAIL_SIZE pixels
+  <gallery.uri>/metrics.json  corpus metrics of the shown model (and of the
+                              captions-only baseline, when given) on the split
+
+The page loads nothing from the network (the machines are offline): inline CSS
+and a few lines of vanilla JS; thumbnails are lazily loaded, so 1,000 images
+stay fast. When the Pusher did not push (the model was not blessed), the
+candidate model is captioned instead and the page says so in red.
+"""
+import html
+import io
+import json
+import os
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+from absl import logging
+from PIL import Image
+from PIL import ImageOps
+import tensorflow as tf
+from tfx import v1 as tfx
+from tfx.types import artifact
+from tfx.utils import io_utils
+
+from components import caption_evaluator
+from components import caption_metrics
+from components import features
+from components.artifacts import CaptionGallery
+
+INDEX_FILE = 'index.html'
+THUMBS_DIR = 'thumbs'
+METRICS_FILE = 'metrics.json'  # corpus metrics on the shown split (DemoGallery)
+THUMBNAIL_SIZE = 160  # pixels, the longer side
+# Per-image scores shown on every card, in this order (when computed).
+CARD_METRICS = (caption_metrics.BLEU_4, caption_metrics.CIDER_D, caption_metrics.METEOR,
+                caption_metrics.ROUGE_L)
+# Custom properties the standard Pusher sets on its PushedModel output.
+_PUSHED_KEY = 'pushed'
+_PUSHED_DESTINATION_KEY = 'pushed_destination'
+
+
+
+class GalleryEntry(NamedTuple):
+  """One image card of the gallery."""
+  image_id: str
+  image: bytes  # the encoded image file (JPEG/PNG/GIF/BMP)
+  caption: str  # generated caption
+  references: List[str]  # reference captions
+  scores: Dict[str, float]  # caption_metrics name -> per-image score
+  baseline_caption: Optional[str] = None  # the captions-only baseline's, if shown
+
+
+def make_thumbnail(image: bytes, size: int = THUMBNAIL_SIZE) -> Tuple[bytes, int, int]:
+  """Returns (JPEG bytes, width, height) of `image` shrunk to fit size x size.
+
+  Raises:
+    PIL.UnidentifiedImageError, OSError: if the bytes are not a decodable image.
+  """
+  with Image.open(io.BytesIO(image)) as opened:
+    thumbnail = ImageOps.exif_transpose(opened).convert('RGB')
+  thumbnail.thumbnail((size, size))
+  out = io.BytesIO()
+  thumbnail.save(out, format='JPEG', quality=85)
+  return out.getvalue(), thumbnail.width, thumbnail.height
+
+
+_CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 0 1.5em 2em; color: #222; }
+h1 { font-size: 1.5em; margin: .8em 0 .3em; }
+.notes p { margin: .2em 0; } .warning { color: #b00; font-weight: bold; }
+table.metrics { border-collapse: collapse; margin: .8em 0; }
+table.metrics th, table.metrics td {
+  border: 1px solid #ccc; padding: .2em .6em; text-align: right; }
+table.metrics th:first-child { text-align: left; }
+.controls {
+  position: sticky; top: 0; background: #fff; padding: .5em 0; border-bottom: 1px solid #ddd;
+  z-index: 1; }
+.controls label { margin-right: 1em; } .controls input { width: 6em; }
+.legend { color: #555; font-size: .9em; margin: .4em 0 0; }
+#grid {
+  display: grid; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr)); gap: 12px;
+  margin-top: 12px; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 8px; margin: 0; }
+.card .frame {
+  height: 160px; display: flex; align-items: center; justify-content: center;
+  background: #f4f4f4; }
+.card img { max-width: 100%; height: auto; }
+.nothumb { color: #b00; font-size: .9em; padding: 1em; }
+.caption { font-weight: bold; margin: .4em 0 .2em; }
+.baseline { color: #777; font-style: italic; font-size: .9em; margin: 0; }
+.refs { margin: .2em 0; padding-left: 1.3em; color: #555; font-size: .9em; }
+.scores { font-size: .85em; color: #333; margin: .3em 0 0; }
+.id { font-size: .8em; color: #888; word-break: break-all; }
+"""
+
+# Sorting and filtering by score; also records, in <body> data attributes, how
+# many thumbnails loaded or failed (used by the headless-browser test).
+_JS = """
+(function () {
+  var grid = document.getElementById('grid');
+  var cards = Array.prototype.slice.call(grid.children);
+  var scores = cards.map(function (card) { return JSON.parse(card.dataset.scores); });
+  var metric = document.getElementById('metric');
+  var order = document.getElementById('order');
+  var minScore = document.getElementById('min-score');
+  var maxScore = document.getElementById('max-score');
+  var shown = document.getElementById('shown');
+
+  function update() {
+    var m = metric.value;
+    var lo = minScore.value === '' ? -Infinity : parseFloat(minScore.value);
+    var hi = maxScore.value === '' ? Infinity : parseFloat(maxScore.value);
+    var index = cards.map(function (card, i) { return i; });
+    index.sort(function (a, b) {
+      if (order.value === 'id') { return cards[a].dataset.id < cards[b].dataset.id ? -1 : 1; }
+      var d = scores[a][m] - scores[b][m];
+      return order.value === 'asc' ? d : -d;
+    });
+    var count = 0;
+    var fragment = document.createDocumentFragment();
+    index.forEach(function (i) {
+      var s = scores[i][m];
+      cards[i].hidden = !(s >= lo && s <= hi);
+      if (!cards[i].hidden) { count += 1; }
+      fragment.appendChild(cards[i]);
+    });
+    grid.appendChild(fragment);
+    shown.textContent = count + ' of ' + cards.length + ' images shown';
+    var state = new URLSearchParams({metric: m, order: order.value});
+    if (minScore.value !== '') { state.set('min', minScore.value); }
+    if (maxScore.value !== '') { state.set('max', maxScore.value); }
+    history.replaceState(null, '', '#' + state.toString());
+  }
+
+  function countImages() {
+    var images = document.querySelectorAll('img.thumb');
+    var loaded = 0, failed = 0;
+    images.forEach(function (img) {
+      if (img.complete && img.naturalWidth > 0) { loaded += 1; }
+      else if (img.complete) { failed += 1; }
+    });
+    document.body.dataset.imagesTotal = images.length;
+    document.body.dataset.imagesLoaded = loaded;
+    document.body.dataset.imagesFailed = failed;
+  }
+
+  // The view can come from the link, e.g. index.html#metric=CIDEr-D&order=asc&min=0.5
+  var view = new URLSearchParams(location.hash.slice(1));
+  if (view.has('metric')) { metric.value = view.get('metric'); }
+  if (!metric.value) { metric.selectedIndex = 0; }
+  if (view.has('order')) { order.value = view.get('order'); }
+  if (!order.value) { order.selectedIndex = 0; }
+  minScore.value = view.get('min') || '';
+  maxScore.value = view.get('max') || '';
+
+  [metric, order].forEach(function (el) { el.addEventListener('change', update); });
+  [minScore, maxScore].forEach(function (el) { el.addEventListener('input', update); });
+  document.querySelectorAll('img.thumb').forEach(function (img) {
+    img.addEventListener('load', countImages);
+    img.addEventListener('error', countImages);
+  });
+  window.addEventListener('load', countImages);
+  update();
+  countImages();
+})();
+"""
+
+
+def _metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
+  """An HTML table: one row per labelled model, one column per metric."""
+  names = [n for n in caption_metrics.METRIC_NAMES if any(n in row for row in metrics.values())]
+  head = ''.join(f'<th>{html.escape(n)}</th>' for n in names)
+  rows = []
+  for label, row in metrics.items():
+    cells = ''.join(f'<td>{row[n]:.4f}</td>' if n in row else '<td>&mdash;</td>' for n in names)
+    rows.append(f'<tr><th>{html.escape(label)}</th>{cells}</tr>')
+  return (f'<table class="metrics"><thead><tr><th>model</th>{head}</tr></thead>'
+          f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def _card(entry: GalleryEntry, thumbnail: Optional[Tuple[str, int, int]], error: str) -> str:
+  """One image card; `thumbnail` is (relative path, width, height) or None (see `error`)."""
+  if thumbnail is None:
+    picture = f'<div class="nothumb">no thumbnail: {html.escape(error)}</div>'
+  else:
+    path, width, height = thumbnail
+    picture = (f'<img class="thumb" src="{html.escape(path)}" width="{width}" height="{height}" '
+               f'loading="lazy" decoding="async" alt="{html.escape(entry.caption)}">')
+  references = ''.join(f'<li>{html.escape(r)}</li>' for r in entry.references)
+  scores = ' &middot; '.join(f'{html.escape(n)} {entry.scores[n]:.3f}'
+                             for n in CARD_METRICS if n in entry.scores)
+  baseline = ('' if entry.baseline_caption is None else
+              f'<p class="baseline">baseline: {html.escape(entry.baseline_caption)}</p>')
+  return (f'<figure class="card" data-id="{html.escape(entry.image_id)}" '
+          f'data-scores="{html.escape(json.dumps(entry.scores))}">'
+          f'<div class="frame">{picture}</div>'
+          f'<figcaption><p class="caption">{html.escape(entry.caption)}</p>'
+          f'{baseline}<ol class="refs">{references}</ol><p class="scores">{scores}</p>'
+          f'<p class="id">{html.escape(entry.image_id)}</p></figcaption></figure>')
+
+
+def render_gallery(entries: Iterable[GalleryEntry], metrics: Mapping[str, Mapping[str, float]],
+                   out_dir: str, *, title: str = 'Caption gallery',
+                   notes: Sequence[str] = (), warnings: Sequence[str] = (),
+                   sort_metric: str = caption_metrics.BLEU_4) -> str:
+  """Writes the gallery page and its thumbnails; returns the path of INDEX_FILE.
+
+  Entries are consumed one by one (thumbnails are written as they come), so a
+  generator keeps memory flat for large splits. An image that cannot be decoded
+  gets a card saying why instead of a thumbnail, and a logged warning.
+
+  Args:
+    entries: the image cards, in any order: the page sorts them when it loads
+      (by `sort_metric`, best first).
+    metrics: overall metrics, row label -> {caption_metrics name: score}.
+    out_dir: output directory (local or any tf.io.gfile filesystem).
+    title: page title.
+    notes: lines shown under the title (e.g. which model, the blessing).
+    warnings: lines shown under the title in red (e.g. "NOT pushed").
+    sort_metric: the metric the page sorts by initially.
+  """
+  tf.io.gfile.makedirs(os.path.join(out_dir, THUMBS_DIR))
+  cards, sort_metrics = [], []
+  for index, entry in enumerate(entries):
+    relative_path = f'{THUMBS_DIR}/{index:06d}.jpg'
+    try:
+      jpeg, width, height = make_thumbnail(entry.image)
+    except OSError as error:  # PIL.UnidentifiedImageError is an OSError
+      logging.warning('No thumbnail for image %r: %s', entry.image_id, error)
+      cards.append(_card(entry, None, str(error)))
+    else:
+      with tf.io.gfile.GFile(os.path.join(out_dir, relative_path), 'wb') as f:
+        f.write(jpeg)
+      cards.append(_card(entry, (relative_path, width, height), ''))
+    sort_metrics += [n for n in entry.scores if n not in sort_metrics]
+  options = ''.join(
+      f'<option value="{html.escape(n)}"{" selected" if n == sort_metric else ""}>'
+      f'{html.escape(n)}</option>' for n in caption_metrics.METRIC_NAMES if n in sort_metrics)
+  note_lines = ''.join(f'<p>{html.escape(line)}</p>' for line in notes)
+  note_lines += ''.join(f'<p class="warning">{html.escape(line)}</p>' for line in warnings)
+  page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title><style>{_CSS}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<div class="notes">{note_lines}</div>
+{_metrics_table(metrics)}
+<div class="controls">
+<label>Sort by <select id="metric">{options}</select></label>
+<label>Order <select id="order"><option value="desc">best first</option>
+<option value="asc">worst first</option><option value="id">image id</option></select></label>
+<label>Score from <input id="min-score" type="number" step="any"></label>
+<label>to <input id="max-score" type="number" step="any"></label>
+<span id="shown"></span>
+</div>
+<p class="legend">Each card: the generated caption (bold), the captions-only baseline's
+(italic, when shown), the reference captions (numbered), the per-image scores of the
+generated caption and the image id.</p>
+<div id="grid">{''.join(cards)}</div>
+<script>{_JS}</script>
+</body></html>
+"""
+  index_path = os.path.join(out_dir, INDEX_FILE)
+  with tf.io.gfile.GFile(index_path, 'w') as f:
+    f.write(page)
+  logging.info('Gallery of %d images written to %s', len(cards), index_path)
+  return index_path
+
+
+@tfx.dsl.components.component
+def DemoGallery(
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    pushed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.PushedModel],
+    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
+    evaluation: tfx.dsl.components.InputArtifact[caption_evaluator.CaptionEvaluation],
+    gallery: tfx.dsl.components.OutputArtifact[CaptionGallery],
+    baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
+    split: tfx.dsl.components.Parameter[str] = features.DEMO_SPLIT,
+    batch_size: tfx.dsl.components.Parameter[int] = 32,
+) -> None:
+  """Captions `split` with the pushed model and writes the gallery page.
+
+  Args:
+    examples: ExampleGen output.
+    pushed_model: the standard Pusher's output (custom property `pushed` 1/0).
+    model: the candidate model, captioned only when nothing was pushed.
+    evaluation: CaptionEvaluator output; its metrics head the page.
+    gallery: output; INDEX_FILE, THUMBS_DIR and METRICS_FILE, a JSON object:
+      'split', 'model_dir' (the SavedModel captioned), 'pushed' (bool),
+      'pushed_destination' (str or null), 'skipped_metrics' ({metric: reason}),
+      'shown_model' and 'baseline' ({metric: corpus score} on `split`; baseline
+      null without `baseline_model`).
+    baseline_model: optional captions-only baseline; when given, its caption
+      is shown on every card and its metrics on `split` at the top.
+    split: the split to show.
+    batch_size: images per call of the caption signature.
+  """
+  pushed = pushed_model.get_int_custom_property(_PUSHED_KEY) == 1
+  if pushed:
+    destination = pushed_model.get_string_custom_property(_PUSHED_DESTINATION_KEY)
+    # The Pusher's own output holds a copy identical to what it pushed.
+    model_dir, notes, warnings = (
+        pushed_model.uri, [f'Captions by the pushed model, serving from {destination}.'], [])
+  else:
+    destination = None
+    model_dir, notes, warnings = caption_evaluator.serving_model_dir(model), [], [
+        f'The model was NOT pushed (not blessed): these captions come from the candidate '
+        f'model {model.uri}, which is not being served.']
+  caption_metrics.warm_up()  # METEOR loads while the model captions
+  split_captions = caption_evaluator.caption_split(model_dir, examples, split, batch_size)
+  scores = caption_metrics.score_captions(split_captions.captions, split_captions.references)
+  baseline_captions, baseline_scores = None, None
+  if baseline_model is not None:
+    baseline_captions = caption_evaluator.caption_split(
+        caption_evaluator.serving_model_dir(baseline_model), examples, split, batch_size)
+    baseline_scores = caption_metrics.score_captions(baseline_captions.captions,
+                                                     split_captions.references)
+
+  with tf.io.gfile.GFile(os.path.join(evaluation.uri, caption_evaluator.METRICS_FILE)) as f:
+    report = json.load(f)
+  metrics = {f"{role} ({report['split']} split)": report[role]['metrics']
+             for role in (caption_evaluator.CAPTIONER, caption_evaluator.BASELINE)
+             if report.get(role)}
+  metrics[f'shown model ({split} split, this page)'] = scores['corpus']
+  if baseline_scores is not None:
+    metrics[f'baseline ({split} split)'] = baseline_scores['corpus']
+  notes.append(f"Blessed: {'yes' if report['blessed'] else 'no'} ({'; '.join(report['reasons'])})")
+  notes += [f'{name} not computed: {reason}' for name, reason in scores['skipped'].items()]
+
+  io_utils.write_string_file(os.path.join(gallery.uri, METRICS_FILE), json.dumps({
+      'split': split,
+      'model_dir': model_dir,
+      'pushed': pushed,
+      'pushed_destination': destination,
+      'skipped_metrics': scores['skipped'],
+      'shown_model': scores['corpus'],
+      'baseline': None if baseline_scores is None else baseline_scores['corpus'],
+  }, indent=2) + '\n')
+
+  # A second pass over the split for the image bytes, consumed as a generator
+  # so the images are never all in memory; the page sorts the cards itself.
+  entries = (GalleryEntry(example.image_id, example.image,
+                          split_captions.captions[example.image_id], example.references,
+                          scores['per_image'][example.image_id],
+                          baseline_captions.captions[example.image_id]
+                          if baseline_captions else None)
+             for example in caption_evaluator.iter_split_examples(examples, split))
+  index_path = render_gallery(entries, metrics, gallery.uri,
+                              title=f'Captioner demo gallery: split {split!r}',
+                              notes=notes, warnings=warnings)
+  logging.info('Demo gallery: %s', index_path)

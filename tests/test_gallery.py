@@ -1,0 +1,283 @@
+"""The demo gallery, checked in a real headless Chromium, and the DemoGallery component.
+
+The page's own JS writes how many thumbnails loaded into <body> data
+attributes; Chromium runs it (file:// URL, virtual time so lazy images and
+scripts finish) and `--dump-dom` returns the DOM after it ran. Chromium comes
+from Debian's `chromium` package, installed here when missing.
+"""
+import html.parser
+import json
+import os
+import pathlib
+import re
+import subprocess
+from typing import Dict, List
+
+from PIL import Image
+from PIL import ImageStat
+import pytest
+
+from components import caption_evaluator
+from components import caption_metrics
+from components import features
+from components import gallery
+from test_caption_evaluator import export_lookup_captioner
+from test_caption_evaluator import make_dataset
+from test_caption_evaluator import run_evaluator
+from test_caption_evaluator import run_pusher
+from test_caption_evaluator import write_examples
+
+CHROMIUM = '/usr/bin/chromium'
+NUM_IMAGES = 20
+INJECTED = '<b>bold</b> & <script>document.title = "pwned"</script>'
+
+
+@pytest.fixture(scope='module')
+def chromium() -> str:
+  """Path of the chromium binary; installs Debian's package when it is missing."""
+  if not os.path.exists(CHROMIUM):
+    install = subprocess.run(
+        'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y '
+        '-o DPkg::Lock::Timeout=600 chromium', shell=True, capture_output=True, text=True,
+        timeout=1800, check=False)
+    if install.returncode != 0 or not os.path.exists(CHROMIUM):
+      pytest.skip(f'chromium is missing and `apt-get install chromium` failed: '
+                  f'{install.stderr[-800:]}')
+  return CHROMIUM
+
+
+def run_chromium(chromium: str, profile: pathlib.Path, url: str, *args: str) -> str:
+  """Runs headless Chromium on `url`; returns its stdout."""
+  command = [chromium, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
+             '--no-first-run', '--disable-background-networking', '--disable-component-update',
+             '--disable-sync', f'--user-data-dir={profile}', '--window-size=1200,900',
+             '--virtual-time-budget=10000', *args, url]
+  return subprocess.run(command, capture_output=True, text=True, timeout=120,
+                        check=True).stdout
+
+
+class PageDom(html.parser.HTMLParser):
+  """What the tests read from a dumped DOM: <body> attributes, cards, images."""
+
+  def __init__(self, text: str):
+    super().__init__()
+    self.body: Dict[str, str] = {}
+    self.cards: List[dict] = []  # {'id', 'hidden', 'caption', 'references', 'img'}
+    self.shown = ''
+    self.title = ''
+    self._into = None  # (dict, key) receiving text, or None
+    self.feed(text)
+
+  def handle_starttag(self, tag, attrs):
+    attrs = dict(attrs)
+    classes = (attrs.get('class') or '').split()
+    if tag == 'body':
+      self.body = attrs
+    elif tag == 'figure' and 'card' in classes:
+      self.cards.append({'id': attrs['data-id'], 'hidden': 'hidden' in attrs, 'caption': '',
+                         'references': [], 'img': None})
+    elif tag == 'img' and 'thumb' in classes:
+      self.cards[-1]['img'] = attrs
+    elif tag == 'p' and 'caption' in classes:
+      self._into = (self.cards[-1], 'caption')
+    elif tag == 'li' and self.cards:
+      self.cards[-1]['references'].append('')
+      self._into = (self.cards[-1]['references'], -1)
+    elif tag == 'span' and attrs.get('id') == 'shown':
+      self._into = (self, 'shown')
+    elif tag == 'title':
+      self._into = (self, 'title')
+
+  def handle_endtag(self, tag):
+    if tag in ('p', 'li', 'span', 'title'):
+      self._into = None
+
+  def handle_data(self, data):
+    if self._into is None:
+      return
+    target, key = self._into
+    if isinstance(target, (list, dict)):
+      target[key] += data
+    else:
+      setattr(target, key, getattr(target, key) + data)
+
+
+@pytest.fixture(scope='module')
+def page(tmp_path_factory):
+  """A gallery of NUM_IMAGES 320-pixel-wide images (one caption tries HTML injection)."""
+  out_dir = tmp_path_factory.mktemp('page')
+  entries = []
+  for index, (image_id, (image, references)) in enumerate(
+      make_dataset(NUM_IMAGES, image_size=320).items()):
+    caption = INJECTED if index == 7 else f'{references[0]} number {index}'
+    scores = {caption_metrics.BLEU_4: (index * 7 % NUM_IMAGES) / NUM_IMAGES,
+              caption_metrics.CIDER_D: index / 2}
+    entries.append(gallery.GalleryEntry(image_id, image, caption, references, scores))
+  metrics = {'captioner (eval split)': {caption_metrics.BLEU_4: 0.61, caption_metrics.CIDER_D: 1.9},
+             'baseline (eval split)': {caption_metrics.BLEU_4: 0.12}}
+  index_path = gallery.render_gallery(iter(entries), metrics, str(out_dir),
+                                      notes=['a note'], warnings=['a warning'])
+  return {'index': pathlib.Path(index_path), 'entries': entries}
+
+
+def test_every_thumbnail_loads_and_captions_are_shown_in_chromium(chromium, page, tmp_path):
+  dom = PageDom(run_chromium(chromium, tmp_path / 'profile', page['index'].as_uri(),
+                             '--dump-dom'))
+
+  assert dom.body['data-images-total'] == str(NUM_IMAGES)
+  assert dom.body['data-images-loaded'] == str(NUM_IMAGES)
+  assert dom.body['data-images-failed'] == '0'
+  assert dom.shown == f'{NUM_IMAGES} of {NUM_IMAGES} images shown'
+  by_id = {entry.image_id: entry for entry in page['entries']}
+  assert sorted(card['id'] for card in dom.cards) == sorted(by_id)
+  for card in dom.cards:
+    entry = by_id[card['id']]
+    assert not card['hidden']
+    assert card['caption'] == entry.caption  # the injected markup shows as text
+    assert card['references'] == entry.references
+    assert card['img']['loading'] == 'lazy'
+  assert dom.title == 'Caption gallery'  # the caption's <script> did not run
+  # Sorted on load by BLEU-4, best first.
+  bleu4 = [by_id[card['id']].scores[caption_metrics.BLEU_4] for card in dom.cards]
+  assert bleu4 == sorted(bleu4, reverse=True)
+
+
+def test_link_sorts_and_filters_by_score_in_chromium(chromium, page, tmp_path):
+  url = page['index'].as_uri() + '#metric=CIDEr-D&order=asc&min=2.5&max=7'
+  dom = PageDom(run_chromium(chromium, tmp_path / 'profile', url, '--dump-dom'))
+
+  cider = {entry.image_id: entry.scores[caption_metrics.CIDER_D] for entry in page['entries']}
+  visible = [card['id'] for card in dom.cards if not card['hidden']]
+  assert [cider[i] for i in visible] == [2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0]
+  assert dom.shown == f'10 of {NUM_IMAGES} images shown'
+  assert [cider[card['id']] for card in dom.cards] == sorted(cider.values())
+
+
+def test_screenshot_shows_the_page(chromium, page, tmp_path):
+  screenshot = tmp_path / 'gallery.png'
+  run_chromium(chromium, tmp_path / 'profile', page['index'].as_uri(),
+               f'--screenshot={screenshot}')
+
+  with Image.open(screenshot) as shot:
+    assert shot.size == (1200, 900)
+    # Not a blank page: text, table lines and coloured thumbnails.
+    assert max(ImageStat.Stat(shot.convert('RGB')).stddev) > 20
+
+
+def test_thumbnails_are_small_jpegs(page):
+  thumbs = sorted((page['index'].parent / gallery.THUMBS_DIR).iterdir())
+
+  assert len(thumbs) == NUM_IMAGES
+  for path in thumbs:
+    with Image.open(path) as thumb:
+      assert thumb.format == 'JPEG'
+      assert max(thumb.size) == gallery.THUMBNAIL_SIZE  # 320+ pixels shrunk to 160
+
+
+def test_page_has_metrics_notes_and_no_external_resources(page):
+  text = page['index'].read_text()
+
+  assert 'captioner (eval split)' in text and '0.6100' in text and '1.9000' in text
+  assert 'baseline (eval split)' in text and '0.1200' in text
+  assert '<p class="warning">a warning</p>' in text and '<p>a note</p>' in text
+  # Offline machines: every resource is a local thumbnail, nothing else is fetched.
+  assert set(re.findall(r'<(?:img|script|link|iframe)\b[^>]*\b(?:src|href)="([^"]*)"', text)) == {
+      f'{gallery.THUMBS_DIR}/{i:06d}.jpg' for i in range(NUM_IMAGES)}
+  assert 'http' not in text and 'url(' not in text and '@import' not in text
+
+
+def test_undecodable_image_gets_a_card_saying_why(tmp_path):
+  entry = gallery.GalleryEntry('broken.jpg', b'not an image', 'a caption', ['a reference'],
+                               {caption_metrics.BLEU_4: 0.0})
+
+  index_path = gallery.render_gallery([entry], {}, str(tmp_path))
+
+  text = pathlib.Path(index_path).read_text()
+  assert 'data-id="broken.jpg"' in text and 'no thumbnail: cannot identify image' in text
+  assert os.listdir(tmp_path / gallery.THUMBS_DIR) == []
+
+
+# --- the DemoGallery component on real artifacts -------------------------------
+
+
+@pytest.fixture(scope='module')
+def pipeline_run(tmp_path_factory):
+  """Examples (eval + demo), a good and a bad captioner, their evaluations and pushes."""
+  root = tmp_path_factory.mktemp('pipeline')
+  eval_set, demo_set = make_dataset(8), make_dataset(10, image_size=200)
+  examples = write_examples(root, {features.EVAL_SPLIT: eval_set, features.DEMO_SPLIT: demo_set})
+  everything = list(eval_set.values()) + list(demo_set.values())
+  models = {
+      'good': export_lookup_captioner(root, 'good', {i: refs[0] for i, refs in everything}, 1),
+      'bad': export_lookup_captioner(root, 'bad', {i: 'a cat' for i, _ in everything}, 2),
+      'baseline': export_lookup_captioner(root, 'baseline', {i: 'a red square'
+                                                             for i, _ in everything}, 3),
+  }
+  runs = {'examples': examples, 'demo': demo_set, 'models': models}
+  for name in ('good', 'bad'):
+    model = models[name]
+    evaluation, blessing = run_evaluator(root / name, examples, model)
+    pushed = run_pusher(root / name, model, blessing, root / 'serving')
+    runs[name] = {'evaluation': evaluation, 'pushed': pushed}
+  return runs
+
+
+def run_gallery(tmp_path: pathlib.Path, pipeline_run, name: str, with_baseline: bool):
+  """Runs DemoGallery's executor for one model; returns the gallery artifact."""
+  output = gallery.CaptionGallery()
+  output.uri = str(tmp_path / 'gallery')
+  os.makedirs(output.uri)
+  inputs = {'examples': [pipeline_run['examples']],
+            'pushed_model': [pipeline_run[name]['pushed']],
+            'model': [pipeline_run['models'][name]],
+            'evaluation': [pipeline_run[name]['evaluation']]}
+  if with_baseline:
+    inputs['baseline_model'] = [pipeline_run['models']['baseline']]
+  gallery.DemoGallery.EXECUTOR_SPEC.executor_class().Do(
+      inputs,
+      {'gallery': [output]},
+      {'split': features.DEMO_SPLIT, 'batch_size': 4})
+  return output
+
+
+def test_component_shows_the_pushed_model(chromium, pipeline_run, tmp_path):
+  pushed = pipeline_run['good']['pushed']
+  assert pushed.get_int_custom_property('pushed') == 1
+  output = run_gallery(tmp_path, pipeline_run, 'good', with_baseline=True)
+  index = pathlib.Path(output.uri) / gallery.INDEX_FILE
+
+  dom = PageDom(run_chromium(chromium, tmp_path / 'profile', index.as_uri(), '--dump-dom'))
+  text = index.read_text()
+
+  demo = pipeline_run['demo']
+  assert dom.body['data-images-loaded'] == dom.body['data-images-total'] == str(len(demo))
+  assert {card['id']: card['caption'] for card in dom.cards} == {
+      image_id: refs[0] for image_id, (_, refs) in demo.items()}
+  assert pushed.get_string_custom_property('pushed_destination') in text
+  assert 'NOT pushed' not in text
+  assert 'captioner (eval split)' in text and 'shown model (demo split, this page)' in text
+  assert 'Blessed: yes' in text
+  assert text.count('<p class="baseline">baseline: a red square</p>') == len(demo)
+  with open(pathlib.Path(output.uri) / gallery.METRICS_FILE) as f:
+    metrics = json.load(f)
+  assert metrics['split'] == features.DEMO_SPLIT and metrics['pushed'] is True
+  assert metrics['pushed_destination'] == pushed.get_string_custom_property('pushed_destination')
+  assert metrics['shown_model'][caption_metrics.BLEU_4] == pytest.approx(1.0, abs=1e-6)
+  assert metrics['baseline'][caption_metrics.BLEU_4] < 0.1
+  assert 'baseline (demo split)' in text
+
+
+def test_component_labels_a_model_that_was_not_pushed(pipeline_run, tmp_path):
+  assert pipeline_run['bad']['pushed'].get_int_custom_property('pushed') == 0
+  output = run_gallery(tmp_path, pipeline_run, 'bad', with_baseline=False)
+  text = (pathlib.Path(output.uri) / gallery.INDEX_FILE).read_text()
+
+  assert '<p class="warning">The model was NOT pushed (not blessed)' in text
+  assert pipeline_run['models']['bad'].uri in text
+  assert 'Blessed: no' in text
+  assert text.count('<p class="caption">a cat</p>') == len(pipeline_run['demo'])
+  assert 'class="baseline"' not in text
+  with open(pathlib.Path(output.uri) / gallery.METRICS_FILE) as f:
+    metrics = json.load(f)
+  assert metrics['pushed'] is False and metrics['baseline'] is None
+  assert metrics['model_dir'] == caption_evaluator.serving_model_dir(pipeline_run['models']['bad'])
