@@ -43,100 +43,100 @@ _BATCH = 32
 
 
 def _images(count, size):
-    """`count` distinct JPEGs of size x size: a coloured background with a coloured block."""
-    images = []
-    for seed in range(count):
-        rng = np.random.RandomState(seed)
-        pixels = np.zeros((size, size, 3), np.uint8)
-        pixels[...] = rng.randint(0, 256, 3)
-        pixels[rng.randint(0, size // 2):, rng.randint(0, size // 2):] = rng.randint(0, 256, 3)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, 'JPEG')
-        images.append(buffer.getvalue())
-    return images
+  """`count` distinct JPEGs of size x size: a coloured background with a coloured block."""
+  images = []
+  for seed in range(count):
+    rng = np.random.RandomState(seed)
+    pixels = np.zeros((size, size, 3), np.uint8)
+    pixels[...] = rng.randint(0, 256, 3)
+    pixels[rng.randint(0, size // 2):, rng.randint(0, size // 2):] = rng.randint(0, 256, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, 'JPEG')
+    images.append(buffer.getvalue())
+  return images
 
 
 def _seconds_per_call(calls, batches):
-    """Times each of `calls` on every batch, alternating, after a warm-up.
+  """Times each of `calls` on every batch, alternating, after a warm-up.
 
-    Alternating call by call gives both ways the same machine: on a shared
-    host, load that comes and goes would otherwise favour whichever ran second.
-    Returns {name: array of seconds per call}.
-    """
-    for batch in batches[:_WARMUP_CALLS]:
-        for call in calls.values():
-            call(batch)
-    times = {name: [] for name in calls}
-    for batch in batches:
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call(batch)
-            times[name].append(time.perf_counter() - start)
-    return {name: np.array(seconds) for name, seconds in times.items()}
+  Alternating call by call gives both ways the same machine: on a shared
+  host, load that comes and goes would otherwise favour whichever ran second.
+  Returns {name: array of seconds per call}.
+  """
+  for batch in batches[:_WARMUP_CALLS]:
+    for call in calls.values():
+      call(batch)
+  times = {name: [] for name in calls}
+  for batch in batches:
+    for name, call in calls.items():
+      start = time.perf_counter()
+      call(batch)
+      times[name].append(time.perf_counter() - start)
+  return {name: np.array(seconds) for name, seconds in times.items()}
 
 
 def _measure(calls, images, requests, batches):
-    """{name: (p50 ms, p99 ms) at batch 1, images/s at batch 32} for each way of calling the model."""
-    singles = _seconds_per_call(calls, [[images[i % len(images)]] for i in range(requests)])
-    fulls = _seconds_per_call(calls, [images[:_BATCH]] * batches)
-    return {name: (np.percentile(singles[name] * 1000, 50), np.percentile(singles[name] * 1000, 99),
-                   _BATCH * batches / fulls[name].sum()) for name in calls}
+  """{name: (p50 ms, p99 ms) at batch 1, images/s at batch 32} for each way of calling the model."""
+  singles = _seconds_per_call(calls, [[images[i % len(images)]] for i in range(requests)])
+  fulls = _seconds_per_call(calls, [images[:_BATCH]] * batches)
+  return {name: (np.percentile(singles[name] * 1000, 50), np.percentile(singles[name] * 1000, 99),
+                 _BATCH * batches / fulls[name].sum()) for name in calls}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--requests', type=int, default=200, help='Batch-1 calls per way (default %(default)s).')
-    parser.add_argument('--batches', type=int, default=20, help='Batch-32 calls per way (default %(default)s).')
-    parser.add_argument('--image_size', type=int, default=64, help='Side of the JPEGs (default %(default)s).')
-    parser.add_argument('--model_base_path', help='A pushed <serving_dir>/<model_name> to use instead of the '
-                                                 'tiny model.')
-    args = parser.parse_args()
-    images = _images(_BATCH, args.image_size)
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--requests', type=int, default=200, help='Batch-1 calls per way (default %(default)s).')
+  parser.add_argument('--batches', type=int, default=20, help='Batch-32 calls per way (default %(default)s).')
+  parser.add_argument('--image_size', type=int, default=64, help='Side of the JPEGs (default %(default)s).')
+  parser.add_argument('--model_base_path', help='A pushed <serving_dir>/<model_name> to use instead of the '
+                                               'tiny model.')
+  args = parser.parse_args()
+  images = _images(_BATCH, args.image_size)
 
-    with tempfile.TemporaryDirectory(prefix='serving_bench_') as tmp:
-        base_path = args.model_base_path or os.path.join(tmp, pipeline_config.MODEL_NAME)
-        if not args.model_base_path:
-            tiny_model.export_tiny_model(os.path.join(base_path, '1'))
-        versions = servables.list_versions(base_path)
-        if not versions:
-            parser.error(f'no version directory with a SavedModel under {base_path}')
-        version = versions[-1]
-        model = tf.saved_model.load(os.path.join(base_path, str(version)))
-        signature = model.signatures[features.CAPTION_SIGNATURE]
+  with tempfile.TemporaryDirectory(prefix='serving_bench_') as tmp:
+    base_path = args.model_base_path or os.path.join(tmp, pipeline_config.MODEL_NAME)
+    if not args.model_base_path:
+      tiny_model.export_tiny_model(os.path.join(base_path, '1'))
+    versions = servables.list_versions(base_path)
+    if not versions:
+      parser.error(f'no version directory with a SavedModel under {base_path}')
+    version = versions[-1]
+    model = tf.saved_model.load(os.path.join(base_path, str(version)))
+    signature = model.signatures[features.CAPTION_SIGNATURE]
 
-        def in_process(batch):
-            outputs = signature(**{features.IMAGES_INPUT: tf.constant(batch)})
-            return {alias: tensor.numpy() for alias, tensor in outputs.items()}
+    def in_process(batch):
+      outputs = signature(**{features.IMAGES_INPUT: tf.constant(batch)})
+      return {alias: tensor.numpy() for alias, tensor in outputs.items()}
 
-        options = batching.BatchingOptions()
-        with server_lib.LocalModelServer(base_path, port=0, batching_options=options) as server, \
-                client_lib.CaptionClient(f'127.0.0.1:{server.port}', server.manager.model_name,
-                                         timeout_s=300) as client:
-            figures = _measure({'grpc': client.caption, 'in_process': in_process}, images, args.requests,
-                               args.batches)
-    grpc_p50, grpc_p99, grpc_rate = figures['grpc']
-    local_p50, local_p99, local_rate = figures['in_process']
+    options = batching.BatchingOptions()
+    with server_lib.LocalModelServer(base_path, port=0, batching_options=options) as server, \
+            client_lib.CaptionClient(f'127.0.0.1:{server.port}', server.manager.model_name,
+                                     timeout_s=300) as client:
+      figures = _measure({'grpc': client.caption, 'in_process': in_process}, images, args.requests,
+                         args.batches)
+  grpc_p50, grpc_p99, grpc_rate = figures['grpc']
+  local_p50, local_p99, local_rate = figures['in_process']
 
-    print(json.dumps({
-        'model': args.model_base_path or 'tiny (serving.tiny_model)',
-        'model_version': version,
-        'image_size': args.image_size,
-        'cores': multiprocessing.cpu_count(),
-        'requests_batch_1': args.requests,
-        'calls_batch_32': args.batches,
-        'server_max_batch_size': options.max_batch_size,
-        'server_batch_timeout_micros': options.batch_timeout_micros,
-        'grpc_batch_1_p50_ms': round(grpc_p50, 2),
-        'grpc_batch_1_p99_ms': round(grpc_p99, 2),
-        'in_process_batch_1_p50_ms': round(local_p50, 2),
-        'in_process_batch_1_p99_ms': round(local_p99, 2),
-        'grpc_batch_32_images_per_second': round(grpc_rate, 1),
-        'in_process_batch_32_images_per_second': round(local_rate, 1),
-        'ratio_grpc_to_in_process_p50': round(grpc_p50 / local_p50, 3),
-        'ratio_grpc_to_in_process_p99': round(grpc_p99 / local_p99, 3),
-        'ratio_grpc_to_in_process_throughput': round(grpc_rate / local_rate, 3),
-    }))
+  print(json.dumps({
+      'model': args.model_base_path or 'tiny (serving.tiny_model)',
+      'model_version': version,
+      'image_size': args.image_size,
+      'cores': multiprocessing.cpu_count(),
+      'requests_batch_1': args.requests,
+      'calls_batch_32': args.batches,
+      'server_max_batch_size': options.max_batch_size,
+      'server_batch_timeout_micros': options.batch_timeout_micros,
+      'grpc_batch_1_p50_ms': round(grpc_p50, 2),
+      'grpc_batch_1_p99_ms': round(grpc_p99, 2),
+      'in_process_batch_1_p50_ms': round(local_p50, 2),
+      'in_process_batch_1_p99_ms': round(local_p99, 2),
+      'grpc_batch_32_images_per_second': round(grpc_rate, 1),
+      'in_process_batch_32_images_per_second': round(local_rate, 1),
+      'ratio_grpc_to_in_process_p50': round(grpc_p50 / local_p50, 3),
+      'ratio_grpc_to_in_process_p99': round(grpc_p99 / local_p99, 3),
+      'ratio_grpc_to_in_process_throughput': round(grpc_rate / local_rate, 3),
+  }))
 
 
 if __name__ == '__main__':
-    main()
+  main()

@@ -17,87 +17,87 @@ import tensorflow as tf
 
 
 def _gather_beams(nested, beam_indices, batch_size, beam_width):
-    """Reorders [batch*beam, ...] tensors so that row (b, k) comes from beam beam_indices[b, k]."""
-    offsets = tf.range(batch_size)[:, tf.newaxis] * beam_width  # [batch, 1]
-    flat_indices = tf.reshape(beam_indices + offsets, [-1])  # [batch*beam]
-    return tf.nest.map_structure(lambda t: tf.gather(t, flat_indices), nested)
+  """Reorders [batch*beam, ...] tensors so that row (b, k) comes from beam beam_indices[b, k]."""
+  offsets = tf.range(batch_size)[:, tf.newaxis] * beam_width  # [batch, 1]
+  flat_indices = tf.reshape(beam_indices + offsets, [-1])  # [batch*beam]
+  return tf.nest.map_structure(lambda t: tf.gather(t, flat_indices), nested)
 
 
 def beam_search(initial_states, step_fn, batch_size, beam_width, max_length, start_id, end_id):
-    """Finds, per batch element, the most probable sequence ending in END.
+  """Finds, per batch element, the most probable sequence ending in END.
 
-    Args:
-      initial_states: nested structure of tensors [batch, ...]: the decoder state
-        after the image step. They are repeated to [batch*beam_width, ...].
-      step_fn: (word_ids int32 [batch*beam_width], states) -> (log_probs float
-        [batch*beam_width, vocab], new states of the same structure and shapes).
-      batch_size: int or scalar int32 tensor.
-      beam_width: python int >= 1; 1 is greedy decoding.
-      max_length: python int >= 1, the maximum number of generated ids, END included.
-      start_id: the id fed at the first step.
-      end_id: the id that finishes a sequence.
+  Args:
+    initial_states: nested structure of tensors [batch, ...]: the decoder state
+      after the image step. They are repeated to [batch*beam_width, ...].
+    step_fn: (word_ids int32 [batch*beam_width], states) -> (log_probs float
+      [batch*beam_width, vocab], new states of the same structure and shapes).
+    batch_size: int or scalar int32 tensor.
+    beam_width: python int >= 1; 1 is greedy decoding.
+    max_length: python int >= 1, the maximum number of generated ids, END included.
+    start_id: the id fed at the first step.
+    end_id: the id that finishes a sequence.
 
-    Returns:
-      ids: int32 [batch, max_length], generated ids (END included when the
-        sequence finished), then zeros.
-      lengths: int32 [batch], number of generated ids, END included.
-      log_probs: float32 [batch], sum of the log-probabilities of those ids.
-    """
-    if beam_width < 1:
-        raise ValueError(f'beam_width must be at least 1, got {beam_width}.')
-    if max_length < 1:
-        raise ValueError(f'max_length must be at least 1, got {max_length}.')
-    neg_inf = tf.constant(float('-inf'), tf.float32)
+  Returns:
+    ids: int32 [batch, max_length], generated ids (END included when the
+      sequence finished), then zeros.
+    lengths: int32 [batch], number of generated ids, END included.
+    log_probs: float32 [batch], sum of the log-probabilities of those ids.
+  """
+  if beam_width < 1:
+    raise ValueError(f'beam_width must be at least 1, got {beam_width}.')
+  if max_length < 1:
+    raise ValueError(f'max_length must be at least 1, got {max_length}.')
+  neg_inf = tf.constant(float('-inf'), tf.float32)
 
-    states = tf.nest.map_structure(lambda t: tf.repeat(t, beam_width, axis=0), initial_states)
-    # Only beam 0 is live at first; the others would duplicate it.
-    first_row = tf.concat([[0.0], tf.fill([beam_width - 1], neg_inf)], axis=0)
-    alive_log_probs = tf.tile(first_row[tf.newaxis, :], [batch_size, 1])  # [batch, beam]
-    alive_ids = tf.zeros([batch_size, beam_width, max_length], tf.int32)
-    finished_log_probs = tf.fill([batch_size, beam_width], neg_inf)  # [batch, beam]
-    finished_ids = tf.zeros([batch_size, beam_width, max_length], tf.int32)
-    last_ids = tf.fill([batch_size * beam_width], tf.cast(start_id, tf.int32))
+  states = tf.nest.map_structure(lambda t: tf.repeat(t, beam_width, axis=0), initial_states)
+  # Only beam 0 is live at first; the others would duplicate it.
+  first_row = tf.concat([[0.0], tf.fill([beam_width - 1], neg_inf)], axis=0)
+  alive_log_probs = tf.tile(first_row[tf.newaxis, :], [batch_size, 1])  # [batch, beam]
+  alive_ids = tf.zeros([batch_size, beam_width, max_length], tf.int32)
+  finished_log_probs = tf.fill([batch_size, beam_width], neg_inf)  # [batch, beam]
+  finished_ids = tf.zeros([batch_size, beam_width, max_length], tf.int32)
+  last_ids = tf.fill([batch_size * beam_width], tf.cast(start_id, tf.int32))
 
-    def not_done(step, alive_log_probs, alive_ids, finished_log_probs, finished_ids, last_ids, states):
-        can_improve = tf.reduce_max(alive_log_probs, axis=1) > tf.reduce_max(finished_log_probs, axis=1)
-        return tf.logical_and(step < max_length, tf.reduce_any(can_improve))
+  def not_done(step, alive_log_probs, alive_ids, finished_log_probs, finished_ids, last_ids, states):
+    can_improve = tf.reduce_max(alive_log_probs, axis=1) > tf.reduce_max(finished_log_probs, axis=1)
+    return tf.logical_and(step < max_length, tf.reduce_any(can_improve))
 
-    def extend(step, alive_log_probs, alive_ids, finished_log_probs, finished_ids, last_ids, states):
-        log_probs, new_states = step_fn(last_ids, states)
-        log_probs = tf.cast(log_probs, tf.float32)
-        vocab_size = tf.shape(log_probs)[-1]
-        scores = alive_log_probs[:, :, tf.newaxis] + tf.reshape(log_probs, [batch_size, beam_width, vocab_size])
-        top_scores, top_indices = tf.math.top_k(tf.reshape(scores, [batch_size, -1]), k=beam_width)
-        beam_indices = top_indices // vocab_size  # [batch, beam]
-        word_ids = top_indices % vocab_size  # [batch, beam]
-        position = tf.one_hot(step, max_length, dtype=tf.int32)  # [max_length]
-        candidate_ids = (tf.gather(alive_ids, beam_indices, batch_dims=1)
-                         + word_ids[:, :, tf.newaxis] * position)  # [batch, beam, max_length]
+  def extend(step, alive_log_probs, alive_ids, finished_log_probs, finished_ids, last_ids, states):
+    log_probs, new_states = step_fn(last_ids, states)
+    log_probs = tf.cast(log_probs, tf.float32)
+    vocab_size = tf.shape(log_probs)[-1]
+    scores = alive_log_probs[:, :, tf.newaxis] + tf.reshape(log_probs, [batch_size, beam_width, vocab_size])
+    top_scores, top_indices = tf.math.top_k(tf.reshape(scores, [batch_size, -1]), k=beam_width)
+    beam_indices = top_indices // vocab_size  # [batch, beam]
+    word_ids = top_indices % vocab_size  # [batch, beam]
+    position = tf.one_hot(step, max_length, dtype=tf.int32)  # [max_length]
+    candidate_ids = (tf.gather(alive_ids, beam_indices, batch_dims=1)
+                     + word_ids[:, :, tf.newaxis] * position)  # [batch, beam, max_length]
 
-        is_end = tf.equal(word_ids, end_id)
-        pool_log_probs = tf.concat([finished_log_probs, tf.where(is_end, top_scores, neg_inf)], axis=1)
-        pool_ids = tf.concat([finished_ids, candidate_ids], axis=1)  # [batch, 2*beam, max_length]
-        finished_log_probs, kept = tf.math.top_k(pool_log_probs, k=beam_width)
-        finished_ids = tf.gather(pool_ids, kept, batch_dims=1)
+    is_end = tf.equal(word_ids, end_id)
+    pool_log_probs = tf.concat([finished_log_probs, tf.where(is_end, top_scores, neg_inf)], axis=1)
+    pool_ids = tf.concat([finished_ids, candidate_ids], axis=1)  # [batch, 2*beam, max_length]
+    finished_log_probs, kept = tf.math.top_k(pool_log_probs, k=beam_width)
+    finished_ids = tf.gather(pool_ids, kept, batch_dims=1)
 
-        alive_log_probs = tf.where(is_end, neg_inf, top_scores)
-        states = _gather_beams(new_states, beam_indices, batch_size, beam_width)
-        return (step + 1, alive_log_probs, candidate_ids, finished_log_probs, finished_ids,
-                tf.reshape(word_ids, [-1]), states)
+    alive_log_probs = tf.where(is_end, neg_inf, top_scores)
+    states = _gather_beams(new_states, beam_indices, batch_size, beam_width)
+    return (step + 1, alive_log_probs, candidate_ids, finished_log_probs, finished_ids,
+            tf.reshape(word_ids, [-1]), states)
 
-    steps, alive_log_probs, alive_ids, finished_log_probs, finished_ids, _, _ = tf.while_loop(
-        not_done, extend,
-        (tf.constant(0), alive_log_probs, alive_ids, finished_log_probs, finished_ids, last_ids, states),
-        maximum_iterations=max_length)
+  steps, alive_log_probs, alive_ids, finished_log_probs, finished_ids, _, _ = tf.while_loop(
+      not_done, extend,
+      (tf.constant(0), alive_log_probs, alive_ids, finished_log_probs, finished_ids, last_ids, states),
+      maximum_iterations=max_length)
 
-    # The finished pool is sorted by top_k; live slots emptied by END are not.
-    best_alive = tf.argmax(alive_log_probs, axis=1, output_type=tf.int32)  # [batch]
-    any_finished = finished_log_probs[:, 0] > neg_inf
-    ids = tf.where(any_finished[:, tf.newaxis], finished_ids[:, 0],
-                   tf.gather(alive_ids, best_alive, batch_dims=1))
-    log_probs = tf.where(any_finished, finished_log_probs[:, 0],
-                         tf.gather(alive_log_probs, best_alive, batch_dims=1))
-    has_end = tf.reduce_any(tf.equal(ids, end_id), axis=1)
-    end_position = tf.argmax(tf.cast(tf.equal(ids, end_id), tf.int32), axis=1, output_type=tf.int32)
-    lengths = tf.where(has_end, end_position + 1, steps)
-    return ids, lengths, log_probs
+  # The finished pool is sorted by top_k; live slots emptied by END are not.
+  best_alive = tf.argmax(alive_log_probs, axis=1, output_type=tf.int32)  # [batch]
+  any_finished = finished_log_probs[:, 0] > neg_inf
+  ids = tf.where(any_finished[:, tf.newaxis], finished_ids[:, 0],
+                 tf.gather(alive_ids, best_alive, batch_dims=1))
+  log_probs = tf.where(any_finished, finished_log_probs[:, 0],
+                       tf.gather(alive_log_probs, best_alive, batch_dims=1))
+  has_end = tf.reduce_any(tf.equal(ids, end_id), axis=1)
+  end_position = tf.argmax(tf.cast(tf.equal(ids, end_id), tf.int32), axis=1, output_type=tf.int32)
+  lengths = tf.where(has_end, end_position + 1, steps)
+  return ids, lengths, log_probs

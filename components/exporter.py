@@ -23,74 +23,74 @@ from components import image_features
 
 
 def _caption_fn(feature_extractor, decoder, vocabulary, image_size, max_length, beam_width):
-    """Returns a tf.function: images string [batch] -> {caption string [batch], log_probability float32 [batch]}."""
-    vocabulary = tf.constant(vocabulary, dtype=tf.string)  # string [vocab_size], by id
+  """Returns a tf.function: images string [batch] -> {caption string [batch], log_probability float32 [batch]}."""
+  vocabulary = tf.constant(vocabulary, dtype=tf.string)  # string [vocab_size], by id
 
-    def caption_batch(images):
-        pixels = image_features.decode_images(images, image_size)  # float32 [batch, s, s, 3]
-        image_vectors = feature_extractor(pixels, training=False)  # float32 [batch, feature_dim]
-        ids, lengths, log_probs = decoder.generate(image_vectors, beam_width, max_length)
-        words = tf.gather(vocabulary, ids)  # string [batch, max_length]
-        is_word = tf.logical_and(ids >= features.NUM_SPECIAL_TOKENS, tf.sequence_mask(lengths, max_length))
-        captions = tf.strings.reduce_join(tf.ragged.boolean_mask(words, is_word), axis=1, separator=' ')
-        return captions, log_probs
+  def caption_batch(images):
+    pixels = image_features.decode_images(images, image_size)  # float32 [batch, s, s, 3]
+    image_vectors = feature_extractor(pixels, training=False)  # float32 [batch, feature_dim]
+    ids, lengths, log_probs = decoder.generate(image_vectors, beam_width, max_length)
+    words = tf.gather(vocabulary, ids)  # string [batch, max_length]
+    is_word = tf.logical_and(ids >= features.NUM_SPECIAL_TOKENS, tf.sequence_mask(lengths, max_length))
+    captions = tf.strings.reduce_join(tf.ragged.boolean_mask(words, is_word), axis=1, separator=' ')
+    return captions, log_probs
 
-    def empty_batch():
-        return tf.zeros([0], tf.string), tf.zeros([0], tf.float32)
+  def empty_batch():
+    return tf.zeros([0], tf.string), tf.zeros([0], tf.float32)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def caption_images(images):
-        # An empty request gets an empty answer (the CPU convolution kernels fail on an empty batch).
-        captions, log_probs = tf.cond(tf.size(images) > 0, lambda: caption_batch(images), empty_batch)
-        return {features.CAPTION_OUTPUT: captions, features.LOG_PROBABILITY_OUTPUT: log_probs}
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def caption_images(images):
+      # An empty request gets an empty answer (the CPU convolution kernels fail on an empty batch).
+    captions, log_probs = tf.cond(tf.size(images) > 0, lambda: caption_batch(images), empty_batch)
+    return {features.CAPTION_OUTPUT: captions, features.LOG_PROBABILITY_OUTPUT: log_probs}
 
-    return caption_images
+  return caption_images
 
 
 def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, image_size, max_length,
                          beam_width=3):
-    """Writes the serving SavedModel to `export_dir` and returns `export_dir`.
+  """Writes the serving SavedModel to `export_dir` and returns `export_dir`.
 
-    Args:
-      export_dir: destination directory (e.g. the Trainer's serving_model_dir).
-      feature_extractor: image_features.build_feature_extractor(...) model.
-      decoder: model.CaptionDecoder over the trained caption model.
-      vocabulary: list of str, the words in id order; ids 0..3 must be
-        features.SPECIAL_TOKENS, and its length the decoder's vocabulary size.
-      image_size: side the images are resized to (the feature extractor's input size).
-      max_length: maximum number of generated ids, END included (the
-        Transform's sequence_length - 1 allows every caption seen in training).
-      beam_width: fixed at export; 1 is greedy decoding.
-    """
-    vocabulary = list(vocabulary)
-    if tuple(vocabulary[:features.NUM_SPECIAL_TOKENS]) != features.SPECIAL_TOKENS:
-        raise ValueError(f'vocabulary must start with {features.SPECIAL_TOKENS}, '
-                         f'got {vocabulary[:features.NUM_SPECIAL_TOKENS]}.')
-    if len(vocabulary) != decoder.vocab_size:
-        raise ValueError(f'vocabulary has {len(vocabulary)} words but the decoder predicts '
-                         f'{decoder.vocab_size} ids.')
-    caption_images = _caption_fn(feature_extractor, decoder, vocabulary, image_size, max_length, beam_width)
+  Args:
+    export_dir: destination directory (e.g. the Trainer's serving_model_dir).
+    feature_extractor: image_features.build_feature_extractor(...) model.
+    decoder: model.CaptionDecoder over the trained caption model.
+    vocabulary: list of str, the words in id order; ids 0..3 must be
+      features.SPECIAL_TOKENS, and its length the decoder's vocabulary size.
+    image_size: side the images are resized to (the feature extractor's input size).
+    max_length: maximum number of generated ids, END included (the
+      Transform's sequence_length - 1 allows every caption seen in training).
+    beam_width: fixed at export; 1 is greedy decoding.
+  """
+  vocabulary = list(vocabulary)
+  if tuple(vocabulary[:features.NUM_SPECIAL_TOKENS]) != features.SPECIAL_TOKENS:
+    raise ValueError(f'vocabulary must start with {features.SPECIAL_TOKENS}, '
+                     f'got {vocabulary[:features.NUM_SPECIAL_TOKENS]}.')
+  if len(vocabulary) != decoder.vocab_size:
+    raise ValueError(f'vocabulary has {len(vocabulary)} words but the decoder predicts '
+                     f'{decoder.vocab_size} ids.')
+  caption_images = _caption_fn(feature_extractor, decoder, vocabulary, image_size, max_length, beam_width)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGES_INPUT)])
-    def caption(images):
-        return caption_images(images)
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGES_INPUT)])
+  def caption(images):
+    return caption_images(images)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
-    def caption_examples(examples):
-        parsed = tf.io.parse_example(examples, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
-        return caption_images(parsed[features.IMAGE_KEY])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
+  def caption_examples(examples):
+    parsed = tf.io.parse_example(examples, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+    return caption_images(parsed[features.IMAGE_KEY])
 
     # The module tracks the variables, not the Keras objects: saving Keras
     # objects re-traces every layer for Keras metadata nobody reads here, which
     # doubles the export time.
-    module = tf.Module(name='captioner')
-    module.encoder_variables = list(feature_extractor.variables)
-    module.decoder_variables = list(decoder.variables)
-    module.caption = caption
-    module.caption_examples = caption_examples
-    signatures = {
-        features.CAPTION_SIGNATURE: caption.get_concrete_function(),
-        features.EXAMPLES_SIGNATURE: caption_examples.get_concrete_function(),
-    }
-    tf.saved_model.save(module, export_dir, signatures=signatures)
-    return export_dir
+  module = tf.Module(name='captioner')
+  module.encoder_variables = list(feature_extractor.variables)
+  module.decoder_variables = list(decoder.variables)
+  module.caption = caption
+  module.caption_examples = caption_examples
+  signatures = {
+      features.CAPTION_SIGNATURE: caption.get_concrete_function(),
+      features.EXAMPLES_SIGNATURE: caption_examples.get_concrete_function(),
+  }
+  tf.saved_model.save(module, export_dir, signatures=signatures)
+  return export_dir

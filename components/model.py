@@ -39,190 +39,190 @@ _LOGITS = 'logits'
 
 
 def _lstm_name(index):
-    return f'lstm_{index}'
+  return f'lstm_{index}'
 
 
 @keras.saving.register_keras_serializable(package='captioner')
 class LearnedStartVector(keras.layers.Layer):
-    """A trainable vector repeated for every example: the baseline's stand-in for the image.
+  """A trainable vector repeated for every example: the baseline's stand-in for the image.
 
-    The input only supplies the batch size; its values are ignored.
-    """
+  The input only supplies the batch size; its values are ignored.
+  """
 
-    def __init__(self, dim, **kwargs):
-        super().__init__(**kwargs)
-        self.dim = dim
+  def __init__(self, dim, **kwargs):
+    super().__init__(**kwargs)
+    self.dim = dim
 
-    def build(self, input_shape):
-        self.vector = self.add_weight(name='vector', shape=(self.dim,), initializer='zeros', trainable=True)
-        super().build(input_shape)
+  def build(self, input_shape):
+    self.vector = self.add_weight(name='vector', shape=(self.dim,), initializer='zeros', trainable=True)
+    super().build(input_shape)
 
-    def call(self, reference):  # any [batch, ...] -> [batch, dim]
-        batch_size = tf.shape(reference)[0]
-        return tf.tile(self.vector[tf.newaxis, :], [batch_size, 1])
+  def call(self, reference):  # any [batch, ...] -> [batch, dim]
+    batch_size = tf.shape(reference)[0]
+    return tf.tile(self.vector[tf.newaxis, :], [batch_size, 1])
 
-    def compute_mask(self, inputs, mask=None):
-        return None
+  def compute_mask(self, inputs, mask=None):
+    return None
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(dim=self.dim)
-        return config
+  def get_config(self):
+    config = super().get_config()
+    config.update(dim=self.dim)
+    return config
 
 
 @keras.saving.register_keras_serializable(package='captioner')
 class PrependStep(keras.layers.Layer):
-    """([batch, E], [batch, T, E] masked) -> [batch, T+1, E], the first step always unmasked.
+  """([batch, E], [batch, T, E] masked) -> [batch, T+1, E], the first step always unmasked.
 
-    (keras.layers.Concatenate cannot concatenate masks along the time axis.)
-    """
+  (keras.layers.Concatenate cannot concatenate masks along the time axis.)
+  """
 
-    def call(self, inputs, mask=None):
-        first, sequence = inputs
-        return tf.concat([tf.expand_dims(first, 1), sequence], axis=1)
+  def call(self, inputs, mask=None):
+    first, sequence = inputs
+    return tf.concat([tf.expand_dims(first, 1), sequence], axis=1)
 
-    def compute_mask(self, inputs, mask=None):
-        sequence_mask = None if mask is None else mask[1]
-        if sequence_mask is None:
-            return None
-        first_mask = tf.ones_like(sequence_mask[:, :1])
-        return tf.concat([first_mask, sequence_mask], axis=1)
+  def compute_mask(self, inputs, mask=None):
+    sequence_mask = None if mask is None else mask[1]
+    if sequence_mask is None:
+      return None
+    first_mask = tf.ones_like(sequence_mask[:, :1])
+    return tf.concat([first_mask, sequence_mask], axis=1)
 
 
 @keras.saving.register_keras_serializable(package='captioner')
 class DropFirstStep(keras.layers.Layer):
-    """[batch, T+1, units] -> [batch, T, units]: drops the output of the image step.
+  """[batch, T+1, units] -> [batch, T, units]: drops the output of the image step.
 
-    Returns no Keras mask: padding is masked by the loss from the targets, and a
-    mask on the logits would make Keras apply it a second time as sample weights.
-    """
+  Returns no Keras mask: padding is masked by the loss from the targets, and a
+  mask on the logits would make Keras apply it a second time as sample weights.
+  """
 
-    def call(self, sequence):
-        return sequence[:, 1:]
+  def call(self, sequence):
+    return sequence[:, 1:]
 
-    def compute_mask(self, inputs, mask=None):
-        return None
+  def compute_mask(self, inputs, mask=None):
+    return None
 
 
 def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=300, lstm_units=512,
                         num_layers=1, dropout=0.3, use_image=True):
-    """Builds the training (teacher-forcing) model.
+  """Builds the training (teacher-forcing) model.
 
-    Args:
-      vocab_size: number of ids, special tokens included (PAD_ID must be 0).
-      feature_dim: length of the backbone feature vector (ignored if not use_image).
-      sequence_length: length of the Transform's padded id sequences (with START
-        and END); the model reads and predicts T = sequence_length - 1 steps.
-      embedding_dim: size of the image and word embeddings (300 in the brief).
-      lstm_units: hidden size of every LSTM layer.
-      num_layers: 1 to 3 stacked LSTMs.
-      dropout: rate applied to the LSTM inputs, between layers and before the softmax.
-      use_image: False builds the captions-only baseline (input `input_ids` only).
+  Args:
+    vocab_size: number of ids, special tokens included (PAD_ID must be 0).
+    feature_dim: length of the backbone feature vector (ignored if not use_image).
+    sequence_length: length of the Transform's padded id sequences (with START
+      and END); the model reads and predicts T = sequence_length - 1 steps.
+    embedding_dim: size of the image and word embeddings (300 in the brief).
+    lstm_units: hidden size of every LSTM layer.
+    num_layers: 1 to 3 stacked LSTMs.
+    dropout: rate applied to the LSTM inputs, between layers and before the softmax.
+    use_image: False builds the captions-only baseline (input `input_ids` only).
 
-    Returns:
-      keras Model: {'image_features': float32 [batch, feature_dim] (if use_image),
-      'input_ids': int64 [batch, T]} -> logits float32 [batch, T, vocab_size].
-    """
-    if not 1 <= num_layers <= MAX_LAYERS:
-        raise ValueError(f'num_layers must be between 1 and {MAX_LAYERS}, got {num_layers}.')
-    if sequence_length < 2:
-        raise ValueError(f'sequence_length must be at least 2 (START and END), got {sequence_length}.')
-    assert features.PAD_ID == 0, 'mask_zero masks id 0, so PAD must be id 0'
-    steps = sequence_length - 1
+  Returns:
+    keras Model: {'image_features': float32 [batch, feature_dim] (if use_image),
+    'input_ids': int64 [batch, T]} -> logits float32 [batch, T, vocab_size].
+  """
+  if not 1 <= num_layers <= MAX_LAYERS:
+    raise ValueError(f'num_layers must be between 1 and {MAX_LAYERS}, got {num_layers}.')
+  if sequence_length < 2:
+    raise ValueError(f'sequence_length must be at least 2 (START and END), got {sequence_length}.')
+  assert features.PAD_ID == 0, 'mask_zero masks id 0, so PAD must be id 0'
+  steps = sequence_length - 1
 
-    input_ids = keras.Input(shape=(steps,), dtype=tf.int64, name=INPUT_IDS_INPUT)
-    if use_image:
-        image_features = keras.Input(shape=(feature_dim,), dtype=tf.float32, name=IMAGE_FEATURES_INPUT)
-        inputs = {IMAGE_FEATURES_INPUT: image_features, INPUT_IDS_INPUT: input_ids}
-        first = keras.layers.Dense(embedding_dim, name=_IMAGE_EMBEDDING)(image_features)
-    else:
-        inputs = {INPUT_IDS_INPUT: input_ids}
-        first = LearnedStartVector(embedding_dim, name=_START_EMBEDDING)(input_ids)
-    words = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True,
-                                   name=_WORD_EMBEDDING)(input_ids)  # [batch, T, E], masked at PAD
-    x = PrependStep(name='lstm_inputs')([first, words])  # [batch, T+1, E]
-    for index in range(num_layers):
-        x = keras.layers.Dropout(dropout, name=f'dropout_{index}')(x)
-        x = keras.layers.LSTM(lstm_units, return_sequences=True, name=_lstm_name(index))(x)
-    x = DropFirstStep(name='drop_image_step')(x)  # [batch, T, units]
-    x = keras.layers.Dropout(dropout, name='dropout_logits')(x)
-    x = keras.layers.Dense(vocab_size, name=_LOGITS)(x)
-    logits = keras.layers.Activation('linear', dtype='float32', name='logits_float32')(x)
-    name = 'show_and_tell' if use_image else 'captions_only_baseline'
-    return keras.Model(inputs, logits, name=name)
+  input_ids = keras.Input(shape=(steps,), dtype=tf.int64, name=INPUT_IDS_INPUT)
+  if use_image:
+    image_features = keras.Input(shape=(feature_dim,), dtype=tf.float32, name=IMAGE_FEATURES_INPUT)
+    inputs = {IMAGE_FEATURES_INPUT: image_features, INPUT_IDS_INPUT: input_ids}
+    first = keras.layers.Dense(embedding_dim, name=_IMAGE_EMBEDDING)(image_features)
+  else:
+    inputs = {INPUT_IDS_INPUT: input_ids}
+    first = LearnedStartVector(embedding_dim, name=_START_EMBEDDING)(input_ids)
+  words = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True,
+                                 name=_WORD_EMBEDDING)(input_ids)  # [batch, T, E], masked at PAD
+  x = PrependStep(name='lstm_inputs')([first, words])  # [batch, T+1, E]
+  for index in range(num_layers):
+    x = keras.layers.Dropout(dropout, name=f'dropout_{index}')(x)
+    x = keras.layers.LSTM(lstm_units, return_sequences=True, name=_lstm_name(index))(x)
+  x = DropFirstStep(name='drop_image_step')(x)  # [batch, T, units]
+  x = keras.layers.Dropout(dropout, name='dropout_logits')(x)
+  x = keras.layers.Dense(vocab_size, name=_LOGITS)(x)
+  logits = keras.layers.Activation('linear', dtype='float32', name='logits_float32')(x)
+  name = 'show_and_tell' if use_image else 'captions_only_baseline'
+  return keras.Model(inputs, logits, name=name)
 
 
 def summed_caption_loss(y_true, logits):
-    """Cross-entropy summed over the real time steps of each caption.
+  """Cross-entropy summed over the real time steps of each caption.
 
-    L(I, S) = -sum_t log p_t(S_t), the brief's loss: targets equal to PAD
-    (everything after END) contribute nothing. Keras then averages the
-    per-example sums over the (global) batch.
+  L(I, S) = -sum_t log p_t(S_t), the brief's loss: targets equal to PAD
+  (everything after END) contribute nothing. Keras then averages the
+  per-example sums over the (global) batch.
 
-    Args:
-      y_true: int [batch, T] target ids (ids[:, 1:]).
-      logits: float [batch, T, vocab_size].
+  Args:
+    y_true: int [batch, T] target ids (ids[:, 1:]).
+    logits: float [batch, T, vocab_size].
 
-    Returns:
-      float32 [batch].
-    """
-    y_true = tf.cast(y_true, tf.int32)
-    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=y_true, logits=tf.cast(logits, tf.float32))  # [batch, T]
-    mask = tf.cast(tf.not_equal(y_true, features.PAD_ID), tf.float32)
-    return tf.reduce_sum(cross_entropy * mask, axis=1)
+  Returns:
+    float32 [batch].
+  """
+  y_true = tf.cast(y_true, tf.int32)
+  cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=y_true, logits=tf.cast(logits, tf.float32))  # [batch, T]
+  mask = tf.cast(tf.not_equal(y_true, features.PAD_ID), tf.float32)
+  return tf.reduce_sum(cross_entropy * mask, axis=1)
 
 
 class CaptionDecoder(tf.Module):
-    """Runs a trained caption model one word at a time (for beam search and serving).
+  """Runs a trained caption model one word at a time (for beam search and serving).
 
-    States are a tuple with one (h, c) pair per LSTM layer, each [n, lstm_units]
-    in the layers' compute dtype (float16 under mixed precision).
+  States are a tuple with one (h, c) pair per LSTM layer, each [n, lstm_units]
+  in the layers' compute dtype (float16 under mixed precision).
+  """
+
+  def __init__(self, model, name='caption_decoder'):
+    super().__init__(name=name)
+    self.use_image = IMAGE_FEATURES_INPUT in model.input_names
+    layer_names = {layer.name for layer in model.layers}
+    self.first_step = model.get_layer(_IMAGE_EMBEDDING if self.use_image else _START_EMBEDDING)
+    self.word_embedding = model.get_layer(_WORD_EMBEDDING)
+    self.lstms = [model.get_layer(_lstm_name(i)) for i in range(MAX_LAYERS) if _lstm_name(i) in layer_names]
+    self.output_layer = model.get_layer(_LOGITS)
+    self.vocab_size = self.output_layer.units
+
+  def _run_lstms(self, x, states):
+    """x: [n, E]; states: per-layer (h, c) or None for zeros -> (outputs [n, units], new states)."""
+    new_states = []
+    for index, lstm in enumerate(self.lstms):
+      if states is None:
+        layer_state = [tf.zeros([tf.shape(x)[0], lstm.units], dtype=lstm.cell.compute_dtype)] * 2
+      else:
+        layer_state = list(states[index])
+      x, (h, c) = lstm.cell(x, layer_state, training=False)
+      new_states.append((h, c))
+    return x, tuple(new_states)
+
+  def initial_state(self, image_features):
+    """Feeds the image step. image_features: float32 [n, feature_dim] -> states.
+
+    For the captions-only baseline only the batch size of `image_features` is used.
     """
+    _, states = self._run_lstms(self.first_step(image_features), None)
+    return states
 
-    def __init__(self, model, name='caption_decoder'):
-        super().__init__(name=name)
-        self.use_image = IMAGE_FEATURES_INPUT in model.input_names
-        layer_names = {layer.name for layer in model.layers}
-        self.first_step = model.get_layer(_IMAGE_EMBEDDING if self.use_image else _START_EMBEDDING)
-        self.word_embedding = model.get_layer(_WORD_EMBEDDING)
-        self.lstms = [model.get_layer(_lstm_name(i)) for i in range(MAX_LAYERS) if _lstm_name(i) in layer_names]
-        self.output_layer = model.get_layer(_LOGITS)
-        self.vocab_size = self.output_layer.units
+  def step(self, word_ids, states):
+    """Feeds one word per sequence. word_ids: int [n] -> (log_probs float32 [n, vocab], states)."""
+    x = self.word_embedding(word_ids)  # [n, E]
+    outputs, states = self._run_lstms(x, states)
+    logits = tf.cast(self.output_layer(outputs), tf.float32)
+    return tf.nn.log_softmax(logits, axis=-1), states
 
-    def _run_lstms(self, x, states):
-        """x: [n, E]; states: per-layer (h, c) or None for zeros -> (outputs [n, units], new states)."""
-        new_states = []
-        for index, lstm in enumerate(self.lstms):
-            if states is None:
-                layer_state = [tf.zeros([tf.shape(x)[0], lstm.units], dtype=lstm.cell.compute_dtype)] * 2
-            else:
-                layer_state = list(states[index])
-            x, (h, c) = lstm.cell(x, layer_state, training=False)
-            new_states.append((h, c))
-        return x, tuple(new_states)
+  def generate(self, image_features, beam_width, max_length):
+    """Beam-search captions for a batch of image features (see beam_search.beam_search).
 
-    def initial_state(self, image_features):
-        """Feeds the image step. image_features: float32 [n, feature_dim] -> states.
-
-        For the captions-only baseline only the batch size of `image_features` is used.
-        """
-        _, states = self._run_lstms(self.first_step(image_features), None)
-        return states
-
-    def step(self, word_ids, states):
-        """Feeds one word per sequence. word_ids: int [n] -> (log_probs float32 [n, vocab], states)."""
-        x = self.word_embedding(word_ids)  # [n, E]
-        outputs, states = self._run_lstms(x, states)
-        logits = tf.cast(self.output_layer(outputs), tf.float32)
-        return tf.nn.log_softmax(logits, axis=-1), states
-
-    def generate(self, image_features, beam_width, max_length):
-        """Beam-search captions for a batch of image features (see beam_search.beam_search).
-
-        Returns (ids int32 [n, max_length], lengths int32 [n], log_probs float32 [n]).
-        """
-        return beam_search_lib.beam_search(
-            initial_states=self.initial_state(image_features), step_fn=self.step,
-            batch_size=tf.shape(image_features)[0], beam_width=beam_width, max_length=max_length,
-            start_id=features.START_ID, end_id=features.END_ID)
+    Returns (ids int32 [n, max_length], lengths int32 [n], log_probs float32 [n]).
+    """
+    return beam_search_lib.beam_search(
+        initial_states=self.initial_state(image_features), step_fn=self.step,
+        batch_size=tf.shape(image_features)[0], beam_width=beam_width, max_length=max_length,
+        start_id=features.START_ID, end_id=features.END_ID)

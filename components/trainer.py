@@ -175,6 +175,7 @@ def run_fn(fn_args: FnArgs) -> None:
       callbacks=[
           keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
           keras.callbacks.EarlyStopping(monitor='val_loss', patience=config.early_stopping_patience,
+                                        min_delta=config.early_stopping_min_delta,
                                         restore_best_weights=True),
       ],
       verbose=2)

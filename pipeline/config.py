@@ -51,6 +51,9 @@ class TrainerConfig:
   epochs: int = 30
   learning_rate: float = 1e-3
   early_stopping_patience: int = 3
+  # Smaller val_loss gains (nats per caption) count as no gain: a plateaued
+  # model stops instead of creeping on for its whole epoch budget.
+  early_stopping_min_delta: float = 0.05
   # The brief's ImageDataGenerator augmentation; turns off the feature cache.
   augment: bool = False
   # float16 compute on GPUs; ignored without one.

@@ -34,150 +34,150 @@ _STOP = object()  # queue sentinel: one per batch thread
 
 @dataclasses.dataclass(frozen=True)
 class BatchingOptions:
-    """The local server's counterpart of TF Serving's --batching_parameters_file."""
-    max_batch_size: int = 32  # rows per model call
-    batch_timeout_micros: int = 2000  # how long the first request of a batch waits for company
-    num_batch_threads: int = 1  # model calls in flight at once (TF already uses every core per call)
-    max_enqueued_requests: int = 1000  # waiting requests; beyond that, UNAVAILABLE (clients back off)
+  """The local server's counterpart of TF Serving's --batching_parameters_file."""
+  max_batch_size: int = 32  # rows per model call
+  batch_timeout_micros: int = 2000  # how long the first request of a batch waits for company
+  num_batch_threads: int = 1  # model calls in flight at once (TF already uses every core per call)
+  max_enqueued_requests: int = 1000  # waiting requests; beyond that, UNAVAILABLE (clients back off)
 
-    def __post_init__(self):
-        for field in dataclasses.fields(self):
-            minimum = 0 if field.name == 'batch_timeout_micros' else 1
-            if getattr(self, field.name) < minimum:
-                raise ValueError(f'BatchingOptions.{field.name} must be at least {minimum}, '
-                                 f'got {getattr(self, field.name)}.')
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      minimum = 0 if field.name == 'batch_timeout_micros' else 1
+      if getattr(self, field.name) < minimum:
+        raise ValueError(f'BatchingOptions.{field.name} must be at least {minimum}, '
+                         f'got {getattr(self, field.name)}.')
 
 
 @dataclasses.dataclass
 class _Task:
-    function: Callable[..., Dict[str, tf.Tensor]]  # the signature's concrete function
-    inputs: Dict[str, np.ndarray]  # alias -> array [rows, ...]
-    rows: int
-    deadline: Optional[float]  # time.monotonic() after which nobody waits for the result
-    future: concurrent.futures.Future  # -> Dict[str, np.ndarray], alias -> array [rows, ...]
+  function: Callable[..., Dict[str, tf.Tensor]]  # the signature's concrete function
+  inputs: Dict[str, np.ndarray]  # alias -> array [rows, ...]
+  rows: int
+  deadline: Optional[float]  # time.monotonic() after which nobody waits for the result
+  future: concurrent.futures.Future  # -> Dict[str, np.ndarray], alias -> array [rows, ...]
 
 
 def _call(function, inputs):
-    """Runs the model: {alias: array [n, ...]} -> {alias: array [n, ...]}; raises ServingError."""
-    try:
-        outputs = function(**{alias: tf.constant(value) for alias, value in inputs.items()})
-    except tf.errors.OpError as e:
-        raise errors.from_op_error(e) from e
-    return {alias: tensor.numpy() for alias, tensor in outputs.items()}
+  """Runs the model: {alias: array [n, ...]} -> {alias: array [n, ...]}; raises ServingError."""
+  try:
+    outputs = function(**{alias: tf.constant(value) for alias, value in inputs.items()})
+  except tf.errors.OpError as e:
+    raise errors.from_op_error(e) from e
+  return {alias: tensor.numpy() for alias, tensor in outputs.items()}
 
 
 class Batcher:
-    """Queue plus batch threads; `submit` returns a Future of one request's outputs."""
+  """Queue plus batch threads; `submit` returns a Future of one request's outputs."""
 
-    def __init__(self, options: BatchingOptions):
-        self._options = options
-        self._queue = queue.Queue(maxsize=options.max_enqueued_requests)
-        self._threads: List[threading.Thread] = []
+  def __init__(self, options: BatchingOptions):
+    self._options = options
+    self._queue = queue.Queue(maxsize=options.max_enqueued_requests)
+    self._threads: List[threading.Thread] = []
 
-    def start(self):
-        self._threads = [threading.Thread(target=self._loop, name=f'batch-{i}', daemon=True)
-                         for i in range(self._options.num_batch_threads)]
-        for thread in self._threads:
-            thread.start()
+  def start(self):
+    self._threads = [threading.Thread(target=self._loop, name=f'batch-{i}', daemon=True)
+                     for i in range(self._options.num_batch_threads)]
+    for thread in self._threads:
+      thread.start()
 
-    def stop(self):
-        """Lets the batch threads finish what they hold, then fails whatever is still queued."""
-        for _ in self._threads:
-            self._queue.put(_STOP)
-        for thread in self._threads:
-            thread.join()
-        self._threads = []
-        while True:
-            try:
-                task = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if task is not _STOP and task.future.set_running_or_notify_cancel():
-                task.future.set_exception(errors.ServingError(grpc.StatusCode.UNAVAILABLE, 'Server is shutting down.'))
+  def stop(self):
+    """Lets the batch threads finish what they hold, then fails whatever is still queued."""
+    for _ in self._threads:
+      self._queue.put(_STOP)
+    for thread in self._threads:
+      thread.join()
+    self._threads = []
+    while True:
+      try:
+        task = self._queue.get_nowait()
+      except queue.Empty:
+        return
+      if task is not _STOP and task.future.set_running_or_notify_cancel():
+        task.future.set_exception(errors.ServingError(grpc.StatusCode.UNAVAILABLE, 'Server is shutting down.'))
 
-    def submit(self, function, inputs, deadline=None):
-        """Queues one request. inputs: alias -> array with the same number of rows in each."""
-        rows = {len(value) for value in inputs.values()}
-        if len(rows) != 1:
-            raise errors.ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                      'Batching Run() input tensors must have equal 0th-dimension size')
-        task = _Task(function, inputs, rows.pop(), deadline, concurrent.futures.Future())
+  def submit(self, function, inputs, deadline=None):
+    """Queues one request. inputs: alias -> array with the same number of rows in each."""
+    rows = {len(value) for value in inputs.values()}
+    if len(rows) != 1:
+      raise errors.ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                'Batching Run() input tensors must have equal 0th-dimension size')
+    task = _Task(function, inputs, rows.pop(), deadline, concurrent.futures.Future())
+    try:
+      self._queue.put_nowait(task)
+    except queue.Full:
+      raise errors.ServingError(grpc.StatusCode.UNAVAILABLE,
+                                'The batch scheduling queue to which this task was submitted is full') from None
+    return task.future
+
+  def _loop(self):
+    timeout = self._options.batch_timeout_micros / 1e6
+    carried = None  # a task taken from the queue that could not join the previous batch
+    while True:
+      first, carried = (carried if carried is not None else self._queue.get()), None
+      if first is _STOP:
+        return
+      batch, rows = [first], first.rows
+      batch_deadline = time.monotonic() + timeout
+      while rows < self._options.max_batch_size:
+        remaining = batch_deadline - time.monotonic()
         try:
-            self._queue.put_nowait(task)
-        except queue.Full:
-            raise errors.ServingError(grpc.StatusCode.UNAVAILABLE,
-                                      'The batch scheduling queue to which this task was submitted is full') from None
-        return task.future
+          task = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+        except queue.Empty:
+          break
+        if (task is _STOP or task.function is not first.function
+                or rows + task.rows > self._options.max_batch_size):
+          carried = task
+          break
+        batch.append(task)
+        rows += task.rows
+      claimed = [task for task in batch if self._claim(task)]
+      try:
+        self._run(claimed)
+      except Exception as e:  # a bug here must fail these requests, not hang them and kill the thread
+        _LOG.exception('Batch of %d requests failed', len(claimed))
+        for task in claimed:
+          if not task.future.done():
+            task.future.set_exception(errors.ServingError(grpc.StatusCode.INTERNAL, str(e)))
 
-    def _loop(self):
-        timeout = self._options.batch_timeout_micros / 1e6
-        carried = None  # a task taken from the queue that could not join the previous batch
-        while True:
-            first, carried = (carried if carried is not None else self._queue.get()), None
-            if first is _STOP:
-                return
-            batch, rows = [first], first.rows
-            batch_deadline = time.monotonic() + timeout
-            while rows < self._options.max_batch_size:
-                remaining = batch_deadline - time.monotonic()
-                try:
-                    task = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if (task is _STOP or task.function is not first.function
-                        or rows + task.rows > self._options.max_batch_size):
-                    carried = task
-                    break
-                batch.append(task)
-                rows += task.rows
-            claimed = [task for task in batch if self._claim(task)]
-            try:
-                self._run(claimed)
-            except Exception as e:  # a bug here must fail these requests, not hang them and kill the thread
-                _LOG.exception('Batch of %d requests failed', len(claimed))
-                for task in claimed:
-                    if not task.future.done():
-                        task.future.set_exception(errors.ServingError(grpc.StatusCode.INTERNAL, str(e)))
+  @staticmethod
+  def _claim(task):
+    """Marks a task running; False if its caller gave up (cancelled, or past its deadline)."""
+    if not task.future.set_running_or_notify_cancel():
+      return False
+    if task.deadline is not None and time.monotonic() > task.deadline:
+      task.future.set_exception(errors.ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, 'Deadline Exceeded'))
+      return False
+    return True
 
-    @staticmethod
-    def _claim(task):
-        """Marks a task running; False if its caller gave up (cancelled, or past its deadline)."""
-        if not task.future.set_running_or_notify_cancel():
-            return False
-        if task.deadline is not None and time.monotonic() > task.deadline:
-            task.future.set_exception(errors.ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, 'Deadline Exceeded'))
-            return False
-        return True
+  def _run(self, batch):
+    if not batch:
+      return
+    if len(batch) == 1:
+      self._run_alone(batch[0])
+      return
+    merged = {alias: np.concatenate([task.inputs[alias] for task in batch]) for alias in batch[0].inputs}
+    try:
+      outputs = _call(batch[0].function, merged)
+    except errors.ServingError:
+      for task in batch:  # find out which request(s) the error belongs to
+        self._run_alone(task)
+      return
+    total = sum(task.rows for task in batch)
+    if any(len(value) != total for value in outputs.values()):
+      error = errors.ServingError(
+          grpc.StatusCode.INTERNAL, 'Batched output tensor\'s 0th dimension does not equal the sum of '
+          'the 0th dimension sizes of the input tensors')
+      for task in batch:
+        task.future.set_exception(error)
+      return
+    start = 0
+    for task in batch:
+      task.future.set_result({alias: value[start:start + task.rows] for alias, value in outputs.items()})
+      start += task.rows
 
-    def _run(self, batch):
-        if not batch:
-            return
-        if len(batch) == 1:
-            self._run_alone(batch[0])
-            return
-        merged = {alias: np.concatenate([task.inputs[alias] for task in batch]) for alias in batch[0].inputs}
-        try:
-            outputs = _call(batch[0].function, merged)
-        except errors.ServingError:
-            for task in batch:  # find out which request(s) the error belongs to
-                self._run_alone(task)
-            return
-        total = sum(task.rows for task in batch)
-        if any(len(value) != total for value in outputs.values()):
-            error = errors.ServingError(
-                grpc.StatusCode.INTERNAL, 'Batched output tensor\'s 0th dimension does not equal the sum of '
-                'the 0th dimension sizes of the input tensors')
-            for task in batch:
-                task.future.set_exception(error)
-            return
-        start = 0
-        for task in batch:
-            task.future.set_result({alias: value[start:start + task.rows] for alias, value in outputs.items()})
-            start += task.rows
-
-    @staticmethod
-    def _run_alone(task):
-        try:
-            task.future.set_result(_call(task.function, task.inputs))
-        except errors.ServingError as e:
-            task.future.set_exception(e)
+  @staticmethod
+  def _run_alone(task):
+    try:
+      task.future.set_result(_call(task.function, task.inputs))
+    except errors.ServingError as e:
+      task.future.set_exception(e)

@@ -62,307 +62,307 @@ _INPUT_OF_SIGNATURE = {
 
 @dataclasses.dataclass(frozen=True)
 class Caption:
-    """The model's caption for one image."""
-    path: Optional[str]  # the file, or None for images passed as bytes
-    caption: str  # words joined by single spaces
-    log_probability: float  # log p(caption | image)
-    model_version: int  # the version that answered
+  """The model's caption for one image."""
+  path: Optional[str]  # the file, or None for images passed as bytes
+  caption: str  # words joined by single spaces
+  log_probability: float  # log p(caption | image)
+  model_version: int  # the version that answered
 
 
 @dataclasses.dataclass(frozen=True)
 class Failure:
-    """An image that got no caption."""
-    path: str
-    code: str  # the gRPC status name, or READ_ERROR when the file could not be read
-    message: str
+  """An image that got no caption."""
+  path: str
+  code: str  # the gRPC status name, or READ_ERROR when the file could not be read
+  message: str
 
 
 class RequestError(Exception):
-    """An RPC failed for good. `code` is its grpc.StatusCode; the message names the request."""
+  """An RPC failed for good. `code` is its grpc.StatusCode; the message names the request."""
 
-    def __init__(self, code, details, request):
-        super().__init__(f'{request} failed: {code.name}: {details}')
-        self.code = code
-        self.details = details
+  def __init__(self, code, details, request):
+    super().__init__(f'{request} failed: {code.name}: {details}')
+    self.code = code
+    self.details = details
 
 
 class CaptionClient:
-    """A connection to one model on one TF Serving (or local) server.
+  """A connection to one model on one TF Serving (or local) server.
 
-    Args:
-      target: 'host:port' of the gRPC endpoint.
-      model_name: the name the server serves the model under.
-      version: ask for this version (default: the newest the server has).
-      version_label: or ask for the version a label points to (TF Serving only).
-      signature_name: features.CAPTION_SIGNATURE (image bytes) or
-        features.EXAMPLES_SIGNATURE (the client wraps images in tf.Examples).
-      timeout_s: deadline of each call, retries excluded.
-      max_attempts: calls per request when the server is UNAVAILABLE.
-      initial_backoff_s, max_backoff_s: wait before the 2nd attempt, doubling up to the max (with jitter).
-      max_message_bytes: the largest request and response this client sends or accepts.
+  Args:
+    target: 'host:port' of the gRPC endpoint.
+    model_name: the name the server serves the model under.
+    version: ask for this version (default: the newest the server has).
+    version_label: or ask for the version a label points to (TF Serving only).
+    signature_name: features.CAPTION_SIGNATURE (image bytes) or
+      features.EXAMPLES_SIGNATURE (the client wraps images in tf.Examples).
+    timeout_s: deadline of each call, retries excluded.
+    max_attempts: calls per request when the server is UNAVAILABLE.
+    initial_backoff_s, max_backoff_s: wait before the 2nd attempt, doubling up to the max (with jitter).
+    max_message_bytes: the largest request and response this client sends or accepts.
+  """
+
+  def __init__(self, target, model_name, *, version=None, version_label=None,
+               signature_name=features.CAPTION_SIGNATURE, timeout_s=30.0, max_attempts=5,
+               initial_backoff_s=0.5, max_backoff_s=8.0, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
+    if version is not None and version_label is not None:
+      raise ValueError('Give a model version or a version label, not both.')
+    if max_attempts < 1:
+      raise ValueError(f'max_attempts must be at least 1, got {max_attempts}.')
+    self.target = target
+    self.model_name = model_name
+    self.version = version
+    self.version_label = version_label
+    self.signature_name = signature_name
+    self.timeout_s = timeout_s
+    self.max_attempts = max_attempts
+    self.initial_backoff_s = initial_backoff_s
+    self.max_backoff_s = max_backoff_s
+    self.max_message_bytes = max_message_bytes
+    backoff_ms = int(initial_backoff_s * 1000)
+    self._channel = grpc.insecure_channel(target, options=[
+        ('grpc.max_send_message_length', max_message_bytes),
+        ('grpc.max_receive_message_length', max_message_bytes),
+        # gRPC reconnects on its own schedule (1 s, growing to 2 min); keep it
+        # at least as eager as our retries, or they all fail fast.
+        ('grpc.initial_reconnect_backoff_ms', backoff_ms),
+        ('grpc.min_reconnect_backoff_ms', backoff_ms),
+        ('grpc.max_reconnect_backoff_ms', int(max_backoff_s * 1000)),
+    ])
+    self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+
+  def close(self):
+    self._channel.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    self.close()
+
+  def describe(self):
+    """One line naming the model spec requests ask for, for messages."""
+    choice = (f' version {self.version}' if self.version is not None
+              else f' label {self.version_label!r}' if self.version_label is not None else '')
+    return f'model {self.model_name!r}{choice} signature {self.signature_name!r} at {self.target}'
+
+  def signature_def(self):
+    """The SignatureDef the server has for `signature_name`; RequestError if there is none.
+
+    A cheap first call that catches a wrong model name, version, label or
+    signature before any image is sent.
     """
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[SIGNATURE_DEF_METADATA_FIELD])
+    self._fill_model_spec(request.model_spec)
+    response = self._call(self._stub.GetModelMetadata, request, f'GetModelMetadata for {self.describe()}')
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata[SIGNATURE_DEF_METADATA_FIELD].Unpack(signature_map)
+    if self.signature_name not in signature_map.signature_def:
+      raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                         f'the model has no signature {self.signature_name!r}; it has '
+                         f'{sorted(signature_map.signature_def)}', self.describe())
+    return signature_map.signature_def[self.signature_name]
 
-    def __init__(self, target, model_name, *, version=None, version_label=None,
-                 signature_name=features.CAPTION_SIGNATURE, timeout_s=30.0, max_attempts=5,
-                 initial_backoff_s=0.5, max_backoff_s=8.0, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
-        if version is not None and version_label is not None:
-            raise ValueError('Give a model version or a version label, not both.')
-        if max_attempts < 1:
-            raise ValueError(f'max_attempts must be at least 1, got {max_attempts}.')
-        self.target = target
-        self.model_name = model_name
-        self.version = version
-        self.version_label = version_label
-        self.signature_name = signature_name
-        self.timeout_s = timeout_s
-        self.max_attempts = max_attempts
-        self.initial_backoff_s = initial_backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.max_message_bytes = max_message_bytes
-        backoff_ms = int(initial_backoff_s * 1000)
-        self._channel = grpc.insecure_channel(target, options=[
-            ('grpc.max_send_message_length', max_message_bytes),
-            ('grpc.max_receive_message_length', max_message_bytes),
-            # gRPC reconnects on its own schedule (1 s, growing to 2 min); keep it
-            # at least as eager as our retries, or they all fail fast.
-            ('grpc.initial_reconnect_backoff_ms', backoff_ms),
-            ('grpc.min_reconnect_backoff_ms', backoff_ms),
-            ('grpc.max_reconnect_backoff_ms', int(max_backoff_s * 1000)),
-        ])
-        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+  def caption(self, images: Sequence[bytes], paths: Optional[Sequence[str]] = None) -> List[Caption]:
+    """Captions encoded images (JPEG/PNG/GIF/BMP bytes) in one request.
 
-    def close(self):
-        self._channel.close()
+    `paths` only labels the results and error messages. Raises RequestError.
+    """
+    paths = list(paths) if paths is not None else [None] * len(images)
+    request = predict_pb2.PredictRequest()
+    self._fill_model_spec(request.model_spec)
+    values = images if self.signature_name != features.EXAMPLES_SIGNATURE else [
+        tf.train.Example(features=tf.train.Features(feature={
+            features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))
+        })).SerializeToString() for image in images]
+    input_name = _INPUT_OF_SIGNATURE.get(self.signature_name, features.IMAGES_INPUT)
+    request.inputs[input_name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)]))
+    named = [p for p in paths if p is not None]
+    what = f'Predict of {len(images)} image(s)' + (f' ({_abbreviate(named)})' if named else '')
+    response = self._call(self._stub.Predict, request, f'{what} on {self.describe()}')
+    try:
+      captions = tf.make_ndarray(response.outputs[features.CAPTION_OUTPUT])
+      log_probabilities = tf.make_ndarray(response.outputs[features.LOG_PROBABILITY_OUTPUT])
+    except (KeyError, TypeError, ValueError) as e:
+      raise RequestError(grpc.StatusCode.INTERNAL, f'unexpected response ({e}): {response.outputs.keys()}',
+                         what) from e
+    if len(captions) != len(images) or len(log_probabilities) != len(images):
+      raise RequestError(grpc.StatusCode.INTERNAL, f'{len(captions)} captions for {len(images)} images', what)
+    version = response.model_spec.version.value
+    return [Caption(path, text.decode('utf-8'), float(log_probability), version)
+            for path, text, log_probability in zip(paths, captions, log_probabilities)]
 
-    def __enter__(self):
-        return self
+  def caption_files(self, paths: Sequence[str], batch_size=DEFAULT_BATCH_SIZE,
+                    progress=False) -> Iterator[Union[Caption, Failure]]:
+    """Captions image files, `batch_size` per request, yielding a Caption or Failure per file in order.
 
-    def __exit__(self, *exc_info):
-        self.close()
+    Raises RequestError for failures that are not about a file's contents
+    (unknown model or signature, server down after all retries, deadline).
+    """
+    if batch_size < 1:
+      raise ValueError(f'batch_size must be at least 1, got {batch_size}.')
+    self.signature_def()
+    with tqdm.tqdm(total=len(paths), unit='image', disable=not progress, file=sys.stderr) as bar:
+      for batch in _batches(paths, batch_size, self.max_message_bytes):
+        results = self._caption_batch(batch)
+        bar.update(len(results))
+        yield from results
 
-    def describe(self):
-        """One line naming the model spec requests ask for, for messages."""
-        choice = (f' version {self.version}' if self.version is not None
-                  else f' label {self.version_label!r}' if self.version_label is not None else '')
-        return f'model {self.model_name!r}{choice} signature {self.signature_name!r} at {self.target}'
-
-    def signature_def(self):
-        """The SignatureDef the server has for `signature_name`; RequestError if there is none.
-
-        A cheap first call that catches a wrong model name, version, label or
-        signature before any image is sent.
-        """
-        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[SIGNATURE_DEF_METADATA_FIELD])
-        self._fill_model_spec(request.model_spec)
-        response = self._call(self._stub.GetModelMetadata, request, f'GetModelMetadata for {self.describe()}')
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata[SIGNATURE_DEF_METADATA_FIELD].Unpack(signature_map)
-        if self.signature_name not in signature_map.signature_def:
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
-                               f'the model has no signature {self.signature_name!r}; it has '
-                               f'{sorted(signature_map.signature_def)}', self.describe())
-        return signature_map.signature_def[self.signature_name]
-
-    def caption(self, images: Sequence[bytes], paths: Optional[Sequence[str]] = None) -> List[Caption]:
-        """Captions encoded images (JPEG/PNG/GIF/BMP bytes) in one request.
-
-        `paths` only labels the results and error messages. Raises RequestError.
-        """
-        paths = list(paths) if paths is not None else [None] * len(images)
-        request = predict_pb2.PredictRequest()
-        self._fill_model_spec(request.model_spec)
-        values = images if self.signature_name != features.EXAMPLES_SIGNATURE else [
-            tf.train.Example(features=tf.train.Features(feature={
-                features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))
-            })).SerializeToString() for image in images]
-        input_name = _INPUT_OF_SIGNATURE.get(self.signature_name, features.IMAGES_INPUT)
-        request.inputs[input_name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)]))
-        named = [p for p in paths if p is not None]
-        what = f'Predict of {len(images)} image(s)' + (f' ({_abbreviate(named)})' if named else '')
-        response = self._call(self._stub.Predict, request, f'{what} on {self.describe()}')
-        try:
-            captions = tf.make_ndarray(response.outputs[features.CAPTION_OUTPUT])
-            log_probabilities = tf.make_ndarray(response.outputs[features.LOG_PROBABILITY_OUTPUT])
-        except (KeyError, TypeError, ValueError) as e:
-            raise RequestError(grpc.StatusCode.INTERNAL, f'unexpected response ({e}): {response.outputs.keys()}',
-                               what) from e
-        if len(captions) != len(images) or len(log_probabilities) != len(images):
-            raise RequestError(grpc.StatusCode.INTERNAL, f'{len(captions)} captions for {len(images)} images', what)
-        version = response.model_spec.version.value
-        return [Caption(path, text.decode('utf-8'), float(log_probability), version)
-                for path, text, log_probability in zip(paths, captions, log_probabilities)]
-
-    def caption_files(self, paths: Sequence[str], batch_size=DEFAULT_BATCH_SIZE,
-                      progress=False) -> Iterator[Union[Caption, Failure]]:
-        """Captions image files, `batch_size` per request, yielding a Caption or Failure per file in order.
-
-        Raises RequestError for failures that are not about a file's contents
-        (unknown model or signature, server down after all retries, deadline).
-        """
-        if batch_size < 1:
-            raise ValueError(f'batch_size must be at least 1, got {batch_size}.')
-        self.signature_def()
-        with tqdm.tqdm(total=len(paths), unit='image', disable=not progress, file=sys.stderr) as bar:
-            for batch in _batches(paths, batch_size, self.max_message_bytes):
-                results = self._caption_batch(batch)
-                bar.update(len(results))
-                yield from results
-
-    def _caption_batch(self, batch):
-        """batch: list of (path, bytes or Failure) -> a Caption or Failure for each, in order."""
-        results = [data if isinstance(data, Failure) else None for _, data in batch]
-        pending = [i for i, result in enumerate(results) if result is None]
-        if not pending:
-            return results
-        try:
-            captions = self.caption([batch[i][1] for i in pending], [batch[i][0] for i in pending])
-        except RequestError as e:
-            if e.code not in _CONTENT_ERRORS:
-                raise
-            if len(pending) == 1:
-                results[pending[0]] = Failure(batch[pending[0]][0], e.code.name, e.details)
-                return results
-            _LOG.info('Request of %d images failed with %s; sending them one by one.', len(pending), e.code.name)
-            for i in pending:
-                results[i] = self._caption_batch([batch[i]])[0]
-            return results
-        for i, caption in zip(pending, captions):
-            results[i] = caption
+  def _caption_batch(self, batch):
+    """batch: list of (path, bytes or Failure) -> a Caption or Failure for each, in order."""
+    results = [data if isinstance(data, Failure) else None for _, data in batch]
+    pending = [i for i, result in enumerate(results) if result is None]
+    if not pending:
+      return results
+    try:
+      captions = self.caption([batch[i][1] for i in pending], [batch[i][0] for i in pending])
+    except RequestError as e:
+      if e.code not in _CONTENT_ERRORS:
+        raise
+      if len(pending) == 1:
+        results[pending[0]] = Failure(batch[pending[0]][0], e.code.name, e.details)
         return results
+      _LOG.info('Request of %d images failed with %s; sending them one by one.', len(pending), e.code.name)
+      for i in pending:
+        results[i] = self._caption_batch([batch[i]])[0]
+      return results
+    for i, caption in zip(pending, captions):
+      results[i] = caption
+    return results
 
-    def _fill_model_spec(self, model_spec):
-        model_spec.name = self.model_name
-        model_spec.signature_name = self.signature_name
-        if self.version is not None:
-            model_spec.version.value = self.version
-        elif self.version_label is not None:
-            model_spec.version_label = self.version_label
+  def _fill_model_spec(self, model_spec):
+    model_spec.name = self.model_name
+    model_spec.signature_name = self.signature_name
+    if self.version is not None:
+      model_spec.version.value = self.version
+    elif self.version_label is not None:
+      model_spec.version_label = self.version_label
 
-    def _call(self, method, request, what):
-        """Calls `method` with the deadline, retrying UNAVAILABLE with exponential backoff."""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                return method(request, timeout=self.timeout_s)
-            except grpc.RpcError as e:
-                code, details = e.code(), e.details()
-                if code != grpc.StatusCode.UNAVAILABLE or attempt == self.max_attempts:
-                    suffix = f' (after {attempt} attempts)' if attempt > 1 else ''
-                    raise RequestError(code, f'{details}{suffix}', what) from None
-                delay = min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1))
-                delay *= random.uniform(0.5, 1.0)  # jitter: clients that failed together retry apart
-                _LOG.warning('%s: UNAVAILABLE (%s); attempt %d of %d in %.1fs', what, details, attempt + 1,
-                             self.max_attempts, delay)
-                time.sleep(delay)
+  def _call(self, method, request, what):
+    """Calls `method` with the deadline, retrying UNAVAILABLE with exponential backoff."""
+    for attempt in range(1, self.max_attempts + 1):
+      try:
+        return method(request, timeout=self.timeout_s)
+      except grpc.RpcError as e:
+        code, details = e.code(), e.details()
+        if code != grpc.StatusCode.UNAVAILABLE or attempt == self.max_attempts:
+          suffix = f' (after {attempt} attempts)' if attempt > 1 else ''
+          raise RequestError(code, f'{details}{suffix}', what) from None
+        delay = min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1))
+        delay *= random.uniform(0.5, 1.0)  # jitter: clients that failed together retry apart
+        _LOG.warning('%s: UNAVAILABLE (%s); attempt %d of %d in %.1fs', what, details, attempt + 1,
+                     self.max_attempts, delay)
+        time.sleep(delay)
 
 
 def find_images(paths: Iterable[str]) -> List[str]:
-    """Expands folders (recursively, image extensions only, sorted); files are kept as given.
+  """Expands folders (recursively, image extensions only, sorted); files are kept as given.
 
-    Raises FileNotFoundError naming a path that does not exist.
-    """
-    found = []
-    for path in paths:
-        if os.path.isdir(path):
-            for directory, subdirectories, files in os.walk(path):
-                subdirectories.sort()
-                found.extend(os.path.join(directory, name) for name in sorted(files)
-                             if name.lower().endswith(IMAGE_EXTENSIONS))
-        elif os.path.exists(path):
-            found.append(path)
-        else:
-            raise FileNotFoundError(f'No such file or directory: {path}')
-    return found
+  Raises FileNotFoundError naming a path that does not exist.
+  """
+  found = []
+  for path in paths:
+    if os.path.isdir(path):
+      for directory, subdirectories, files in os.walk(path):
+        subdirectories.sort()
+        found.extend(os.path.join(directory, name) for name in sorted(files)
+                     if name.lower().endswith(IMAGE_EXTENSIONS))
+    elif os.path.exists(path):
+      found.append(path)
+    else:
+      raise FileNotFoundError(f'No such file or directory: {path}')
+  return found
 
 
 def _abbreviate(paths, shown=3):
-    names = ', '.join(paths[:shown])
-    return names if len(paths) <= shown else f'{names} and {len(paths) - shown} more'
+  names = ', '.join(paths[:shown])
+  return names if len(paths) <= shown else f'{names} and {len(paths) - shown} more'
 
 
 def _batches(paths, batch_size, max_message_bytes):
-    """Reads files into batches of (path, bytes or Failure) that fit in one request."""
-    budget = max_message_bytes - _REQUEST_OVERHEAD_BYTES
-    batch, size = [], 0
-    for path in paths:
-        try:
-            with open(path, 'rb') as f:
-                data = f.read()
-        except OSError as e:
-            data = Failure(path, 'READ_ERROR', str(e))
-        cost = 0 if isinstance(data, Failure) else len(data) + _PER_IMAGE_OVERHEAD_BYTES
-        if batch and (len(batch) == batch_size or size + cost > budget):
-            yield batch
-            batch, size = [], 0
-        batch.append((path, data))
-        size += cost
-    if batch:
-        yield batch
+  """Reads files into batches of (path, bytes or Failure) that fit in one request."""
+  budget = max_message_bytes - _REQUEST_OVERHEAD_BYTES
+  batch, size = [], 0
+  for path in paths:
+    try:
+      with open(path, 'rb') as f:
+        data = f.read()
+    except OSError as e:
+      data = Failure(path, 'READ_ERROR', str(e))
+    cost = 0 if isinstance(data, Failure) else len(data) + _PER_IMAGE_OVERHEAD_BYTES
+    if batch and (len(batch) == batch_size or size + cost > budget):
+      yield batch
+      batch, size = [], 0
+    batch.append((path, data))
+    size += cost
+  if batch:
+    yield batch
 
 
 def _format(result, output_format):
-    if output_format == 'jsonl':
-        if isinstance(result, Failure):
-            return json.dumps({'path': result.path, 'error': {'code': result.code, 'message': result.message}})
-        return json.dumps(dataclasses.asdict(result))
-    return f'{result.path}\t{result.caption}\t{result.log_probability:.6f}'
+  if output_format == 'jsonl':
+    if isinstance(result, Failure):
+      return json.dumps({'path': result.path, 'error': {'code': result.code, 'message': result.message}})
+    return json.dumps(dataclasses.asdict(result))
+  return f'{result.path}\t{result.caption}\t{result.log_probability:.6f}'
 
 
 def _parse_args(argv):
-    parser = argparse.ArgumentParser(prog='python -m serving.client', description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('paths', nargs='+', help='Image files and/or folders (searched recursively).')
-    parser.add_argument('--server', default='localhost:8500', help='host:port of the gRPC endpoint.')
-    parser.add_argument('--model_name', default=pipeline_config.MODEL_NAME, help='Name the server serves it under.')
-    choice = parser.add_mutually_exclusive_group()
-    choice.add_argument('--model_version', type=int, help='Version to ask for (default: the newest).')
-    choice.add_argument('--version_label', help='Version label to ask for (TF Serving\'s version_labels).')
-    parser.add_argument('--signature_name', default=features.CAPTION_SIGNATURE, choices=sorted(_INPUT_OF_SIGNATURE),
-                        help='Image bytes in, or tf.Examples holding them.')
-    parser.add_argument('--batch_size', type=int, default=DEFAULT_BATCH_SIZE, help='Images per request.')
-    parser.add_argument('--timeout', type=float, default=30.0, help='Deadline of each call, in seconds.')
-    parser.add_argument('--max_attempts', type=int, default=5, help='Calls per request while UNAVAILABLE.')
-    parser.add_argument('--max_message_bytes', type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
-                        help='Largest request or response.')
-    parser.add_argument('--format', choices=('text', 'jsonl'), default='text', dest='output_format',
-                        help='path<TAB>caption<TAB>log_probability lines, or JSON objects.')
-    parser.add_argument('--no_progress', action='store_true', help='No progress bar for folders.')
-    return parser.parse_args(argv)
+  parser = argparse.ArgumentParser(prog='python -m serving.client', description=__doc__.split('\n\n')[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument('paths', nargs='+', help='Image files and/or folders (searched recursively).')
+  parser.add_argument('--server', default='localhost:8500', help='host:port of the gRPC endpoint.')
+  parser.add_argument('--model_name', default=pipeline_config.MODEL_NAME, help='Name the server serves it under.')
+  choice = parser.add_mutually_exclusive_group()
+  choice.add_argument('--model_version', type=int, help='Version to ask for (default: the newest).')
+  choice.add_argument('--version_label', help='Version label to ask for (TF Serving\'s version_labels).')
+  parser.add_argument('--signature_name', default=features.CAPTION_SIGNATURE, choices=sorted(_INPUT_OF_SIGNATURE),
+                      help='Image bytes in, or tf.Examples holding them.')
+  parser.add_argument('--batch_size', type=int, default=DEFAULT_BATCH_SIZE, help='Images per request.')
+  parser.add_argument('--timeout', type=float, default=30.0, help='Deadline of each call, in seconds.')
+  parser.add_argument('--max_attempts', type=int, default=5, help='Calls per request while UNAVAILABLE.')
+  parser.add_argument('--max_message_bytes', type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+                      help='Largest request or response.')
+  parser.add_argument('--format', choices=('text', 'jsonl'), default='text', dest='output_format',
+                      help='path<TAB>caption<TAB>log_probability lines, or JSON objects.')
+  parser.add_argument('--no_progress', action='store_true', help='No progress bar for folders.')
+  return parser.parse_args(argv)
 
 
 def main(argv=None, stdout=None):
-    """The command line; returns the exit status (0 ok, 1 some image or the run failed)."""
-    args = _parse_args(argv)
-    stdout = stdout or sys.stdout
-    logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
+  """The command line; returns the exit status (0 ok, 1 some image or the run failed)."""
+  args = _parse_args(argv)
+  stdout = stdout or sys.stdout
+  logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
+  try:
+    paths = find_images(args.paths)
+  except FileNotFoundError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  if not paths:
+    print(f'error: no images ({", ".join(IMAGE_EXTENSIONS)}) under {", ".join(args.paths)}', file=sys.stderr)
+    return 1
+  progress = not args.no_progress and any(os.path.isdir(path) for path in args.paths)
+  failures = 0
+  with CaptionClient(args.server, args.model_name, version=args.model_version, version_label=args.version_label,
+                     signature_name=args.signature_name, timeout_s=args.timeout, max_attempts=args.max_attempts,
+                     max_message_bytes=args.max_message_bytes) as client:
     try:
-        paths = find_images(args.paths)
-    except FileNotFoundError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    if not paths:
-        print(f'error: no images ({", ".join(IMAGE_EXTENSIONS)}) under {", ".join(args.paths)}', file=sys.stderr)
-        return 1
-    progress = not args.no_progress and any(os.path.isdir(path) for path in args.paths)
-    failures = 0
-    with CaptionClient(args.server, args.model_name, version=args.model_version, version_label=args.version_label,
-                       signature_name=args.signature_name, timeout_s=args.timeout, max_attempts=args.max_attempts,
-                       max_message_bytes=args.max_message_bytes) as client:
-        try:
-            for result in client.caption_files(paths, batch_size=args.batch_size, progress=progress):
-                if isinstance(result, Failure):
-                    failures += 1
-                    if args.output_format == 'text':
-                        message = ' '.join(result.message.split())  # one line per failed image
-                        print(f'error: {result.path}: {result.code}: {message}', file=sys.stderr)
-                        continue
-                print(_format(result, args.output_format), file=stdout, flush=True)
-        except RequestError as e:
-            print(f'error: {e}', file=sys.stderr)
-            return 1
-    if failures:
-        print(f'error: {failures} of {len(paths)} images got no caption', file=sys.stderr)
-    return 1 if failures else 0
+      for result in client.caption_files(paths, batch_size=args.batch_size, progress=progress):
+        if isinstance(result, Failure):
+          failures += 1
+          if args.output_format == 'text':
+            message = ' '.join(result.message.split())  # one line per failed image
+            print(f'error: {result.path}: {result.code}: {message}', file=sys.stderr)
+            continue
+        print(_format(result, args.output_format), file=stdout, flush=True)
+    except RequestError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 1
+  if failures:
+    print(f'error: {failures} of {len(paths)} images got no caption', file=sys.stderr)
+  return 1 if failures else 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+  sys.exit(main())

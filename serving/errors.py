@@ -22,21 +22,21 @@ _OP_SUFFIX = re.compile(r'\s*\[Op:[^\]]*\]\s*$')
 
 
 class ServingError(Exception):
-    """A request failed with `code` (a grpc.StatusCode) and a message for the client."""
+  """A request failed with `code` (a grpc.StatusCode) and a message for the client."""
 
-    def __init__(self, code, message):
-        super().__init__(f'{code.name}: {message}')
-        self.code = code
-        self.message = message
+  def __init__(self, code, message):
+    super().__init__(f'{code.name}: {message}')
+    self.code = code
+    self.message = message
 
 
 def from_op_error(error):
-    """The ServingError for a failed model call: the op's own status code and message.
+  """The ServingError for a failed model call: the op's own status code and message.
 
-    TF's error codes are numbered like gRPC's, which is how TF Serving turns a
-    failed Session::Run (e.g. InvalidArgument from DecodeImage on bytes that are
-    not an image) into the RPC status.
-    """
-    message = _OP_SUFFIX.sub('', _CREATION_STACK.sub('', _EAGER_PREAMBLE.sub('', error.message)))
-    return ServingError(_CODES_BY_NUMBER.get(error.error_code, grpc.StatusCode.UNKNOWN), message.strip())
+  TF's error codes are numbered like gRPC's, which is how TF Serving turns a
+  failed Session::Run (e.g. InvalidArgument from DecodeImage on bytes that are
+  not an image) into the RPC status.
+  """
+  message = _OP_SUFFIX.sub('', _CREATION_STACK.sub('', _EAGER_PREAMBLE.sub('', error.message)))
+  return ServingError(_CODES_BY_NUMBER.get(error.error_code, grpc.StatusCode.UNKNOWN), message.strip())
 

@@ -25,28 +25,28 @@ _DECODER_WEIGHT_SCALE = 5.0
 
 
 def export_tiny_model(export_dir, seed=0, beam_width=2, max_length=7):
-    """Writes a tiny random-weight serving SavedModel to `export_dir`; returns `export_dir`."""
-    keras.utils.set_random_seed(seed)
-    vocabulary = list(features.SPECIAL_TOKENS) + list(WORDS)
-    feature_extractor = image_features.build_feature_extractor(
-        'vgg16', image_size=IMAGE_SIZE, weights=None, pooling='avg')
-    caption_model = model_lib.build_caption_model(
-        vocab_size=len(vocabulary), feature_dim=feature_extractor.output_shape[-1],
-        sequence_length=max_length + 1, embedding_dim=8, lstm_units=8)
-    for variable in caption_model.trainable_variables:
-        variable.assign(variable * _DECODER_WEIGHT_SCALE)
-    return exporter.export_serving_model(
-        export_dir, feature_extractor, model_lib.CaptionDecoder(caption_model), vocabulary,
-        image_size=IMAGE_SIZE, max_length=max_length, beam_width=beam_width)
+  """Writes a tiny random-weight serving SavedModel to `export_dir`; returns `export_dir`."""
+  keras.utils.set_random_seed(seed)
+  vocabulary = list(features.SPECIAL_TOKENS) + list(WORDS)
+  feature_extractor = image_features.build_feature_extractor(
+      'vgg16', image_size=IMAGE_SIZE, weights=None, pooling='avg')
+  caption_model = model_lib.build_caption_model(
+      vocab_size=len(vocabulary), feature_dim=feature_extractor.output_shape[-1],
+      sequence_length=max_length + 1, embedding_dim=8, lstm_units=8)
+  for variable in caption_model.trainable_variables:
+    variable.assign(variable * _DECODER_WEIGHT_SCALE)
+  return exporter.export_serving_model(
+      export_dir, feature_extractor, model_lib.CaptionDecoder(caption_model), vocabulary,
+      image_size=IMAGE_SIZE, max_length=max_length, beam_width=beam_width)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m serving.tiny_model', description=__doc__.split('\n\n')[0])
-    parser.add_argument('export_dir', help='Where to write it, e.g. <serving_dir>/captioner/1.')
-    parser.add_argument('--seed', type=int, default=0)
-    args = parser.parse_args(argv)
-    print(export_tiny_model(args.export_dir, seed=args.seed))
+  parser = argparse.ArgumentParser(prog='python -m serving.tiny_model', description=__doc__.split('\n\n')[0])
+  parser.add_argument('export_dir', help='Where to write it, e.g. <serving_dir>/captioner/1.')
+  parser.add_argument('--seed', type=int, default=0)
+  args = parser.parse_args(argv)
+  print(export_tiny_model(args.export_dir, seed=args.seed))
 
 
 if __name__ == '__main__':
-    main()
+  main()

@@ -23,112 +23,112 @@ VOCABULARY = list(features.SPECIAL_TOKENS) + WORDS
 
 
 def _encoded(fmt, seed, size=(40, 56)):
-    pixels = np.random.default_rng(seed).integers(0, 256, size=size + (3,), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=fmt)
-    return buffer.getvalue()
+  pixels = np.random.default_rng(seed).integers(0, 256, size=size + (3,), dtype=np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format=fmt)
+  return buffer.getvalue()
 
 
 @pytest.fixture(scope='module')
 def captioner(tmp_path_factory):
-    keras.utils.set_random_seed(3)
-    feature_extractor = image_features.build_feature_extractor('vgg16', image_size=IMAGE_SIZE, pooling='flatten')
-    model = model_lib.build_caption_model(vocab_size=len(VOCABULARY), feature_dim=feature_extractor.output_shape[-1],
-                                          sequence_length=MAX_LENGTH + 1, embedding_dim=8, lstm_units=8)
-    # Discourage the special tokens so that random weights still produce words.
-    logits = model.get_layer('logits')
-    kernel, bias = logits.get_weights()
-    bias[:features.NUM_SPECIAL_TOKENS] = -5.0
-    logits.set_weights([kernel * 5.0, bias])
-    decoder = model_lib.CaptionDecoder(model)
-    export_dir = str(tmp_path_factory.mktemp('export') / 'serving_model')
-    exporter.export_serving_model(export_dir, feature_extractor, decoder, VOCABULARY, image_size=IMAGE_SIZE,
-                                  max_length=MAX_LENGTH, beam_width=BEAM_WIDTH)
-    return export_dir, feature_extractor, decoder, tf.saved_model.load(export_dir)
+  keras.utils.set_random_seed(3)
+  feature_extractor = image_features.build_feature_extractor('vgg16', image_size=IMAGE_SIZE, pooling='flatten')
+  model = model_lib.build_caption_model(vocab_size=len(VOCABULARY), feature_dim=feature_extractor.output_shape[-1],
+                                        sequence_length=MAX_LENGTH + 1, embedding_dim=8, lstm_units=8)
+  # Discourage the special tokens so that random weights still produce words.
+  logits = model.get_layer('logits')
+  kernel, bias = logits.get_weights()
+  bias[:features.NUM_SPECIAL_TOKENS] = -5.0
+  logits.set_weights([kernel * 5.0, bias])
+  decoder = model_lib.CaptionDecoder(model)
+  export_dir = str(tmp_path_factory.mktemp('export') / 'serving_model')
+  exporter.export_serving_model(export_dir, feature_extractor, decoder, VOCABULARY, image_size=IMAGE_SIZE,
+                                max_length=MAX_LENGTH, beam_width=BEAM_WIDTH)
+  return export_dir, feature_extractor, decoder, tf.saved_model.load(export_dir)
 
 
 @pytest.fixture(scope='module')
 def images():
-    return [_encoded('PNG', 0), _encoded('JPEG', 1), _encoded('PNG', 2, size=(64, 32))]
+  return [_encoded('PNG', 0), _encoded('JPEG', 1), _encoded('PNG', 2, size=(64, 32))]
 
 
 def _caption(loaded, images):
-    return loaded.signatures[features.CAPTION_SIGNATURE](**{features.IMAGES_INPUT: tf.constant(images)})
+  return loaded.signatures[features.CAPTION_SIGNATURE](**{features.IMAGES_INPUT: tf.constant(images)})
 
 
 def test_caption_signature_outputs(captioner, images):
-    outputs = _caption(captioner[3], images)
-    captions = outputs[features.CAPTION_OUTPUT]
-    log_probs = outputs[features.LOG_PROBABILITY_OUTPUT]
-    assert captions.dtype == tf.string and captions.shape == (3,)
-    assert log_probs.dtype == tf.float32 and log_probs.shape == (3,)
-    assert np.all(log_probs.numpy() < 0)
-    for caption in captions.numpy():
-        words = caption.decode('utf-8').split(' ')
-        assert words and set(words) <= set(WORDS), caption
+  outputs = _caption(captioner[3], images)
+  captions = outputs[features.CAPTION_OUTPUT]
+  log_probs = outputs[features.LOG_PROBABILITY_OUTPUT]
+  assert captions.dtype == tf.string and captions.shape == (3,)
+  assert log_probs.dtype == tf.float32 and log_probs.shape == (3,)
+  assert np.all(log_probs.numpy() < 0)
+  for caption in captions.numpy():
+    words = caption.decode('utf-8').split(' ')
+    assert words and set(words) <= set(WORDS), caption
 
 
 def test_caption_signature_equals_direct_decoding(captioner, images):
-    _, feature_extractor, decoder, loaded = captioner
-    pixels = image_features.decode_images(tf.constant(images), IMAGE_SIZE)
-    ids, lengths, log_probs = decoder.generate(feature_extractor(pixels), BEAM_WIDTH, MAX_LENGTH)
-    expected = [' '.join(VOCABULARY[i] for i in row[:n] if i >= features.NUM_SPECIAL_TOKENS)
-                for row, n in zip(ids.numpy(), lengths.numpy())]
-    outputs = _caption(loaded, images)
-    assert [c.decode('utf-8') for c in outputs[features.CAPTION_OUTPUT].numpy()] == expected
-    np.testing.assert_allclose(outputs[features.LOG_PROBABILITY_OUTPUT].numpy(), log_probs.numpy(), rtol=1e-5)
+  _, feature_extractor, decoder, loaded = captioner
+  pixels = image_features.decode_images(tf.constant(images), IMAGE_SIZE)
+  ids, lengths, log_probs = decoder.generate(feature_extractor(pixels), BEAM_WIDTH, MAX_LENGTH)
+  expected = [' '.join(VOCABULARY[i] for i in row[:n] if i >= features.NUM_SPECIAL_TOKENS)
+              for row, n in zip(ids.numpy(), lengths.numpy())]
+  outputs = _caption(loaded, images)
+  assert [c.decode('utf-8') for c in outputs[features.CAPTION_OUTPUT].numpy()] == expected
+  np.testing.assert_allclose(outputs[features.LOG_PROBABILITY_OUTPUT].numpy(), log_probs.numpy(), rtol=1e-5)
 
 
 def test_examples_signature_equals_caption_signature(captioner, images):
-    loaded = captioner[3]
-    examples = [tf.train.Example(features=tf.train.Features(feature={
-        features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
-        features.IMAGE_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'x.png'])),
-    })).SerializeToString() for image in images]
-    from_examples = loaded.signatures[features.EXAMPLES_SIGNATURE](
-        **{features.EXAMPLES_INPUT: tf.constant(examples)})
-    from_images = _caption(loaded, images)
-    for key in (features.CAPTION_OUTPUT, features.LOG_PROBABILITY_OUTPUT):
-        np.testing.assert_array_equal(from_examples[key].numpy(), from_images[key].numpy())
+  loaded = captioner[3]
+  examples = [tf.train.Example(features=tf.train.Features(feature={
+      features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+      features.IMAGE_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'x.png'])),
+  })).SerializeToString() for image in images]
+  from_examples = loaded.signatures[features.EXAMPLES_SIGNATURE](
+      **{features.EXAMPLES_INPUT: tf.constant(examples)})
+  from_images = _caption(loaded, images)
+  for key in (features.CAPTION_OUTPUT, features.LOG_PROBABILITY_OUTPUT):
+    np.testing.assert_array_equal(from_examples[key].numpy(), from_images[key].numpy())
 
 
 def test_gif_and_bmp_are_captioned(captioner):
-    outputs = _caption(captioner[3], [_encoded('GIF', 4), _encoded('BMP', 5)])
-    assert outputs[features.CAPTION_OUTPUT].shape == (2,)
+  outputs = _caption(captioner[3], [_encoded('GIF', 4), _encoded('BMP', 5)])
+  assert outputs[features.CAPTION_OUTPUT].shape == (2,)
 
 
 def test_empty_batch_gives_empty_outputs(captioner):
-    outputs = _caption(captioner[3], tf.zeros([0], tf.string))
-    assert outputs[features.CAPTION_OUTPUT].shape == (0,)
-    assert outputs[features.LOG_PROBABILITY_OUTPUT].shape == (0,)
+  outputs = _caption(captioner[3], tf.zeros([0], tf.string))
+  assert outputs[features.CAPTION_OUTPUT].shape == (0,)
+  assert outputs[features.LOG_PROBABILITY_OUTPUT].shape == (0,)
 
 
 def test_garbage_bytes_raise_invalid_argument(captioner, images):
-    with pytest.raises(tf.errors.InvalidArgumentError, match='Unknown image file format'):
-        _caption(captioner[3], [images[0], b'this is not an image'])
+  with pytest.raises(tf.errors.InvalidArgumentError, match='Unknown image file format'):
+    _caption(captioner[3], [images[0], b'this is not an image'])
 
 
 def test_vocabulary_must_match_the_decoder(captioner, tmp_path):
-    _, feature_extractor, decoder, _ = captioner
-    with pytest.raises(ValueError, match='must start with'):
-        exporter.export_serving_model(str(tmp_path / 'a'), feature_extractor, decoder, WORDS + ['x'] * 4,
-                                      IMAGE_SIZE, MAX_LENGTH)
-    with pytest.raises(ValueError, match='predicts'):
-        exporter.export_serving_model(str(tmp_path / 'b'), feature_extractor, decoder, VOCABULARY[:-1],
-                                      IMAGE_SIZE, MAX_LENGTH)
+  _, feature_extractor, decoder, _ = captioner
+  with pytest.raises(ValueError, match='must start with'):
+    exporter.export_serving_model(str(tmp_path / 'a'), feature_extractor, decoder, WORDS + ['x'] * 4,
+                                  IMAGE_SIZE, MAX_LENGTH)
+  with pytest.raises(ValueError, match='predicts'):
+    exporter.export_serving_model(str(tmp_path / 'b'), feature_extractor, decoder, VOCABULARY[:-1],
+                                  IMAGE_SIZE, MAX_LENGTH)
 
 
 def test_saved_model_cli_lists_both_signatures(captioner):
-    cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
-    shown = subprocess.run([cli, 'show', '--all', '--dir', captioner[0]], check=True, capture_output=True,
-                           text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')).stdout
-    signatures = {name: shown.split(f"signature_def['{name}']")[1].split('signature_def[')[0]
-                  for name in (features.CAPTION_SIGNATURE, features.EXAMPLES_SIGNATURE)}
-    for name, input_name in ((features.CAPTION_SIGNATURE, features.IMAGES_INPUT),
-                             (features.EXAMPLES_SIGNATURE, features.EXAMPLES_INPUT)):
-        text = signatures[name]
-        assert f"inputs['{input_name}']" in text
-        assert f"outputs['{features.CAPTION_OUTPUT}']" in text
-        assert f"outputs['{features.LOG_PROBABILITY_OUTPUT}']" in text
-        assert text.count('dtype: DT_STRING') == 2 and text.count('dtype: DT_FLOAT') == 1
-        assert text.count('shape: (-1)') == 3
+  cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
+  shown = subprocess.run([cli, 'show', '--all', '--dir', captioner[0]], check=True, capture_output=True,
+                         text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')).stdout
+  signatures = {name: shown.split(f"signature_def['{name}']")[1].split('signature_def[')[0]
+                for name in (features.CAPTION_SIGNATURE, features.EXAMPLES_SIGNATURE)}
+  for name, input_name in ((features.CAPTION_SIGNATURE, features.IMAGES_INPUT),
+                           (features.EXAMPLES_SIGNATURE, features.EXAMPLES_INPUT)):
+    text = signatures[name]
+    assert f"inputs['{input_name}']" in text
+    assert f"outputs['{features.CAPTION_OUTPUT}']" in text
+    assert f"outputs['{features.LOG_PROBABILITY_OUTPUT}']" in text
+    assert text.count('dtype: DT_STRING') == 2 and text.count('dtype: DT_FLOAT') == 1
+    assert text.count('shape: (-1)') == 3

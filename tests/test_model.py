@@ -21,165 +21,165 @@ CAPTION_IDS = np.array([
 
 
 def _model(num_layers=2, use_image=True, seed=0):
-    keras.utils.set_random_seed(seed)
-    model = model_lib.build_caption_model(vocab_size=VOCAB_SIZE, feature_dim=FEATURE_DIM,
-                                          sequence_length=SEQUENCE_LENGTH, embedding_dim=6, lstm_units=5,
-                                          num_layers=num_layers, dropout=0.5, use_image=use_image)
-    # Freshly initialised logits are all close to 0; scale them up so that every
-    # input visibly moves the loss.
-    logits = model.get_layer('logits')
-    logits.set_weights([w * 20.0 for w in logits.get_weights()])
-    return model
+  keras.utils.set_random_seed(seed)
+  model = model_lib.build_caption_model(vocab_size=VOCAB_SIZE, feature_dim=FEATURE_DIM,
+                                        sequence_length=SEQUENCE_LENGTH, embedding_dim=6, lstm_units=5,
+                                        num_layers=num_layers, dropout=0.5, use_image=use_image)
+  # Freshly initialised logits are all close to 0; scale them up so that every
+  # input visibly moves the loss.
+  logits = model.get_layer('logits')
+  logits.set_weights([w * 20.0 for w in logits.get_weights()])
+  return model
 
 
 def _image_features(batch_size=len(CAPTION_IDS)):
-    return np.random.default_rng(0).normal(size=[batch_size, FEATURE_DIM]).astype(np.float32)
+  return np.random.default_rng(0).normal(size=[batch_size, FEATURE_DIM]).astype(np.float32)
 
 
 def _inputs(ids=CAPTION_IDS, use_image=True):
-    inputs = {model_lib.INPUT_IDS_INPUT: tf.constant(ids[:, :-1])}
-    if use_image:
-        inputs[model_lib.IMAGE_FEATURES_INPUT] = tf.constant(_image_features(len(ids)))
-    return inputs
+  inputs = {model_lib.INPUT_IDS_INPUT: tf.constant(ids[:, :-1])}
+  if use_image:
+    inputs[model_lib.IMAGE_FEATURES_INPUT] = tf.constant(_image_features(len(ids)))
+  return inputs
 
 
 def _log_softmax(x):
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+  x = x - x.max(axis=-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
 def test_output_shapes_and_dtypes():
-    model = _model()
-    logits = model(_inputs(), training=False)
-    assert logits.shape == (len(CAPTION_IDS), SEQUENCE_LENGTH - 1, VOCAB_SIZE)
-    assert logits.dtype == tf.float32
-    assert sorted(model.input_names) == sorted([model_lib.IMAGE_FEATURES_INPUT, model_lib.INPUT_IDS_INPUT])
-    assert model_lib.summed_caption_loss(CAPTION_IDS[:, 1:], logits).shape == (len(CAPTION_IDS),)
+  model = _model()
+  logits = model(_inputs(), training=False)
+  assert logits.shape == (len(CAPTION_IDS), SEQUENCE_LENGTH - 1, VOCAB_SIZE)
+  assert logits.dtype == tf.float32
+  assert sorted(model.input_names) == sorted([model_lib.IMAGE_FEATURES_INPUT, model_lib.INPUT_IDS_INPUT])
+  assert model_lib.summed_caption_loss(CAPTION_IDS[:, 1:], logits).shape == (len(CAPTION_IDS),)
 
 
 def test_image_changes_the_predictions_and_the_baseline_has_no_image_input():
-    model = _model()
-    inputs = _inputs()
-    other = dict(inputs, **{model_lib.IMAGE_FEATURES_INPUT: inputs[model_lib.IMAGE_FEATURES_INPUT] + 1.0})
-    assert not np.allclose(model(inputs, training=False), model(other, training=False))
+  model = _model()
+  inputs = _inputs()
+  other = dict(inputs, **{model_lib.IMAGE_FEATURES_INPUT: inputs[model_lib.IMAGE_FEATURES_INPUT] + 1.0})
+  assert not np.allclose(model(inputs, training=False), model(other, training=False))
 
-    baseline = _model(use_image=False)
-    assert baseline.input_names == [model_lib.INPUT_IDS_INPUT]
-    logits = baseline(_inputs(use_image=False), training=False)
-    assert logits.shape == (len(CAPTION_IDS), SEQUENCE_LENGTH - 1, VOCAB_SIZE)
+  baseline = _model(use_image=False)
+  assert baseline.input_names == [model_lib.INPUT_IDS_INPUT]
+  logits = baseline(_inputs(use_image=False), training=False)
+  assert logits.shape == (len(CAPTION_IDS), SEQUENCE_LENGTH - 1, VOCAB_SIZE)
 
 
 def test_loss_is_the_hand_computed_sum_over_real_steps():
-    model = _model()
-    logits = model(_inputs(), training=False).numpy()
-    targets = CAPTION_IDS[:, 1:]
-    log_probs = _log_softmax(logits.astype(np.float64))
-    expected = [-sum(log_probs[i, t, targets[i, t]] for t in range(targets.shape[1]) if targets[i, t] != PAD)
-                for i in range(len(targets))]
-    loss = model_lib.summed_caption_loss(tf.constant(targets), tf.constant(logits))
-    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
-    # The first caption has 4 real targets (3 words + END), the second 2, the third 6.
-    assert [int((t != PAD).sum()) for t in targets] == [4, 2, 6]
+  model = _model()
+  logits = model(_inputs(), training=False).numpy()
+  targets = CAPTION_IDS[:, 1:]
+  log_probs = _log_softmax(logits.astype(np.float64))
+  expected = [-sum(log_probs[i, t, targets[i, t]] for t in range(targets.shape[1]) if targets[i, t] != PAD)
+              for i in range(len(targets))]
+  loss = model_lib.summed_caption_loss(tf.constant(targets), tf.constant(logits))
+  np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
+  # The first caption has 4 real targets (3 words + END), the second 2, the third 6.
+  assert [int((t != PAD).sum()) for t in targets] == [4, 2, 6]
 
 
 def test_loss_ignores_logits_at_padding_targets():
-    logits = np.random.default_rng(1).normal(size=[3, SEQUENCE_LENGTH - 1, VOCAB_SIZE]).astype(np.float32)
-    targets = CAPTION_IDS[:, 1:]
-    changed = logits.copy()
-    changed[targets == PAD] += np.random.default_rng(2).normal(size=changed[targets == PAD].shape) * 10
-    loss = model_lib.summed_caption_loss(targets, logits)
-    np.testing.assert_allclose(loss, model_lib.summed_caption_loss(targets, changed), rtol=1e-6)
-    changed[0, 0, 0] += 5.0  # a real step: the loss must move
-    assert not np.allclose(loss, model_lib.summed_caption_loss(targets, changed))
+  logits = np.random.default_rng(1).normal(size=[3, SEQUENCE_LENGTH - 1, VOCAB_SIZE]).astype(np.float32)
+  targets = CAPTION_IDS[:, 1:]
+  changed = logits.copy()
+  changed[targets == PAD] += np.random.default_rng(2).normal(size=changed[targets == PAD].shape) * 10
+  loss = model_lib.summed_caption_loss(targets, logits)
+  np.testing.assert_allclose(loss, model_lib.summed_caption_loss(targets, changed), rtol=1e-6)
+  changed[0, 0, 0] += 5.0  # a real step: the loss must move
+  assert not np.allclose(loss, model_lib.summed_caption_loss(targets, changed))
 
 
 def test_inputs_from_end_on_do_not_change_the_loss():
-    """END as an input and every PAD input only ever predict PAD targets."""
-    model = _model()
-    targets = CAPTION_IDS[:, 1:]
-    loss = model_lib.summed_caption_loss(targets, model(_inputs(), training=False))
-    changed = CAPTION_IDS.copy()
-    changed[0, 4:] = [9, 10, 11]  # END and the PADs after it replaced by words
-    changed[1, 2:] = 5
-    changed_loss = model_lib.summed_caption_loss(targets, model(_inputs(changed), training=False))
-    np.testing.assert_allclose(loss, changed_loss, rtol=1e-6)
-    changed[0, 3] = 4  # a real input word: the loss must move
-    moved = model_lib.summed_caption_loss(targets, model(_inputs(changed), training=False))
-    assert abs(float(moved[0] - loss[0])) > 1e-5  # float32 noise at this size is ~1e-6
+  """END as an input and every PAD input only ever predict PAD targets."""
+  model = _model()
+  targets = CAPTION_IDS[:, 1:]
+  loss = model_lib.summed_caption_loss(targets, model(_inputs(), training=False))
+  changed = CAPTION_IDS.copy()
+  changed[0, 4:] = [9, 10, 11]  # END and the PADs after it replaced by words
+  changed[1, 2:] = 5
+  changed_loss = model_lib.summed_caption_loss(targets, model(_inputs(changed), training=False))
+  np.testing.assert_allclose(loss, changed_loss, rtol=1e-6)
+  changed[0, 3] = 4  # a real input word: the loss must move
+  moved = model_lib.summed_caption_loss(targets, model(_inputs(changed), training=False))
+  assert abs(float(moved[0] - loss[0])) > 1e-5  # float32 noise at this size is ~1e-6
 
 
 def test_keras_averages_the_summed_loss_over_the_batch():
-    model = _model()
-    model.compile(loss=model_lib.summed_caption_loss)
-    logits = model(_inputs(), training=False)
-    # What fit/evaluate compute per batch; a Keras mask on the logits would be
-    # applied here a second time, as sample weights.
-    keras_loss = model.compute_loss(_inputs(), tf.constant(CAPTION_IDS[:, 1:]), logits)
-    ours = model_lib.summed_caption_loss(CAPTION_IDS[:, 1:], logits)
-    np.testing.assert_allclose(keras_loss, np.mean(ours), rtol=1e-5)
+  model = _model()
+  model.compile(loss=model_lib.summed_caption_loss)
+  logits = model(_inputs(), training=False)
+  # What fit/evaluate compute per batch; a Keras mask on the logits would be
+  # applied here a second time, as sample weights.
+  keras_loss = model.compute_loss(_inputs(), tf.constant(CAPTION_IDS[:, 1:]), logits)
+  ours = model_lib.summed_caption_loss(CAPTION_IDS[:, 1:], logits)
+  np.testing.assert_allclose(keras_loss, np.mean(ours), rtol=1e-5)
 
 
 @pytest.mark.parametrize('num_layers', [1, 2, 3])
 def test_builds_one_to_three_layers(num_layers):
-    model = _model(num_layers=num_layers)
-    assert len([layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]) == num_layers
-    assert len(model_lib.CaptionDecoder(model).lstms) == num_layers
+  model = _model(num_layers=num_layers)
+  assert len([layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]) == num_layers
+  assert len(model_lib.CaptionDecoder(model).lstms) == num_layers
 
 
 @pytest.mark.parametrize('num_layers', [0, 4])
 def test_rejects_other_layer_counts(num_layers):
-    with pytest.raises(ValueError, match='num_layers'):
-        _model(num_layers=num_layers)
+  with pytest.raises(ValueError, match='num_layers'):
+    _model(num_layers=num_layers)
 
 
 def _teacher_forced_log_probs(decoder, image_features, ids):
-    """Feeds ids[:, :-1] one step at a time: float32 [batch, T, vocab]."""
-    states = decoder.initial_state(tf.constant(image_features))
-    steps = []
-    for t in range(ids.shape[1] - 1):
-        log_probs, states = decoder.step(tf.constant(ids[:, t], tf.int32), states)
-        steps.append(log_probs.numpy())
-    return np.stack(steps, axis=1)
+  """Feeds ids[:, :-1] one step at a time: float32 [batch, T, vocab]."""
+  states = decoder.initial_state(tf.constant(image_features))
+  steps = []
+  for t in range(ids.shape[1] - 1):
+    log_probs, states = decoder.step(tf.constant(ids[:, t], tf.int32), states)
+    steps.append(log_probs.numpy())
+  return np.stack(steps, axis=1)
 
 
 @pytest.mark.parametrize('num_layers,use_image', [(1, True), (3, True), (2, False)])
 def test_decoder_steps_reproduce_the_training_model(num_layers, use_image):
-    model = _model(num_layers=num_layers, use_image=use_image)
-    expected = _log_softmax(model(_inputs(use_image=use_image), training=False).numpy())
-    stepped = _teacher_forced_log_probs(model_lib.CaptionDecoder(model), _image_features(), CAPTION_IDS)
-    real = CAPTION_IDS[:, 1:] != PAD  # masked steps see different (skipped) inputs
-    np.testing.assert_allclose(stepped[real], expected[real], rtol=1e-4, atol=1e-5)
+  model = _model(num_layers=num_layers, use_image=use_image)
+  expected = _log_softmax(model(_inputs(use_image=use_image), training=False).numpy())
+  stepped = _teacher_forced_log_probs(model_lib.CaptionDecoder(model), _image_features(), CAPTION_IDS)
+  real = CAPTION_IDS[:, 1:] != PAD  # masked steps see different (skipped) inputs
+  np.testing.assert_allclose(stepped[real], expected[real], rtol=1e-4, atol=1e-5)
 
 
 def test_trained_model_decodes_the_caption_of_each_image():
-    """A few hundred steps on two images must teach it their captions, end to end through beam search."""
-    keras.utils.set_random_seed(0)
-    model = model_lib.build_caption_model(vocab_size=VOCAB_SIZE, feature_dim=FEATURE_DIM,
-                                          sequence_length=SEQUENCE_LENGTH, embedding_dim=8, lstm_units=16,
-                                          dropout=0.0)
-    ids = CAPTION_IDS[:2]
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=model_lib.summed_caption_loss)
-    history = model.fit(_inputs(ids), ids[:, 1:], epochs=60, batch_size=2, verbose=0)
-    assert history.history['loss'][-1] < 0.05 * history.history['loss'][0]
-    decoded, lengths, log_probs = model_lib.CaptionDecoder(model).generate(
-        tf.constant(_image_features(2)), beam_width=3, max_length=SEQUENCE_LENGTH - 1)
-    np.testing.assert_array_equal(decoded.numpy(), ids[:, 1:])
-    np.testing.assert_array_equal(lengths.numpy(), [4, 2])
-    assert np.all(log_probs.numpy() > np.log(0.5))
+  """A few hundred steps on two images must teach it their captions, end to end through beam search."""
+  keras.utils.set_random_seed(0)
+  model = model_lib.build_caption_model(vocab_size=VOCAB_SIZE, feature_dim=FEATURE_DIM,
+                                        sequence_length=SEQUENCE_LENGTH, embedding_dim=8, lstm_units=16,
+                                        dropout=0.0)
+  ids = CAPTION_IDS[:2]
+  model.compile(optimizer=keras.optimizers.Adam(0.05), loss=model_lib.summed_caption_loss)
+  history = model.fit(_inputs(ids), ids[:, 1:], epochs=60, batch_size=2, verbose=0)
+  assert history.history['loss'][-1] < 0.05 * history.history['loss'][0]
+  decoded, lengths, log_probs = model_lib.CaptionDecoder(model).generate(
+      tf.constant(_image_features(2)), beam_width=3, max_length=SEQUENCE_LENGTH - 1)
+  np.testing.assert_array_equal(decoded.numpy(), ids[:, 1:])
+  np.testing.assert_array_equal(lengths.numpy(), [4, 2])
+  assert np.all(log_probs.numpy() > np.log(0.5))
 
 
 def test_mixed_precision_keeps_float32_outputs():
-    keras.mixed_precision.set_global_policy('mixed_float16')
-    try:
-        model = _model()
-        decoder = model_lib.CaptionDecoder(model)
-        logits = model(_inputs(), training=False)
-        log_probs, states = decoder.step(tf.constant([START] * 3), decoder.initial_state(_image_features()))
-        _, _, sequence_log_probs = decoder.generate(tf.constant(_image_features()), beam_width=2, max_length=4)
-    finally:
-        keras.mixed_precision.set_global_policy('float32')
-    assert model.get_layer('logits').compute_dtype == 'float16'
-    assert logits.dtype == tf.float32
-    assert log_probs.dtype == tf.float32 and log_probs.shape == (3, VOCAB_SIZE)
-    assert states[0][0].dtype == tf.float16
-    assert sequence_log_probs.dtype == tf.float32
+  keras.mixed_precision.set_global_policy('mixed_float16')
+  try:
+    model = _model()
+    decoder = model_lib.CaptionDecoder(model)
+    logits = model(_inputs(), training=False)
+    log_probs, states = decoder.step(tf.constant([START] * 3), decoder.initial_state(_image_features()))
+    _, _, sequence_log_probs = decoder.generate(tf.constant(_image_features()), beam_width=2, max_length=4)
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+  assert model.get_layer('logits').compute_dtype == 'float16'
+  assert logits.dtype == tf.float32
+  assert log_probs.dtype == tf.float32 and log_probs.shape == (3, VOCAB_SIZE)
+  assert states[0][0].dtype == tf.float16
+  assert sequence_log_probs.dtype == tf.float32

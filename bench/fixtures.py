@@ -1,0 +1,138 @@
+"""Real Transform output for a small generated dataset, for trainer tests and benchmarks.
+
+The Trainer's run_fn must be exercised on what the pipeline really hands it,
+not on hand-made records, so this module runs the same executors in-process
+and in the pipeline's order:
+
+  components.shapes_dataset.generate      -> a Flickr8k-layout folder
+  Flickr8kExampleGen executor             -> raw Examples, Split-{train,eval,demo}/*.gz
+  the stock TFX Transform executor        -> transform_graph + transformed Examples
+      (components.transform.preprocessing_fn, schemas/schema.pbtxt, analyze
+      train, transform train and eval: the settings of pipeline/pipeline.py;
+      statistics disabled, they are not the trainer's input)
+
+and builds the `FnArgs` the TFX Trainer executor would pass to run_fn (file
+patterns as `io_utils.all_files_pattern` writes them, custom_config as the
+decoded dict). Beam runs on the in-memory DirectRunner with one worker: the
+datasets are tiny and worker processes would cost more than they save.
+"""
+import dataclasses
+import json
+import os
+import shutil
+from typing import List, Optional
+
+import tensorflow as tf
+from tfx.components.trainer.fn_args_utils import FnArgs
+from tfx.components.transform import executor as transform_executor
+from tfx.dsl.components.base import base_beam_executor
+from tfx.proto import transform_pb2
+from tfx.types import standard_artifacts
+from tfx.types import standard_component_specs
+from tfx.utils import io_utils
+from tfx.utils import proto_utils
+
+from components import example_gen
+from components import features
+from components import shapes_dataset
+from pipeline import config as config_lib
+
+_PREPROCESSING_FN = 'components.transform.preprocessing_fn'
+_SCHEMA_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            'schemas', 'schema.pbtxt')
+_BEAM_ARGS = ['--direct_num_workers=1']
+# Folder names inside the trainer's work_dir, as the Trainer executor lays out its outputs.
+SERVING_MODEL_DIR = 'serving_model_dir'
+MODEL_RUN_DIR = 'model_run'
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformedData:
+  """Where the ExampleGen and Transform outputs of one generated dataset live."""
+  examples_uri: str  # raw Examples artifact: Split-<split>/data_tfrecord-*.gz
+  transform_graph_uri: str  # tft.TFTransformOutput directory
+  transformed_examples_uri: str  # transformed Examples artifact (train and eval splits)
+
+  def transformed_files(self, split: str) -> List[str]:
+    """File patterns of a transformed split, as the Trainer executor builds them."""
+    return [io_utils.all_files_pattern(os.path.join(self.transformed_examples_uri, f'Split-{split}'))]
+
+  def raw_examples(self, split: str) -> List[bytes]:
+    """Serialized raw tf.Examples of `split`, in file order (the from_examples signature's input)."""
+    files = sorted(tf.io.gfile.glob(os.path.join(self.examples_uri, f'Split-{split}', '*')))
+    if not files:
+      raise FileNotFoundError(f'No raw examples in split {split!r} of {self.examples_uri}')
+    return [record.numpy() for record in tf.data.TFRecordDataset(files, compression_type='GZIP')]
+
+  def images(self, split: str) -> List[bytes]:
+    """The encoded image files of `split` (JPEG bytes, the serving_default signature's input)."""
+    return [tf.train.Example.FromString(serialized).features.feature[features.IMAGE_KEY].bytes_list.value[0]
+            for serialized in self.raw_examples(split)]
+
+
+def _beam_context() -> base_beam_executor.BaseBeamExecutor.Context:
+  return base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=list(_BEAM_ARGS))
+
+
+def _run_example_gen(data_dir: str, out_dir: str) -> standard_artifacts.Examples:
+  examples = standard_artifacts.Examples()
+  examples.uri = os.path.join(out_dir, 'examples')
+  report = example_gen.IngestionReport()
+  report.uri = os.path.join(out_dir, 'rejects')
+  example_gen.Executor(_beam_context()).Do(
+      {}, {example_gen.EXAMPLES_KEY: [examples], example_gen.REJECTS_KEY: [report]},
+      example_gen.executor_exec_properties(data_dir))
+  return examples
+
+
+def _run_transform(examples: standard_artifacts.Examples, out_dir: str,
+                   transform_config: config_lib.TransformConfig) -> TransformedData:
+  schema = standard_artifacts.Schema()
+  schema.uri = os.path.join(out_dir, 'schema')  # the executor wants the schema file alone in a folder
+  tf.io.gfile.makedirs(schema.uri)
+  shutil.copy(_SCHEMA_FILE, schema.uri)
+  transform_graph = standard_artifacts.TransformGraph()
+  transform_graph.uri = os.path.join(out_dir, 'transform_graph')
+  transformed = standard_artifacts.Examples()
+  transformed.uri = os.path.join(out_dir, 'transformed_examples')
+  splits_config = transform_pb2.SplitsConfig(
+      analyze=[features.TRAIN_SPLIT], transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT])
+  transform_executor.Executor(_beam_context()).Do(
+      {standard_component_specs.EXAMPLES_KEY: [examples],
+       standard_component_specs.SCHEMA_KEY: [schema]},
+      {standard_component_specs.TRANSFORM_GRAPH_KEY: [transform_graph],
+       standard_component_specs.TRANSFORMED_EXAMPLES_KEY: [transformed]},
+      {standard_component_specs.PREPROCESSING_FN_KEY: _PREPROCESSING_FN,
+       standard_component_specs.CUSTOM_CONFIG_KEY: json.dumps(config_lib.to_custom_config(transform_config)),
+       standard_component_specs.SPLITS_CONFIG_KEY: proto_utils.proto_to_json(splits_config),
+       standard_component_specs.DISABLE_STATISTICS_KEY: 1,
+       standard_component_specs.FORCE_TF_COMPAT_V1_KEY: 0})
+  return TransformedData(examples_uri=examples.uri, transform_graph_uri=transform_graph.uri,
+                         transformed_examples_uri=transformed.uri)
+
+
+def build_transformed_data(work_dir: str, num_images: int, image_size: int, seed: int = 0,
+                           transform_config: Optional[config_lib.TransformConfig] = None
+                           ) -> TransformedData:
+  """Generates `num_images` shapes images and runs ExampleGen and Transform on them.
+
+  Splits are Flickr8k's 6:1:1 (e.g. 40 images -> 30 train, 5 eval, 5 demo).
+  `transform_config` defaults to the pipeline's TransformConfig().
+  """
+  data_dir = os.path.join(work_dir, 'dataset')
+  shapes_dataset.generate(data_dir, num_images, image_size, seed=seed)
+  examples = _run_example_gen(data_dir, work_dir)
+  return _run_transform(examples, work_dir, transform_config or config_lib.TransformConfig())
+
+
+def fn_args(data: TransformedData, work_dir: str,
+            trainer_config: config_lib.TrainerConfig) -> FnArgs:
+  """The FnArgs the TFX Trainer executor builds for run_fn, outputs under `work_dir`."""
+  return FnArgs(
+      train_files=data.transformed_files(features.TRAIN_SPLIT),
+      eval_files=data.transformed_files(features.EVAL_SPLIT),
+      transform_output=data.transform_graph_uri,
+      transform_graph_path=data.transform_graph_uri,
+      serving_model_dir=os.path.join(work_dir, SERVING_MODEL_DIR),
+      model_run_dir=os.path.join(work_dir, MODEL_RUN_DIR),
+      custom_config=config_lib.to_custom_config(trainer_config))
