@@ -30,6 +30,7 @@ setuptools.setup(
         'pycocoevalcap',
         'nltk',
         'tqdm',
+        'pyyaml',  # the Kubeflow runner reads and writes pipeline specs
     ],
     extras_require={'test': ['pytest']},
 )

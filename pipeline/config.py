@@ -66,9 +66,14 @@ class TrainerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
-  """Blessing thresholds of the CaptionEvaluator."""
-  min_bleu4: float = 0.3
-  min_cider: float = 0.5
+  """Blessing thresholds of the CaptionEvaluator.
+
+  The defaults suit real Flickr8k, where Show and Tell scores BLEU-4 around
+  0.2 and CIDEr-D around 0.5; the local runner raises them for the embedded
+  dataset, whose captions follow from the pixels.
+  """
+  min_bleu4: float = 0.15
+  min_cider: float = 0.3
   # Largest BLEU-4 drop tolerated against the last blessed model.
   max_regression: float = 0.02
 

@@ -13,7 +13,6 @@ Without --data_dir it generates the embedded default dataset into
   python -m pipeline.local_runner --data_dir /data/Flickr8k --backbone_weights imagenet
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -21,7 +20,7 @@ from typing import List, Optional
 
 from tfx import v1 as tfx
 
-from components import shapes_dataset
+from components import flickr8k, shapes_dataset
 from pipeline import config as config_lib
 from pipeline import pipeline as pipeline_lib
 from pipeline import settings
@@ -38,6 +37,8 @@ EMBEDDED_SEED = 0
 # runs use the TrainerConfig defaults (ImageNet VGG16 at 224 px).
 EMBEDDED_TRAINER_OVERRIDES = dict(backbone_weights=None, image_size=EMBEDDED_IMAGE_SIZE,
                                   lstm_units=256, epochs=25)
+# The embedded dataset's captions follow from the pixels: a good model must score high.
+EMBEDDED_EVALUATION_OVERRIDES = dict(min_bleu4=0.7, min_cider=2.0)
 
 
 def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -68,6 +69,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     shapes_dataset.generate(data_dir, num_images=args.num_images,
                             image_size=EMBEDDED_IMAGE_SIZE, seed=EMBEDDED_SEED)
 
+  try:
+    flickr8k.detect_layout(data_dir)  # fail before any component runs
+  except flickr8k.LayoutError as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 2
+
   trainer_config = settings.trainer_config(args, EMBEDDED_TRAINER_OVERRIDES if embedded else {})
   serving_model_dir = os.path.join(output_dir, 'serving', args.model_name)
   metadata_path = os.path.join(output_dir, 'metadata.sqlite')
@@ -80,7 +87,8 @@ def main(argv: Optional[List[str]] = None) -> int:
       transform_config=config_lib.TransformConfig(),
       trainer_config=trainer_config,
       baseline_config=settings.baseline_config(trainer_config),
-      evaluation_config=settings.evaluation_config(args),
+      evaluation_config=settings.evaluation_config(
+          args, EMBEDDED_EVALUATION_OVERRIDES if embedded else {}),
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           metadata_path),
       beam_pipeline_args=settings.direct_beam_args(args.beam_workers),
@@ -89,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
   summary = summary_lib.write_summary(
       metadata_path, args.pipeline_name, os.path.join(output_dir, 'summary.json'))
-  print(json.dumps(summary, indent=2))
+  print(summary_lib.render(summary))
   return 0
 
 

@@ -44,8 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Train with the brief's image augmentation (no feature cache).")
   parser.add_argument('--mixed_precision', action='store_true',
                       help='float16 compute on GPUs (ignored without one).')
-  parser.add_argument('--min_bleu4', type=float, default=evaluation_defaults.min_bleu4)
-  parser.add_argument('--min_cider', type=float, default=evaluation_defaults.min_cider)
+  parser.add_argument('--min_bleu4', type=float, default=None,
+                      help='Blessing threshold on eval BLEU-4 (default: the runner\'s; '
+                           f'{evaluation_defaults.min_bleu4} on real data).')
+  parser.add_argument('--min_cider', type=float, default=None,
+                      help='Blessing threshold on eval CIDEr-D (default: the runner\'s; '
+                           f'{evaluation_defaults.min_cider} on real data).')
   parser.add_argument('--no_cache', action='store_true',
                       help='Re-run every component even when its inputs did not change.')
 
@@ -76,8 +80,14 @@ def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConf
   return config_lib.TrainerConfig(**{**config_lib.to_custom_config(trainer), 'use_image': False})
 
 
-def evaluation_config(args: argparse.Namespace) -> config_lib.EvaluationConfig:
-  return config_lib.EvaluationConfig(min_bleu4=args.min_bleu4, min_cider=args.min_cider)
+def evaluation_config(args: argparse.Namespace,
+                      defaults: Mapping[str, Any] = None) -> config_lib.EvaluationConfig:
+  """The blessing thresholds: flags over the runner's `defaults` over the dataclass."""
+  values = dict(defaults or {})
+  for name in ('min_bleu4', 'min_cider'):
+    if getattr(args, name) is not None:
+      values[name] = getattr(args, name)
+  return config_lib.EvaluationConfig(**values)
 
 
 def direct_beam_args(num_workers: int) -> List[str]:

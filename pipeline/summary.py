@@ -13,7 +13,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from components import caption_evaluator, example_gen, gallery
+from components import caption_evaluator, caption_metrics, example_gen, gallery
 
 # Nodes whose outputs the summary reports (ids from pipeline/pipeline.py).
 _EXAMPLE_GEN = 'Flickr8kExampleGen'
@@ -77,3 +77,23 @@ def write_summary(metadata_path: str, pipeline_name: str, summary_path: str) -> 
     json.dump(summary, f, indent=2)
   summary['summary'] = summary_path
   return summary
+
+
+def render(summary: Dict[str, Any]) -> str:
+  """The summary as text for a terminal: both models' metrics, the decision, the paths."""
+  lines = []
+  if summary.get('evaluation'):
+    lines.append(caption_evaluator.format_report(summary['evaluation']))
+  demo = summary.get('demo') or {}
+  if demo.get('shown_model'):
+    baseline = (demo.get('baseline') or {}).get(caption_metrics.BLEU_4)
+    lines.append(f"BLEU-4 on the {demo['split']} split: captioner "
+                 f"{demo['shown_model'][caption_metrics.BLEU_4]:.4f}, captions-only baseline "
+                 + (f'{baseline:.4f}' if baseline is not None else 'not computed'))
+  lines += [
+      f"Pushed model:  {summary['pushed_model'] if summary['pushed'] else 'nothing pushed'}",
+      f"Gallery:       {summary['gallery']}",
+      f"Reject report: {summary['reject_report']}",
+      f"Summary JSON:  {summary['summary']}",
+  ]
+  return '\n'.join(lines)

@@ -77,3 +77,13 @@ def test_rerun_reuses_everything_up_to_the_evaluation(pipeline_run):
   # evaluation, so it and what follows it run again; nothing upstream does.
   assert rerun <= {'LatestBlessedModelResolver', 'CaptionEvaluator', 'Pusher', 'DemoGallery'}, rerun
   assert 'CaptionEvaluator' in rerun
+
+
+def test_a_folder_that_is_not_flickr8k_fails_before_any_component_runs(tmp_path, capsys):
+  (tmp_path / 'data').mkdir()
+  (tmp_path / 'data' / 'notes.txt').write_text('not a dataset')
+  assert local_runner.main(['--data_dir', str(tmp_path / 'data'),
+                            '--output_dir', str(tmp_path / 'out')]) == 2
+  error = capsys.readouterr().err
+  assert str(tmp_path / 'data') in error and 'Flickr8k.token.txt' in error
+  assert not (tmp_path / 'out' / 'metadata.sqlite').exists()
