@@ -61,6 +61,8 @@ import os
 import re
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+import tensorflow as tf
+
 from components import features
 
 OFFICIAL = 'official'
@@ -163,10 +165,14 @@ class Dataset:
   repairs: Dict[str, int]  # repair rule -> count
 
 
+def _isfile(path: str) -> bool:
+  return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+
+
 def _find_text_file(root: str, name: str) -> Optional[str]:
   for folder in (root, os.path.join(root, TEXT_DIR)):
     path = os.path.join(folder, name)
-    if os.path.isfile(path):
+    if _isfile(path):
       return path
   return None
 
@@ -183,9 +189,10 @@ def _expected_layouts_message(root: str, problem: str) -> str:
 
 def detect_layout(root: str) -> Layout:
   """Finds the dataset files under `root`; raises LayoutError if none fit."""
-  if not os.path.isdir(root):
+  if not tf.io.gfile.isdir(root):
     raise LayoutError(_expected_layouts_message(root, 'no such folder'))
-  root = os.path.abspath(root)
+  if '://' not in root:  # object storage paths (gs://, s3://) are absolute already
+    root = os.path.abspath(root)
   split_paths = {
       split: _find_text_file(root, name) for split, name in SPLIT_FILES.items()
   }
@@ -193,7 +200,7 @@ def detect_layout(root: str) -> Layout:
 
   official_dirs = [
       os.path.join(root, d) for d in OFFICIAL_IMAGE_DIRS
-      if os.path.isdir(os.path.join(root, d))
+      if tf.io.gfile.isdir(os.path.join(root, d))
   ]
   if official_dirs:
     token_file = _find_text_file(root, TOKEN_FILE)
@@ -208,7 +215,7 @@ def detect_layout(root: str) -> Layout:
 
   kaggle_dir = os.path.join(root, KAGGLE_IMAGE_DIR)
   kaggle_captions = os.path.join(root, KAGGLE_CAPTIONS_FILE)
-  if os.path.isdir(kaggle_dir) and os.path.isfile(kaggle_captions):
+  if tf.io.gfile.isdir(kaggle_dir) and _isfile(kaggle_captions):
     if found_splits and len(found_splits) != len(SPLIT_FILES):
       missing = [SPLIT_FILES[s] for s in SPLIT_FILES if s not in found_splits]
       raise LayoutError(_expected_layouts_message(
@@ -233,7 +240,7 @@ def hash_split(image_id: str) -> str:
 
 def _lines(path: str) -> Iterator[Tuple[int, bytes]]:
   """(1-based number, raw bytes) of the non-blank lines of a file."""
-  with open(path, 'rb') as f:
+  with tf.io.gfile.GFile(path, 'rb') as f:
     for number, raw in enumerate(f, start=1):
       raw = raw.rstrip(b'\r\n')
       if raw.strip():
@@ -335,8 +342,8 @@ def read_dataset(root: str) -> Dataset:
   captions_file = relative(layout.captions_file)
 
   image_files = {
-      name for name in os.listdir(layout.image_dir)
-      if os.path.isfile(os.path.join(layout.image_dir, name))
+      name for name in tf.io.gfile.listdir(layout.image_dir)
+      if _isfile(os.path.join(layout.image_dir, name))
   }
   caption_lines = _read_caption_lines(layout)
   splits_of = (

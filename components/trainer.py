@@ -94,6 +94,16 @@ def _bottleneck_dataset(per_image, feature_extractor, image_size) -> tf.data.Dat
   return tf.data.Dataset.from_tensor_slices((computed, ids))  # ([feature_dim], [captions, L])
 
 
+def _pixel_blind_extractor(image_size: int):
+  """The language model's stand-in backbone: float32 [b, 0], no pixels read.
+
+  The baseline's decoder only needs the batch size, so its serving graph
+  still decodes (and so validates) the images but skips the CNN.
+  """
+  pixels = keras.Input([image_size, image_size, 3])
+  return keras.Model(pixels, keras.layers.Lambda(lambda x: tf.zeros([tf.shape(x)[0], 0]))(pixels))
+
+
 def _decoded_image_dataset(per_image, image_size) -> tf.data.Dataset:
   return per_image.map(
       lambda image, ids: (image_features.decode_images(image[tf.newaxis], image_size)[0], ids),
@@ -144,9 +154,9 @@ def run_fn(fn_args: FnArgs) -> None:
   image_size = config.image_size or image_features.get_backbone(config.backbone).default_image_size
 
   with strategy.scope():
-    feature_extractor = image_features.build_feature_extractor(
+    feature_extractor = (image_features.build_feature_extractor(
         config.backbone, image_size=image_size, weights=config.backbone_weights,
-        pooling=config.pooling)
+        pooling=config.pooling) if config.use_image else _pixel_blind_extractor(image_size))
     caption_model = model_lib.build_caption_model(
         vocab_size=len(vocabulary), feature_dim=feature_extractor.output_shape[-1],
         sequence_length=sequence_length, embedding_dim=config.embedding_dim,

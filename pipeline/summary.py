@@ -13,13 +13,14 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from components import caption_evaluator, caption_metrics, example_gen, gallery
+from components import caption_evaluator, caption_metrics, example_gen, gallery, trainer
 
 # Nodes whose outputs the summary reports (ids from pipeline/pipeline.py).
 _EXAMPLE_GEN = 'Flickr8kExampleGen'
 _EVALUATOR = 'CaptionEvaluator'
 _PUSHER = 'Pusher'
 _GALLERY = 'DemoGallery'
+_TRAINERS = {'captioner': 'CaptionTrainer', 'baseline': 'BaselineTrainer'}
 _DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
 
 
@@ -47,7 +48,9 @@ def _uri(outputs, key: str) -> str:
   return outputs[key][0].uri if outputs.get(key) else ''
 
 
-def _read_json(path: str) -> Any:
+def _artifact_json(outputs, key: str, file_name: str) -> Any:
+  """The JSON file `file_name` inside output `key`, or None if there is none."""
+  path = os.path.join(_uri(outputs, key), file_name) if _uri(outputs, key) else ''
   if not path or not os.path.exists(path):
     return None
   with open(path) as f:
@@ -60,18 +63,23 @@ def write_summary(metadata_path: str, pipeline_name: str, summary_path: str) -> 
       tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
   evaluation = latest_outputs(store, pipeline_name, _EVALUATOR)
   pushed = latest_outputs(store, pipeline_name, _PUSHER).get('pushed_model', [])
-  gallery_uri = _uri(latest_outputs(store, pipeline_name, _GALLERY), 'gallery')
-  rejects_uri = _uri(latest_outputs(store, pipeline_name, _EXAMPLE_GEN), 'rejects')
+  gallery_outputs = latest_outputs(store, pipeline_name, _GALLERY)
+  gallery_uri = _uri(gallery_outputs, 'gallery')
+  ingestion = latest_outputs(store, pipeline_name, _EXAMPLE_GEN)
   push = pushed[0].custom_properties if pushed else {}
   summary = {
-      'evaluation': _read_json(os.path.join(_uri(evaluation, 'evaluation'),
-                                            caption_evaluator.METRICS_FILE)),
-      'demo': _read_json(os.path.join(gallery_uri, gallery.METRICS_FILE)) if gallery_uri else None,
+      'evaluation': _artifact_json(evaluation, 'evaluation', caption_evaluator.METRICS_FILE),
+      'demo': _artifact_json(gallery_outputs, 'gallery', gallery.METRICS_FILE),
       'pushed': bool(push['pushed'].int_value) if 'pushed' in push else False,
       'pushed_model': push['pushed_destination'].string_value if 'pushed_destination' in push else None,
       'gallery': os.path.join(gallery_uri, gallery.INDEX_FILE) if gallery_uri else None,
-      'ingestion': _read_json(os.path.join(rejects_uri, example_gen.SUMMARY_FILE)),
-      'reject_report': rejects_uri or None,
+      # Vocabulary size and sequence length chosen from the data, loss history.
+      'training': {
+          role: _artifact_json(latest_outputs(store, pipeline_name, node), 'model_run',
+                               trainer.TRAINING_REPORT)
+          for role, node in _TRAINERS.items()},
+      'ingestion': _artifact_json(ingestion, 'rejects', example_gen.SUMMARY_FILE),
+      'reject_report': _uri(ingestion, 'rejects') or None,
   }
   with open(summary_path, 'w') as f:
     json.dump(summary, f, indent=2)
@@ -90,6 +98,10 @@ def render(summary: Dict[str, Any]) -> str:
     lines.append(f"BLEU-4 on the {demo['split']} split: captioner "
                  f"{demo['shown_model'][caption_metrics.BLEU_4]:.4f}, captions-only baseline "
                  + (f'{baseline:.4f}' if baseline is not None else 'not computed'))
+  captioner_training = (summary.get('training') or {}).get('captioner')
+  if captioner_training:
+    lines.append(f"Vocabulary {captioner_training['vocabulary_size']} ids (4 special tokens), "
+                 f"sequence length {captioner_training['sequence_length']} (from the data)")
   lines += [
       f"Pushed model:  {summary['pushed_model'] if summary['pushed'] else 'nothing pushed'}",
       f"Gallery:       {summary['gallery']}",
