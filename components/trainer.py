@@ -114,7 +114,9 @@ def _training_model(caption_model, feature_extractor, image_size, augment: bool)
   """The model Keras fits: on cached features, or on pixels with augmentation."""
   if not augment:
     return caption_model
-  # Augmentation only here, on training pixels: the model sees new variants each epoch.
+  # Augmentation only here, on training pixels: the model sees new variants each epoch
+  # (in Transform it would run once). The pixel input takes the image-features key so
+  # that one dataset layout (`_teacher_forcing`) feeds both training models.
   images = keras.Input([image_size, image_size, 3], name=model_lib.IMAGE_FEATURES_INPUT)
   input_ids = keras.Input([None], dtype=tf.int64, name=model_lib.INPUT_IDS_INPUT)
   pixels = augmentation.build_augmentation()(images)
