@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="'imagenet', a local .h5 path, or 'none' (random). "
                            "'auto': the runner's default (none on the local runner's "
                            'embedded dataset, imagenet otherwise).')
+  parser.add_argument('--pooling', default=trainer_defaults.pooling, choices=['flatten', 'avg'],
+                      help="How the backbone's last conv block becomes a vector: 'flatten' keeps "
+                           "where things are; 'avg' is far smaller (InceptionV3 at 299 px "
+                           'flattens to 131,072 values per image).')
   parser.add_argument('--image_size', type=int, default=None,
                       help="Model input side in pixels (default: the runner's; "
                            "the backbone's own on real data).")
@@ -70,8 +74,8 @@ def trainer_config(args: argparse.Namespace,
     if getattr(args, name) is not None:
       values[name] = getattr(args, name)
   return config_lib.TrainerConfig(
-      backbone=args.backbone, batch_size=args.batch_size, num_layers=args.num_layers,
-      beam_width=args.beam_width, augment=args.augment,
+      backbone=args.backbone, pooling=args.pooling, batch_size=args.batch_size,
+      num_layers=args.num_layers, beam_width=args.beam_width, augment=args.augment,
       mixed_precision=args.mixed_precision, **values)
 
 
