@@ -19,7 +19,9 @@ code and data), and writes:
   `blessing_message` (the reasons), and an empty BLESSED or NOT_BLESSED file.
 
 The gate (`decide_blessing`): blessed only if BLEU-4 >= min_bleu4, CIDEr-D >=
-min_cider, and BLEU-4 is not more than max_regression below the last blessed
+min_cider, BLEU-4 is at least min_baseline_ratio times the captions-only
+baseline's (a captioner that does not beat a model blind to the image is
+broken), and BLEU-4 is not more than max_regression below the last blessed
 model's BLEU-4 on the same split. There are no defaults for the thresholds:
 forgetting them must not bless everything.
 """
@@ -171,7 +173,8 @@ def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
 
 def decide_blessing(candidate: Mapping[str, float], last_blessed: Optional[Mapping[str, float]],
                     min_bleu4: float, min_cider: float,
-                    max_regression: float) -> Tuple[bool, List[str]]:
+                    max_regression: float, baseline: Optional[Mapping[str, float]] = None,
+                    min_baseline_ratio: float = 0.0) -> Tuple[bool, List[str]]:
   """The gate: returns (blessed, reasons), one 'PASS: ...'/'FAIL: ...' reason per check.
 
   Args:
@@ -181,12 +184,20 @@ def decide_blessing(candidate: Mapping[str, float], last_blessed: Optional[Mappi
     min_bleu4: minimum BLEU-4 (0..1).
     min_cider: minimum CIDEr-D (0..10).
     max_regression: largest allowed drop of BLEU-4 below last_blessed's.
+    baseline: corpus metrics of the captions-only baseline on the same split,
+      or None when it was not trained (then this check is skipped).
+    min_baseline_ratio: minimum ratio of the candidate's BLEU-4 to the baseline's.
   """
   checks = []
   bleu4 = candidate[caption_metrics.BLEU_4]
   cider = candidate[caption_metrics.CIDER_D]
   checks.append((bleu4 >= min_bleu4, f'BLEU-4 {bleu4:.4f} vs min_bleu4 {min_bleu4:.4f}'))
   checks.append((cider >= min_cider, f'CIDEr-D {cider:.4f} vs min_cider {min_cider:.4f}'))
+  if baseline is not None:
+    baseline_bleu4 = baseline[caption_metrics.BLEU_4]
+    checks.append((bleu4 >= min_baseline_ratio * baseline_bleu4,
+                   f'BLEU-4 {bleu4:.4f} vs {min_baseline_ratio:g} x captions-only baseline '
+                   f'{baseline_bleu4:.4f}'))
   if last_blessed is not None:
     last_bleu4 = last_blessed[caption_metrics.BLEU_4]
     change = bleu4 - last_bleu4
@@ -233,6 +244,7 @@ def CaptionEvaluator(
     last_blessed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     split: tfx.dsl.components.Parameter[str] = features.EVAL_SPLIT,
     max_regression: tfx.dsl.components.Parameter[float] = 0.02,
+    min_baseline_ratio: tfx.dsl.components.Parameter[float] = 1.0,
     batch_size: tfx.dsl.components.Parameter[int] = 32,
 ) -> None:
   """Scores the candidate captioner (and baseline, last blessed) and blesses it or not.
@@ -244,7 +256,7 @@ def CaptionEvaluator(
       'split', 'num_images', 'tokenizer', 'skipped_metrics' ({metric: reason});
       CAPTIONER, BASELINE, LAST_BLESSED: {'model_uri', 'model_id', 'metrics':
       {metric: corpus score}} or null when that model is absent; 'thresholds':
-      {'min_bleu4', 'min_cider', 'max_regression'}; 'blessed' (bool);
+      {'min_bleu4', 'min_cider', 'max_regression', 'min_baseline_ratio'}; 'blessed' (bool);
       'reasons' (list of str). CAPTIONS_FILE has one JSON object per image:
       'image_id', 'references', and per present role {'caption',
       'log_probability', 'scores': {metric: per-image score}}.
@@ -258,6 +270,8 @@ def CaptionEvaluator(
       same split; when it is the candidate itself its scores are reused.
     split: the split to caption and score.
     max_regression: allowed BLEU-4 drop below the last blessed model's.
+    min_baseline_ratio: the candidate's BLEU-4 must be at least this multiple of
+      the baseline's (checked only with a `baseline_model`).
     batch_size: images per call of the caption signature.
   """
   candidates = {CAPTIONER: model, BASELINE: baseline_model, LAST_BLESSED: last_blessed_model}
@@ -279,7 +293,9 @@ def CaptionEvaluator(
   blessed, reasons = decide_blessing(
       scores[CAPTIONER]['corpus'],
       scores[LAST_BLESSED]['corpus'] if LAST_BLESSED in scores else None,
-      min_bleu4=min_bleu4, min_cider=min_cider, max_regression=max_regression)
+      min_bleu4=min_bleu4, min_cider=min_cider, max_regression=max_regression,
+      baseline=scores[BASELINE]['corpus'] if BASELINE in scores else None,
+      min_baseline_ratio=min_baseline_ratio)
 
   report = {
       'split': split,
@@ -289,7 +305,7 @@ def CaptionEvaluator(
       **{role: (_model_entry(candidates[role], scores[role])
                 if role in scores else None) for role in ROLES},
       'thresholds': {'min_bleu4': min_bleu4, 'min_cider': min_cider,
-                     'max_regression': max_regression},
+                     'max_regression': max_regression, 'min_baseline_ratio': min_baseline_ratio},
       'blessed': blessed,
       'reasons': reasons,
   }

@@ -76,6 +76,9 @@ class EvaluationConfig:
   min_cider: float = 0.3
   # Largest BLEU-4 drop tolerated against the last blessed model.
   max_regression: float = 0.02
+  # The captioner's BLEU-4 over the captions-only baseline's: below 1 it does
+  # not beat a model that never looks at the image.
+  min_baseline_ratio: float = 1.0
 
 
 def to_custom_config(config: Any) -> Dict[str, Any]:

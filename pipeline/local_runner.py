@@ -38,7 +38,7 @@ EMBEDDED_SEED = 0
 EMBEDDED_TRAINER_OVERRIDES = dict(backbone_weights=None, image_size=EMBEDDED_IMAGE_SIZE,
                                   lstm_units=256, epochs=25)
 # The embedded dataset's captions follow from the pixels: a good model must score high.
-EMBEDDED_EVALUATION_OVERRIDES = dict(min_bleu4=0.7, min_cider=2.0)
+EMBEDDED_EVALUATION_OVERRIDES = dict(min_bleu4=0.7, min_cider=2.0, min_baseline_ratio=2.0)
 
 
 def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:

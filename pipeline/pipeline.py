@@ -94,6 +94,7 @@ def create_pipeline(
       min_bleu4=evaluation_config.min_bleu4,
       min_cider=evaluation_config.min_cider,
       max_regression=evaluation_config.max_regression,
+      min_baseline_ratio=evaluation_config.min_baseline_ratio,
   ).with_id('CaptionEvaluator')
   # Copies a blessed model into the directory TF Serving watches.
   pusher = tfx.components.Pusher(

@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--min_cider', type=float, default=None,
                       help='Blessing threshold on eval CIDEr-D (default: the runner\'s; '
                            f'{evaluation_defaults.min_cider} on real data).')
+  parser.add_argument('--min_baseline_ratio', type=float, default=None,
+                      help="Blessing threshold on the captioner's eval BLEU-4 over the captions-only "
+                           "baseline's (default: the runner's; "
+                           f'{evaluation_defaults.min_baseline_ratio} on real data).')
   parser.add_argument('--no_cache', action='store_true',
                       help='Re-run every component even when its inputs did not change.')
 
@@ -88,7 +92,7 @@ def evaluation_config(args: argparse.Namespace,
                       defaults: Mapping[str, Any] = None) -> config_lib.EvaluationConfig:
   """The blessing thresholds: flags over the runner's `defaults` over the dataclass."""
   values = dict(defaults or {})
-  for name in ('min_bleu4', 'min_cider'):
+  for name in ('min_bleu4', 'min_cider', 'min_baseline_ratio'):
     if getattr(args, name) is not None:
       values[name] = getattr(args, name)
   return config_lib.EvaluationConfig(**values)

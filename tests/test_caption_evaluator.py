@@ -260,7 +260,7 @@ def test_report_records_baseline_beside_captioner(world, first_runs):
   assert report['skipped_metrics'] == {}
   assert report['last_blessed'] is None
   assert report['thresholds'] == {'min_bleu4': MIN_BLEU4, 'min_cider': MIN_CIDER,
-                                  'max_regression': 0.02}
+                                  'max_regression': 0.02, 'min_baseline_ratio': 1.0}
   assert report['captioner']['model_uri'] == world['good'].uri
   assert report['baseline']['model_uri'] == world['baseline'].uri
   for role in ('captioner', 'baseline'):
@@ -334,6 +334,22 @@ def test_decide_blessing_regression_margin(candidate_bleu4, last_bleu4, blessed)
 
   assert decision is blessed
   assert len(reasons) == 3
+
+
+@pytest.mark.parametrize('candidate_bleu4, baseline_bleu4, blessed', [
+    (0.80, 0.40, True),  # exactly twice the baseline
+    (0.80, 0.41, False),
+])
+def test_decide_blessing_against_the_captions_only_baseline(candidate_bleu4, baseline_bleu4,
+                                                           blessed):
+  decision, reasons = caption_evaluator.decide_blessing(
+      {caption_metrics.BLEU_4: candidate_bleu4, caption_metrics.CIDER_D: 2.0}, None,
+      min_bleu4=0.5, min_cider=1.0, max_regression=0.02,
+      baseline={caption_metrics.BLEU_4: baseline_bleu4, caption_metrics.CIDER_D: 0.5},
+      min_baseline_ratio=2.0)
+
+  assert decision is blessed
+  assert reasons[2].startswith(('PASS' if blessed else 'FAIL') + ': BLEU-4 0.8000 vs 2 x captions-only')
 
 
 def test_decide_blessing_absolute_thresholds_without_last_blessed():

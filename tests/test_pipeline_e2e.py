@@ -20,6 +20,7 @@ from pipeline import local_runner
 
 _TINY_RUN = ['--num_images', '48', '--image_size', '32', '--epochs', '1', '--lstm_units', '16',
              '--batch_size', '16', '--beam_width', '2', '--min_bleu4', '0', '--min_cider', '0',
+             '--min_baseline_ratio', '0',
              '--beam_workers', '1']
 _NODES = {'Flickr8kExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator', 'Transform',
           'CaptionTrainer', 'BaselineTrainer', 'CaptionEvaluator', 'Pusher', 'DemoGallery'}
