@@ -36,7 +36,6 @@ WORKDIR /pipeline
 # set (the project's own packages come in the next step).
 COPY setup.py pyproject.toml ./
 COPY requirements/ requirements/
-COPY schemas/ schemas/
 RUN python -m pip install -c requirements/constraints.txt .
 
 # The project itself, over the dependencies installed above; then a smoke test

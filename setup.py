@@ -13,8 +13,6 @@ setuptools.setup(
     python_requires='>=3.10,<3.11',
     packages=setuptools.find_packages(include=['pipeline', 'pipeline.*', 'components', 'components.*',
                                                'serving', 'serving.*', 'bench', 'bench.*']),
-    package_data={'': ['*.pbtxt']},
-    data_files=[('schemas', ['schemas/schema.pbtxt'])],
     install_requires=[
         'tfx[kfp]==1.16.0',
         'tensorflow==2.16.2',
