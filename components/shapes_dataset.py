@@ -69,10 +69,14 @@ POSITIONS = {
 # relation's axis (the other coordinate is 1/2).
 PAIR_CENTRES = (0.27, 0.73)
 
+# Every 4-gram of a caption names a colour, a shape, a position or a relation:
+# no wording shared by all images ("a picture of a ...") lets a model that never
+# looks at the image score well on BLEU-4 (the best constant caption scores
+# about 0.38 on the demo split).
 SINGLE_TEMPLATES = (
     '{a} {pos}',
     'there is {a} {pos}',
-    'a picture of {a} {pos}',
+    'picture of {a} {pos}',
     'a single {a_words} {pos} of the image',
     '{pos} there is one {a_words}',
 )
@@ -81,7 +85,7 @@ SIDE_BY_SIDE_TEMPLATES = (
     '{a} to the left of {b}',
     '{b} to the right of {a}',
     'there is {a} left of {b}',
-    'a picture of {a} and {b} to its right',
+    'picture of {a} and {b} to its right',
     '{a} on the left and {b} on the right',
 )
 # {a} is the upper object, {b} the lower one.
@@ -89,7 +93,7 @@ STACKED_TEMPLATES = (
     '{a} above {b}',
     '{b} below {a}',
     'there is {a} over {b}',
-    'a picture of {a} and {b} under it',
+    'picture of {a} and {b} under it',
     '{a} at the top and {b} at the bottom',
 )
 CAPTIONS_PER_IMAGE = 5
