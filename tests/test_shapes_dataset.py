@@ -16,6 +16,7 @@ from PIL import Image
 import pytest
 
 from components import shapes_dataset
+from nltk.translate import bleu_score
 
 # Colour names as a viewer would judge them, independent of the generator's
 # exact palette.
@@ -204,3 +205,19 @@ def test_command_line(tmp_path):
   jpeg = (tmp_path / shapes_dataset.OFFICIAL_IMAGE_DIR /
           shapes_dataset.image_id(7)).read_bytes()
   assert Image.open(io.BytesIO(jpeg)).size == (24, 24)
+
+
+def test_no_caption_that_ignores_the_image_scores_well(tmp_path):
+  # A model blind to the image (the captions-only baseline) can at best emit one
+  # fixed caption; the wording must not let any fixed caption score well, or a
+  # captioner could not beat it by the margin the pipeline's gate asks for.
+  shapes_dataset.generate(str(tmp_path), num_images=400, image_size=32, seed=0)
+  captions = _token_captions(tmp_path)
+  split_ids = {
+      split: (tmp_path / name).read_text().split()
+      for split, name in shapes_dataset.OFFICIAL_SPLIT_FILES.items()}
+  references = [[c.split() for c in captions[i]] for i in split_ids['test']]
+  candidates = sorted({c for i in split_ids['train'] for c in captions[i]})
+  best = max(bleu_score.corpus_bleu(references, [c.split()] * len(references))
+             for c in candidates)
+  assert best < 0.42
