@@ -52,7 +52,6 @@ LAST_BLESSED = 'last_blessed'
 ROLES = (CAPTIONER, BASELINE, LAST_BLESSED)
 
 
-
 class ImageExample(NamedTuple):
   """One image of an Examples split, as written by the ExampleGen."""
   image_id: str

@@ -72,7 +72,6 @@ _TALLY_TAG = 'tally'
 _OP_BOILERPLATE = re.compile(r'^\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]$')
 
 
-
 def _output_config() -> example_gen_pb2.Output:
   """Names the output splits. Membership comes from the dataset's split
   files (or id hash), not from these hash buckets, which only mirror

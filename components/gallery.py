@@ -48,7 +48,6 @@ _PUSHED_KEY = 'pushed'
 _PUSHED_DESTINATION_KEY = 'pushed_destination'
 
 
-
 class GalleryEntry(NamedTuple):
   """One image card of the gallery."""
   image_id: str

@@ -47,6 +47,9 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
+from components import features
+from components import flickr8k
+
 # Very distinct RGB values, so colour survives JPEG and downscaling.
 COLOURS = {
     'red': (215, 35, 35),
@@ -98,22 +101,23 @@ STACKED_TEMPLATES = (
 )
 CAPTIONS_PER_IMAGE = 5
 
-OFFICIAL = 'official'
-KAGGLE = 'kaggle'
+OFFICIAL = flickr8k.OFFICIAL
+KAGGLE = flickr8k.KAGGLE
 LAYOUTS = (OFFICIAL, KAGGLE)
 
-# File names of the two layouts (the official image folder name keeps the
-# distribution's misspelling "Flicker").
-OFFICIAL_IMAGE_DIR = 'Flicker8k_Dataset'
-OFFICIAL_TOKEN_FILE = 'Flickr8k.token.txt'
+# File names of the two layouts, from the reader (components/flickr8k.py), so
+# that what is written is exactly what is read. The official split files are
+# keyed by their Flickr8k names here: train, dev, test.
+OFFICIAL_IMAGE_DIR = flickr8k.OFFICIAL_IMAGE_DIRS[0]
+OFFICIAL_TOKEN_FILE = flickr8k.TOKEN_FILE
 OFFICIAL_SPLIT_FILES = {
-    'train': 'Flickr_8k.trainImages.txt',
-    'dev': 'Flickr_8k.devImages.txt',
-    'test': 'Flickr_8k.testImages.txt',
+    'train': flickr8k.SPLIT_FILES[features.TRAIN_SPLIT],
+    'dev': flickr8k.SPLIT_FILES[features.EVAL_SPLIT],
+    'test': flickr8k.SPLIT_FILES[features.DEMO_SPLIT],
 }
-KAGGLE_IMAGE_DIR = 'Images'
-KAGGLE_CAPTIONS_FILE = 'captions.txt'
-KAGGLE_HEADER = 'image,caption'
+KAGGLE_IMAGE_DIR = flickr8k.KAGGLE_IMAGE_DIR
+KAGGLE_CAPTIONS_FILE = flickr8k.KAGGLE_CAPTIONS_FILE
+KAGGLE_HEADER = ','.join(flickr8k.KAGGLE_HEADER)
 
 _SPLIT_PROPORTIONS = (('train', 6), ('dev', 1), ('test', 1))
 _JPEG_QUALITY = 95

@@ -79,6 +79,13 @@ def _pairs(per_image: tf.data.Dataset) -> tf.data.Dataset:
       lambda caption: (image_input, caption)))
 
 
+def _decoded_image_dataset(per_image, image_size) -> tf.data.Dataset:
+  """(image bytes, ids) -> (pixels float32 [s, s, 3], ids), decoded as the serving graph does."""
+  return per_image.map(
+      lambda image, ids: (image_features.decode_images(image[tf.newaxis], image_size)[0], ids),
+      num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def _bottleneck_dataset(per_image, feature_extractor, image_size) -> tf.data.Dataset:
   """Runs the frozen backbone once per image; every epoch reuses the features.
 
@@ -86,8 +93,7 @@ def _bottleneck_dataset(per_image, feature_extractor, image_size) -> tf.data.Dat
   [images, feature_dim]) are held in memory: 6,000 Flickr8k images of VGG16's
   pooled 512-d output take 12 MB, its flattened 224 px output 600 MB.
   """
-  images = per_image.map(lambda image, ids: image_features.decode_images(image[tf.newaxis], image_size)[0],
-                         num_parallel_calls=tf.data.AUTOTUNE)
+  images = _decoded_image_dataset(per_image, image_size).map(lambda pixels, ids: pixels)
   computed = feature_extractor.predict(images.batch(_FEATURE_BATCH_SIZE), verbose=0)
   ids = [ids.numpy() for _, ids in per_image]
   ids = tf.RaggedTensor.from_row_lengths(np.concatenate(ids), [len(i) for i in ids])
@@ -102,12 +108,6 @@ def _pixel_blind_extractor(image_size: int):
   """
   pixels = keras.Input([image_size, image_size, 3])
   return keras.Model(pixels, keras.layers.Lambda(lambda x: tf.zeros([tf.shape(x)[0], 0]))(pixels))
-
-
-def _decoded_image_dataset(per_image, image_size) -> tf.data.Dataset:
-  return per_image.map(
-      lambda image, ids: (image_features.decode_images(image[tf.newaxis], image_size)[0], ids),
-      num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _training_model(caption_model, feature_extractor, image_size, augment: bool):

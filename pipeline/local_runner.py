@@ -64,7 +64,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   embedded = args.data_dir is None
   data_dir = (os.path.join(output_dir, 'data', 'shapes') if embedded
               else os.path.abspath(args.data_dir))
-  if embedded and not os.path.exists(os.path.join(data_dir, 'Flickr8k.token.txt')):
+  if embedded and not os.path.exists(os.path.join(data_dir, flickr8k.TOKEN_FILE)):
     logging.info('Generating the embedded dataset (%d images) into %s', args.num_images, data_dir)
     shapes_dataset.generate(data_dir, num_images=args.num_images,
                             image_size=EMBEDDED_IMAGE_SIZE, seed=EMBEDDED_SEED)

@@ -1,0 +1,49 @@
+"""The main job's wall time and caption quality, as one JSON line.
+
+Runs the local runner exactly as `bash run.sh pipeline` does (embedded
+dataset, default settings) into a fresh temporary output folder, then reads
+the run summary. Quality is reported as the captioner's BLEU-4 over the
+captions-only baseline's on the same split, measured in the same run; time is
+the wall time of the whole run (dataset generation included, install not).
+
+  python -m bench.pipeline [--keep_output DIR]
+"""
+import argparse
+import json
+import os
+import tempfile
+import time
+
+from components import caption_metrics
+from pipeline import local_runner
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--keep_output', default=None,
+                      help='Write the run here and keep it (default: a temporary folder).')
+  args = parser.parse_args()
+  with tempfile.TemporaryDirectory() as temp_dir:
+    output_dir = args.keep_output or temp_dir
+    start = time.perf_counter()
+    if local_runner.main(['--output_dir', output_dir]) != 0:
+      raise SystemExit('the pipeline run failed')
+    seconds = time.perf_counter() - start
+    with open(os.path.join(output_dir, 'summary.json')) as f:
+      summary = json.load(f)
+  bleu4 = {
+      'eval': (summary['evaluation']['captioner']['metrics'][caption_metrics.BLEU_4],
+               summary['evaluation']['baseline']['metrics'][caption_metrics.BLEU_4]),
+      'demo': (summary['demo']['shown_model'][caption_metrics.BLEU_4],
+               summary['demo']['baseline'][caption_metrics.BLEU_4]),
+  }
+  figures = {'pipeline_seconds': round(seconds, 1), 'pushed': summary['pushed']}
+  for split, (captioner, baseline) in bleu4.items():
+    figures[f'{split}_captioner_bleu4'] = round(captioner, 4)
+    figures[f'{split}_baseline_bleu4'] = round(baseline, 4)
+    figures[f'{split}_ratio_captioner_to_baseline'] = round(captioner / baseline, 2)
+  print(json.dumps(figures))
+
+
+if __name__ == '__main__':
+  main()
