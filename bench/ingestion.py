@@ -27,8 +27,8 @@ import tensorflow as tf
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts
 
-from components import example_gen
-from components import shapes_dataset
+from components.ingestion import example_gen
+from components.ingestion import shapes_dataset
 
 
 def _time_example_gen(data_dir: str, out_dir: str) -> float:

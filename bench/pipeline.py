@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 
-from components import caption_metrics
+from components.evaluation import caption_metrics
 from pipeline import local_runner
 
 

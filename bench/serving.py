@@ -30,8 +30,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from components import names
 from components import features
-from pipeline import config as pipeline_config
 from serving import batching
 from serving import client as client_lib
 from serving import server as server_lib
@@ -94,7 +94,7 @@ def main():
   images = _images(_BATCH, args.image_size)
 
   with tempfile.TemporaryDirectory(prefix='serving_bench_') as tmp:
-    base_path = args.model_base_path or os.path.join(tmp, pipeline_config.MODEL_NAME)
+    base_path = args.model_base_path or os.path.join(tmp, names.MODEL_NAME)
     if not args.model_base_path:
       tiny_model.export_tiny_model(os.path.join(base_path, '1'))
     versions = servables.list_versions(base_path)

@@ -1,6 +1,6 @@
 """Training speed of the feature cache, and caption latency against the bare backbone.
 
-Builds real Transform output for a generated shapes dataset (bench.fixtures:
+Builds real Transform output for a generated shapes dataset (testing.transformed_data:
 the ExampleGen and the stock TFX Transform executors), then, in one run and on
 the same data:
 
@@ -35,6 +35,7 @@ Usage: .venv/bin/python -m bench.training [--num_images 200] [--image_size 64]
 """
 import argparse
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -47,10 +48,12 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from bench import fixtures
-from components import features, image_features, model as model_lib, trainer
-from pipeline import config as config_lib
-from pipeline import local_runner
+from testing import transformed_data
+from components import names
+from components import features
+from components.encoder import image_features
+from components.training import model as model_lib, trainer
+from components import config as config_lib
 
 _WARMUP_CALLS = 5
 
@@ -70,7 +73,7 @@ class _EpochTimer(keras.callbacks.Callback):
     self.seconds.append(time.perf_counter() - self._start)
 
 
-def _time_epochs(config: config_lib.TrainerConfig, data: fixtures.TransformedData):
+def _time_epochs(config: config_lib.TrainerConfig, data: transformed_data.TransformedData):
   """Part (a). Returns (figures dict, feature extractor, image size)."""
   tf_transform_output = tft.TFTransformOutput(data.transform_graph_uri)
   vocabulary = trainer._vocabulary(tf_transform_output)
@@ -148,7 +151,7 @@ def _seconds_per_call(calls, inputs, requests):
 
 def _time_latency(config, data, work_dir, feature_extractor, image_size, requests):
   """Part (b): trains and exports with run_fn, then times the signature against the backbone."""
-  args = fixtures.fn_args(data, work_dir, config)
+  args = transformed_data.fn_args(data, work_dir, config)
   with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines; stdout holds the JSON only
     trainer.run_fn(args)
   signature = tf.saved_model.load(args.serving_model_dir).signatures[features.CAPTION_SIGNATURE]
@@ -166,7 +169,7 @@ def _time_latency(config, data, work_dir, feature_extractor, image_size, request
   seconds = _seconds_per_call({'caption': caption, 'backbone': forward},
                               {'caption': images, 'backbone': pixels}, requests)
   captions = signature(**{features.IMAGES_INPUT: tf.constant(images)})[features.CAPTION_OUTPUT].numpy()
-  with open(os.path.join(args.model_run_dir, trainer.TRAINING_REPORT)) as f:
+  with open(os.path.join(args.model_run_dir, names.TRAINING_REPORT_FILE)) as f:
     sequence_length = json.load(f)['sequence_length']
   p50 = {name: float(np.percentile(s * 1000, 50)) for name, s in seconds.items()}
   p99 = {name: float(np.percentile(s * 1000, 99)) for name, s in seconds.items()}
@@ -198,11 +201,11 @@ def main():
   if args.epochs < 2:
     parser.error('--epochs must be at least 2: the first epoch is warm-up')
   # The local runner's settings for the embedded dataset (random VGG16, 256-unit LSTM).
-  config = config_lib.TrainerConfig(**{**local_runner.EMBEDDED_TRAINER_OVERRIDES,
-                                       'image_size': args.image_size, 'epochs': args.epochs})
+  config = dataclasses.replace(config_lib.EMBEDDED_TRAINER, image_size=args.image_size,
+                               epochs=args.epochs)
 
   with tempfile.TemporaryDirectory(prefix='training_bench_') as tmp:
-    data = fixtures.build_transformed_data(os.path.join(tmp, 'data'), args.num_images, args.image_size)
+    data = transformed_data.build_transformed_data(os.path.join(tmp, 'data'), args.num_images, args.image_size)
     training, feature_extractor, image_size = _time_epochs(config, data)
     latency = _time_latency(config, data, os.path.join(tmp, 'trainer'), feature_extractor, image_size,
                             args.requests)

@@ -8,7 +8,7 @@ from tfx.types import artifact
 
 
 class IngestionReport(artifact.Artifact):
-  """Reject report of an ingestion: rejects.jsonl and summary.json (components/example_gen.py)."""
+  """Reject report of an ingestion: rejects.jsonl and summary.json (components/ingestion/example_gen.py)."""
   TYPE_NAME = 'components.IngestionReport'
 
 

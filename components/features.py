@@ -43,3 +43,5 @@ IMAGES_INPUT = 'images'  # string [batch]: encoded JPEG/PNG/GIF/BMP bytes
 EXAMPLES_INPUT = 'examples'  # string [batch]: serialized tf.Example with IMAGE_KEY
 CAPTION_OUTPUT = 'caption'  # string [batch]: words joined by single spaces, no special tokens
 LOG_PROBABILITY_OUTPUT = 'log_probability'  # float32 [batch]: log p(caption | image), summed over steps
+# GetModelMetadata's one metadata field (TF Serving's name), the signatures of the served model.
+SIGNATURE_DEF_METADATA_FIELD = 'signature_def'

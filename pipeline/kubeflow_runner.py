@@ -33,16 +33,17 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 import yaml
 
-from pipeline import config as config_lib
+from components import names
+from components import config as config_lib
 from pipeline import pipeline as pipeline_lib
 from pipeline import settings
 
 # The pipeline image's working directory (Dockerfile WORKDIR), holding the
 # project source; the components read the schema from there.
 IMAGE_WORKDIR = '/pipeline'
-IMAGE_SCHEMA_PATH = f'{IMAGE_WORKDIR}/{settings.SCHEMA_RELATIVE_PATH}'
+IMAGE_SCHEMA_PATH = f'{IMAGE_WORKDIR}/{names.SCHEMA_RELATIVE_PATH}'
 # The nodes that train (ids given in pipeline/pipeline.py); they get the GPU.
-TRAINER_IDS = ('CaptionTrainer', 'BaselineTrainer')
+TRAINER_IDS = (names.CAPTION_TRAINER, names.BASELINE_TRAINER)
 # Kubernetes' extended resource name of NVIDIA GPUs, which open-source KFP puts
 # in the pod's limits. Vertex AI wants its machine names (NVIDIA_TESLA_T4, ...).
 DEFAULT_GPU_TYPE = 'nvidia.com/gpu'
@@ -126,7 +127,7 @@ def request_trainer_resources(pipeline: tfx.dsl.Pipeline, resources: ResourceSpe
 
 def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
   """The pipeline of the parsed `compile` flags, resources attached."""
-  trainer_config = settings.trainer_config(args, defaults={})
+  trainer_config = settings.trainer_config(args, config_lib.TrainerConfig())
   pipeline = pipeline_lib.create_pipeline(
       pipeline_name=args.pipeline_name,
       pipeline_root=args.pipeline_root,
@@ -136,7 +137,7 @@ def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
       transform_config=config_lib.TransformConfig(),
       trainer_config=trainer_config,
       baseline_config=settings.baseline_config(trainer_config),
-      evaluation_config=settings.evaluation_config(args),
+      evaluation_config=settings.evaluation_config(args, config_lib.EvaluationConfig()),
       metadata_connection_config=None,
       beam_pipeline_args=_beam_args(args),
       enable_cache=not args.no_cache,

@@ -20,25 +20,13 @@ from typing import List, Optional
 
 from tfx import v1 as tfx
 
-from components import flickr8k, shapes_dataset
-from pipeline import config as config_lib
+from components import names
+from components.ingestion import flickr8k, shapes_dataset
+from components import config as config_lib
 from pipeline import pipeline as pipeline_lib
 from pipeline import settings
 from pipeline import summary as summary_lib
 
-# Where the curated raw-data schema lives in a source checkout.
-SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           settings.SCHEMA_RELATIVE_PATH)
-# The embedded default: small, synthetic, learnable on 2 CPU cores in minutes.
-EMBEDDED_NUM_IMAGES = 2000
-EMBEDDED_IMAGE_SIZE = 64
-EMBEDDED_SEED = 0
-# Training settings that suit the embedded dataset on a CPU; real Flickr8k
-# runs use the TrainerConfig defaults (ImageNet VGG16 at 224 px).
-EMBEDDED_TRAINER_OVERRIDES = dict(backbone_weights=None, image_size=EMBEDDED_IMAGE_SIZE,
-                                  lstm_units=256, epochs=25)
-# The embedded dataset's captions follow from the pixels: a good model must score high.
-EMBEDDED_EVALUATION_OVERRIDES = dict(min_bleu4=0.7, min_cider=2.0, min_baseline_ratio=2.0)
 
 
 def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -49,7 +37,7 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   parser.add_argument('--data_dir', default=None,
                       help='A Flickr8k folder (official or Kaggle layout). '
                            'Default: the embedded dataset, generated on first use.')
-  parser.add_argument('--num_images', type=int, default=EMBEDDED_NUM_IMAGES,
+  parser.add_argument('--num_images', type=int, default=config_lib.EMBEDDED_DATASET.num_images,
                       help='Size of the generated embedded dataset.')
   parser.add_argument('--beam_workers', type=int, default=0,
                       help='Beam DirectRunner worker processes; 0 means one per core.')
@@ -67,7 +55,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   if embedded and not os.path.exists(os.path.join(data_dir, flickr8k.TOKEN_FILE)):
     logging.info('Generating the embedded dataset (%d images) into %s', args.num_images, data_dir)
     shapes_dataset.generate(data_dir, num_images=args.num_images,
-                            image_size=EMBEDDED_IMAGE_SIZE, seed=EMBEDDED_SEED)
+                            image_size=config_lib.EMBEDDED_DATASET.image_size,
+                            seed=config_lib.EMBEDDED_DATASET.seed)
 
   try:
     flickr8k.detect_layout(data_dir)  # fail before any component runs
@@ -75,20 +64,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'error: {error}', file=sys.stderr)
     return 2
 
-  trainer_config = settings.trainer_config(args, EMBEDDED_TRAINER_OVERRIDES if embedded else {})
+  trainer_config = settings.trainer_config(
+      args, config_lib.EMBEDDED_TRAINER if embedded else config_lib.TrainerConfig())
   serving_model_dir = os.path.join(output_dir, 'serving', args.model_name)
   metadata_path = os.path.join(output_dir, 'metadata.sqlite')
   pipeline = pipeline_lib.create_pipeline(
       pipeline_name=args.pipeline_name,
       pipeline_root=os.path.join(output_dir, 'pipeline_root'),
       data_root=data_dir,
-      schema_path=SCHEMA_PATH,
+      schema_path=names.SCHEMA_PATH,
       serving_model_dir=serving_model_dir,
       transform_config=config_lib.TransformConfig(),
       trainer_config=trainer_config,
       baseline_config=settings.baseline_config(trainer_config),
       evaluation_config=settings.evaluation_config(
-          args, EMBEDDED_EVALUATION_OVERRIDES if embedded else {}),
+          args, config_lib.EMBEDDED_EVALUATION if embedded else config_lib.EvaluationConfig()),
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           metadata_path),
       beam_pipeline_args=settings.direct_beam_args(args.beam_workers),

@@ -8,15 +8,12 @@ from typing import List, Optional
 from tfx import v1 as tfx
 from tfx.proto import transform_pb2
 
+from components import names
 from components import features
-from components.caption_evaluator import CaptionEvaluator
-from components.example_gen import Flickr8kExampleGen
-from components.gallery import DemoGallery
-from pipeline import config as config_lib
-
-# Module code, imported by the executors from the installed project.
-_PREPROCESSING_FN = 'components.transform.preprocessing_fn'
-_RUN_FN = 'components.trainer.run_fn'
+from components.evaluation.caption_evaluator import CaptionEvaluator
+from components.ingestion.example_gen import Flickr8kExampleGen
+from components.evaluation.gallery import DemoGallery
+from components import config as config_lib
 
 
 def create_pipeline(
@@ -56,34 +53,34 @@ def create_pipeline(
       TFX resolver nodes; there the gate uses the absolute thresholds only.
   """
   # Reads the dataset folder once into train/eval/demo TFRecords + a reject report.
-  example_gen = Flickr8kExampleGen(input_base=data_root).with_id('Flickr8kExampleGen')
+  example_gen = Flickr8kExampleGen(input_base=data_root).with_id(names.EXAMPLE_GEN)
   # Per-split statistics of the raw examples.
   statistics_gen = tfx.components.StatisticsGen(
-      examples=example_gen.outputs['examples']).with_id('StatisticsGen')
+      examples=example_gen.outputs['examples']).with_id(names.STATISTICS_GEN)
   # The checked-in schema; SchemaGen only drafted it.
-  schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path).with_id('ImportSchemaGen')
+  schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path).with_id(names.SCHEMA_GEN)
   # Flags statistics that break the schema (missing captions, several images per example).
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
-      schema=schema_gen.outputs['schema']).with_id('ExampleValidator')
+      schema=schema_gen.outputs['schema']).with_id(names.EXAMPLE_VALIDATOR)
   # Vocabulary and padding in the graph; learned on train, applied to train and eval.
   transform = tfx.components.Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
-      preprocessing_fn=_PREPROCESSING_FN,
+      preprocessing_fn=names.PREPROCESSING_FN,
       splits_config=transform_pb2.SplitsConfig(
           analyze=[features.TRAIN_SPLIT], transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT]),
-      custom_config=config_lib.to_custom_config(transform_config)).with_id('Transform')
+      custom_config=config_lib.to_custom_config(transform_config)).with_id(names.TRANSFORM)
   # The Show-and-Tell captioner, exported with the caption signature.
-  trainer = _trainer(transform, schema_gen, trainer_config).with_id('CaptionTrainer')
+  trainer = _trainer(transform, schema_gen, trainer_config).with_id(names.CAPTION_TRAINER)
   # The captions-only language model: the baseline the captioner must beat.
-  baseline_trainer = _trainer(transform, schema_gen, baseline_config).with_id('BaselineTrainer')
+  baseline_trainer = _trainer(transform, schema_gen, baseline_config).with_id(names.BASELINE_TRAINER)
   # The last blessed captioner, which a new one must not fall behind.
   resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-  ).with_id('LatestBlessedModelResolver') if resolve_last_blessed_model else None
+  ).with_id(names.LATEST_BLESSED_MODEL_RESOLVER) if resolve_last_blessed_model else None
   # Caption metrics on eval for captioner and baseline, and the blessing.
   evaluator = CaptionEvaluator(
       examples=example_gen.outputs['examples'],
@@ -95,14 +92,14 @@ def create_pipeline(
       min_cider=evaluation_config.min_cider,
       max_regression=evaluation_config.max_regression,
       min_baseline_ratio=evaluation_config.min_baseline_ratio,
-  ).with_id('CaptionEvaluator')
+  ).with_id(names.CAPTION_EVALUATOR)
   # Copies a blessed model into the directory TF Serving watches.
   pusher = tfx.components.Pusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
-  ).with_id('Pusher')
+  ).with_id(names.PUSHER)
   # The demo split captioned by the pushed model (and the baseline), scored, as a static HTML page.
   gallery = DemoGallery(
       examples=example_gen.outputs['examples'],
@@ -111,7 +108,7 @@ def create_pipeline(
       baseline_model=baseline_trainer.outputs['model'],
       evaluation=evaluator.outputs['evaluation'],
       split=features.DEMO_SPLIT,
-  ).with_id('DemoGallery')
+  ).with_id(names.DEMO_GALLERY)
 
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
@@ -127,7 +124,7 @@ def create_pipeline(
 def _trainer(transform, schema_gen, trainer_config: config_lib.TrainerConfig) -> tfx.components.Trainer:
   """A Trainer on the Transform output; captioner and baseline differ only in config."""
   return tfx.components.Trainer(
-      run_fn=_RUN_FN,
+      run_fn=names.RUN_FN,
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],

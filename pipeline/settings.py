@@ -1,18 +1,16 @@
 """Command-line settings shared by the local and the Kubeflow runner.
 
 Both runners expose the same model, evaluation and pipeline flags and turn
-them into the same `pipeline/config.py` dataclasses here, so a hyperparameter
+them into the same `components/config.py` dataclasses here, so a hyperparameter
 means the same thing wherever the pipeline runs. What differs between the
 runners (paths, Beam runner, resources, metadata store) stays in the runners.
 """
 import argparse
-from typing import Any, List, Mapping
+import dataclasses
+from typing import List
 
-from pipeline import config as config_lib
-
-# Where the curated raw-data schema lives relative to a source checkout or the
-# pipeline image's working directory.
-SCHEMA_RELATIVE_PATH = 'schemas/schema.pbtxt'
+from components import names
+from components import config as config_lib
 
 # TrainerConfig fields that are None-able overrides: the flag wins when given,
 # otherwise the runner's defaults (then the dataclass defaults) apply.
@@ -23,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   """Adds the pipeline, model and evaluation flags both runners share."""
   trainer_defaults = config_lib.TrainerConfig()
   evaluation_defaults = config_lib.EvaluationConfig()
-  parser.add_argument('--pipeline_name', default=config_lib.PIPELINE_NAME)
-  parser.add_argument('--model_name', default=config_lib.MODEL_NAME,
+  parser.add_argument('--pipeline_name', default=names.PIPELINE_NAME)
+  parser.add_argument('--model_name', default=names.MODEL_NAME,
                       help='Name TF Serving serves the pushed model under.')
   parser.add_argument('--backbone', default=trainer_defaults.backbone,
                       choices=['vgg16', 'inception_v3'])
@@ -63,39 +61,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def trainer_config(args: argparse.Namespace,
-                   defaults: Mapping[str, Any]) -> config_lib.TrainerConfig:
-  """The captioner's TrainerConfig: flags over `defaults` over the dataclass.
+                   defaults: config_lib.TrainerConfig) -> config_lib.TrainerConfig:
+  """The captioner's TrainerConfig: the flags given, over the runner's `defaults`.
 
   Args:
     args: parsed flags from a parser `add_arguments` was applied to.
-    defaults: the runner's TrainerConfig overrides used when a flag is left
-      at 'auto' / unset (e.g. the local runner's small-dataset settings).
+    defaults: the runner's TrainerConfig (e.g. config_lib.EMBEDDED_TRAINER),
+      used where a flag is left at 'auto' / unset.
   """
-  values = dict(defaults)
+  values = {}
   if args.backbone_weights != 'auto':
     values['backbone_weights'] = None if args.backbone_weights == 'none' else args.backbone_weights
   for name in _OPTIONAL_TRAINER_FLAGS:
     if getattr(args, name) is not None:
       values[name] = getattr(args, name)
-  return config_lib.TrainerConfig(
-      backbone=args.backbone, pooling=args.pooling, batch_size=args.batch_size,
+  return dataclasses.replace(
+      defaults, backbone=args.backbone, pooling=args.pooling, batch_size=args.batch_size,
       num_layers=args.num_layers, beam_width=args.beam_width, augment=args.augment,
       mixed_precision=args.mixed_precision, **values)
 
 
 def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConfig:
   """The captions-only baseline: the captioner's settings without the image."""
-  return config_lib.TrainerConfig(**{**config_lib.to_custom_config(trainer), 'use_image': False})
+  return dataclasses.replace(trainer, use_image=False)
 
 
 def evaluation_config(args: argparse.Namespace,
-                      defaults: Mapping[str, Any] = None) -> config_lib.EvaluationConfig:
-  """The blessing thresholds: flags over the runner's `defaults` over the dataclass."""
-  values = dict(defaults or {})
-  for name in ('min_bleu4', 'min_cider', 'min_baseline_ratio'):
-    if getattr(args, name) is not None:
-      values[name] = getattr(args, name)
-  return config_lib.EvaluationConfig(**values)
+                      defaults: config_lib.EvaluationConfig) -> config_lib.EvaluationConfig:
+  """The blessing thresholds: the flags given, over the runner's `defaults`."""
+  values = {name: getattr(args, name) for name in ('min_bleu4', 'min_cider', 'min_baseline_ratio')
+            if getattr(args, name) is not None}
+  return dataclasses.replace(defaults, **values)
 
 
 def direct_beam_args(num_workers: int) -> List[str]:

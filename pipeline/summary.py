@@ -13,14 +13,13 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from components import caption_evaluator, caption_metrics, example_gen, gallery, trainer
+from components import names
+from components.evaluation import caption_evaluator, caption_metrics, gallery
+from components.ingestion import example_gen
+from components.training import trainer
 
 # Nodes whose outputs the summary reports (ids from pipeline/pipeline.py).
-_EXAMPLE_GEN = 'Flickr8kExampleGen'
-_EVALUATOR = 'CaptionEvaluator'
-_PUSHER = 'Pusher'
-_GALLERY = 'DemoGallery'
-_TRAINERS = {'captioner': 'CaptionTrainer', 'baseline': 'BaselineTrainer'}
+_TRAINERS = {'captioner': names.CAPTION_TRAINER, 'baseline': names.BASELINE_TRAINER}
 _DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
 
 
@@ -61,24 +60,24 @@ def write_summary(metadata_path: str, pipeline_name: str, summary_path: str) -> 
   """Collects the run's results from ML Metadata and writes them to `summary_path`."""
   store = metadata_store.MetadataStore(
       tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
-  evaluation = latest_outputs(store, pipeline_name, _EVALUATOR)
-  pushed = latest_outputs(store, pipeline_name, _PUSHER).get('pushed_model', [])
-  gallery_outputs = latest_outputs(store, pipeline_name, _GALLERY)
+  evaluation = latest_outputs(store, pipeline_name, names.CAPTION_EVALUATOR)
+  pushed = latest_outputs(store, pipeline_name, names.PUSHER).get('pushed_model', [])
+  gallery_outputs = latest_outputs(store, pipeline_name, names.DEMO_GALLERY)
   gallery_uri = _uri(gallery_outputs, 'gallery')
-  ingestion = latest_outputs(store, pipeline_name, _EXAMPLE_GEN)
+  ingestion = latest_outputs(store, pipeline_name, names.EXAMPLE_GEN)
   push = pushed[0].custom_properties if pushed else {}
   summary = {
-      'evaluation': _artifact_json(evaluation, 'evaluation', caption_evaluator.METRICS_FILE),
-      'demo': _artifact_json(gallery_outputs, 'gallery', gallery.METRICS_FILE),
+      'evaluation': _artifact_json(evaluation, 'evaluation', names.EVALUATION_METRICS_FILE),
+      'demo': _artifact_json(gallery_outputs, 'gallery', names.GALLERY_METRICS_FILE),
       'pushed': bool(push['pushed'].int_value) if 'pushed' in push else False,
       'pushed_model': push['pushed_destination'].string_value if 'pushed_destination' in push else None,
-      'gallery': os.path.join(gallery_uri, gallery.INDEX_FILE) if gallery_uri else None,
+      'gallery': os.path.join(gallery_uri, names.GALLERY_INDEX_FILE) if gallery_uri else None,
       # Vocabulary size and sequence length chosen from the data, loss history.
       'training': {
           role: _artifact_json(latest_outputs(store, pipeline_name, node), 'model_run',
-                               trainer.TRAINING_REPORT)
+                               names.TRAINING_REPORT_FILE)
           for role, node in _TRAINERS.items()},
-      'ingestion': _artifact_json(ingestion, 'rejects', example_gen.SUMMARY_FILE),
+      'ingestion': _artifact_json(ingestion, 'rejects', names.INGESTION_SUMMARY_FILE),
       'reject_report': _uri(ingestion, 'rejects') or None,
   }
   with open(summary_path, 'w') as f:

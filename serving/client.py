@@ -37,15 +37,13 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from components import names
 from components import features
-from pipeline import config as pipeline_config
 
 _LOG = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_BATCH_SIZE = 32
-SIGNATURE_DEF_METADATA_FIELD = 'signature_def'  # GetModelMetadata's one metadata field
 # Bytes a request needs beyond the images themselves: the model spec, the
 # tensor header, and a few bytes of framing per image.
 _REQUEST_OVERHEAD_BYTES = 4096
@@ -104,7 +102,7 @@ class CaptionClient:
 
   def __init__(self, target, model_name, *, version=None, version_label=None,
                signature_name=features.CAPTION_SIGNATURE, timeout_s=30.0, max_attempts=5,
-               initial_backoff_s=0.5, max_backoff_s=8.0, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
+               initial_backoff_s=0.5, max_backoff_s=8.0, max_message_bytes=names.MAX_MESSAGE_BYTES):
     if version is not None and version_label is not None:
       raise ValueError('Give a model version or a version label, not both.')
     if max_attempts < 1:
@@ -152,11 +150,11 @@ class CaptionClient:
     A cheap first call that catches a wrong model name, version, label or
     signature before any image is sent.
     """
-    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[SIGNATURE_DEF_METADATA_FIELD])
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[features.SIGNATURE_DEF_METADATA_FIELD])
     self._fill_model_spec(request.model_spec)
     response = self._call(self._stub.GetModelMetadata, request, f'GetModelMetadata for {self.describe()}')
     signature_map = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata[SIGNATURE_DEF_METADATA_FIELD].Unpack(signature_map)
+    response.metadata[features.SIGNATURE_DEF_METADATA_FIELD].Unpack(signature_map)
     if self.signature_name not in signature_map.signature_def:
       raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                          f'the model has no signature {self.signature_name!r}; it has '
@@ -312,7 +310,7 @@ def _parse_args(argv):
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument('paths', nargs='+', help='Image files and/or folders (searched recursively).')
   parser.add_argument('--server', default='localhost:8500', help='host:port of the gRPC endpoint.')
-  parser.add_argument('--model_name', default=pipeline_config.MODEL_NAME, help='Name the server serves it under.')
+  parser.add_argument('--model_name', default=names.MODEL_NAME, help='Name the server serves it under.')
   choice = parser.add_mutually_exclusive_group()
   choice.add_argument('--model_version', type=int, help='Version to ask for (default: the newest).')
   choice.add_argument('--version_label', help='Version label to ask for (TF Serving\'s version_labels).')
@@ -321,7 +319,7 @@ def _parse_args(argv):
   parser.add_argument('--batch_size', type=int, default=DEFAULT_BATCH_SIZE, help='Images per request.')
   parser.add_argument('--timeout', type=float, default=30.0, help='Deadline of each call, in seconds.')
   parser.add_argument('--max_attempts', type=int, default=5, help='Calls per request while UNAVAILABLE.')
-  parser.add_argument('--max_message_bytes', type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+  parser.add_argument('--max_message_bytes', type=int, default=names.MAX_MESSAGE_BYTES,
                       help='Largest request or response.')
   parser.add_argument('--format', choices=('text', 'jsonl'), default='text', dest='output_format',
                       help='path<TAB>caption<TAB>log_probability lines, or JSON objects.')

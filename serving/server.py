@@ -49,8 +49,8 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from components import features
+from components import names
 from serving import batching
-from serving.client import SIGNATURE_DEF_METADATA_FIELD
 from serving import servables
 from serving.errors import ServingError
 
@@ -58,8 +58,6 @@ _LOG = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8500
 DEFAULT_HOST = '127.0.0.1'
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # a 50-megapixel photo decodes to 150 MB of RGB
 DEFAULT_GRPC_MAX_THREADS = 16
 
 # Formats the model's tf.io.decode_image accepts; PIL reads only their headers here.
@@ -279,7 +277,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
       raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                          'GetModelMetadataRequest must specify at least one metadata_field')
     for field in request.metadata_field:
-      if field != SIGNATURE_DEF_METADATA_FIELD:
+      if field != features.SIGNATURE_DEF_METADATA_FIELD:
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f'Metadata field {field} is not supported')
     servable = self._manager.servable(request.model_spec)
     response = get_model_metadata_pb2.GetModelMetadataResponse()
@@ -288,7 +286,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     for name, signature_def in servable.signature_defs.items():
       signature_map.signature_def[name].CopyFrom(signature_def)
-    response.metadata[SIGNATURE_DEF_METADATA_FIELD].Pack(signature_map)
+    response.metadata[features.SIGNATURE_DEF_METADATA_FIELD].Pack(signature_map)
     return response
 
 
@@ -319,7 +317,7 @@ class LocalModelServer:
 
   def __init__(self, model_base_path, model_name=None, *, host=DEFAULT_HOST, port=DEFAULT_PORT,
                grpc_max_threads=DEFAULT_GRPC_MAX_THREADS, batching_options=batching.BatchingOptions(),
-               max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+               max_message_bytes=names.MAX_MESSAGE_BYTES, max_image_pixels=names.MAX_IMAGE_PIXELS,
                poll_wait_seconds=1.0):
     model_name = model_name or os.path.basename(os.path.normpath(model_base_path))
     self.manager = servables.ModelManager(model_name, model_base_path)
@@ -412,9 +410,9 @@ def _parse_args(argv):
                       help='Model calls in flight at once.')
   parser.add_argument('--max_enqueued_requests', type=int, default=defaults.max_enqueued_requests,
                       help='Requests waiting for the model; more get UNAVAILABLE.')
-  parser.add_argument('--max_message_bytes', type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+  parser.add_argument('--max_message_bytes', type=int, default=names.MAX_MESSAGE_BYTES,
                       help='Largest request or response; larger ones get RESOURCE_EXHAUSTED.')
-  parser.add_argument('--max_image_pixels', type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+  parser.add_argument('--max_image_pixels', type=int, default=names.MAX_IMAGE_PIXELS,
                       help='Largest image (width*height, from its header); larger get RESOURCE_EXHAUSTED.')
   parser.add_argument('--file_system_poll_wait_seconds', type=float, default=1.0,
                       help='How often the base path is checked for a new version.')

@@ -1,6 +1,6 @@
 """A tiny, untrained captioner exported by the project's own exporter, for tests, benchmarks and demos.
 
-It goes through components/exporter.py exactly like the Trainer's model, so it
+It goes through components/training/exporter.py exactly like the Trainer's model, so it
 has the real serving graph (decode, VGG16 backbone, LSTM beam search, word
 lookup) and honours the SavedModel contract; only the sizes are tiny (32x32
 images, 8-unit LSTM, a dozen words) and the weights random. At Keras' default
@@ -14,10 +14,10 @@ import argparse
 
 import tf_keras as keras
 
-from components import exporter
+from components.training import exporter
 from components import features
-from components import image_features
-from components import model as model_lib
+from components.encoder import image_features
+from components.training import model as model_lib
 
 IMAGE_SIZE = 32  # the smallest input VGG16 accepts
 WORDS = ('a', 'dog', 'cat', 'runs', 'red', 'ball', 'on', 'the', 'grass', 'sits')
@@ -37,7 +37,7 @@ def export_tiny_model(export_dir, seed=0, beam_width=2, max_length=7):
     variable.assign(variable * _DECODER_WEIGHT_SCALE)
   return exporter.export_serving_model(
       export_dir, feature_extractor, model_lib.CaptionDecoder(caption_model), vocabulary,
-      image_size=IMAGE_SIZE, max_length=max_length, beam_width=beam_width)
+      max_length=max_length, beam_width=beam_width)
 
 
 def main(argv=None):

@@ -8,8 +8,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components import features
-from components import model as model_lib
-from components.beam_search import beam_search
+from components.training import model as model_lib
+from components.training.beam_search import beam_search
 
 END = features.END_ID
 START = features.START_ID

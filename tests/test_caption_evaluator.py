@@ -6,7 +6,7 @@ are fixed per image (a table keyed by the image bytes), so that "good", "bad"
 and "slightly worse" captioners are exact. The component's executor runs
 directly on artifacts in tmp dirs, then the standard Pusher executor and
 LatestBlessedModelStrategy read the blessing it wrote. One test also exports
-a tiny random captioner with the project's components/exporter.py.
+a tiny random captioner with the project's components/training/exporter.py.
 
 Helpers here are reused by tests/test_gallery.py.
 """
@@ -27,8 +27,10 @@ from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
-from components import caption_evaluator
-from components import caption_metrics
+from components import names
+from components.evaluation import caption_evaluator
+from components.evaluation import caption_metrics
+from components import config as config_lib
 from components import features
 
 COLOURS = ('red', 'green', 'blue', 'yellow')
@@ -136,7 +138,8 @@ def run_evaluator(root: pathlib.Path, examples, model, baseline_model=None,
   if last_blessed_model is not None:
     inputs['last_blessed_model'] = [last_blessed_model]
   exec_properties = {'split': features.EVAL_SPLIT, 'min_bleu4': MIN_BLEU4,
-                     'min_cider': MIN_CIDER, 'max_regression': 0.02, 'batch_size': 5}
+                     'min_cider': MIN_CIDER, 'max_regression': 0.02,
+                     'min_baseline_ratio': 1.0, 'batch_size': 5}
   exec_properties.update(parameters)
   executor = caption_evaluator.CaptionEvaluator.EXECUTOR_SPEC.executor_class()
   executor.Do(inputs, {'evaluation': [evaluation], 'blessing': [blessing]}, exec_properties)
@@ -158,12 +161,12 @@ def run_pusher(root: pathlib.Path, model, blessing, serving_dir: pathlib.Path):
 
 
 def read_report(evaluation) -> dict:
-  with open(os.path.join(evaluation.uri, caption_evaluator.METRICS_FILE)) as f:
+  with open(os.path.join(evaluation.uri, names.EVALUATION_METRICS_FILE)) as f:
     return json.load(f)
 
 
 def read_captions(evaluation) -> List[dict]:
-  with open(os.path.join(evaluation.uri, caption_evaluator.CAPTIONS_FILE)) as f:
+  with open(os.path.join(evaluation.uri, names.EVALUATION_CAPTIONS_FILE)) as f:
     return [json.loads(line) for line in f]
 
 
@@ -329,8 +332,8 @@ def test_last_blessed_model_that_is_the_candidate_is_not_rescored(world, tmp_pat
 def test_decide_blessing_regression_margin(candidate_bleu4, last_bleu4, blessed):
   decision, reasons = caption_evaluator.decide_blessing(
       {caption_metrics.BLEU_4: candidate_bleu4, caption_metrics.CIDER_D: 2.0},
-      {caption_metrics.BLEU_4: last_bleu4, caption_metrics.CIDER_D: 2.0},
-      min_bleu4=0.5, min_cider=1.0, max_regression=0.02)
+      {caption_metrics.BLEU_4: last_bleu4, caption_metrics.CIDER_D: 2.0}, None,
+      config_lib.EvaluationConfig(min_bleu4=0.5, min_cider=1.0, max_regression=0.02))
 
   assert decision is blessed
   assert len(reasons) == 3
@@ -344,9 +347,9 @@ def test_decide_blessing_against_the_captions_only_baseline(candidate_bleu4, bas
                                                            blessed):
   decision, reasons = caption_evaluator.decide_blessing(
       {caption_metrics.BLEU_4: candidate_bleu4, caption_metrics.CIDER_D: 2.0}, None,
-      min_bleu4=0.5, min_cider=1.0, max_regression=0.02,
-      baseline={caption_metrics.BLEU_4: baseline_bleu4, caption_metrics.CIDER_D: 0.5},
-      min_baseline_ratio=2.0)
+      {caption_metrics.BLEU_4: baseline_bleu4, caption_metrics.CIDER_D: 0.5},
+      config_lib.EvaluationConfig(min_bleu4=0.5, min_cider=1.0, max_regression=0.02,
+                                  min_baseline_ratio=2.0))
 
   assert decision is blessed
   assert reasons[2].startswith(('PASS' if blessed else 'FAIL') + ': BLEU-4 0.8000 vs 2 x captions-only')
@@ -354,8 +357,8 @@ def test_decide_blessing_against_the_captions_only_baseline(candidate_bleu4, bas
 
 def test_decide_blessing_absolute_thresholds_without_last_blessed():
   blessed, reasons = caption_evaluator.decide_blessing(
-      {caption_metrics.BLEU_4: 0.6, caption_metrics.CIDER_D: 0.9}, None,
-      min_bleu4=0.5, min_cider=1.0, max_regression=0.02)
+      {caption_metrics.BLEU_4: 0.6, caption_metrics.CIDER_D: 0.9}, None, None,
+      config_lib.EvaluationConfig(min_bleu4=0.5, min_cider=1.0, max_regression=0.02))
 
   assert blessed is False
   assert reasons[0].startswith('PASS: BLEU-4 0.6000')
@@ -365,9 +368,9 @@ def test_decide_blessing_absolute_thresholds_without_last_blessed():
 
 def test_evaluates_a_savedmodel_from_the_project_exporter(world, tmp_path):
   # Imported here: the model code is another issue's and only this test uses it.
-  from components import exporter
-  from components import image_features
-  from components import model as model_lib
+  from components.training import exporter
+  from components.encoder import image_features
+  from components.training import model as model_lib
 
   vocabulary = list(features.SPECIAL_TOKENS) + sorted(set(
       word for _, refs in world['dataset'].values() for ref in refs for word in ref.split()))
@@ -380,7 +383,7 @@ def test_evaluates_a_savedmodel_from_the_project_exporter(world, tmp_path):
   candidate.uri = str(tmp_path / 'random_model')
   exporter.export_serving_model(caption_evaluator.serving_model_dir(candidate), extractor,
                                 model_lib.CaptionDecoder(caption_model), vocabulary,
-                                image_size=32, max_length=7, beam_width=2)
+                                max_length=7, beam_width=2)
 
   evaluation, blessing = run_evaluator(tmp_path, world['examples'], candidate)
 

@@ -4,7 +4,7 @@ The Java parts (PTBTokenizer, METEOR) run for real: Java is on these machines.
 """
 import pytest
 
-from components import caption_metrics as cm
+from components.evaluation import caption_metrics as cm
 
 # Three images whose captions share no n-gram across all images, so every
 # n-gram has a non-zero CIDEr-D idf.

@@ -17,10 +17,11 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 
-from components import example_gen
+from components import names
+from components.ingestion import example_gen
 from components import features
-from components import flickr8k
-from components import shapes_dataset
+from components.ingestion import flickr8k
+from components.ingestion import shapes_dataset
 
 NUM_IMAGES = 40
 IMAGE_SIZE = 32
@@ -79,9 +80,9 @@ def _read_all(examples) -> Dict[str, Split]:
 
 
 def _read_report(report) -> Tuple[List[dict], dict]:
-  with open(os.path.join(report.uri, example_gen.REJECTS_FILE)) as f:
+  with open(os.path.join(report.uri, names.REJECTS_FILE)) as f:
     rejects = [json.loads(line) for line in f]
-  with open(os.path.join(report.uri, example_gen.SUMMARY_FILE)) as f:
+  with open(os.path.join(report.uri, names.INGESTION_SUMMARY_FILE)) as f:
     summary = json.load(f)
   return rejects, summary
 

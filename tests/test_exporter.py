@@ -10,10 +10,10 @@ import tensorflow as tf
 import tf_keras as keras
 from PIL import Image
 
-from components import exporter
+from components.training import exporter
 from components import features
-from components import image_features
-from components import model as model_lib
+from components.encoder import image_features
+from components.training import model as model_lib
 
 IMAGE_SIZE = 32
 MAX_LENGTH = 6
@@ -42,7 +42,7 @@ def captioner(tmp_path_factory):
   logits.set_weights([kernel * 5.0, bias])
   decoder = model_lib.CaptionDecoder(model)
   export_dir = str(tmp_path_factory.mktemp('export') / 'serving_model')
-  exporter.export_serving_model(export_dir, feature_extractor, decoder, VOCABULARY, image_size=IMAGE_SIZE,
+  exporter.export_serving_model(export_dir, feature_extractor, decoder, VOCABULARY,
                                 max_length=MAX_LENGTH, beam_width=BEAM_WIDTH)
   return export_dir, feature_extractor, decoder, tf.saved_model.load(export_dir)
 
@@ -112,10 +112,10 @@ def test_vocabulary_must_match_the_decoder(captioner, tmp_path):
   _, feature_extractor, decoder, _ = captioner
   with pytest.raises(ValueError, match='must start with'):
     exporter.export_serving_model(str(tmp_path / 'a'), feature_extractor, decoder, WORDS + ['x'] * 4,
-                                  IMAGE_SIZE, MAX_LENGTH)
+                                  MAX_LENGTH, BEAM_WIDTH)
   with pytest.raises(ValueError, match='predicts'):
     exporter.export_serving_model(str(tmp_path / 'b'), feature_extractor, decoder, VOCABULARY[:-1],
-                                  IMAGE_SIZE, MAX_LENGTH)
+                                  MAX_LENGTH, BEAM_WIDTH)
 
 
 def test_saved_model_cli_lists_both_signatures(captioner):

@@ -17,10 +17,11 @@ from PIL import Image
 from PIL import ImageStat
 import pytest
 
-from components import caption_evaluator
-from components import caption_metrics
+from components import names
+from components.evaluation import caption_evaluator
+from components.evaluation import caption_metrics
 from components import features
-from components import gallery
+from components.evaluation import gallery
 from test_caption_evaluator import export_lookup_captioner
 from test_caption_evaluator import make_dataset
 from test_caption_evaluator import run_evaluator
@@ -165,7 +166,7 @@ def test_screenshot_shows_the_page(chromium, page, tmp_path):
 
 
 def test_thumbnails_are_small_jpegs(page):
-  thumbs = sorted((page['index'].parent / gallery.THUMBS_DIR).iterdir())
+  thumbs = sorted((page['index'].parent / names.GALLERY_THUMBS_DIR).iterdir())
 
   assert len(thumbs) == NUM_IMAGES
   for path in thumbs:
@@ -182,7 +183,7 @@ def test_page_has_metrics_notes_and_no_external_resources(page):
   assert '<p class="warning">a warning</p>' in text and '<p>a note</p>' in text
   # Offline machines: every resource is a local thumbnail, nothing else is fetched.
   assert set(re.findall(r'<(?:img|script|link|iframe)\b[^>]*\b(?:src|href)="([^"]*)"', text)) == {
-      f'{gallery.THUMBS_DIR}/{i:06d}.jpg' for i in range(NUM_IMAGES)}
+      f'{names.GALLERY_THUMBS_DIR}/{i:06d}.jpg' for i in range(NUM_IMAGES)}
   assert 'http' not in text and 'url(' not in text and '@import' not in text
 
 
@@ -194,7 +195,7 @@ def test_undecodable_image_gets_a_card_saying_why(tmp_path):
 
   text = pathlib.Path(index_path).read_text()
   assert 'data-id="broken.jpg"' in text and 'no thumbnail: cannot identify image' in text
-  assert os.listdir(tmp_path / gallery.THUMBS_DIR) == []
+  assert os.listdir(tmp_path / names.GALLERY_THUMBS_DIR) == []
 
 
 # --- the DemoGallery component on real artifacts -------------------------------
@@ -244,7 +245,7 @@ def test_component_shows_the_pushed_model(chromium, pipeline_run, tmp_path):
   pushed = pipeline_run['good']['pushed']
   assert pushed.get_int_custom_property('pushed') == 1
   output = run_gallery(tmp_path, pipeline_run, 'good', with_baseline=True)
-  index = pathlib.Path(output.uri) / gallery.INDEX_FILE
+  index = pathlib.Path(output.uri) / names.GALLERY_INDEX_FILE
 
   dom = PageDom(run_chromium(chromium, tmp_path / 'profile', index.as_uri(), '--dump-dom'))
   text = index.read_text()
@@ -258,7 +259,7 @@ def test_component_shows_the_pushed_model(chromium, pipeline_run, tmp_path):
   assert 'captioner (eval split)' in text and 'shown model (demo split, this page)' in text
   assert 'Blessed: yes' in text
   assert text.count('<p class="baseline">baseline: a red square</p>') == len(demo)
-  with open(pathlib.Path(output.uri) / gallery.METRICS_FILE) as f:
+  with open(pathlib.Path(output.uri) / names.GALLERY_METRICS_FILE) as f:
     metrics = json.load(f)
   assert metrics['split'] == features.DEMO_SPLIT and metrics['pushed'] is True
   assert metrics['pushed_destination'] == pushed.get_string_custom_property('pushed_destination')
@@ -270,14 +271,14 @@ def test_component_shows_the_pushed_model(chromium, pipeline_run, tmp_path):
 def test_component_labels_a_model_that_was_not_pushed(pipeline_run, tmp_path):
   assert pipeline_run['bad']['pushed'].get_int_custom_property('pushed') == 0
   output = run_gallery(tmp_path, pipeline_run, 'bad', with_baseline=False)
-  text = (pathlib.Path(output.uri) / gallery.INDEX_FILE).read_text()
+  text = (pathlib.Path(output.uri) / names.GALLERY_INDEX_FILE).read_text()
 
   assert '<p class="warning">The model was NOT pushed (not blessed)' in text
   assert pipeline_run['models']['bad'].uri in text
   assert 'Blessed: no' in text
   assert text.count('<p class="caption">a cat</p>') == len(pipeline_run['demo'])
   assert 'class="baseline"' not in text
-  with open(pathlib.Path(output.uri) / gallery.METRICS_FILE) as f:
+  with open(pathlib.Path(output.uri) / names.GALLERY_METRICS_FILE) as f:
     metrics = json.load(f)
   assert metrics['pushed'] is False and metrics['baseline'] is None
   assert metrics['model_dir'] == caption_evaluator.serving_model_dir(pipeline_run['models']['bad'])

@@ -7,8 +7,8 @@ import tensorflow as tf
 import tf_keras as keras
 from PIL import Image
 
-from components import augmentation
-from components import image_features
+from components.encoder import augmentation
+from components.encoder import image_features
 
 COLOR = (200, 40, 90)
 

@@ -16,7 +16,8 @@ from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
 from tfx.utils import import_utils
 import yaml
 
-from pipeline import config as config_lib
+from components import names
+from components import config as config_lib
 from pipeline import kubeflow_runner
 from pipeline import settings
 
@@ -32,20 +33,20 @@ _MODEL_RESOLVER = 'LatestBlessedModelResolver-model-resolver'
 # Every task of the compiled DAG and the tasks it waits for. The Resolver node
 # compiles into two KFP resolver tasks (latest blessing, then its model).
 _DEPENDENCIES = {
-    'Flickr8kExampleGen': set(),
-    'StatisticsGen': {'Flickr8kExampleGen'},
-    'ImportSchemaGen': set(),
-    'ExampleValidator': {'StatisticsGen', 'ImportSchemaGen'},
-    'Transform': {'Flickr8kExampleGen', 'ImportSchemaGen'},
-    'CaptionTrainer': {'Transform', 'ImportSchemaGen'},
-    'BaselineTrainer': {'Transform', 'ImportSchemaGen'},
+    names.EXAMPLE_GEN: set(),
+    names.STATISTICS_GEN: {names.EXAMPLE_GEN},
+    names.SCHEMA_GEN: set(),
+    names.EXAMPLE_VALIDATOR: {names.STATISTICS_GEN, names.SCHEMA_GEN},
+    names.TRANSFORM: {names.EXAMPLE_GEN, names.SCHEMA_GEN},
+    names.CAPTION_TRAINER: {names.TRANSFORM, names.SCHEMA_GEN},
+    names.BASELINE_TRAINER: {names.TRANSFORM, names.SCHEMA_GEN},
     _BLESSING_RESOLVER: set(),
     _MODEL_RESOLVER: set(),  # reads the blessing resolver's output, see below
-    'CaptionEvaluator': {'Flickr8kExampleGen', 'CaptionTrainer', 'BaselineTrainer',
+    names.CAPTION_EVALUATOR: {names.EXAMPLE_GEN, names.CAPTION_TRAINER, names.BASELINE_TRAINER,
                          _MODEL_RESOLVER},
-    'Pusher': {'CaptionEvaluator', 'CaptionTrainer'},
-    'DemoGallery': {'Flickr8kExampleGen', 'Pusher', 'CaptionTrainer', 'BaselineTrainer',
-                    'CaptionEvaluator'},
+    names.PUSHER: {names.CAPTION_EVALUATOR, names.CAPTION_TRAINER},
+    names.DEMO_GALLERY: {names.EXAMPLE_GEN, names.PUSHER, names.CAPTION_TRAINER, names.BASELINE_TRAINER,
+                    names.CAPTION_EVALUATOR},
 }
 _RESOLVERS = {_BLESSING_RESOLVER, _MODEL_RESOLVER}
 _CONTAINER_TASKS = set(_DEPENDENCIES) - _RESOLVERS
@@ -116,35 +117,35 @@ def test_every_component_is_a_task_with_its_dependencies(dataflow_spec):
 def test_open_source_kfp_gets_no_resolver_tasks(flink_spec):
   # KFP's backend rejects TFX resolver tasks; the evaluator then gates on thresholds only.
   assert set(_tasks(flink_spec)) == _CONTAINER_TASKS
-  assert 'last_blessed_model' not in _tasks(flink_spec)['CaptionEvaluator'].inputs.artifacts
+  assert 'last_blessed_model' not in _tasks(flink_spec)[names.CAPTION_EVALUATOR].inputs.artifacts
 
 
 def test_artifacts_flow_from_the_right_producers(dataflow_spec):
   # The baseline must never be what is evaluated as the captioner or pushed.
-  assert _producer(dataflow_spec, 'CaptionEvaluator', 'model') == ('CaptionTrainer', 'model')
-  assert _producer(dataflow_spec, 'CaptionEvaluator', 'baseline_model') == (
-      'BaselineTrainer', 'model')
-  assert _producer(dataflow_spec, 'CaptionEvaluator', 'last_blessed_model') == (
+  assert _producer(dataflow_spec, names.CAPTION_EVALUATOR, 'model') == (names.CAPTION_TRAINER, 'model')
+  assert _producer(dataflow_spec, names.CAPTION_EVALUATOR, 'baseline_model') == (
+      names.BASELINE_TRAINER, 'model')
+  assert _producer(dataflow_spec, names.CAPTION_EVALUATOR, 'last_blessed_model') == (
       _MODEL_RESOLVER, 'model')
   assert _producer(dataflow_spec, _MODEL_RESOLVER, 'input') == (
       _BLESSING_RESOLVER, 'model_blessing')
-  assert _producer(dataflow_spec, 'Pusher', 'model') == ('CaptionTrainer', 'model')
-  assert _producer(dataflow_spec, 'Pusher', 'model_blessing') == ('CaptionEvaluator', 'blessing')
-  assert _producer(dataflow_spec, 'Transform', 'examples') == ('Flickr8kExampleGen', 'examples')
+  assert _producer(dataflow_spec, names.PUSHER, 'model') == (names.CAPTION_TRAINER, 'model')
+  assert _producer(dataflow_spec, names.PUSHER, 'model_blessing') == (names.CAPTION_EVALUATOR, 'blessing')
+  assert _producer(dataflow_spec, names.TRANSFORM, 'examples') == (names.EXAMPLE_GEN, 'examples')
   for trainer in kubeflow_runner.TRAINER_IDS:
-    assert _producer(dataflow_spec, trainer, 'examples') == ('Transform', 'transformed_examples')
+    assert _producer(dataflow_spec, trainer, 'examples') == (names.TRANSFORM, 'transformed_examples')
 
 
 def test_paths_and_configs_reach_the_components(dataflow_job, dataflow_spec):
   assert dataflow_job.runtime_config.gcs_output_directory == _ROOT
-  assert _parameter(dataflow_spec, 'Flickr8kExampleGen', 'input_base') == _DATA
-  assert _parameter(dataflow_spec, 'ImportSchemaGen', 'schema_file') == (
+  assert _parameter(dataflow_spec, names.EXAMPLE_GEN, 'input_base') == _DATA
+  assert _parameter(dataflow_spec, names.SCHEMA_GEN, 'schema_file') == (
       kubeflow_runner.IMAGE_SCHEMA_PATH)
-  push = json.loads(_parameter(dataflow_spec, 'Pusher', 'push_destination'))
-  assert push['filesystem']['base_directory'] == f'{_SERVING}/{config_lib.MODEL_NAME}'
+  push = json.loads(_parameter(dataflow_spec, names.PUSHER, 'push_destination'))
+  assert push['filesystem']['base_directory'] == f'{_SERVING}/{names.MODEL_NAME}'
   # One configuration source: the same dataclasses the local runner builds.
-  captioner = json.loads(_parameter(dataflow_spec, 'CaptionTrainer', 'custom_config'))
-  baseline = json.loads(_parameter(dataflow_spec, 'BaselineTrainer', 'custom_config'))
+  captioner = json.loads(_parameter(dataflow_spec, names.CAPTION_TRAINER, 'custom_config'))
+  baseline = json.loads(_parameter(dataflow_spec, names.BASELINE_TRAINER, 'custom_config'))
   expected = config_lib.TrainerConfig(epochs=7)
   assert config_lib.from_custom_config(config_lib.TrainerConfig, captioner) == expected
   assert config_lib.from_custom_config(config_lib.TrainerConfig, baseline) == (
@@ -205,7 +206,7 @@ def test_flink_beam_args_and_yaml_pipeline_root(flink_spec):
               '--flink_submit_uber_jar', '--environment_type=EXTERNAL',
               f'--environment_config={kubeflow_runner.DEFAULT_FLINK_WORKER_POOL}',
               '--flink_version=1.18', '--max_parallelism=16']
-  for name in ('Flickr8kExampleGen', 'StatisticsGen', 'Transform', 'CaptionEvaluator'):
+  for name in (names.EXAMPLE_GEN, names.STATISTICS_GEN, names.TRANSFORM, names.CAPTION_EVALUATOR):
     assert _container(flink_spec, name)['args'][-len(expected):] == expected, name
 
 
@@ -215,7 +216,7 @@ def test_direct_runner_on_cpu(tmp_path_factory):
     spec = json_format.ParseDict(yaml.safe_load(f), pipeline_spec_pb2.PipelineSpec())
   for name in kubeflow_runner.TRAINER_IDS:
     assert 'resources' not in _container(spec, name)
-  assert _container(spec, 'Transform')['args'][-2:] == settings.direct_beam_args(4)
+  assert _container(spec, names.TRANSFORM)['args'][-2:] == settings.direct_beam_args(4)
 
 
 @pytest.mark.parametrize('flags, message', [
@@ -254,7 +255,7 @@ def test_dockerfile_matches_the_pins_and_the_runner():
   assert 'FROM gcr.io/tfx-oss-public/tfx:${TFX_VERSION}' in dockerfile
   assert re.search(r'^WORKDIR (\S+)$', dockerfile, re.MULTILINE).group(1) == (
       kubeflow_runner.IMAGE_WORKDIR)
-  assert os.path.isfile(os.path.join(_REPO, settings.SCHEMA_RELATIVE_PATH))
+  assert os.path.isfile(os.path.join(_REPO, names.SCHEMA_RELATIVE_PATH))
   with open(os.path.join(_REPO, '.dockerignore')) as f:
     ignored = f.read().split()
   assert {'.venv', '.git', 'outputs', 'data'} <= set(ignored)

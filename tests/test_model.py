@@ -5,7 +5,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components import features
-from components import model as model_lib
+from components.training import model as model_lib
 
 VOCAB_SIZE = 12
 FEATURE_DIM = 7

@@ -14,16 +14,17 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components import names
 from components import features
-from pipeline import config as config_lib
+from components import config as config_lib
 from pipeline import local_runner
 
 _TINY_RUN = ['--num_images', '48', '--image_size', '32', '--epochs', '1', '--lstm_units', '16',
              '--batch_size', '16', '--beam_width', '2', '--min_bleu4', '0', '--min_cider', '0',
              '--min_baseline_ratio', '0',
              '--beam_workers', '1']
-_NODES = {'Flickr8kExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator', 'Transform',
-          'CaptionTrainer', 'BaselineTrainer', 'CaptionEvaluator', 'Pusher', 'DemoGallery'}
+_NODES = {names.EXAMPLE_GEN, names.STATISTICS_GEN, names.SCHEMA_GEN, names.EXAMPLE_VALIDATOR, names.TRANSFORM,
+          names.CAPTION_TRAINER, names.BASELINE_TRAINER, names.CAPTION_EVALUATOR, names.PUSHER, names.DEMO_GALLERY}
 
 
 def _executions_per_node(metadata_path, state):
@@ -46,7 +47,7 @@ def pipeline_run(tmp_path_factory):
 
 
 def test_pipeline_pushes_a_model_that_captions_image_bytes(pipeline_run):
-  versions = glob.glob(os.path.join(pipeline_run, 'serving', config_lib.MODEL_NAME, '*', 'saved_model.pb'))
+  versions = glob.glob(os.path.join(pipeline_run, 'serving', names.MODEL_NAME, '*', 'saved_model.pb'))
   assert len(versions) == 1, versions
   model = tf.saved_model.load(os.path.dirname(versions[0]))
   images = sorted(glob.glob(os.path.join(pipeline_run, 'data', 'shapes', 'Flicker8k_Dataset', '*.jpg')))[:3]
@@ -85,7 +86,7 @@ def test_rerun_reuses_everything_up_to_the_evaluation(pipeline_run):
   rerun = {node for node in ran if ran[node] > ran_before[node]}
   # The first run's blessing is a new input (the last blessed model) to the
   # evaluation, so it and what follows it run again; nothing upstream does.
-  assert rerun == {'LatestBlessedModelResolver', 'CaptionEvaluator', 'Pusher', 'DemoGallery'}
+  assert rerun == {names.LATEST_BLESSED_MODEL_RESOLVER, names.CAPTION_EVALUATOR, names.PUSHER, names.DEMO_GALLERY}
   assert {node for node, count in reused.items() if count == 1} == _NODES - rerun
 
 

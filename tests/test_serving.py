@@ -36,15 +36,15 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
+from components import names
 from components import features
-from pipeline import config as pipeline_config
 from serving import batching
 from serving import client as client_lib
 from serving import server as server_lib
 from serving import tiny_model
 from serving.errors import ServingError
 
-MODEL_NAME = pipeline_config.MODEL_NAME
+MODEL_NAME = names.MODEL_NAME
 MAX_IMAGE_PIXELS = 64 * 64  # the test images are 32x32
 MAX_MESSAGE_BYTES = 1024 * 1024
 DEPLOY_DIR = os.path.join(os.path.dirname(__file__), os.pardir, 'serving', 'deploy')

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from components import shapes_dataset
+from components.ingestion import shapes_dataset
 from nltk.translate import bleu_score
 
 # Colour names as a viewer would judge them, independent of the generator's
@@ -197,7 +197,7 @@ def test_kaggle_layout_has_the_same_data(tmp_path):
 
 def test_command_line(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'components.shapes_dataset', '--output_dir',
+      [sys.executable, '-m', 'components.ingestion.shapes_dataset', '--output_dir',
        str(tmp_path), '--num_images', '8', '--image_size', '24', '--seed', '3'],
       check=True, capture_output=True, text=True,
       cwd=pathlib.Path(__file__).resolve().parents[1])

@@ -1,6 +1,6 @@
 """Tests of the Trainer's run_fn on real Transform output of a tiny generated dataset.
 
-bench/fixtures.py runs the ExampleGen and the stock TFX Transform executor once
+testing/transformed_data.py runs the ExampleGen and the stock TFX Transform executor once
 per module (40 images at 32 px: 30 train, 5 eval, 5 demo); each run_fn below
 trains a tiny model (random VGG16 at 32 px, 16-unit LSTM) and its exported
 SavedModel is loaded and called on the demo split's JPEG bytes.
@@ -15,9 +15,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from bench import fixtures
-from components import features, trainer
-from pipeline import config as config_lib
+from testing import transformed_data
+from components import names
+from components import features
+from components.training import trainer
+from components import config as config_lib
 
 NUM_IMAGES = 40
 IMAGE_SIZE = 32
@@ -27,13 +29,13 @@ _TINY = dict(backbone_weights=None, image_size=IMAGE_SIZE, embedding_dim=16, lst
 
 @pytest.fixture(scope='module')
 def transformed(tmp_path_factory):
-  return fixtures.build_transformed_data(str(tmp_path_factory.mktemp('transform')), NUM_IMAGES, IMAGE_SIZE)
+  return transformed_data.build_transformed_data(str(tmp_path_factory.mktemp('transform')), NUM_IMAGES, IMAGE_SIZE)
 
 
 def _train(transformed, tmp_path_factory, **overrides):
   """Runs run_fn with the tiny settings plus `overrides`; returns its FnArgs."""
   config = config_lib.TrainerConfig(**{**_TINY, **overrides})
-  args = fixtures.fn_args(transformed, str(tmp_path_factory.mktemp('trainer')), config)
+  args = transformed_data.fn_args(transformed, str(tmp_path_factory.mktemp('trainer')), config)
   trainer.run_fn(args)
   return args
 
@@ -52,7 +54,7 @@ def demo_images(transformed):
 
 
 def _report(args):
-  with open(os.path.join(args.model_run_dir, trainer.TRAINING_REPORT)) as f:
+  with open(os.path.join(args.model_run_dir, names.TRAINING_REPORT_FILE)) as f:
     return json.load(f)
 
 
@@ -159,7 +161,7 @@ def test_two_lstm_layers_are_trained_and_exported(transformed, tmp_path_factory,
 
 
 def test_missing_transformed_examples_fail_naming_the_pattern(transformed, tmp_path):
-  args = fixtures.fn_args(transformed, str(tmp_path), config_lib.TrainerConfig(**_TINY))
+  args = transformed_data.fn_args(transformed, str(tmp_path), config_lib.TrainerConfig(**_TINY))
   args.train_files = [str(tmp_path / 'nowhere' / '*')]
   with pytest.raises(FileNotFoundError, match='nowhere'):
     trainer.run_fn(args)

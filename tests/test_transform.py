@@ -8,8 +8,9 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from components import features, transform
-from pipeline import config as config_lib
+from components import features
+from components.training import transform
+from components import config as config_lib
 
 _RAW_FEATURE_SPEC = {
     features.IMAGE_ID_KEY: tf.io.FixedLenFeature([1], tf.string),

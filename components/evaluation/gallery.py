@@ -31,14 +31,12 @@ from tfx import v1 as tfx
 from tfx.types import artifact
 from tfx.utils import io_utils
 
-from components import caption_evaluator
-from components import caption_metrics
+from components.evaluation import caption_evaluator
+from components.evaluation import caption_metrics
 from components import features
+from components import names
 from components.artifacts import CaptionGallery
 
-INDEX_FILE = 'index.html'
-THUMBS_DIR = 'thumbs'
-METRICS_FILE = 'metrics.json'  # corpus metrics on the shown split (DemoGallery)
 THUMBNAIL_SIZE = 160  # pixels, the longer side
 # Per-image scores shown on every card, in this order (when computed).
 CARD_METRICS = (caption_metrics.BLEU_4, caption_metrics.CIDER_D, caption_metrics.METEOR,
@@ -211,7 +209,7 @@ def render_gallery(entries: Iterable[GalleryEntry], metrics: Mapping[str, Mappin
                    out_dir: str, *, title: str = 'Caption gallery',
                    notes: Sequence[str] = (), warnings: Sequence[str] = (),
                    sort_metric: str = caption_metrics.BLEU_4) -> str:
-  """Writes the gallery page and its thumbnails; returns the path of INDEX_FILE.
+  """Writes the gallery page and its thumbnails; returns the path of names.GALLERY_INDEX_FILE.
 
   Entries are consumed one by one (thumbnails are written as they come), so a
   generator keeps memory flat for large splits. An image that cannot be decoded
@@ -227,10 +225,10 @@ def render_gallery(entries: Iterable[GalleryEntry], metrics: Mapping[str, Mappin
     warnings: lines shown under the title in red (e.g. "NOT pushed").
     sort_metric: the metric the page sorts by initially.
   """
-  tf.io.gfile.makedirs(os.path.join(out_dir, THUMBS_DIR))
+  tf.io.gfile.makedirs(os.path.join(out_dir, names.GALLERY_THUMBS_DIR))
   cards, sort_metrics = [], []
   for index, entry in enumerate(entries):
-    relative_path = f'{THUMBS_DIR}/{index:06d}.jpg'
+    relative_path = f'{names.GALLERY_THUMBS_DIR}/{index:06d}.jpg'
     try:
       jpeg, width, height = make_thumbnail(entry.image)
     except OSError as error:  # PIL.UnidentifiedImageError is an OSError
@@ -269,7 +267,7 @@ generated caption and the image id.</p>
 <script>{_JS}</script>
 </body></html>
 """
-  index_path = os.path.join(out_dir, INDEX_FILE)
+  index_path = os.path.join(out_dir, names.GALLERY_INDEX_FILE)
   with tf.io.gfile.GFile(index_path, 'w') as f:
     f.write(page)
   logging.info('Gallery of %d images written to %s', len(cards), index_path)
@@ -294,7 +292,7 @@ def DemoGallery(
     pushed_model: the standard Pusher's output (custom property `pushed` 1/0).
     model: the candidate model, captioned only when nothing was pushed.
     evaluation: CaptionEvaluator output; its metrics head the page.
-    gallery: output; INDEX_FILE, THUMBS_DIR and METRICS_FILE, a JSON object:
+    gallery: output; names.GALLERY_INDEX_FILE, names.GALLERY_THUMBS_DIR and names.GALLERY_METRICS_FILE, a JSON object:
       'split', 'model_dir' (the SavedModel captioned), 'pushed' (bool),
       'pushed_destination' (str or null), 'skipped_metrics' ({metric: reason}),
       'shown_model' and 'baseline' ({metric: corpus score} on `split`; baseline
@@ -325,7 +323,7 @@ def DemoGallery(
     baseline_scores = caption_metrics.score_captions(baseline_captions.captions,
                                                      split_captions.references)
 
-  with tf.io.gfile.GFile(os.path.join(evaluation.uri, caption_evaluator.METRICS_FILE)) as f:
+  with tf.io.gfile.GFile(os.path.join(evaluation.uri, names.EVALUATION_METRICS_FILE)) as f:
     report = json.load(f)
   metrics = {f"{role} ({report['split']} split)": report[role]['metrics']
              for role in (caption_evaluator.CAPTIONER, caption_evaluator.BASELINE)
@@ -336,7 +334,7 @@ def DemoGallery(
   notes.append(f"Blessed: {'yes' if report['blessed'] else 'no'} ({'; '.join(report['reasons'])})")
   notes += [f'{name} not computed: {reason}' for name, reason in scores['skipped'].items()]
 
-  io_utils.write_string_file(os.path.join(gallery.uri, METRICS_FILE), json.dumps({
+  io_utils.write_string_file(os.path.join(gallery.uri, names.GALLERY_METRICS_FILE), json.dumps({
       'split': split,
       'model_dir': model_dir,
       'pushed': pushed,

@@ -10,15 +10,10 @@ from typing import Any, Dict, Optional, Type, TypeVar
 
 _T = TypeVar('_T')
 
-# Name under which the model is pushed: TF Serving serves
-# `<serving dir>/<MODEL_NAME>/<version>` under this model name.
-MODEL_NAME = 'captioner'
-PIPELINE_NAME = 'captioner'
-
 
 @dataclasses.dataclass(frozen=True)
 class TransformConfig:
-  """How captions become token ids (see components/transform.py)."""
+  """How captions become token ids (see components/training/transform.py)."""
   # Words seen fewer times than this in the train split map to <unk>.
   min_word_frequency: int = 2
   # Upper bound on the learned vocabulary (special tokens not counted).
@@ -32,7 +27,7 @@ class TransformConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
-  """Model and training hyperparameters (see components/trainer.py)."""
+  """Model and training hyperparameters (see components/training/trainer.py)."""
   # 'vgg16' (the brief's default) or 'inception_v3'.
   backbone: str = 'vgg16'
   # 'imagenet' (Keras download), a local .h5 path, or None for random weights.
@@ -79,6 +74,27 @@ class EvaluationConfig:
   # The captioner's BLEU-4 over the captions-only baseline's: below 1 it does
   # not beat a model that never looks at the image.
   min_baseline_ratio: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddedDataset:
+  """The generated shapes dataset the local runner uses without --data_dir.
+
+  Small and synthetic, so a CPU learns it in minutes; see
+  components/ingestion/shapes_dataset.py.
+  """
+  num_images: int = 2000
+  image_size: int = 64
+  seed: int = 0
+
+
+EMBEDDED_DATASET = EmbeddedDataset()
+# Training on the embedded dataset: random backbone weights (no download), its
+# own small image size, a smaller LSTM. Real data uses TrainerConfig().
+EMBEDDED_TRAINER = TrainerConfig(backbone_weights=None, image_size=EMBEDDED_DATASET.image_size,
+                                 lstm_units=256, epochs=25)
+# The embedded dataset's captions follow from the pixels: a good model must score high.
+EMBEDDED_EVALUATION = EvaluationConfig(min_bleu4=0.7, min_cider=2.0, min_baseline_ratio=2.0)
 
 
 def to_custom_config(config: Any) -> Dict[str, Any]:

@@ -36,7 +36,7 @@ import tensorflow_text as text
 import tensorflow_transform as tft
 
 from components import features
-from pipeline import config as config_lib
+from components import config as config_lib
 
 # Characters that survive normalisation step 2.
 _NOT_A_WORD_CHARACTER = r"[^\p{L}\p{N}'\s]"

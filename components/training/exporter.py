@@ -19,12 +19,13 @@ returns to the client as INVALID_ARGUMENT.
 import tensorflow as tf
 
 from components import features
-from components import image_features
+from components.encoder import image_features
 
 
-def _caption_fn(feature_extractor, decoder, vocabulary, image_size, max_length, beam_width):
+def _caption_fn(feature_extractor, decoder, vocabulary, max_length, beam_width):
   """Returns a tf.function: images string [batch] -> {caption string [batch], log_probability float32 [batch]}."""
   vocabulary = tf.constant(vocabulary, dtype=tf.string)  # string [vocab_size], by id
+  image_size = feature_extractor.input_shape[1]  # square input, fixed when it was built
 
   def caption_batch(images):
     pixels = image_features.decode_images(images, image_size)  # float32 [batch, s, s, 3]
@@ -40,24 +41,23 @@ def _caption_fn(feature_extractor, decoder, vocabulary, image_size, max_length, 
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def caption_images(images):
-      # An empty request gets an empty answer (the CPU convolution kernels fail on an empty batch).
+    # An empty request gets an empty answer (the CPU convolution kernels fail on an empty batch).
     captions, log_probs = tf.cond(tf.size(images) > 0, lambda: caption_batch(images), empty_batch)
     return {features.CAPTION_OUTPUT: captions, features.LOG_PROBABILITY_OUTPUT: log_probs}
 
   return caption_images
 
 
-def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, image_size, max_length,
-                         beam_width=3):
+def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, max_length, beam_width):
   """Writes the serving SavedModel to `export_dir` and returns `export_dir`.
 
   Args:
     export_dir: destination directory (e.g. the Trainer's serving_model_dir).
-    feature_extractor: image_features.build_feature_extractor(...) model.
+    feature_extractor: image_features.build_feature_extractor(...) model; its
+      input side is the size images are resized to.
     decoder: model.CaptionDecoder over the trained caption model.
     vocabulary: list of str, the words in id order; ids 0..3 must be
       features.SPECIAL_TOKENS, and its length the decoder's vocabulary size.
-    image_size: side the images are resized to (the feature extractor's input size).
     max_length: maximum number of generated ids, END included (the
       Transform's sequence_length - 1 allows every caption seen in training).
     beam_width: fixed at export; 1 is greedy decoding.
@@ -69,7 +69,7 @@ def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, ima
   if len(vocabulary) != decoder.vocab_size:
     raise ValueError(f'vocabulary has {len(vocabulary)} words but the decoder predicts '
                      f'{decoder.vocab_size} ids.')
-  caption_images = _caption_fn(feature_extractor, decoder, vocabulary, image_size, max_length, beam_width)
+  caption_images = _caption_fn(feature_extractor, decoder, vocabulary, max_length, beam_width)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGES_INPUT)])
   def caption(images):
@@ -80,9 +80,9 @@ def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, ima
     parsed = tf.io.parse_example(examples, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
     return caption_images(parsed[features.IMAGE_KEY])
 
-    # The module tracks the variables, not the Keras objects: saving Keras
-    # objects re-traces every layer for Keras metadata nobody reads here, which
-    # doubles the export time.
+  # The module tracks the variables, not the Keras objects: saving Keras
+  # objects re-traces every layer for Keras metadata nobody reads here, which
+  # doubles the export time.
   module = tf.Module(name='captioner')
   module.encoder_variables = list(feature_extractor.variables)
   module.decoder_variables = list(decoder.variables)

@@ -9,8 +9,8 @@ the same for the captions-only baseline (recorded, not gated) and for the last
 blessed model (re-scored on the same split, so both numbers come from the same
 code and data), and writes:
 
-* `evaluation` (CaptionEvaluation): METRICS_FILE, the report people and the
-  next run read (see `CaptionEvaluator`), and CAPTIONS_FILE, every hypothesis
+* `evaluation` (CaptionEvaluation): names.EVALUATION_METRICS_FILE, the report people and the
+  next run read (see `CaptionEvaluator`), and names.EVALUATION_CAPTIONS_FILE, every hypothesis
   with its references and per-image scores.
 * `blessing` (the standard ModelBlessing), set as TFX's Evaluator sets it, so
   that the standard Pusher pushes only a blessed model and a Resolver with
@@ -38,14 +38,14 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
-from components import caption_metrics
+from components.evaluation import caption_metrics
+from components import config as config_lib
 from components import features
+from components import names
 from components.artifacts import CaptionEvaluation
 
-METRICS_FILE = 'metrics.json'
-CAPTIONS_FILE = 'captions.jsonl'
 
-# Roles of the scored models, the keys of METRICS_FILE and CAPTIONS_FILE.
+# Roles of the scored models, the keys of names.EVALUATION_METRICS_FILE and names.EVALUATION_CAPTIONS_FILE.
 CAPTIONER = 'captioner'
 BASELINE = 'baseline'
 LAST_BLESSED = 'last_blessed'
@@ -171,22 +171,22 @@ def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
 
 
 def decide_blessing(candidate: Mapping[str, float], last_blessed: Optional[Mapping[str, float]],
-                    min_bleu4: float, min_cider: float,
-                    max_regression: float, baseline: Optional[Mapping[str, float]] = None,
-                    min_baseline_ratio: float = 0.0) -> Tuple[bool, List[str]]:
+                    baseline: Optional[Mapping[str, float]],
+                    thresholds: config_lib.EvaluationConfig) -> Tuple[bool, List[str]]:
   """The gate: returns (blessed, reasons), one 'PASS: ...'/'FAIL: ...' reason per check.
 
   Args:
     candidate: corpus metrics of the candidate (caption_metrics names).
     last_blessed: corpus metrics of the last blessed model on the same split,
-      or None when no model was blessed before.
-    min_bleu4: minimum BLEU-4 (0..1).
-    min_cider: minimum CIDEr-D (0..10).
-    max_regression: largest allowed drop of BLEU-4 below last_blessed's.
+      or None when no model was blessed before (then no regression check).
     baseline: corpus metrics of the captions-only baseline on the same split,
-      or None when it was not trained (then this check is skipped).
-    min_baseline_ratio: minimum ratio of the candidate's BLEU-4 to the baseline's.
+      or None when it was not trained (then no baseline check).
+    thresholds: min_bleu4 (0..1), min_cider (0..10), max_regression (largest
+      allowed BLEU-4 drop below last_blessed's) and min_baseline_ratio (the
+      candidate's BLEU-4 over the baseline's).
   """
+  min_bleu4, min_cider = thresholds.min_bleu4, thresholds.min_cider
+  max_regression, min_baseline_ratio = thresholds.max_regression, thresholds.min_baseline_ratio
   checks = []
   bleu4 = candidate[caption_metrics.BLEU_4]
   cider = candidate[caption_metrics.CIDER_D]
@@ -210,7 +210,7 @@ def decide_blessing(candidate: Mapping[str, float], last_blessed: Optional[Mappi
 
 
 def format_report(report: Mapping) -> str:
-  """Renders METRICS_FILE content as a text table (models side by side) plus the decision."""
+  """Renders names.EVALUATION_METRICS_FILE content as a text table (models side by side) plus the decision."""
   roles = [role for role in ROLES if report.get(role)]
   lines = [f"Caption metrics on split {report['split']!r} ({report['num_images']} images, "
            f"tokenizer {report['tokenizer']}):",
@@ -227,7 +227,7 @@ def format_report(report: Mapping) -> str:
 
 
 def _model_entry(model: artifact.Artifact, scores: Dict) -> Dict:
-  """One model's part of METRICS_FILE."""
+  """One model's part of names.EVALUATION_METRICS_FILE."""
   return {'model_uri': model.uri, 'model_id': model.id, 'metrics': scores['corpus']}
 
 
@@ -239,11 +239,11 @@ def CaptionEvaluator(
     blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     min_bleu4: tfx.dsl.components.Parameter[float],
     min_cider: tfx.dsl.components.Parameter[float],
+    max_regression: tfx.dsl.components.Parameter[float],
+    min_baseline_ratio: tfx.dsl.components.Parameter[float],
     baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     last_blessed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     split: tfx.dsl.components.Parameter[str] = features.EVAL_SPLIT,
-    max_regression: tfx.dsl.components.Parameter[float] = 0.02,
-    min_baseline_ratio: tfx.dsl.components.Parameter[float] = 1.0,
     batch_size: tfx.dsl.components.Parameter[int] = 32,
 ) -> None:
   """Scores the candidate captioner (and baseline, last blessed) and blesses it or not.
@@ -251,12 +251,12 @@ def CaptionEvaluator(
   Args:
     examples: ExampleGen output; `split` is captioned.
     model: the candidate captioner (Trainer output, SavedModel at Format-Serving).
-    evaluation: output; METRICS_FILE is a JSON object with keys
+    evaluation: output; names.EVALUATION_METRICS_FILE is a JSON object with keys
       'split', 'num_images', 'tokenizer', 'skipped_metrics' ({metric: reason});
       CAPTIONER, BASELINE, LAST_BLESSED: {'model_uri', 'model_id', 'metrics':
       {metric: corpus score}} or null when that model is absent; 'thresholds':
       {'min_bleu4', 'min_cider', 'max_regression', 'min_baseline_ratio'}; 'blessed' (bool);
-      'reasons' (list of str). CAPTIONS_FILE has one JSON object per image:
+      'reasons' (list of str). names.EVALUATION_CAPTIONS_FILE has one JSON object per image:
       'image_id', 'references', and per present role {'caption',
       'log_probability', 'scores': {metric: per-image score}}.
     blessing: output ModelBlessing for the Pusher and LatestBlessedModelStrategy.
@@ -289,12 +289,14 @@ def CaptionEvaluator(
     scores[role] = caption_metrics.score_captions(split_captions[role].captions,
                                                   split_captions[CAPTIONER].references)
 
+  thresholds = config_lib.EvaluationConfig(
+      min_bleu4=min_bleu4, min_cider=min_cider, max_regression=max_regression,
+      min_baseline_ratio=min_baseline_ratio)
   blessed, reasons = decide_blessing(
       scores[CAPTIONER]['corpus'],
       scores[LAST_BLESSED]['corpus'] if LAST_BLESSED in scores else None,
-      min_bleu4=min_bleu4, min_cider=min_cider, max_regression=max_regression,
-      baseline=scores[BASELINE]['corpus'] if BASELINE in scores else None,
-      min_baseline_ratio=min_baseline_ratio)
+      scores[BASELINE]['corpus'] if BASELINE in scores else None,
+      thresholds)
 
   report = {
       'split': split,
@@ -303,15 +305,14 @@ def CaptionEvaluator(
       'skipped_metrics': scores[CAPTIONER]['skipped'],
       **{role: (_model_entry(candidates[role], scores[role])
                 if role in scores else None) for role in ROLES},
-      'thresholds': {'min_bleu4': min_bleu4, 'min_cider': min_cider,
-                     'max_regression': max_regression, 'min_baseline_ratio': min_baseline_ratio},
+      'thresholds': config_lib.to_custom_config(thresholds),
       'blessed': blessed,
       'reasons': reasons,
   }
-  io_utils.write_string_file(os.path.join(evaluation.uri, METRICS_FILE),
+  io_utils.write_string_file(os.path.join(evaluation.uri, names.EVALUATION_METRICS_FILE),
                              json.dumps(report, indent=2) + '\n')
   references = split_captions[CAPTIONER].references
-  with tf.io.gfile.GFile(os.path.join(evaluation.uri, CAPTIONS_FILE), 'w') as f:
+  with tf.io.gfile.GFile(os.path.join(evaluation.uri, names.EVALUATION_CAPTIONS_FILE), 'w') as f:
     for image_id in sorted(references):
       line = {'image_id': image_id, 'references': references[image_id]}
       for role in scores:
@@ -335,4 +336,4 @@ def CaptionEvaluator(
 
   logging.info('%s\nModel %s is %s; report in %s.', format_report(report), model.uri,
                'BLESSED' if blessed else 'NOT BLESSED (it will not be pushed)',
-               os.path.join(evaluation.uri, METRICS_FILE))
+               os.path.join(evaluation.uri, names.EVALUATION_METRICS_FILE))

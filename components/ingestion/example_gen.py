@@ -3,7 +3,7 @@
 Data contract
 -------------
 Input (`input_base`): a dataset folder in the official Flickr8k or the Kaggle
-layout; see components/flickr8k.py for the layouts and for every validation
+layout; see components/ingestion/flickr8k.py for the layouts and for every validation
 and repair rule. A folder in neither layout fails the component at once.
 
 Output `examples` (standard Examples artifact): gzipped TFRecord shards
@@ -55,13 +55,12 @@ from tfx.utils import io_utils
 from tfx.utils import proto_utils
 
 from components import features
-from components import flickr8k
+from components import names
+from components.ingestion import flickr8k
 from components.artifacts import IngestionReport
 
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
 REJECTS_KEY = 'rejects'
-REJECTS_FILE = 'rejects.jsonl'
-SUMMARY_FILE = 'summary.json'
 
 # exec_properties key under which Do hands the report folder to the pipeline.
 _REPORT_URI_KEY = '_report_uri'
@@ -232,10 +231,10 @@ def _write_report(tally: List[Any], report_uri: str,
   """
   rejects = sorted((r for r in tally if isinstance(r, flickr8k.Reject)),
                    key=_reject_sort_key)
-  with tf.io.gfile.GFile(os.path.join(report_uri, REJECTS_FILE), 'w') as f:
+  with tf.io.gfile.GFile(os.path.join(report_uri, names.REJECTS_FILE), 'w') as f:
     f.write(''.join(json.dumps(r.to_json_dict(), sort_keys=True) + '\n'
                     for r in rejects))
-  with tf.io.gfile.GFile(os.path.join(report_uri, SUMMARY_FILE), 'w') as f:
+  with tf.io.gfile.GFile(os.path.join(report_uri, names.INGESTION_SUMMARY_FILE), 'w') as f:
     f.write(json.dumps(summarise(text_pass, tally), indent=2, sort_keys=True))
 
 
@@ -301,7 +300,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     super().Do(input_dict, output_dict, exec_properties)
 
     summary = json.loads(
-        io_utils.read_string_file(os.path.join(report.uri, SUMMARY_FILE)))
+        io_utils.read_string_file(os.path.join(report.uri, names.INGESTION_SUMMARY_FILE)))
     images = summary['images']
     logging.info(
         'Flickr8kExampleGen totals: %d input images = %d written %s + %d '

@@ -4,10 +4,10 @@ The Trainer's run_fn must be exercised on what the pipeline really hands it,
 not on hand-made records, so this module runs the same executors in-process
 and in the pipeline's order:
 
-  components.shapes_dataset.generate      -> a Flickr8k-layout folder
+  components.ingestion.shapes_dataset.generate      -> a Flickr8k-layout folder
   Flickr8kExampleGen executor             -> raw Examples, Split-{train,eval,demo}/*.gz
   the stock TFX Transform executor        -> transform_graph + transformed Examples
-      (components.transform.preprocessing_fn, schemas/schema.pbtxt, analyze
+      (components.training.transform.preprocessing_fn, schemas/schema.pbtxt, analyze
       train, transform train and eval: the settings of pipeline/pipeline.py;
       statistics disabled, they are not the trainer's input)
 
@@ -32,14 +32,12 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import proto_utils
 
-from components import example_gen
+from components import names
+from components.ingestion import example_gen
 from components import features
-from components import shapes_dataset
-from pipeline import config as config_lib
+from components.ingestion import shapes_dataset
+from components import config as config_lib
 
-_PREPROCESSING_FN = 'components.transform.preprocessing_fn'
-_SCHEMA_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            'schemas', 'schema.pbtxt')
 _BEAM_ARGS = ['--direct_num_workers=1']
 # Folder names inside the trainer's work_dir, as the Trainer executor lays out its outputs.
 SERVING_MODEL_DIR = 'serving_model_dir'
@@ -90,7 +88,7 @@ def _run_transform(examples: standard_artifacts.Examples, out_dir: str,
   schema = standard_artifacts.Schema()
   schema.uri = os.path.join(out_dir, 'schema')  # the executor wants the schema file alone in a folder
   tf.io.gfile.makedirs(schema.uri)
-  shutil.copy(_SCHEMA_FILE, schema.uri)
+  shutil.copy(names.SCHEMA_PATH, schema.uri)
   transform_graph = standard_artifacts.TransformGraph()
   transform_graph.uri = os.path.join(out_dir, 'transform_graph')
   transformed = standard_artifacts.Examples()
@@ -102,7 +100,7 @@ def _run_transform(examples: standard_artifacts.Examples, out_dir: str,
        standard_component_specs.SCHEMA_KEY: [schema]},
       {standard_component_specs.TRANSFORM_GRAPH_KEY: [transform_graph],
        standard_component_specs.TRANSFORMED_EXAMPLES_KEY: [transformed]},
-      {standard_component_specs.PREPROCESSING_FN_KEY: _PREPROCESSING_FN,
+      {standard_component_specs.PREPROCESSING_FN_KEY: names.PREPROCESSING_FN,
        standard_component_specs.CUSTOM_CONFIG_KEY: json.dumps(config_lib.to_custom_config(transform_config)),
        standard_component_specs.SPLITS_CONFIG_KEY: proto_utils.proto_to_json(splits_config),
        standard_component_specs.DISABLE_STATISTICS_KEY: 1,

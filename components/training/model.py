@@ -25,7 +25,7 @@ it is a tf.Module so that a SavedModel holding it also holds their variables.
 import tensorflow as tf
 import tf_keras as keras
 
-from components import beam_search as beam_search_lib
+from components.training import beam_search as beam_search_lib
 from components import features
 
 IMAGE_FEATURES_INPUT = 'image_features'  # float32 [batch, feature_dim]

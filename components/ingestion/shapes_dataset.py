@@ -32,7 +32,7 @@ arguments give byte-identical files. Image i depends only on (seed, i), so a
 larger dataset extends a smaller one.
 
 Usage:
-  python -m components.shapes_dataset --output_dir /tmp/shapes \\
+  python -m components.ingestion.shapes_dataset --output_dir /tmp/shapes \\
       --num_images 2000 --image_size 96 --seed 0
 """
 
@@ -48,7 +48,7 @@ from PIL import Image
 from PIL import ImageDraw
 
 from components import features
-from components import flickr8k
+from components.ingestion import flickr8k
 
 # Very distinct RGB values, so colour survives JPEG and downscaling.
 COLOURS = {
@@ -105,7 +105,7 @@ OFFICIAL = flickr8k.OFFICIAL
 KAGGLE = flickr8k.KAGGLE
 LAYOUTS = (OFFICIAL, KAGGLE)
 
-# File names of the two layouts, from the reader (components/flickr8k.py), so
+# File names of the two layouts, from the reader (components/ingestion/flickr8k.py), so
 # that what is written is exactly what is read. The official split files are
 # keyed by their Flickr8k names here: train, dev, test.
 OFFICIAL_IMAGE_DIR = flickr8k.OFFICIAL_IMAGE_DIRS[0]
@@ -304,7 +304,7 @@ def generate(output_dir: str,
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
   parser = argparse.ArgumentParser(
-      prog='python -m components.shapes_dataset',
+      prog='python -m components.ingestion.shapes_dataset',
       description=__doc__.split('\n\n')[0])
   parser.add_argument('--output_dir', required=True,
                       help='Folder to write the dataset into.')

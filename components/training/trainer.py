@@ -1,6 +1,6 @@
 """Trainer module code: fits the Show-and-Tell captioner and exports it.
 
-Input (Transform output, see components/transform.py): one example per image
+Input (Transform output, see components/training/transform.py): one example per image
 with its encoded bytes and its captions as padded ids [captions, L]. Each
 (image, caption) pair is one training example; the model reads ids[:, :-1]
 (START .. last word) and predicts ids[:, 1:] (first word .. END).
@@ -27,15 +27,16 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from components import augmentation, exporter, features, image_features, model as model_lib
-from pipeline import config as config_lib
+from components import features
+from components import names
+from components.encoder import augmentation, image_features
+from components.training import exporter, model as model_lib
+from components import config as config_lib
 
 # Shuffle buffer in (image, caption) pairs: a few epochs' worth of Flickr8k batches.
 _SHUFFLE_BUFFER = 10000
 # Images per backbone batch when computing the cached features.
 _FEATURE_BATCH_SIZE = 32
-# Written next to the TensorBoard logs: vocabulary size, L, the loss history.
-TRAINING_REPORT = 'training_report.json'
 
 
 def _tfrecord_files(patterns: List[str]) -> List[str]:
@@ -194,7 +195,7 @@ def run_fn(fn_args: FnArgs) -> None:
 
   exporter.export_serving_model(
       fn_args.serving_model_dir, feature_extractor, model_lib.CaptionDecoder(caption_model),
-      vocabulary, image_size=image_size, max_length=sequence_length - 1,
+      vocabulary, max_length=sequence_length - 1,
       beam_width=config.beam_width)
   _write_report(fn_args.model_run_dir, {
       'vocabulary_size': len(vocabulary),
@@ -205,7 +206,7 @@ def run_fn(fn_args: FnArgs) -> None:
 
 
 def _write_report(model_run_dir: str, report: Dict) -> None:
-  with tf.io.gfile.GFile(os.path.join(model_run_dir, TRAINING_REPORT), 'w') as f:
+  with tf.io.gfile.GFile(os.path.join(model_run_dir, names.TRAINING_REPORT_FILE), 'w') as f:
     json.dump(report, f, indent=2)
   logging.info('Vocabulary %d words, sequence length %d, best val_loss %.3f',
                report['vocabulary_size'], report['sequence_length'],

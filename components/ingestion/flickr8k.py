@@ -3,7 +3,7 @@
 The text files of Flickr8k are small (~40k caption lines), so they are parsed
 once, in plain Python, into one record per image; only the image bytes, the
 expensive part, are read and verified later, in parallel, by the ExampleGen's
-Beam pipeline (components/example_gen.py).
+Beam pipeline (components/ingestion/example_gen.py).
 
 Accepted layouts (`detect_layout`); anything else fails at once, with a
 message naming both:

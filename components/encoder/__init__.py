@@ -1,0 +1,1 @@
+"""The frozen ImageNet encoder: image decoding, the backbone and its augmentation."""

@@ -1,0 +1,1 @@
+"""Evaluation: caption metrics, the blessing gate and the demo gallery."""

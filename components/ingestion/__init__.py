@@ -1,0 +1,1 @@
+"""Ingestion: dataset folders read, validated and written as TFRecords of tf.Example."""

@@ -1,0 +1,55 @@
+"""Names and limits shared across the pipeline, defined once.
+
+Node ids (what ML Metadata, the Kubeflow spec and the run summary call each
+component), the file names inside the custom artifacts (which the summary and
+the tests read without importing the components that write them), the serving
+model's name, and the limits that ingestion and serving both enforce.
+"""
+import os
+
+PIPELINE_NAME = 'captioner'
+# TF Serving serves `<serving dir>/<MODEL_NAME>/<version>` under this name.
+MODEL_NAME = 'captioner'
+
+# --- Node ids, in pipeline order ---
+EXAMPLE_GEN = 'Flickr8kExampleGen'
+STATISTICS_GEN = 'StatisticsGen'
+SCHEMA_GEN = 'ImportSchemaGen'
+EXAMPLE_VALIDATOR = 'ExampleValidator'
+TRANSFORM = 'Transform'
+CAPTION_TRAINER = 'CaptionTrainer'
+BASELINE_TRAINER = 'BaselineTrainer'
+LATEST_BLESSED_MODEL_RESOLVER = 'LatestBlessedModelResolver'
+CAPTION_EVALUATOR = 'CaptionEvaluator'
+PUSHER = 'Pusher'
+DEMO_GALLERY = 'DemoGallery'
+TRAINERS = (CAPTION_TRAINER, BASELINE_TRAINER)
+
+# --- Module code the TFX executors import ---
+PREPROCESSING_FN = 'components.training.transform.preprocessing_fn'
+RUN_FN = 'components.training.trainer.run_fn'
+
+# --- The curated raw-data schema, relative to a source checkout or the image's workdir ---
+SCHEMA_RELATIVE_PATH = os.path.join('schemas', 'schema.pbtxt')
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           SCHEMA_RELATIVE_PATH)
+
+# --- Files inside artifacts ---
+# IngestionReport (ExampleGen `rejects`)
+REJECTS_FILE = 'rejects.jsonl'
+INGESTION_SUMMARY_FILE = 'summary.json'
+# Trainer `model_run`: vocabulary size, sequence length, the loss history.
+TRAINING_REPORT_FILE = 'training_report.json'
+# CaptionEvaluation (CaptionEvaluator `evaluation`)
+EVALUATION_METRICS_FILE = 'metrics.json'
+EVALUATION_CAPTIONS_FILE = 'captions.jsonl'
+# CaptionGallery (DemoGallery `gallery`)
+GALLERY_INDEX_FILE = 'index.html'
+GALLERY_THUMBS_DIR = 'thumbs'
+GALLERY_METRICS_FILE = 'metrics.json'
+
+# --- Limits that ingestion and serving both enforce ---
+# A 50-megapixel photo decodes to 150 MB of RGB; larger images are refused.
+MAX_IMAGE_PIXELS = 50_000_000
+# gRPC message limit of the local server and the client (TF Serving's own default is larger).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
