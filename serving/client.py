@@ -39,11 +39,11 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from components import names
 from components import features
+from components.evaluation import captioning
 
 _LOG = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
-DEFAULT_BATCH_SIZE = 32
 # Bytes a request needs beyond the images themselves: the model spec, the
 # tensor header, and a few bytes of framing per image.
 _REQUEST_OVERHEAD_BYTES = 4096
@@ -51,11 +51,6 @@ _PER_IMAGE_OVERHEAD_BYTES = 16
 # Request failures that belong to the contents of the request, so another
 # request without the offending image can succeed.
 _CONTENT_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
-# Which input each caption signature takes (the SavedModel contract).
-_INPUT_OF_SIGNATURE = {
-    features.CAPTION_SIGNATURE: features.IMAGES_INPUT,
-    features.EXAMPLES_SIGNATURE: features.EXAMPLES_INPUT,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,28 +164,22 @@ class CaptionClient:
     paths = list(paths) if paths is not None else [None] * len(images)
     request = predict_pb2.PredictRequest()
     self._fill_model_spec(request.model_spec)
-    values = images if self.signature_name != features.EXAMPLES_SIGNATURE else [
-        tf.train.Example(features=tf.train.Features(feature={
-            features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))
-        })).SerializeToString() for image in images]
-    input_name = _INPUT_OF_SIGNATURE.get(self.signature_name, features.IMAGES_INPUT)
+    input_name, values = captioning.signature_inputs(self.signature_name, images)
     request.inputs[input_name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)]))
     named = [p for p in paths if p is not None]
     what = f'Predict of {len(images)} image(s)' + (f' ({_abbreviate(named)})' if named else '')
     response = self._call(self._stub.Predict, request, f'{what} on {self.describe()}')
     try:
-      captions = tf.make_ndarray(response.outputs[features.CAPTION_OUTPUT])
-      log_probabilities = tf.make_ndarray(response.outputs[features.LOG_PROBABILITY_OUTPUT])
-    except (KeyError, TypeError, ValueError) as e:
-      raise RequestError(grpc.StatusCode.INTERNAL, f'unexpected response ({e}): {response.outputs.keys()}',
-                         what) from e
-    if len(captions) != len(images) or len(log_probabilities) != len(images):
-      raise RequestError(grpc.StatusCode.INTERNAL, f'{len(captions)} captions for {len(images)} images', what)
+      answer = captioning.decode_outputs(
+          {key: tf.make_ndarray(tensor) for key, tensor in response.outputs.items()}, len(images),
+          self.describe())
+    except (TypeError, ValueError) as e:
+      raise RequestError(grpc.StatusCode.INTERNAL, f'unexpected response: {e}', what) from e
     version = response.model_spec.version.value
-    return [Caption(path, text.decode('utf-8'), float(log_probability), version)
-            for path, text, log_probability in zip(paths, captions, log_probabilities)]
+    return [Caption(path, text, log_probability, version)
+            for path, text, log_probability in zip(paths, answer.captions, answer.log_probabilities)]
 
-  def caption_files(self, paths: Sequence[str], batch_size=DEFAULT_BATCH_SIZE,
+  def caption_files(self, paths: Sequence[str], batch_size=captioning.DEFAULT_BATCH_SIZE,
                     progress=False) -> Iterator[Union[Caption, Failure]]:
     """Captions image files, `batch_size` per request, yielding a Caption or Failure per file in order.
 
@@ -314,9 +303,9 @@ def _parse_args(argv):
   choice = parser.add_mutually_exclusive_group()
   choice.add_argument('--model_version', type=int, help='Version to ask for (default: the newest).')
   choice.add_argument('--version_label', help='Version label to ask for (TF Serving\'s version_labels).')
-  parser.add_argument('--signature_name', default=features.CAPTION_SIGNATURE, choices=sorted(_INPUT_OF_SIGNATURE),
+  parser.add_argument('--signature_name', default=features.CAPTION_SIGNATURE, choices=sorted(captioning.INPUT_OF_SIGNATURE),
                       help='Image bytes in, or tf.Examples holding them.')
-  parser.add_argument('--batch_size', type=int, default=DEFAULT_BATCH_SIZE, help='Images per request.')
+  parser.add_argument('--batch_size', type=int, default=captioning.DEFAULT_BATCH_SIZE, help='Images per request.')
   parser.add_argument('--timeout', type=float, default=30.0, help='Deadline of each call, in seconds.')
   parser.add_argument('--max_attempts', type=int, default=5, help='Calls per request while UNAVAILABLE.')
   parser.add_argument('--max_message_bytes', type=int, default=names.MAX_MESSAGE_BYTES,

@@ -30,6 +30,7 @@ from tfx.utils import proto_utils
 from components import names
 from components.evaluation import caption_evaluator
 from components.evaluation import caption_metrics
+from components.evaluation import captioning
 from components import config as config_lib
 from components import features
 
@@ -116,7 +117,7 @@ def export_lookup_captioner(root: pathlib.Path, name: str, captions_by_image: Ma
   model.uri = str(root / name)
   model.id = model_id
   module = LookupCaptioner(captions_by_image)
-  tf.saved_model.save(module, caption_evaluator.serving_model_dir(model), signatures={
+  tf.saved_model.save(module, captioning.serving_model_dir(model), signatures={
       features.CAPTION_SIGNATURE: module.caption.get_concrete_function(),
       features.EXAMPLES_SIGNATURE: module.caption_examples.get_concrete_function(),
   })
@@ -250,7 +251,7 @@ def test_good_model_is_blessed_and_pushed(world, first_runs):
   pushed_dir = first_runs['serving_dir'] / version
   assert pushed.get_string_custom_property('pushed_destination') == str(pushed_dir)
   image, references = world['dataset']['img_005.png']
-  captions, _ = caption_evaluator.SavedModelCaptioner(str(pushed_dir))([image])
+  captions, _ = captioning.SavedModelCaptioner(str(pushed_dir))([image])
   assert captions == [references[0]]
 
 
@@ -381,7 +382,7 @@ def test_evaluates_a_savedmodel_from_the_project_exporter(world, tmp_path):
       lstm_units=8)
   candidate = standard_artifacts.Model()
   candidate.uri = str(tmp_path / 'random_model')
-  exporter.export_serving_model(caption_evaluator.serving_model_dir(candidate), extractor,
+  exporter.export_serving_model(captioning.serving_model_dir(candidate), extractor,
                                 model_lib.CaptionDecoder(caption_model), vocabulary,
                                 max_length=7, beam_width=2)
 

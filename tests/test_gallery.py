@@ -20,6 +20,7 @@ import pytest
 from components import names
 from components.evaluation import caption_evaluator
 from components.evaluation import caption_metrics
+from components.evaluation import captioning
 from components import features
 from components.evaluation import gallery
 from test_caption_evaluator import export_lookup_captioner
@@ -281,4 +282,4 @@ def test_component_labels_a_model_that_was_not_pushed(pipeline_run, tmp_path):
   with open(pathlib.Path(output.uri) / names.GALLERY_METRICS_FILE) as f:
     metrics = json.load(f)
   assert metrics['pushed'] is False and metrics['baseline'] is None
-  assert metrics['model_dir'] == caption_evaluator.serving_model_dir(pipeline_run['models']['bad'])
+  assert metrics['model_dir'] == captioning.serving_model_dir(pipeline_run['models']['bad'])

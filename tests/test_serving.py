@@ -38,6 +38,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from components import names
 from components import features
+from components.evaluation import captioning
 from serving import batching
 from serving import client as client_lib
 from serving import server as server_lib
@@ -612,7 +613,7 @@ def test_deploy_files_agree_with_each_other_and_with_the_client():
   with open(os.path.join(DEPLOY_DIR, 'batching_parameters.txt')) as f:
     batching_parameters = dict(re.findall(r'^(\w+) \{ value: (\d+) \}', f.read(), re.MULTILINE))
     # TF Serving refuses requests larger than max_batch_size.
-  assert int(batching_parameters['max_batch_size']) >= client_lib.DEFAULT_BATCH_SIZE
+  assert int(batching_parameters['max_batch_size']) >= captioning.DEFAULT_BATCH_SIZE
 
   with open(os.path.join(DEPLOY_DIR, 'kubernetes.yaml')) as f:
     documents = {d['kind']: d for d in yaml.safe_load_all(f)}

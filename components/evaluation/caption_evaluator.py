@@ -39,6 +39,7 @@ from tfx.utils import io_utils
 from tfx.utils import path_utils
 
 from components.evaluation import caption_metrics
+from components.evaluation import captioning
 from components import config as config_lib
 from components import features
 from components import names
@@ -50,124 +51,6 @@ CAPTIONER = 'captioner'
 BASELINE = 'baseline'
 LAST_BLESSED = 'last_blessed'
 ROLES = (CAPTIONER, BASELINE, LAST_BLESSED)
-
-
-class ImageExample(NamedTuple):
-  """One image of an Examples split, as written by the ExampleGen."""
-  image_id: str
-  image: bytes  # the encoded image file (JPEG/PNG/GIF/BMP)
-  references: List[str]  # the annotators' captions
-
-
-def iter_split_examples(examples: artifact.Artifact, split: str) -> Iterator[ImageExample]:
-  """Yields the images of one split of an Examples artifact, file by file.
-
-  Args:
-    examples: the ExampleGen's Examples artifact: gzipped TFRecords of
-      tf.Example under `<uri>/Split-<split>/*.gz`.
-    split: split name, e.g. features.EVAL_SPLIT.
-
-  Raises:
-    ValueError: if the split is not in the artifact or a record lacks a feature.
-    FileNotFoundError: if the split directory holds no *.gz file.
-  """
-  [split_uri] = artifact_utils.get_split_uris([examples], split)
-  paths = sorted(tf.io.gfile.glob(os.path.join(split_uri, '*.gz')))
-  if not paths:
-    raise FileNotFoundError(f'No *.gz TFRecord file in {split_uri} (split {split!r}).')
-  for path in paths:
-    dataset = tf.data.TFRecordDataset(path, compression_type='GZIP')
-    for index, record in enumerate(dataset.as_numpy_iterator()):
-      feature = tf.train.Example.FromString(record).features.feature
-      for key in (features.IMAGE_ID_KEY, features.IMAGE_KEY, features.CAPTIONS_KEY):
-        if not feature[key].bytes_list.value:
-          raise ValueError(f'{path}: record {index} has no {key!r} bytes feature.')
-      yield ImageExample(
-          image_id=feature[features.IMAGE_ID_KEY].bytes_list.value[0].decode('utf-8'),
-          image=feature[features.IMAGE_KEY].bytes_list.value[0],
-          references=[c.decode('utf-8') for c in feature[features.CAPTIONS_KEY].bytes_list.value])
-
-
-def batched(items: Iterable, batch_size: int) -> Iterator[list]:
-  """Yields lists of `batch_size` consecutive items (the last one may be shorter)."""
-  if batch_size < 1:
-    raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
-  batch = []
-  for item in items:
-    batch.append(item)
-    if len(batch) == batch_size:
-      yield batch
-      batch = []
-  if batch:
-    yield batch
-
-
-def serving_model_dir(model: artifact.Artifact) -> str:
-  """The SavedModel directory of a Trainer's Model artifact (`<uri>/Format-Serving`)."""
-  return path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
-
-
-class SavedModelCaptioner:
-  """Calls a SavedModel's caption signature, as TF Serving would.
-
-  Contract: signature features.CAPTION_SIGNATURE takes features.IMAGES_INPUT
-  (string [batch], encoded images) and returns features.CAPTION_OUTPUT
-  (string [batch]) and features.LOG_PROBABILITY_OUTPUT (float32 [batch]).
-  """
-
-  def __init__(self, model_dir: str):
-    if not tf.saved_model.contains_saved_model(model_dir):
-      raise FileNotFoundError(f'No SavedModel in {model_dir}.')
-    self.model_dir = model_dir
-    self._loaded = tf.saved_model.load(model_dir)  # keeps the signature's variables alive
-    if features.CAPTION_SIGNATURE not in self._loaded.signatures:
-      raise ValueError(f'SavedModel {model_dir} has no signature {features.CAPTION_SIGNATURE!r} '
-                       f'(it has {sorted(self._loaded.signatures)}).')
-    self._signature = self._loaded.signatures[features.CAPTION_SIGNATURE]
-
-  def __call__(self, images: Sequence[bytes]) -> Tuple[List[str], List[float]]:
-    """Captions a batch of encoded images; returns (captions, log-probabilities)."""
-    outputs = self._signature(**{features.IMAGES_INPUT: tf.constant(list(images), tf.string)})
-    for key in (features.CAPTION_OUTPUT, features.LOG_PROBABILITY_OUTPUT):
-      if key not in outputs:
-        raise ValueError(f'Signature {features.CAPTION_SIGNATURE!r} of {self.model_dir} '
-                         f'has no output {key!r} (it has {sorted(outputs)}).')
-    captions = [c.decode('utf-8', errors='replace')
-                for c in outputs[features.CAPTION_OUTPUT].numpy().tolist()]
-    log_probabilities = [float(p) for p in outputs[features.LOG_PROBABILITY_OUTPUT].numpy()]
-    if len(captions) != len(images) or len(log_probabilities) != len(images):
-      raise ValueError(f'{self.model_dir} returned {len(captions)} captions and '
-                       f'{len(log_probabilities)} log-probabilities for {len(images)} images.')
-    return captions, log_probabilities
-
-
-class SplitCaptions(NamedTuple):
-  """A model's captions for every image of a split."""
-  captions: Dict[str, str]  # image id -> generated caption
-  log_probabilities: Dict[str, float]  # image id -> log p(caption | image)
-  references: Dict[str, List[str]]  # image id -> reference captions
-
-
-def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
-                  batch_size: int) -> SplitCaptions:
-  """Captions every image of `split` with the SavedModel in `model_dir`, in batches.
-
-  Raises:
-    ValueError: if an image id occurs twice in the split.
-  """
-  captioner = SavedModelCaptioner(model_dir)
-  result = SplitCaptions({}, {}, {})
-  for batch in batched(iter_split_examples(examples, split), batch_size):
-    captions, log_probabilities = captioner([example.image for example in batch])
-    for example, caption, log_probability in zip(batch, captions, log_probabilities):
-      if example.image_id in result.captions:
-        raise ValueError(f'Image id {example.image_id!r} occurs twice in split {split!r} '
-                         f'of {examples.uri}.')
-      result.captions[example.image_id] = caption
-      result.log_probabilities[example.image_id] = log_probability
-      result.references[example.image_id] = example.references
-  logging.info('Captioned %d images of split %r with %s.', len(result.captions), split, model_dir)
-  return result
 
 
 def decide_blessing(candidate: Mapping[str, float], last_blessed: Optional[Mapping[str, float]],
@@ -244,7 +127,7 @@ def CaptionEvaluator(
     baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     last_blessed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     split: tfx.dsl.components.Parameter[str] = features.EVAL_SPLIT,
-    batch_size: tfx.dsl.components.Parameter[int] = 32,
+    batch_size: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_BATCH_SIZE,
 ) -> None:
   """Scores the candidate captioner (and baseline, last blessed) and blesses it or not.
 
@@ -284,10 +167,8 @@ def CaptionEvaluator(
       split_captions[role], scores[role] = split_captions[CAPTIONER], scores[CAPTIONER]
       continue
     logging.info('Captioning split %r with the %s model %s.', split, role, role_model.uri)
-    split_captions[role] = caption_split(serving_model_dir(role_model), examples, split,
-                                         batch_size)
-    scores[role] = caption_metrics.score_captions(split_captions[role].captions,
-                                                  split_captions[CAPTIONER].references)
+    split_captions[role], scores[role] = captioning.caption_and_score(
+        captioning.serving_model_dir(role_model), examples, split, batch_size)
 
   thresholds = config_lib.EvaluationConfig(
       min_bleu4=min_bleu4, min_cider=min_cider, max_regression=max_regression,

@@ -33,6 +33,7 @@ from tfx.utils import io_utils
 
 from components.evaluation import caption_evaluator
 from components.evaluation import caption_metrics
+from components.evaluation import captioning
 from components import features
 from components import names
 from components.artifacts import CaptionGallery
@@ -283,7 +284,7 @@ def DemoGallery(
     gallery: tfx.dsl.components.OutputArtifact[CaptionGallery],
     baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     split: tfx.dsl.components.Parameter[str] = features.DEMO_SPLIT,
-    batch_size: tfx.dsl.components.Parameter[int] = 32,
+    batch_size: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_BATCH_SIZE,
 ) -> None:
   """Captions `split` with the pushed model and writes the gallery page.
 
@@ -310,18 +311,15 @@ def DemoGallery(
         pushed_model.uri, [f'Captions by the pushed model, serving from {destination}.'], [])
   else:
     destination = None
-    model_dir, notes, warnings = caption_evaluator.serving_model_dir(model), [], [
+    model_dir, notes, warnings = captioning.serving_model_dir(model), [], [
         f'The model was NOT pushed (not blessed): these captions come from the candidate '
         f'model {model.uri}, which is not being served.']
   caption_metrics.warm_up()  # METEOR loads while the model captions
-  split_captions = caption_evaluator.caption_split(model_dir, examples, split, batch_size)
-  scores = caption_metrics.score_captions(split_captions.captions, split_captions.references)
+  split_captions, scores = captioning.caption_and_score(model_dir, examples, split, batch_size)
   baseline_captions, baseline_scores = None, None
   if baseline_model is not None:
-    baseline_captions = caption_evaluator.caption_split(
-        caption_evaluator.serving_model_dir(baseline_model), examples, split, batch_size)
-    baseline_scores = caption_metrics.score_captions(baseline_captions.captions,
-                                                     split_captions.references)
+    baseline_captions, baseline_scores = captioning.caption_and_score(
+        captioning.serving_model_dir(baseline_model), examples, split, batch_size)
 
   with tf.io.gfile.GFile(os.path.join(evaluation.uri, names.EVALUATION_METRICS_FILE)) as f:
     report = json.load(f)
@@ -351,7 +349,7 @@ def DemoGallery(
                           scores['per_image'][example.image_id],
                           baseline_captions.captions[example.image_id]
                           if baseline_captions else None)
-             for example in caption_evaluator.iter_split_examples(examples, split))
+             for example in captioning.iter_split_examples(examples, split))
   index_path = render_gallery(entries, metrics, gallery.uri,
                               title=f'Captioner demo gallery: split {split!r}',
                               notes=notes, warnings=warnings)

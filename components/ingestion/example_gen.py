@@ -56,6 +56,7 @@ from tfx.utils import proto_utils
 
 from components import features
 from components import names
+from components import records
 from components.ingestion import flickr8k
 from components.artifacts import IngestionReport
 
@@ -103,17 +104,7 @@ def executor_exec_properties(input_base: str) -> Dict[str, Any]:
 
 
 def _to_example(record: flickr8k.ImageRecord, image: bytes) -> bytes:
-  feature = {
-      features.IMAGE_ID_KEY: tf.train.Feature(
-          bytes_list=tf.train.BytesList(value=[record.image_id.encode()])),
-      features.IMAGE_KEY: tf.train.Feature(
-          bytes_list=tf.train.BytesList(value=[image])),
-      features.CAPTIONS_KEY: tf.train.Feature(
-          bytes_list=tf.train.BytesList(
-              value=[c.encode('utf-8') for c in record.captions])),
-  }
-  return tf.train.Example(features=tf.train.Features(
-      feature=feature)).SerializeToString()
+  return records.image_example(image, record.image_id, record.captions).SerializeToString()
 
 
 class _ReadAndVerifyImage(beam.DoFn):

@@ -1,0 +1,49 @@
+"""The ExampleGen's record layout: one tf.Example per image, written and read here only.
+
+  features.IMAGE_ID_KEY  bytes [1]             image file name (the id)
+  features.IMAGE_KEY     bytes [1]             the image file, byte for byte
+  features.CAPTIONS_KEY  bytes [num_captions]  its captions, UTF-8
+
+The ExampleGen writes it, the `from_examples` serving signature parses it (by
+IMAGE_KEY alone), and the evaluator, the gallery, the client and the tests read
+or build it through these two functions.
+"""
+from typing import List, NamedTuple, Sequence
+
+import tensorflow as tf
+
+from components import features
+
+
+class ImageExample(NamedTuple):
+  """One image of an Examples split."""
+  image_id: str
+  image: bytes  # the encoded image file (JPEG/PNG/GIF/BMP)
+  references: List[str]  # the annotators' captions
+
+
+def _bytes_feature(values: Sequence[bytes]) -> tf.train.Feature:
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
+
+
+def image_example(image: bytes, image_id: str = None, captions: Sequence[str] = ()) -> tf.train.Example:
+  """A tf.Example in the ExampleGen's layout; id and captions are optional
+  (the serving signature reads only the image)."""
+  feature = {features.IMAGE_KEY: _bytes_feature([image])}
+  if image_id is not None:
+    feature[features.IMAGE_ID_KEY] = _bytes_feature([image_id.encode('utf-8')])
+  if captions:
+    feature[features.CAPTIONS_KEY] = _bytes_feature([c.encode('utf-8') for c in captions])
+  return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def parse_image_example(serialized: bytes, where: str = 'record') -> ImageExample:
+  """Reads a serialized ExampleGen record; ValueError naming `where` if a feature is missing."""
+  feature = tf.train.Example.FromString(serialized).features.feature
+  for key in (features.IMAGE_ID_KEY, features.IMAGE_KEY, features.CAPTIONS_KEY):
+    if not feature[key].bytes_list.value:
+      raise ValueError(f'{where} has no {key!r} bytes feature.')
+  return ImageExample(
+      image_id=feature[features.IMAGE_ID_KEY].bytes_list.value[0].decode('utf-8'),
+      image=feature[features.IMAGE_KEY].bytes_list.value[0],
+      references=[c.decode('utf-8') for c in feature[features.CAPTIONS_KEY].bytes_list.value])
