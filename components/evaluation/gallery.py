@@ -18,6 +18,7 @@ stay fast. When the Pusher did not push (the model was not blessed), the
 candidate model is captioned instead and the page says so in red.
 """
 import html
+import importlib.resources
 import io
 import json
 import os
@@ -42,6 +43,9 @@ THUMBNAIL_SIZE = 160  # pixels, the longer side
 # Per-image scores shown on every card, in this order (when computed).
 CARD_METRICS = (caption_metrics.BLEU_4, caption_metrics.CIDER_D, caption_metrics.METEOR,
                 caption_metrics.ROUGE_L)
+# Stylesheet and script of the page (gallery.js sorts and filters the cards by score
+# and records in <body> data attributes how many thumbnails loaded, for the browser test).
+_ASSETS_DIR = 'gallery_assets'
 # Custom properties the standard Pusher sets on its PushedModel output.
 _PUSHED_KEY = 'pushed'
 _PUSHED_DESTINATION_KEY = 'pushed_destination'
@@ -71,106 +75,9 @@ def make_thumbnail(image: bytes, size: int = THUMBNAIL_SIZE) -> Tuple[bytes, int
   return out.getvalue(), thumbnail.width, thumbnail.height
 
 
-_CSS = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 0 1.5em 2em; color: #222; }
-h1 { font-size: 1.5em; margin: .8em 0 .3em; }
-.notes p { margin: .2em 0; } .warning { color: #b00; font-weight: bold; }
-table.metrics { border-collapse: collapse; margin: .8em 0; }
-table.metrics th, table.metrics td {
-  border: 1px solid #ccc; padding: .2em .6em; text-align: right; }
-table.metrics th:first-child { text-align: left; }
-.controls {
-  position: sticky; top: 0; background: #fff; padding: .5em 0; border-bottom: 1px solid #ddd;
-  z-index: 1; }
-.controls label { margin-right: 1em; } .controls input { width: 6em; }
-.legend { color: #555; font-size: .9em; margin: .4em 0 0; }
-#grid {
-  display: grid; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr)); gap: 12px;
-  margin-top: 12px; }
-.card { border: 1px solid #ddd; border-radius: 6px; padding: 8px; margin: 0; }
-.card .frame {
-  height: 160px; display: flex; align-items: center; justify-content: center;
-  background: #f4f4f4; }
-.card img { max-width: 100%; height: auto; }
-.nothumb { color: #b00; font-size: .9em; padding: 1em; }
-.caption { font-weight: bold; margin: .4em 0 .2em; }
-.baseline { color: #777; font-style: italic; font-size: .9em; margin: 0; }
-.refs { margin: .2em 0; padding-left: 1.3em; color: #555; font-size: .9em; }
-.scores { font-size: .85em; color: #333; margin: .3em 0 0; }
-.id { font-size: .8em; color: #888; word-break: break-all; }
-"""
-
-# Sorting and filtering by score; also records, in <body> data attributes, how
-# many thumbnails loaded or failed (used by the headless-browser test).
-_JS = """
-(function () {
-  var grid = document.getElementById('grid');
-  var cards = Array.prototype.slice.call(grid.children);
-  var scores = cards.map(function (card) { return JSON.parse(card.dataset.scores); });
-  var metric = document.getElementById('metric');
-  var order = document.getElementById('order');
-  var minScore = document.getElementById('min-score');
-  var maxScore = document.getElementById('max-score');
-  var shown = document.getElementById('shown');
-
-  function update() {
-    var m = metric.value;
-    var lo = minScore.value === '' ? -Infinity : parseFloat(minScore.value);
-    var hi = maxScore.value === '' ? Infinity : parseFloat(maxScore.value);
-    var index = cards.map(function (card, i) { return i; });
-    index.sort(function (a, b) {
-      if (order.value === 'id') { return cards[a].dataset.id < cards[b].dataset.id ? -1 : 1; }
-      var d = scores[a][m] - scores[b][m];
-      return order.value === 'asc' ? d : -d;
-    });
-    var count = 0;
-    var fragment = document.createDocumentFragment();
-    index.forEach(function (i) {
-      var s = scores[i][m];
-      cards[i].hidden = !(s >= lo && s <= hi);
-      if (!cards[i].hidden) { count += 1; }
-      fragment.appendChild(cards[i]);
-    });
-    grid.appendChild(fragment);
-    shown.textContent = count + ' of ' + cards.length + ' images shown';
-    var state = new URLSearchParams({metric: m, order: order.value});
-    if (minScore.value !== '') { state.set('min', minScore.value); }
-    if (maxScore.value !== '') { state.set('max', maxScore.value); }
-    history.replaceState(null, '', '#' + state.toString());
-  }
-
-  function countImages() {
-    var images = document.querySelectorAll('img.thumb');
-    var loaded = 0, failed = 0;
-    images.forEach(function (img) {
-      if (img.complete && img.naturalWidth > 0) { loaded += 1; }
-      else if (img.complete) { failed += 1; }
-    });
-    document.body.dataset.imagesTotal = images.length;
-    document.body.dataset.imagesLoaded = loaded;
-    document.body.dataset.imagesFailed = failed;
-  }
-
-  // The view can come from the link, e.g. index.html#metric=CIDEr-D&order=asc&min=0.5
-  var view = new URLSearchParams(location.hash.slice(1));
-  if (view.has('metric')) { metric.value = view.get('metric'); }
-  if (!metric.value) { metric.selectedIndex = 0; }
-  if (view.has('order')) { order.value = view.get('order'); }
-  if (!order.value) { order.selectedIndex = 0; }
-  minScore.value = view.get('min') || '';
-  maxScore.value = view.get('max') || '';
-
-  [metric, order].forEach(function (el) { el.addEventListener('change', update); });
-  [minScore, maxScore].forEach(function (el) { el.addEventListener('input', update); });
-  document.querySelectorAll('img.thumb').forEach(function (img) {
-    img.addEventListener('load', countImages);
-    img.addEventListener('error', countImages);
-  });
-  window.addEventListener('load', countImages);
-  update();
-  countImages();
-})();
-"""
+def _asset(name: str) -> str:
+  """A file of gallery_assets/, inlined into the page so that it stays one self-contained file."""
+  return importlib.resources.files('components.evaluation').joinpath(_ASSETS_DIR, name).read_text()
 
 
 def _metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
@@ -248,7 +155,7 @@ def render_gallery(entries: Iterable[GalleryEntry], metrics: Mapping[str, Mappin
   page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title><style>{_CSS}</style></head>
+<title>{html.escape(title)}</title><style>{_asset('gallery.css')}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
 <div class="notes">{note_lines}</div>
@@ -265,7 +172,7 @@ def render_gallery(entries: Iterable[GalleryEntry], metrics: Mapping[str, Mappin
 (italic, when shown), the reference captions (numbered), the per-image scores of the
 generated caption and the image id.</p>
 <div id="grid">{''.join(cards)}</div>
-<script>{_JS}</script>
+<script>{_asset('gallery.js')}</script>
 </body></html>
 """
   index_path = os.path.join(out_dir, names.GALLERY_INDEX_FILE)
