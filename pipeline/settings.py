@@ -15,6 +15,8 @@ from components import config as config_lib
 # TrainerConfig fields that are None-able overrides: the flag wins when given,
 # otherwise the runner's defaults (then the dataclass defaults) apply.
 _OPTIONAL_TRAINER_FLAGS = ('image_size', 'epochs', 'lstm_units')
+# EvaluationConfig fields set by flags of the same name, over the runner's defaults.
+_EVALUATION_FLAGS = ('min_bleu4', 'min_cider', 'min_baseline_ratio', 'min_distinct_caption_share')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Blessing threshold on the captioner's eval BLEU-4 over the captions-only "
                            "baseline's (default: the runner's; "
                            f'{evaluation_defaults.min_baseline_ratio} on real data).')
+  parser.add_argument('--min_distinct_caption_share', type=float, default=None,
+                      help="Blessing threshold on the share of distinct captions among the "
+                           "captioner's eval captions, 0..1: one sentence for every image fails "
+                           "(default: the runner's; "
+                           f'{evaluation_defaults.min_distinct_caption_share} on real data).')
   parser.add_argument('--no_cache', action='store_true',
                       help='Re-run every component even when its inputs did not change.')
 
@@ -89,8 +96,7 @@ def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConf
 def evaluation_config(args: argparse.Namespace,
                       defaults: config_lib.EvaluationConfig) -> config_lib.EvaluationConfig:
   """The blessing thresholds: the flags given, over the runner's `defaults`."""
-  values = {name: getattr(args, name) for name in ('min_bleu4', 'min_cider', 'min_baseline_ratio')
-            if getattr(args, name) is not None}
+  values = {name: getattr(args, name) for name in _EVALUATION_FLAGS if getattr(args, name) is not None}
   return dataclasses.replace(defaults, **values)
 
 
