@@ -3,11 +3,11 @@
 Both runners expose the same model, evaluation and pipeline flags and turn
 them into the same `components/config.py` dataclasses here, so a hyperparameter
 means the same thing wherever the pipeline runs. What differs between the
-runners (paths, Beam runner, resources, metadata store) stays in the runners.
+runners (paths, Beam runner, resources, metadata store) stays in the runners;
+both build their Beam options with pipeline/beam_args.py.
 """
 import argparse
 import dataclasses
-from typing import List
 
 from components import names
 from components import config as config_lib
@@ -98,8 +98,3 @@ def evaluation_config(args: argparse.Namespace,
   """The blessing thresholds: the flags given, over the runner's `defaults`."""
   values = {name: getattr(args, name) for name in _EVALUATION_FLAGS if getattr(args, name) is not None}
   return dataclasses.replace(defaults, **values)
-
-
-def direct_beam_args(num_workers: int) -> List[str]:
-  """Beam's DirectRunner in multi-processing mode; 0 workers means one per core."""
-  return ['--direct_running_mode=multi_processing', f'--direct_num_workers={num_workers}']
