@@ -67,3 +67,10 @@ def test_describe():
                              diversity.COPIED_CAPTION_SHARE: 1.0}) == (
       '0.2500 distinct captions per image, 9 distinct words, 1.0000 of the captions copied '
       'verbatim from the training references')
+
+
+def test_reference_captions_of_a_missing_split_is_an_error_naming_it(tmp_path):
+  examples = write_examples(tmp_path, {features.EVAL_SPLIT: make_dataset(1)})
+
+  with pytest.raises(ValueError, match='Split does not exist .*: train'):
+    diversity.reference_captions(examples, features.TRAIN_SPLIT)

@@ -120,9 +120,9 @@ def format_report(report: Mapping) -> str:
     lines.append(f'  {name} skipped: {reason}')
   lines.append(f'  {"diversity":<23}' + ''.join(f'{role:>14}' for role in roles))
   for name in diversity.MEASURES:
+    spec = '>14d' if name == diversity.DISTINCT_WORDS else '>14.4f'  # a count or a share
     lines.append(f'  {name:<23}' + ''.join(
-        f"{report[role]['diversity'][name]:>14.4f}" if name != diversity.DISTINCT_WORDS
-        else f"{report[role]['diversity'][name]:>14d}" for role in roles))
+        format(report[role]['diversity'][name], spec) for role in roles))
   lines.append('Blessed: ' + ('YES' if report['blessed'] else 'NO'))
   lines += [f'  {reason}' for reason in report['reasons']]
   return '\n'.join(lines)
