@@ -77,8 +77,9 @@ class EvaluationConfig:
   # Distinct captions over images captioned (components/evaluation/diversity.py).
   # One sentence under all 1,000 Flickr8k eval images scores 0.001 and can still
   # beat the baseline's BLEU-4; 0.1 (ten images per caption on average) is a
-  # hundred times that, yet low enough for a beam-search Show and Tell, which
-  # repeats its most likely sentences across similar photos.
+  # hundred times that, and leaves room for a beam-search Show and Tell, which
+  # repeats its likeliest sentences across similar photos (not yet measured on
+  # real Flickr8k: the data is not in this repository's environments).
   min_distinct_caption_share: float = 0.1
 
 
