@@ -23,6 +23,7 @@ from tfx import v1 as tfx
 from components import names
 from components.ingestion import flickr8k, shapes_dataset
 from components import config as config_lib
+from pipeline import beam_args
 from pipeline import pipeline as pipeline_lib
 from pipeline import settings
 from pipeline import summary as summary_lib
@@ -81,7 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           args, config_lib.EMBEDDED_EVALUATION if embedded else config_lib.EvaluationConfig()),
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           metadata_path),
-      beam_pipeline_args=settings.direct_beam_args(args.beam_workers),
+      beam_pipeline_args=beam_args.direct_beam_args(args.beam_workers),
       enable_cache=not args.no_cache)
   tfx.orchestration.LocalDagRunner().run(pipeline)
 

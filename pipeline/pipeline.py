@@ -81,7 +81,7 @@ def create_pipeline(
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
   ).with_id(names.LATEST_BLESSED_MODEL_RESOLVER) if resolve_last_blessed_model else None
-  # Caption metrics on eval for captioner and baseline, and the blessing.
+  # Caption metrics and diversity on eval for captioner and baseline, and the blessing.
   evaluator = CaptionEvaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
@@ -92,6 +92,7 @@ def create_pipeline(
       min_cider=evaluation_config.min_cider,
       max_regression=evaluation_config.max_regression,
       min_baseline_ratio=evaluation_config.min_baseline_ratio,
+      min_distinct_caption_share=evaluation_config.min_distinct_caption_share,
   ).with_id(names.CAPTION_EVALUATOR)
   # Copies a blessed model into the directory TF Serving watches.
   pusher = tfx.components.Pusher(

@@ -3,11 +3,11 @@
 Both runners expose the same model, evaluation and pipeline flags and turn
 them into the same `components/config.py` dataclasses here, so a hyperparameter
 means the same thing wherever the pipeline runs. What differs between the
-runners (paths, Beam runner, resources, metadata store) stays in the runners.
+runners (paths, Beam runner, resources, metadata store) stays in the runners;
+both build their Beam options with pipeline/beam_args.py.
 """
 import argparse
 import dataclasses
-from typing import List
 
 from components import names
 from components import config as config_lib
@@ -15,6 +15,8 @@ from components import config as config_lib
 # TrainerConfig fields that are None-able overrides: the flag wins when given,
 # otherwise the runner's defaults (then the dataclass defaults) apply.
 _OPTIONAL_TRAINER_FLAGS = ('image_size', 'epochs', 'lstm_units')
+# EvaluationConfig fields set by flags of the same name, over the runner's defaults.
+_EVALUATION_FLAGS = ('min_bleu4', 'min_cider', 'min_baseline_ratio', 'min_distinct_caption_share')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Blessing threshold on the captioner's eval BLEU-4 over the captions-only "
                            "baseline's (default: the runner's; "
                            f'{evaluation_defaults.min_baseline_ratio} on real data).')
+  parser.add_argument('--min_distinct_caption_share', type=float, default=None,
+                      help="Blessing threshold on the share of distinct captions among the "
+                           "captioner's eval captions, 0..1: one sentence for every image fails "
+                           "(default: the runner's; "
+                           f'{evaluation_defaults.min_distinct_caption_share} on real data).')
   parser.add_argument('--no_cache', action='store_true',
                       help='Re-run every component even when its inputs did not change.')
 
@@ -89,11 +96,5 @@ def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConf
 def evaluation_config(args: argparse.Namespace,
                       defaults: config_lib.EvaluationConfig) -> config_lib.EvaluationConfig:
   """The blessing thresholds: the flags given, over the runner's `defaults`."""
-  values = {name: getattr(args, name) for name in ('min_bleu4', 'min_cider', 'min_baseline_ratio')
-            if getattr(args, name) is not None}
+  values = {name: getattr(args, name) for name in _EVALUATION_FLAGS if getattr(args, name) is not None}
   return dataclasses.replace(defaults, **values)
-
-
-def direct_beam_args(num_workers: int) -> List[str]:
-  """Beam's DirectRunner in multi-processing mode; 0 workers means one per core."""
-  return ['--direct_running_mode=multi_processing', f'--direct_num_workers={num_workers}']

@@ -72,8 +72,8 @@ def test_width_one_is_greedy():
 
 
 def test_finished_beam_is_kept_while_others_continue():
-    # A END (0.3) finishes at step 2; B C C ... stays more probable for a while
-    # but every continuation ends below 0.3, so the early finished caption wins.
+  # A END (0.3) finishes at step 2; B C C ... stays more probable for a while
+  # but every continuation ends below 0.3, so the early finished caption wins.
   table = _table({
       8: {A: 0.5, B: 0.5},
       9: {A: 0.5, B: 0.5},
@@ -89,8 +89,8 @@ def test_finished_beam_is_kept_while_others_continue():
 
 
 def test_no_duplicate_beams_at_start():
-    # If all beams were live at the first step, width 2 would keep C twice and
-    # never see D, ending with C END (0.3) instead of D END (0.36).
+  # If all beams were live at the first step, width 2 would keep C twice and
+  # never see D, ending with C END (0.3) instead of D END (0.36).
   table = _table({8: {C: 0.6, D: 0.4}, 9: {C: 0.6, D: 0.4}, C: {END: 0.5, A: 0.45}, D: {END: 0.9, A: 0.1},
                   A: {END: 0.1, B: 0.9}})
   ids, _, log_probs = _run(table, beam_width=2, max_length=5)

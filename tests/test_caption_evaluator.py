@@ -31,8 +31,10 @@ from components import names
 from components.evaluation import caption_evaluator
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
+from components.evaluation import diversity
 from components import config as config_lib
 from components import features
+from pipeline import summary
 
 COLOURS = ('red', 'green', 'blue', 'yellow')
 SHAPES = ('square', 'circle', 'triangle')
@@ -40,6 +42,10 @@ RGB = {'red': (220, 30, 30), 'green': (30, 180, 60), 'blue': (40, 60, 220),
        'yellow': (240, 220, 40)}
 MIN_BLEU4 = 0.5
 MIN_CIDER = 1.0
+MIN_DISTINCT_CAPTION_SHARE = 0.5
+# The diversity of captions that differ for every image (for decide_blessing).
+DIVERSE = {diversity.DISTINCT_CAPTION_SHARE: 1.0, diversity.DISTINCT_WORDS: 10,
+           diversity.COPIED_CAPTION_SHARE: 0.0}
 
 
 # --- helpers (also used by tests/test_gallery.py) ------------------------------
@@ -140,7 +146,8 @@ def run_evaluator(root: pathlib.Path, examples, model, baseline_model=None,
     inputs['last_blessed_model'] = [last_blessed_model]
   exec_properties = {'split': features.EVAL_SPLIT, 'min_bleu4': MIN_BLEU4,
                      'min_cider': MIN_CIDER, 'max_regression': 0.02,
-                     'min_baseline_ratio': 1.0, 'batch_size': 5}
+                     'min_baseline_ratio': 1.0,
+                     'min_distinct_caption_share': MIN_DISTINCT_CAPTION_SHARE, 'batch_size': 5}
   exec_properties.update(parameters)
   executor = caption_evaluator.CaptionEvaluator.EXECUTOR_SPEC.executor_class()
   executor.Do(inputs, {'evaluation': [evaluation], 'blessing': [blessing]}, exec_properties)
@@ -176,10 +183,15 @@ def read_captions(evaluation) -> List[dict]:
 
 @pytest.fixture(scope='module')
 def world(tmp_path_factory):
-  """The eval split and four models: good, bad, slightly worse, baseline."""
+  """The train and eval splits and four models: good, bad, slightly worse, baseline.
+
+  The 12 eval images show 12 different scenes; the train split's 6 images show
+  the first 6 of them, so half of the good model's captions are training references.
+  """
   root = tmp_path_factory.mktemp('world')
   dataset = make_dataset()
-  examples = write_examples(root, {features.EVAL_SPLIT: dataset})
+  examples = write_examples(root, {features.TRAIN_SPLIT: make_dataset(6),
+                                   features.EVAL_SPLIT: dataset})
   good = {image: refs[0] for image, refs in dataset.values()}
   worse = dict(good)
   for image, _ in list(dataset.values())[:3]:
@@ -264,7 +276,8 @@ def test_report_records_baseline_beside_captioner(world, first_runs):
   assert report['skipped_metrics'] == {}
   assert report['last_blessed'] is None
   assert report['thresholds'] == {'min_bleu4': MIN_BLEU4, 'min_cider': MIN_CIDER,
-                                  'max_regression': 0.02, 'min_baseline_ratio': 1.0}
+                                  'max_regression': 0.02, 'min_baseline_ratio': 1.0,
+                                  'min_distinct_caption_share': MIN_DISTINCT_CAPTION_SHARE}
   assert report['captioner']['model_uri'] == world['good'].uri
   assert report['baseline']['model_uri'] == world['baseline'].uri
   for role in ('captioner', 'baseline'):
@@ -325,6 +338,92 @@ def test_last_blessed_model_that_is_the_candidate_is_not_rescored(world, tmp_pat
   assert report['last_blessed']['metrics'] == report['captioner']['metrics']
 
 
+def test_report_and_summary_give_each_models_caption_diversity(first_runs):
+  report = read_report(first_runs['good']['evaluation'])
+
+  # Good: 12 different captions of 11 words, the 6 of the train split's scenes copied.
+  assert report['captioner']['diversity'] == {
+      diversity.DISTINCT_CAPTION_SHARE: 1.0, diversity.DISTINCT_WORDS: 11,
+      diversity.COPIED_CAPTION_SHARE: 0.5}
+  # Baseline: one training reference ('a red circle ...', train image 4) under every image.
+  assert report['baseline']['diversity'] == {
+      diversity.DISTINCT_CAPTION_SHARE: 1 / 12, diversity.DISTINCT_WORDS: 6,
+      diversity.COPIED_CAPTION_SHARE: 1.0}
+  assert ('PASS: distinct captions per image 1.0000 vs min_distinct_caption_share 0.5000'
+          in report['reasons'])
+  table_lines = [
+      '  diversity                   captioner      baseline',
+      '  distinct_caption_share         1.0000        0.0833',
+      '  distinct_words                     11             6',
+      '  copied_caption_share           0.5000        1.0000',
+  ]
+  table = caption_evaluator.format_report(report)
+  assert '\n'.join(table_lines) in table
+  # The run summary prints the evaluator's report.
+  text = summary.render({'evaluation': report, 'pushed': False, 'pushed_model': None,
+                         'gallery': None, 'reject_report': None, 'summary': 'summary.json'})
+  assert '\n'.join(table_lines) in text
+
+
+def test_one_sentence_for_every_image_is_not_blessed_even_above_the_baseline(tmp_path):
+  # Twelve different images that all deserve the same captions: one sentence
+  # scores BLEU-4 1.0 and beats the baseline, yet says nothing about the image.
+  dataset = make_dataset()
+  references = dataset['img_000.png'][1]
+  eval_set = {image_id: (image, references) for image_id, (image, _) in dataset.items()}
+  examples = write_examples(tmp_path, {features.TRAIN_SPLIT: make_dataset(3),
+                                       features.EVAL_SPLIT: eval_set})
+  images = [image for image, _ in eval_set.values()]
+  candidate = export_lookup_captioner(tmp_path, 'one_sentence',
+                                      {image: references[0] for image in images}, model_id=5)
+  baseline = export_lookup_captioner(tmp_path, 'baseline',
+                                     {image: 'a cat sleeps on a sofa' for image in images},
+                                     model_id=6)
+
+  # CIDEr-D gives nothing when every image has the same references: not this test's gate.
+  evaluation, blessing = run_evaluator(tmp_path, examples, candidate, baseline_model=baseline,
+                                       min_cider=0.0)
+  report = read_report(evaluation)
+
+  assert report['captioner']['metrics'][caption_metrics.BLEU_4] == pytest.approx(1.0, abs=1e-6)
+  assert report['baseline']['metrics'][caption_metrics.BLEU_4] < 0.01
+  assert report['captioner']['diversity'] == {
+      diversity.DISTINCT_CAPTION_SHARE: 1 / 12, diversity.DISTINCT_WORDS: 6,
+      diversity.COPIED_CAPTION_SHARE: 1.0}
+  assert [r for r in report['reasons'] if not r.startswith('PASS')] == [
+      'FAIL: distinct captions per image 0.0833 vs min_distinct_caption_share 0.5000',
+      'NOTE: no previously blessed model, so no regression check']
+  assert report['blessed'] is False
+  assert blessing.get_int_custom_property('blessed') == 0
+  assert os.listdir(blessing.uri) == ['NOT_BLESSED']
+  assert 'FAIL: distinct captions per image 0.0833' in blessing.get_string_custom_property(
+      'blessing_message')
+
+
+@pytest.mark.parametrize('distinct_share, verdict', [
+    (0.5, 'PASS'),  # exactly the minimum share
+    (0.4999, 'FAIL'),
+])
+def test_decide_blessing_minimum_share_of_distinct_captions(distinct_share, verdict):
+  blessed, reasons = caption_evaluator.decide_blessing(
+      {caption_metrics.BLEU_4: 0.8, caption_metrics.CIDER_D: 2.0},
+      {diversity.DISTINCT_CAPTION_SHARE: distinct_share, diversity.DISTINCT_WORDS: 3,
+       diversity.COPIED_CAPTION_SHARE: 1.0},
+      None, {caption_metrics.BLEU_4: 0.1, caption_metrics.CIDER_D: 0.5},
+      config_lib.EvaluationConfig(min_bleu4=0.5, min_cider=1.0, max_regression=0.02,
+                                  min_baseline_ratio=2.0, min_distinct_caption_share=0.5))
+
+  assert blessed is (verdict == 'PASS')
+  assert reasons == [
+      'PASS: BLEU-4 0.8000 vs min_bleu4 0.5000',
+      'PASS: CIDEr-D 2.0000 vs min_cider 1.0000',
+      'PASS: BLEU-4 0.8000 vs 2 x captions-only baseline 0.1000',
+      f'{verdict}: distinct captions per image {distinct_share:.4f} vs '
+      'min_distinct_caption_share 0.5000',
+      'NOTE: no previously blessed model, so no regression check',
+  ]
+
+
 @pytest.mark.parametrize('candidate_bleu4, last_bleu4, blessed', [
     (0.80, 0.82, True),  # a drop of exactly max_regression is allowed
     (0.80, 0.8201, False),
@@ -332,12 +431,12 @@ def test_last_blessed_model_that_is_the_candidate_is_not_rescored(world, tmp_pat
 ])
 def test_decide_blessing_regression_margin(candidate_bleu4, last_bleu4, blessed):
   decision, reasons = caption_evaluator.decide_blessing(
-      {caption_metrics.BLEU_4: candidate_bleu4, caption_metrics.CIDER_D: 2.0},
+      {caption_metrics.BLEU_4: candidate_bleu4, caption_metrics.CIDER_D: 2.0}, DIVERSE,
       {caption_metrics.BLEU_4: last_bleu4, caption_metrics.CIDER_D: 2.0}, None,
       config_lib.EvaluationConfig(min_bleu4=0.5, min_cider=1.0, max_regression=0.02))
 
   assert decision is blessed
-  assert len(reasons) == 3
+  assert len(reasons) == 4
 
 
 @pytest.mark.parametrize('candidate_bleu4, baseline_bleu4, blessed', [
@@ -347,7 +446,7 @@ def test_decide_blessing_regression_margin(candidate_bleu4, last_bleu4, blessed)
 def test_decide_blessing_against_the_captions_only_baseline(candidate_bleu4, baseline_bleu4,
                                                            blessed):
   decision, reasons = caption_evaluator.decide_blessing(
-      {caption_metrics.BLEU_4: candidate_bleu4, caption_metrics.CIDER_D: 2.0}, None,
+      {caption_metrics.BLEU_4: candidate_bleu4, caption_metrics.CIDER_D: 2.0}, DIVERSE, None,
       {caption_metrics.BLEU_4: baseline_bleu4, caption_metrics.CIDER_D: 0.5},
       config_lib.EvaluationConfig(min_bleu4=0.5, min_cider=1.0, max_regression=0.02,
                                   min_baseline_ratio=2.0))
@@ -358,13 +457,13 @@ def test_decide_blessing_against_the_captions_only_baseline(candidate_bleu4, bas
 
 def test_decide_blessing_absolute_thresholds_without_last_blessed():
   blessed, reasons = caption_evaluator.decide_blessing(
-      {caption_metrics.BLEU_4: 0.6, caption_metrics.CIDER_D: 0.9}, None, None,
+      {caption_metrics.BLEU_4: 0.6, caption_metrics.CIDER_D: 0.9}, DIVERSE, None, None,
       config_lib.EvaluationConfig(min_bleu4=0.5, min_cider=1.0, max_regression=0.02))
 
   assert blessed is False
   assert reasons[0].startswith('PASS: BLEU-4 0.6000')
   assert reasons[1].startswith('FAIL: CIDEr-D 0.9000')
-  assert reasons[2].startswith('NOTE: no previously blessed model')
+  assert reasons[3].startswith('NOTE: no previously blessed model')
 
 
 def test_evaluates_a_savedmodel_from_the_project_exporter(world, tmp_path):

@@ -207,7 +207,8 @@ def pipeline_run(tmp_path_factory):
   """Examples (eval + demo), a good and a bad captioner, their evaluations and pushes."""
   root = tmp_path_factory.mktemp('pipeline')
   eval_set, demo_set = make_dataset(8), make_dataset(10, image_size=200)
-  examples = write_examples(root, {features.EVAL_SPLIT: eval_set, features.DEMO_SPLIT: demo_set})
+  examples = write_examples(root, {features.TRAIN_SPLIT: make_dataset(2),
+                                   features.EVAL_SPLIT: eval_set, features.DEMO_SPLIT: demo_set})
   everything = list(eval_set.values()) + list(demo_set.values())
   models = {
       'good': export_lookup_captioner(root, 'good', {i: refs[0] for i, refs in everything}, 1),
@@ -283,3 +284,13 @@ def test_component_labels_a_model_that_was_not_pushed(pipeline_run, tmp_path):
     metrics = json.load(f)
   assert metrics['pushed'] is False and metrics['baseline'] is None
   assert metrics['model_dir'] == captioning.serving_model_dir(pipeline_run['models']['bad'])
+
+
+def test_component_shows_the_caption_diversity_of_the_evaluation(pipeline_run, tmp_path):
+  output = run_gallery(tmp_path, pipeline_run, 'bad', with_baseline=False)
+  text = (pathlib.Path(output.uri) / names.GALLERY_INDEX_FILE).read_text()
+
+  # 'a cat' under each of the 8 eval images; no training reference says 'a cat'.
+  assert ('<p>Caption diversity of the captioner on the eval split: 0.1250 distinct captions per '
+          'image, 2 distinct words, 0.0000 of the captions copied verbatim from the training '
+          'references</p>') in text

@@ -141,7 +141,7 @@ def server(version_dir):
 
 @pytest.fixture
 def client(server):
-    # The client accepts more than the server so that oversized requests reach it.
+  # The client accepts more than the server so that oversized requests reach it.
   with client_lib.CaptionClient(f'127.0.0.1:{server.port}', MODEL_NAME, timeout_s=60,
                                 max_message_bytes=4 * MAX_MESSAGE_BYTES) as connected:
     yield connected
@@ -612,7 +612,7 @@ def test_deploy_files_agree_with_each_other_and_with_the_client():
 
   with open(os.path.join(DEPLOY_DIR, 'batching_parameters.txt')) as f:
     batching_parameters = dict(re.findall(r'^(\w+) \{ value: (\d+) \}', f.read(), re.MULTILINE))
-    # TF Serving refuses requests larger than max_batch_size.
+  # TF Serving refuses requests larger than max_batch_size.
   assert int(batching_parameters['max_batch_size']) >= captioning.DEFAULT_BATCH_SIZE
 
   with open(os.path.join(DEPLOY_DIR, 'kubernetes.yaml')) as f:

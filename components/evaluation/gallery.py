@@ -5,9 +5,10 @@ every image of a split (default `demo`) with the model the Pusher pushed,
 scores each caption against its references (`caption_metrics`), and writes a
 self-contained page into its `gallery` artifact:
 
-  <gallery.uri>/index.html    overall metrics at the top, then one card per
-                              image: thumbnail, generated caption, references,
-                              per-image scores; sort and filter by score
+  <gallery.uri>/index.html    overall metrics and caption diversity at the
+                              top, then one card per image: thumbnail,
+                              generated caption, references, per-image
+                              scores; sort and filter by score
   <gallery.uri>/thumbs/*.jpg  JPEG thumbnails, at most THUMBNAIL_SIZE pixels
   <gallery.uri>/metrics.json  corpus metrics of the shown model (and of the
                               captions-only baseline, when given) on the split
@@ -35,6 +36,7 @@ from tfx.utils import io_utils
 from components.evaluation import caption_evaluator
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
+from components.evaluation import diversity
 from components import features
 from components import names
 from components.artifacts import CaptionGallery
@@ -199,7 +201,7 @@ def DemoGallery(
     examples: ExampleGen output.
     pushed_model: the standard Pusher's output (custom property `pushed` 1/0).
     model: the candidate model, captioned only when nothing was pushed.
-    evaluation: CaptionEvaluator output; its metrics head the page.
+    evaluation: CaptionEvaluator output; its metrics and caption diversity head the page.
     gallery: output; names.GALLERY_INDEX_FILE, names.GALLERY_THUMBS_DIR and names.GALLERY_METRICS_FILE, a JSON object:
       'split', 'model_dir' (the SavedModel captioned), 'pushed' (bool),
       'pushed_destination' (str or null), 'skipped_metrics' ({metric: reason}),
@@ -237,6 +239,9 @@ def DemoGallery(
   if baseline_scores is not None:
     metrics[f'baseline ({split} split)'] = baseline_scores['corpus']
   notes.append(f"Blessed: {'yes' if report['blessed'] else 'no'} ({'; '.join(report['reasons'])})")
+  notes += [f"Caption diversity of the {role} on the {report['split']} split: "
+            f"{diversity.describe(report[role]['diversity'])}"
+            for role in (caption_evaluator.CAPTIONER, caption_evaluator.BASELINE) if report.get(role)]
   notes += [f'{name} not computed: {reason}' for name, reason in scores['skipped'].items()]
 
   io_utils.write_string_file(os.path.join(gallery.uri, names.GALLERY_METRICS_FILE), json.dumps({
