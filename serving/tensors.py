@@ -187,13 +187,13 @@ def _fill_values(value, level, shape, dtype_enum, values):
     _fill_values(item, level + 1, shape, dtype_enum, values)
 
 
-def _tensor(value, dtype_enum, leading_dims=()):
-  """A JSON value -> (TensorProto of dtype_enum, its own shape without leading_dims)."""
+def _tensor(value, dtype_enum):
+  """A JSON value -> (TensorProto of dtype_enum, its shape)."""
   shape = _dense_shape(value)
   values = []
   _fill_values(value, 0, shape, dtype_enum, values)
   proto = tensor_pb2.TensorProto(dtype=dtype_enum,
-                                 tensor_shape=tf.TensorShape(list(leading_dims) + shape).as_proto())
+                                 tensor_shape=tf.TensorShape(shape).as_proto())
   getattr(proto, VALUE_FIELDS[dtype_enum]).extend(values)
   return proto, shape
 
@@ -328,9 +328,3 @@ def predict_response_json(outputs, request_format):
     return json.dumps({PREDICTIONS_KEY: rows})
   columns = {alias: _json_values(outputs[alias]) for alias in aliases}
   return json.dumps({OUTPUTS_KEY: columns if len(aliases) > 1 else columns[aliases[0]]})
-
-
-def predict_inputs_json(alias, values):
-  """The row-format :predict body for one DT_STRING input: each value sent as {"b64": ...} (for clients)."""
-  return json.dumps({INSTANCES_KEY: [{alias: {BASE64_KEY: base64.b64encode(v).decode('ascii')}}
-                                     for v in values]})

@@ -43,7 +43,6 @@ from components import features
 from components.evaluation import captioning
 from serving import batching
 from serving import client as client_lib
-from serving import requests as requests_lib
 from serving import server as server_lib
 from serving import tiny_model
 from serving.errors import ServingError
