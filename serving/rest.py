@@ -104,9 +104,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         raise ServingError(grpc.StatusCode.NOT_FOUND, f'No handler for {self.command} {path}')
       body = handle(path)
       status = http.HTTPStatus.OK
-    except ServingError as e:
-      errors.log_request_error(f'REST {self.command} {path}', e)
-      body, status = json.dumps({'error': e.message}, indent=2), http_status(e.code)
+    except Exception as e:  # pylint: disable=broad-except; a bug must answer 500, not drop the connection
+      error = e if isinstance(e, ServingError) else ServingError(grpc.StatusCode.INTERNAL,
+                                                                 f'{type(e).__name__}: {e}')
+      errors.log_request_error(f'REST {self.command} {path}', error)
+      body, status = json.dumps({'error': error.message}, indent=2), http_status(error.code)
     data = body.encode('utf-8')
     self.send_response(status)
     self.send_header('Content-Type', 'application/json')
