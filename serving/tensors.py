@@ -302,17 +302,17 @@ def _json_values(value):
   """numpy array -> nested lists of JSON-ready leaves.
 
   Strings are decoded as UTF-8. A float32 becomes the float whose shortest
-  text is the float32's own (numpy's str), so JSON shows -6.803214, not
+  text is the float32's own (numpy's), so JSON shows -6.803214, not
   -6.803214073181152, as TF Serving's WriteDecimal does; json writes -inf
   and nan as -Infinity and NaN, as TF Serving does.
   """
-  if value.dtype == object or value.dtype.kind == 'S':
-    convert = lambda s: s.decode('utf-8', errors='replace')
-  elif value.dtype == np.float32:
-    convert = lambda x: float(str(x))
-  else:
+  if not value.size:
     return value.tolist()
-  return np.vectorize(convert, otypes=[object])(value).tolist() if value.size else value.tolist()
+  if value.dtype == object or value.dtype.kind == 'S':
+    return np.vectorize(lambda s: s.decode('utf-8', errors='replace'), otypes=[object])(value).tolist()
+  if value.dtype == np.float32:
+    return np.vectorize(float, otypes=[object])(value.astype(str)).tolist()  # numpy's shortest float32 text
+  return value.tolist()
 
 
 def predict_response_json(outputs, request_format):

@@ -721,6 +721,8 @@ def test_rest_row_format_equals_grpc_and_the_saved_model(server, client, model):
   for row, captions, log_probs in zip(rows, want[features.CAPTIONS_OUTPUT], want[features.LOG_PROBABILITIES_OUTPUT]):
     assert row[features.CAPTIONS_OUTPUT] == [c.decode('utf-8') for c in captions]
     np.testing.assert_allclose(row[features.LOG_PROBABILITIES_OUTPUT], log_probs, rtol=1e-5)  # -inf too
+    # float32s written as TF Serving writes them: the shortest text that reads back as the same float32.
+    assert repr(row[features.LOG_PROBABILITY_OUTPUT]) == str(np.float32(row[features.LOG_PROBABILITY_OUTPUT]))
 
 
 def test_rest_columnar_format_named_signature_and_version(server, model):
