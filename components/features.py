@@ -43,5 +43,10 @@ IMAGES_INPUT = 'images'  # string [batch]: encoded JPEG/PNG/GIF/BMP bytes
 EXAMPLES_INPUT = 'examples'  # string [batch]: serialized tf.Example with IMAGE_KEY
 CAPTION_OUTPUT = 'caption'  # string [batch]: words joined by single spaces, no special tokens
 LOG_PROBABILITY_OUTPUT = 'log_probability'  # float32 [batch]: log p(caption | image), summed over steps
+# The k best captions of the beam search, best first (k = the beam width fixed
+# at export); [:, 0] is caption / log_probability. Fewer than k finished: the
+# rest are '' with -inf.
+CAPTIONS_OUTPUT = 'captions'  # string [batch, k]
+LOG_PROBABILITIES_OUTPUT = 'log_probabilities'  # float32 [batch, k]
 # GetModelMetadata's one metadata field (TF Serving's name), the signatures of the served model.
 SIGNATURE_DEF_METADATA_FIELD = 'signature_def'

@@ -48,6 +48,10 @@ GALLERY_INDEX_FILE = 'index.html'
 GALLERY_THUMBS_DIR = 'thumbs'
 GALLERY_METRICS_FILE = 'metrics.json'
 
+# Serving SavedModel: TF Serving's warm-up file (PredictionLog records it
+# replays at load), at this fixed path inside the version directory.
+WARMUP_REQUESTS_PATH = os.path.join('assets.extra', 'tf_serving_warmup_requests')
+
 # --- Limits that ingestion and serving both enforce ---
 # A 50-megapixel photo decodes to 150 MB of RGB; larger images are refused.
 MAX_IMAGE_PIXELS = 50_000_000

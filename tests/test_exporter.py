@@ -10,8 +10,11 @@ import tensorflow as tf
 import tf_keras as keras
 from PIL import Image
 
+from tensorflow_serving.apis import prediction_log_pb2
+
 from components.training import exporter
 from components import features
+from components import names
 from components.encoder import image_features
 from components.training import model as model_lib
 
@@ -130,5 +133,46 @@ def test_saved_model_cli_lists_both_signatures(captioner):
     assert f"inputs['{input_name}']" in text
     assert f"outputs['{features.CAPTION_OUTPUT}']" in text
     assert f"outputs['{features.LOG_PROBABILITY_OUTPUT}']" in text
-    assert text.count('dtype: DT_STRING') == 2 and text.count('dtype: DT_FLOAT') == 1
-    assert text.count('shape: (-1)') == 3
+    assert f"outputs['{features.CAPTIONS_OUTPUT}']" in text
+    assert f"outputs['{features.LOG_PROBABILITIES_OUTPUT}']" in text
+    assert text.count('dtype: DT_STRING') == 3 and text.count('dtype: DT_FLOAT') == 2
+    assert text.count('shape: (-1)') == 3 and text.count(f'shape: (-1, {BEAM_WIDTH})') == 2
+
+
+def test_top_k_outputs_are_the_beam_searchs_k_best(captioner, images):
+  _, feature_extractor, decoder, loaded = captioner
+  pixels = image_features.decode_images(tf.constant(images), IMAGE_SIZE)
+  ids, lengths, log_probs = decoder.generate(feature_extractor(pixels), BEAM_WIDTH, MAX_LENGTH, top_k=BEAM_WIDTH)
+  expected = [[' '.join(VOCABULARY[i] for i in row[:n] if i >= features.NUM_SPECIAL_TOKENS)
+               for row, n in zip(rows, counts)] for rows, counts in zip(ids.numpy(), lengths.numpy())]
+
+  outputs = _caption(loaded, images)
+  captions = outputs[features.CAPTIONS_OUTPUT].numpy()
+  top_log_probs = outputs[features.LOG_PROBABILITIES_OUTPUT].numpy()
+
+  assert captions.shape == (len(images), BEAM_WIDTH) and top_log_probs.dtype == np.float32
+  assert [[c.decode('utf-8') for c in row] for row in captions] == expected
+  np.testing.assert_allclose(top_log_probs, log_probs.numpy(), rtol=1e-5)
+  assert np.all(top_log_probs[:, :-1] >= top_log_probs[:, 1:])  # best first, -inf (none finished) last
+  np.testing.assert_array_equal(captions[:, 0], outputs[features.CAPTION_OUTPUT].numpy())
+  np.testing.assert_array_equal(top_log_probs[:, 0], outputs[features.LOG_PROBABILITY_OUTPUT].numpy())
+
+
+def test_empty_batch_gives_empty_top_k_outputs(captioner):
+  outputs = _caption(captioner[3], tf.zeros([0], tf.string))
+  assert outputs[features.CAPTIONS_OUTPUT].shape == (0, BEAM_WIDTH)
+  assert outputs[features.LOG_PROBABILITIES_OUTPUT].shape == (0, BEAM_WIDTH)
+
+
+def test_warmup_file_holds_real_requests_for_both_signatures(captioner):
+  export_dir, _, _, loaded = captioner
+  records = list(tf.data.TFRecordDataset(os.path.join(export_dir, names.WARMUP_REQUESTS_PATH)).as_numpy_iterator())
+  requests = [prediction_log_pb2.PredictionLog.FromString(record).predict_log.request for record in records]
+
+  assert {r.model_spec.signature_name for r in requests} == {features.CAPTION_SIGNATURE, features.EXAMPLES_SIGNATURE}
+  for request in requests:
+    [(alias, proto)] = request.inputs.items()
+    values = tf.make_ndarray(proto)
+    outputs = loaded.signatures[request.model_spec.signature_name](**{alias: tf.constant(values)})
+    assert outputs[features.CAPTION_OUTPUT].shape == (len(values),)
+    assert np.all(np.isfinite(outputs[features.LOG_PROBABILITY_OUTPUT].numpy()))

@@ -199,6 +199,17 @@ def test_undecodable_image_gets_a_card_saying_why(tmp_path):
   assert os.listdir(tmp_path / names.GALLERY_THUMBS_DIR) == []
 
 
+def test_card_shows_the_beam_searchs_alternatives_under_the_caption(tmp_path):
+  entry = gallery.GalleryEntry('a.png', b'not an image', 'a dog runs', ['a reference'], {},
+                               alternatives=['a dog <sits>', 'a cat runs'])
+
+  text = pathlib.Path(gallery.render_gallery([entry], {}, str(tmp_path))).read_text()
+
+  card = text[text.index('data-id="a.png"'):]
+  assert '<p class="alternatives">also: a dog &lt;sits&gt; &middot; a cat runs</p>' in card
+  assert card.index('a dog runs') < card.index('class="alternatives"') < card.index('a reference')
+
+
 # --- the DemoGallery component on real artifacts -------------------------------
 
 

@@ -80,9 +80,20 @@ def signature_inputs(signature_name: str, images: Sequence[bytes]) -> Tuple[str,
 
 
 class Captions(NamedTuple):
-  """A caption signature's answer for a batch, in request order."""
+  """A caption signature's answer for a batch, in request order.
+
+  top_captions / top_log_probabilities: per image, the k best captions of the
+  beam search, best first (so [0] is the caption), without the missing ones
+  (fewer than k finished); empty for a model exported without them.
+  """
   captions: List[str]
   log_probabilities: List[float]
+  top_captions: Sequence[Sequence[str]] = ()
+  top_log_probabilities: Sequence[Sequence[float]] = ()
+
+
+def _decode_strings(values):
+  return [v.decode('utf-8', errors='replace') for v in values]
 
 
 def decode_outputs(outputs: Mapping[str, np.ndarray], num_images: int, source: str) -> Captions:
@@ -93,12 +104,25 @@ def decode_outputs(outputs: Mapping[str, np.ndarray], num_images: int, source: s
   for key in (features.CAPTION_OUTPUT, features.LOG_PROBABILITY_OUTPUT):
     if key not in outputs:
       raise ValueError(f'{source} returned no output {key!r} (it has {sorted(outputs)}).')
-  captions = [c.decode('utf-8', errors='replace') for c in np.asarray(outputs[features.CAPTION_OUTPUT]).tolist()]
+  captions = _decode_strings(np.asarray(outputs[features.CAPTION_OUTPUT]).tolist())
   log_probabilities = [float(p) for p in np.asarray(outputs[features.LOG_PROBABILITY_OUTPUT])]
   if len(captions) != num_images or len(log_probabilities) != num_images:
     raise ValueError(f'{source} returned {len(captions)} captions and {len(log_probabilities)} '
                      f'log-probabilities for {num_images} images.')
-  return Captions(captions, log_probabilities)
+  if features.CAPTIONS_OUTPUT not in outputs or features.LOG_PROBABILITIES_OUTPUT not in outputs:
+    return Captions(captions, log_probabilities, [[] for _ in captions], [[] for _ in captions])
+  top_captions = np.asarray(outputs[features.CAPTIONS_OUTPUT])
+  top_log_probabilities = np.asarray(outputs[features.LOG_PROBABILITIES_OUTPUT], np.float64)
+  if (top_captions.ndim != 2 or top_captions.shape != top_log_probabilities.shape
+          or len(top_captions) != num_images):
+    raise ValueError(f'{source} returned {features.CAPTIONS_OUTPUT!r} of shape {top_captions.shape} and '
+                     f'{features.LOG_PROBABILITIES_OUTPUT!r} of shape {top_log_probabilities.shape} for '
+                     f'{num_images} images; expected [{num_images}, k] each.')
+  found = np.isfinite(top_log_probabilities)  # -inf marks a caption that never finished
+  return Captions(
+      captions, log_probabilities,
+      [_decode_strings(row[keep].tolist()) for row, keep in zip(top_captions, found)],
+      [row[keep].tolist() for row, keep in zip(top_log_probabilities, found)])
 
 
 class SavedModelCaptioner:
@@ -128,6 +152,8 @@ class SplitCaptions(NamedTuple):
   captions: Dict[str, str]  # image id -> generated caption
   log_probabilities: Dict[str, float]  # image id -> log p(caption | image)
   references: Dict[str, List[str]]  # image id -> reference captions
+  # image id -> the beam search's k best captions, best first (Captions.top_captions)
+  top_captions: Dict[str, List[str]]
 
 
 def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
@@ -138,16 +164,18 @@ def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
     ValueError: if an image id occurs twice in the split.
   """
   captioner = SavedModelCaptioner(model_dir)
-  result = SplitCaptions({}, {}, {})
+  result = SplitCaptions({}, {}, {}, {})
   for batch in batched(iter_split_examples(examples, split), batch_size):
     answer = captioner([example.image for example in batch])
-    for example, caption, log_probability in zip(batch, answer.captions, answer.log_probabilities):
+    for example, caption, log_probability, top in zip(batch, answer.captions, answer.log_probabilities,
+                                                      answer.top_captions):
       if example.image_id in result.captions:
         raise ValueError(f'Image id {example.image_id!r} occurs twice in split {split!r} '
                          f'of {examples.uri}.')
       result.captions[example.image_id] = caption
       result.log_probabilities[example.image_id] = log_probability
       result.references[example.image_id] = example.references
+      result.top_captions[example.image_id] = list(top)
   logging.info('Captioned %d images of split %r with %s.', len(result.captions), split, model_dir)
   return result
 

@@ -61,6 +61,7 @@ class GalleryEntry(NamedTuple):
   references: List[str]  # reference captions
   scores: Dict[str, float]  # caption_metrics name -> per-image score
   baseline_caption: Optional[str] = None  # the captions-only baseline's, if shown
+  alternatives: Sequence[str] = ()  # the beam search's runners-up, best first
 
 
 def make_thumbnail(image: bytes, size: int = THUMBNAIL_SIZE) -> Tuple[bytes, int, int]:
@@ -107,11 +108,14 @@ def _card(entry: GalleryEntry, thumbnail: Optional[Tuple[str, int, int]], error:
                              for n in CARD_METRICS if n in entry.scores)
   baseline = ('' if entry.baseline_caption is None else
               f'<p class="baseline">baseline: {html.escape(entry.baseline_caption)}</p>')
+  alternatives = ('' if not entry.alternatives else
+                  '<p class="alternatives">also: '
+                  + ' &middot; '.join(html.escape(a) for a in entry.alternatives) + '</p>')
   return (f'<figure class="card" data-id="{html.escape(entry.image_id)}" '
           f'data-scores="{html.escape(json.dumps(entry.scores))}">'
           f'<div class="frame">{picture}</div>'
           f'<figcaption><p class="caption">{html.escape(entry.caption)}</p>'
-          f'{baseline}<ol class="refs">{references}</ol><p class="scores">{scores}</p>'
+          f'{alternatives}{baseline}<ol class="refs">{references}</ol><p class="scores">{scores}</p>'
           f'<p class="id">{html.escape(entry.image_id)}</p></figcaption></figure>')
 
 
@@ -260,7 +264,8 @@ def DemoGallery(
                           split_captions.captions[example.image_id], example.references,
                           scores['per_image'][example.image_id],
                           baseline_captions.captions[example.image_id]
-                          if baseline_captions else None)
+                          if baseline_captions else None,
+                          split_captions.top_captions[example.image_id][1:])
              for example in captioning.iter_split_examples(examples, split))
   index_path = render_gallery(entries, metrics, gallery.uri,
                               title=f'Captioner demo gallery: split {split!r}',

@@ -217,12 +217,16 @@ class CaptionDecoder(tf.Module):
     logits = tf.cast(self.output_layer(outputs), tf.float32)
     return tf.nn.log_softmax(logits, axis=-1), states
 
-  def generate(self, image_features, beam_width, max_length):
+  def generate(self, image_features, beam_width, max_length, top_k=None):
     """Beam-search captions for a batch of image features (see beam_search.beam_search).
 
-    Returns (ids int32 [n, max_length], lengths int32 [n], log_probs float32 [n]).
+    Returns (ids int32 [n, max_length], lengths int32 [n], log_probs float32 [n]);
+    with top_k, the top_k best of each (beam_search.beam_search_top_k):
+    (ids [n, top_k, max_length], lengths [n, top_k], log_probs [n, top_k]).
     """
-    return beam_search_lib.beam_search(
-        initial_states=self.initial_state(image_features), step_fn=self.step,
-        batch_size=tf.shape(image_features)[0], beam_width=beam_width, max_length=max_length,
-        start_id=features.START_ID, end_id=features.END_ID)
+    arguments = dict(initial_states=self.initial_state(image_features), step_fn=self.step,
+                     batch_size=tf.shape(image_features)[0], beam_width=beam_width, max_length=max_length,
+                     start_id=features.START_ID, end_id=features.END_ID)
+    if top_k is None:
+      return beam_search_lib.beam_search(**arguments)
+    return beam_search_lib.beam_search_top_k(**arguments, top_k=top_k)
