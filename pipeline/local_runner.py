@@ -21,7 +21,7 @@ from typing import List, Optional
 from tfx import v1 as tfx
 
 from components import names
-from components.ingestion import flickr8k, shapes_dataset
+from components.ingestion import flickr8k, layouts, shapes_dataset
 from components import config as config_lib
 from pipeline import pipeline as pipeline_lib
 from pipeline import settings
@@ -59,8 +59,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                             seed=config_lib.EMBEDDED_DATASET.seed)
 
   try:
-    flickr8k.detect_layout(data_dir)  # fail before any component runs
-  except flickr8k.LayoutError as error:
+    layouts.detect_layout(data_dir)  # fail before any component runs
+  except layouts.LayoutError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
 

@@ -11,7 +11,7 @@ from tfx.proto import transform_pb2
 from components import names
 from components import features
 from components.evaluation.caption_evaluator import CaptionEvaluator
-from components.ingestion.example_gen import Flickr8kExampleGen
+from components.ingestion.example_gen import ImageCaptionExampleGen
 from components.evaluation.gallery import DemoGallery
 from components import config as config_lib
 
@@ -53,7 +53,7 @@ def create_pipeline(
       TFX resolver nodes; there the gate uses the absolute thresholds only.
   """
   # Reads the dataset folder once into train/eval/demo TFRecords + a reject report.
-  example_gen = Flickr8kExampleGen(input_base=data_root).with_id(names.EXAMPLE_GEN)
+  example_gen = ImageCaptionExampleGen(input_base=data_root).with_id(names.EXAMPLE_GEN)
   # Per-split statistics of the raw examples.
   statistics_gen = tfx.components.StatisticsGen(
       examples=example_gen.outputs['examples']).with_id(names.STATISTICS_GEN)
