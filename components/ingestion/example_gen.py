@@ -299,8 +299,8 @@ def _write_report(report_uri: str, rejects: List[rules.Reject],
   """Writes rejects.jsonl (sorted) and summary.json into the report folder."""
   tf.io.gfile.makedirs(report_uri)
   with tf.io.gfile.GFile(os.path.join(report_uri, names.REJECTS_FILE), 'w') as f:
-    for reject in sorted(rejects, key=rules.Reject.sort_key):
-      f.write(json.dumps(reject.to_json_dict(), sort_keys=True) + '\n')
+    f.write(''.join(json.dumps(reject.to_json_dict(), sort_keys=True) + '\n'
+                    for reject in sorted(rejects, key=rules.Reject.sort_key)))
   with tf.io.gfile.GFile(os.path.join(report_uri, names.INGESTION_SUMMARY_FILE), 'w') as f:
     f.write(json.dumps(summary, indent=2, sort_keys=True))
 
