@@ -77,8 +77,8 @@ def _read_results(builder: rules.DatasetBuilder, path: str) -> None:
     if repaired and image_id:
       builder.repair(MISSING_SEPARATOR)
       builder.add_caption(path, number, image_id, repaired.group('caption'))
-    else:
-      builder.reject_line(path, number, rules.MALFORMED_LINE, image_id)
+    else:  # its id is not trusted: no image is named by a malformed line
+      builder.reject_line(path, number, rules.MALFORMED_LINE)
 
 
 def read(layout: rules.Layout, restval_split: str) -> rules.Dataset:
