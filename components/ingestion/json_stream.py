@@ -22,9 +22,11 @@ import tensorflow as tf
 
 from components.ingestion import rules
 
-_CHUNK_CHARS = 1 << 20
+_CHUNK_BYTES = 1 << 20
 _DECODER = json.JSONDecoder()
 _WHITESPACE = ' \t\n\r'
+# What may follow a complete value in valid JSON.
+_DELIMITERS = _WHITESPACE + ',:]}'
 
 
 class _Reader:
@@ -38,12 +40,13 @@ class _Reader:
     self._pos = 0
     self._consumed = 0  # characters dropped from the window's front
     self._eof = False
-    self._fill()
+    while not self._text and not self._eof:  # a chunk may end inside a character
+      self._fill()
     if self._text.startswith('\ufeff'):
       self._pos = 1
 
   def _fill(self) -> None:
-    chunk = self._f.read(_CHUNK_CHARS)
+    chunk = self._f.read(_CHUNK_BYTES)
     self._eof = not chunk
     self._consumed += self._pos
     self._text = self._text[self._pos:] + self._decoder.decode(chunk, final=self._eof)
@@ -68,8 +71,9 @@ class _Reader:
     self._pos += 1
 
   def value(self) -> Any:
-    """Decodes the next JSON value. A value that ends exactly at the window's
-    end is decoded again after a refill, since a number may go on."""
+    """Decodes the next JSON value. A value not followed by a delimiter in the
+    window is decoded again after a refill: a number cut by the window's end
+    ("1" of "1.5") decodes, but is not the whole value."""
     self.peek()
     while True:
       try:
@@ -79,7 +83,8 @@ class _Reader:
           raise self.error(e.msg) from e
         self._fill()
         continue
-      if end < len(self._text) or self._eof:
+      following = self._text[end:end + 1]  # '' at the window's end
+      if self._eof or (following and following in _DELIMITERS):
         self._pos = end
         return value
       self._fill()
