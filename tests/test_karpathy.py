@@ -2,7 +2,6 @@
 the streaming JSON reader the COCO and Karpathy readers share."""
 import json
 import pathlib
-from typing import Dict
 
 import pytest
 
