@@ -1,19 +1,28 @@
-"""Ingestion throughput: Flickr8kExampleGen against a plain Python loop.
+"""Ingestion throughput and memory: the ExampleGen against a plain decode loop.
 
-Generates a shapes dataset (official Flickr8k layout) into a temporary folder,
-then, in the same run and on the same files, times
-  * the Flickr8kExampleGen executor (text pass, image read + decode check,
+Generates a shapes dataset at a real dataset's image size into a temporary
+folder (timed apart: generation is not ingestion), then, in the same run and
+on the same files:
+  * runs the ExampleGen executor (text pass, image header + decode check,
     tf.Example serialisation, gzipped TFRecord writing) on Beam's DirectRunner
-    in multi-processing mode with one worker per core, start-up included, and
-  * a single-process Python loop that only reads and decodes every image with
-    tf.io.decode_image,
+    in multi-processing mode with --workers worker processes, start-up
+    included, sampling the resident memory (RSS) of the driver process and of
+    each worker every 0.2 s;
+  * the same on the first quarter of the images (a folder generated with
+    num_images / 4, whose images are the same bytes), so the memory peaks can
+    be compared across dataset sizes: flat memory gives a ratio near 1;
+  * a single-process loop that only reads and decodes every image with
+    tf.io.decode_image, as the ExampleGen's check does;
 and prints one JSON line: images/s of both and their ratio (> 1: the Beam
-executor is faster than the loop). On a small machine the executor's fixed
-cost (Beam worker processes importing TensorFlow, ~20 stages, TFX packaging
-itself for the workers) dominates at 2,000 images; its marginal throughput
-shows with a larger --num_images.
+executor is faster than the loop), the peak RSS of the driver and of the
+largest worker at both sizes, and how long generation took.
 
-Usage: .venv/bin/python -m bench.ingestion [--num_images 2000] [--image_size 64]
+Defaults: --layout coco (MS COCO's image size, 640x480 JPEG) with 20,000
+images; --layout official uses Flickr8k's (500x375). On a shared machine the
+figures are noisy: other processes compete for the same cores.
+
+Usage: .venv/bin/python -m bench.ingestion [--layout coco] [--num_images 20000]
+           [--workers 2] [--processes 2]
 """
 
 import argparse
@@ -21,40 +30,74 @@ import json
 import multiprocessing
 import os
 import tempfile
+import threading
 import time
+from typing import Dict, List
 
+import psutil
 import tensorflow as tf
-from tfx.dsl.components.base import base_beam_executor
-from tfx.types import standard_artifacts
 
-from components.ingestion import example_gen
 from components.ingestion import shapes_dataset
+from testing import ingestion
+
+# Width x height of each benchmarked layout's real images.
+IMAGE_SIZES = {
+    shapes_dataset.COCO: (640, 480),  # the most common MS COCO size
+    shapes_dataset.OFFICIAL: (500, 375),  # the most common Flickr8k size
+}
+_SAMPLE_SECONDS = 0.2
 
 
-def _time_example_gen(data_dir: str, out_dir: str) -> float:
-  examples = standard_artifacts.Examples()
-  examples.uri = os.path.join(out_dir, 'examples')
-  report = example_gen.IngestionReport()
-  report.uri = os.path.join(out_dir, 'rejects')
-  executor = example_gen.Executor(base_beam_executor.BaseBeamExecutor.Context(
-      beam_pipeline_args=[
-          '--direct_running_mode=multi_processing', '--direct_num_workers=0'
-      ]))
-  start = time.perf_counter()
-  executor.Do({}, {
-      example_gen.EXAMPLES_KEY: [examples],
-      example_gen.REJECTS_KEY: [report]
-  }, example_gen.executor_exec_properties(data_dir))
-  elapsed = time.perf_counter() - start
+class _PeakMemory:
+  """Samples the RSS of this process and of its descendants in a thread."""
+
+  def __init__(self):
+    self.driver = 0
+    self.worker = 0
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._sample, daemon=True)
+
+  def _sample(self) -> None:
+    me = psutil.Process()
+    while not self._stop.is_set():
+      self.driver = max(self.driver, me.memory_info().rss)
+      for child in me.children(recursive=True):
+        try:
+          self.worker = max(self.worker, child.memory_info().rss)
+        except psutil.NoSuchProcess:
+          pass
+      self._stop.wait(_SAMPLE_SECONDS)
+
+  def __enter__(self) -> '_PeakMemory':
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._stop.set()
+    self._thread.join()
+
+
+def _image_paths(data_dir: str) -> List[str]:
+  paths = []
+  for folder, _, files in os.walk(data_dir):
+    paths.extend(os.path.join(folder, f) for f in files if f.endswith('.jpg'))
+  return sorted(paths)
+
+
+def _run_example_gen(data_dir: str, out_dir: str, workers: int) -> Dict[str, float]:
+  with _PeakMemory() as memory:
+    start = time.perf_counter()
+    _, report = ingestion.run_example_gen(data_dir, out_dir, beam_args=[
+        '--direct_running_mode=multi_processing', f'--direct_num_workers={workers}'])
+    seconds = time.perf_counter() - start
   written = report.get_int_custom_property('written_images')
   if written != report.get_int_custom_property('input_images'):
-    raise RuntimeError(f'ExampleGen rejected images of a clean dataset: '
-                       f'{written} written')
-  return elapsed
+    raise RuntimeError(f'ExampleGen rejected images of a clean dataset: {written} written')
+  return {'seconds': seconds, 'driver_rss_mb': memory.driver / 2**20,
+          'worker_rss_mb': memory.worker / 2**20}
 
 
-def _time_python_loop(image_dir: str) -> float:
-  paths = sorted(os.path.join(image_dir, n) for n in os.listdir(image_dir))
+def _time_decode_loop(paths: List[str]) -> float:
   with open(paths[0], 'rb') as f:  # load the decoder before timing
     tf.io.decode_image(f.read(), channels=3, expand_animations=False)
   start = time.perf_counter()
@@ -66,32 +109,55 @@ def _time_python_loop(image_dir: str) -> float:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--num_images', type=int, default=2000,
-                      help='Images to generate, >= 2000 (default %(default)s).')
-  parser.add_argument('--image_size', type=int, default=64,
-                      help='Image side in pixels (default %(default)s).')
+  parser.add_argument('--layout', choices=sorted(IMAGE_SIZES), default=shapes_dataset.COCO,
+                      help='Dataset layout and image size (default %(default)s).')
+  parser.add_argument('--num_images', type=int, default=20000,
+                      help='Images to generate, >= 400 (default %(default)s).')
+  parser.add_argument('--workers', type=int, default=2,
+                      help='Beam worker processes of the ExampleGen (default %(default)s).')
+  parser.add_argument('--processes', type=int, default=multiprocessing.cpu_count(),
+                      help='Processes generating the images (default: one per core).')
   args = parser.parse_args()
-  if args.num_images < 2000:
-    parser.error('--num_images must be at least 2000')
+  if args.num_images < 400:
+    parser.error('--num_images must be at least 400')
+  width, height = IMAGE_SIZES[args.layout]
+  quarter = args.num_images // 4
 
   with tempfile.TemporaryDirectory(prefix='ingestion_bench_') as tmp:
-    data_dir = os.path.join(tmp, 'data')
-    shapes_dataset.generate(data_dir, args.num_images, args.image_size)
-    beam_seconds = _time_example_gen(data_dir, os.path.join(tmp, 'out'))
-    loop_seconds = _time_python_loop(
-        os.path.join(data_dir, shapes_dataset.OFFICIAL_IMAGE_DIR))
+    start = time.perf_counter()
+    for name, num_images in (('full', args.num_images), ('quarter', quarter)):
+      shapes_dataset.generate(os.path.join(tmp, name), num_images, width, layout=args.layout,
+                              image_height=height, processes=args.processes)
+    generation_seconds = time.perf_counter() - start
+    paths = _image_paths(os.path.join(tmp, 'full'))
+    megabytes = sum(os.path.getsize(p) for p in paths) / 2**20
+    small = _run_example_gen(os.path.join(tmp, 'quarter'), os.path.join(tmp, 'out_quarter'),
+                             args.workers)
+    full = _run_example_gen(os.path.join(tmp, 'full'), os.path.join(tmp, 'out_full'),
+                            args.workers)
+    loop_seconds = _time_decode_loop(paths)
 
-  beam_rate = args.num_images / beam_seconds
+  beam_rate = args.num_images / full['seconds']
   loop_rate = args.num_images / loop_seconds
   print(json.dumps({
+      'layout': args.layout,
       'images': args.num_images,
-      'image_size': args.image_size,
+      'image_size': f'{width}x{height}',
+      'dataset_mb': round(megabytes, 1),
       'cores': multiprocessing.cpu_count(),
-      'example_gen_seconds': round(beam_seconds, 2),
-      'python_loop_seconds': round(loop_seconds, 2),
+      'workers': args.workers,
+      'generation_seconds': round(generation_seconds, 1),
+      'example_gen_seconds': round(full['seconds'], 1),
+      'decode_loop_seconds': round(loop_seconds, 1),
       'example_gen_images_per_second': round(beam_rate, 1),
-      'python_loop_images_per_second': round(loop_rate, 1),
+      'decode_loop_images_per_second': round(loop_rate, 1),
       'ratio_example_gen_to_loop': round(beam_rate / loop_rate, 3),
+      'peak_driver_rss_mb': round(full['driver_rss_mb']),
+      'peak_worker_rss_mb': round(full['worker_rss_mb']),
+      'quarter_peak_driver_rss_mb': round(small['driver_rss_mb']),
+      'quarter_peak_worker_rss_mb': round(small['worker_rss_mb']),
+      'ratio_driver_rss_full_to_quarter': round(full['driver_rss_mb'] / small['driver_rss_mb'], 3),
+      'ratio_worker_rss_full_to_quarter': round(full['worker_rss_mb'] / small['worker_rss_mb'], 3),
   }))
 
 

@@ -11,6 +11,16 @@ Without --data_dir it generates the embedded default dataset into
 
   python -m pipeline.local_runner --output_dir outputs
   python -m pipeline.local_runner --data_dir /data/Flickr8k --backbone_weights imagenet
+
+Datasets --data_dir reads (the layout is detected; README.md's "Real
+datasets" says what to download and where each file goes):
+  Flickr8k   Flicker8k_Dataset/ + Flickr8k.token.txt + Flickr_8k.{train,dev,test}Images.txt,
+             or Kaggle's Images/ + captions.txt
+  Flickr30k  flickr30k_images/ + results.csv [+ dataset_flickr30k.json for Karpathy's splits]
+  MS COCO    train2014/ + val2014/ + annotations/captions_{train,val}2014.json
+             [+ dataset_coco.json for Karpathy's splits]
+  Karpathy   dataset_{flickr8k,flickr30k,coco}.json with the images in images/,
+             Flicker8k_Dataset/, flickr30k_images/ or <filepath>/ (train2014/, val2014/)
 """
 import argparse
 import logging
@@ -20,8 +30,9 @@ from typing import List, Optional
 
 from tfx import v1 as tfx
 
+from components import features
 from components import names
-from components.ingestion import flickr8k, shapes_dataset
+from components.ingestion import flickr8k, layouts, shapes_dataset
 from components import config as config_lib
 from pipeline import beam_args
 from pipeline import pipeline as pipeline_lib
@@ -36,8 +47,12 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   parser.add_argument('--output_dir', default='outputs',
                       help='Folder for the pipeline root, metadata, serving dir and reports.')
   parser.add_argument('--data_dir', default=None,
-                      help='A Flickr8k folder (official or Kaggle layout). '
-                           'Default: the embedded dataset, generated on first use.')
+                      help='A Flickr8k, Flickr30k, MS COCO 2014 or Karpathy-split dataset folder '
+                           '(layouts above). Default: the embedded dataset, generated on first use.')
+  parser.add_argument('--restval_split', default=layouts.DEFAULT_RESTVAL_SPLIT,
+                      choices=features.SPLITS,
+                      help="Where a Karpathy split file's 'restval' images go (default: %(default)s, "
+                           'as im2txt does).')
   parser.add_argument('--num_images', type=int, default=config_lib.EMBEDDED_DATASET.num_images,
                       help='Size of the generated embedded dataset.')
   parser.add_argument('--beam_workers', type=int, default=0,
@@ -60,8 +75,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                             seed=config_lib.EMBEDDED_DATASET.seed)
 
   try:
-    flickr8k.detect_layout(data_dir)  # fail before any component runs
-  except flickr8k.LayoutError as error:
+    layouts.detect_layout(data_dir)  # fail before any component runs
+  except layouts.LayoutError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
 
@@ -83,7 +98,8 @@ def main(argv: Optional[List[str]] = None) -> int:
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           metadata_path),
       beam_pipeline_args=beam_args.direct_beam_args(args.beam_workers),
-      enable_cache=not args.no_cache)
+      enable_cache=not args.no_cache,
+      restval_split=args.restval_split)
   tfx.orchestration.LocalDagRunner().run(pipeline)
 
   summary = summary_lib.write_summary(

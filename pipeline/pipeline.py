@@ -11,7 +11,8 @@ from tfx.proto import transform_pb2
 from components import names
 from components import features
 from components.evaluation.caption_evaluator import CaptionEvaluator
-from components.ingestion.example_gen import Flickr8kExampleGen
+from components.ingestion import layouts
+from components.ingestion.example_gen import ImageCaptionExampleGen
 from components.evaluation.gallery import DemoGallery
 from components import config as config_lib
 
@@ -30,13 +31,15 @@ def create_pipeline(
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = True,
     resolve_last_blessed_model: bool = True,
+    restval_split: str = layouts.DEFAULT_RESTVAL_SPLIT,
 ) -> tfx.dsl.Pipeline:
   """Builds the captioner pipeline.
 
   Args:
     pipeline_name: name of the pipeline in ML Metadata.
     pipeline_root: where component outputs are written.
-    data_root: a Flickr8k folder (official or Kaggle layout).
+    data_root: a dataset folder in a layout of components/ingestion/layouts.py
+      (MS COCO, Flickr30k, Flickr8k official or Kaggle, Karpathy split file).
     schema_path: the curated raw-data schema (`schemas/schema.pbtxt`).
     serving_model_dir: the TF Serving base directory the Pusher writes
       versions into (`<serving_model_dir>/<version>/`).
@@ -51,9 +54,12 @@ def create_pipeline(
     resolve_last_blessed_model: look up the last blessed captioner so a new one
       must not regress against it. Open-source Kubeflow Pipelines cannot run
       TFX resolver nodes; there the gate uses the absolute thresholds only.
+    restval_split: the split Karpathy's 'restval' images go to (datasets
+      with a Karpathy split file).
   """
   # Reads the dataset folder once into train/eval/demo TFRecords + a reject report.
-  example_gen = Flickr8kExampleGen(input_base=data_root).with_id(names.EXAMPLE_GEN)
+  example_gen = ImageCaptionExampleGen(
+      input_base=data_root, restval_split=restval_split).with_id(names.EXAMPLE_GEN)
   # Per-split statistics of the raw examples.
   statistics_gen = tfx.components.StatisticsGen(
       examples=example_gen.outputs['examples']).with_id(names.STATISTICS_GEN)

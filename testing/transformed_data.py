@@ -5,7 +5,7 @@ not on hand-made records, so this module runs the same executors in-process
 and in the pipeline's order:
 
   components.ingestion.shapes_dataset.generate      -> a Flickr8k-layout folder
-  Flickr8kExampleGen executor             -> raw Examples, Split-{train,eval,demo}/*.gz
+  ImageCaptionExampleGen executor         -> raw Examples, Split-{train,eval,demo}/*.gz
   the stock TFX Transform executor        -> transform_graph + transformed Examples
       (components.training.transform.preprocessing_fn, schemas/schema.pbtxt, analyze
       train, transform train and eval: the settings of pipeline/pipeline.py;

@@ -1,4 +1,4 @@
-"""Tests of Flickr8kExampleGen on small generated folders, clean and broken.
+"""Tests of ImageCaptionExampleGen on small generated folders, clean and broken.
 
 The executor's Do runs for real (Beam DirectRunner, in memory); the TFRecords
 and the reject report are read back and checked against the input files.
@@ -9,25 +9,27 @@ import glob
 import json
 import os
 import pathlib
-from typing import Dict, List, Tuple
+import struct
+from typing import Dict, List
+import zlib
 
 import pytest
-import tensorflow as tf
-from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 
+from components import features
 from components import names
 from components.ingestion import example_gen
-from components import features
 from components.ingestion import flickr8k
+from components.ingestion import layouts
+from components.ingestion import rules
 from components.ingestion import shapes_dataset
+from testing import ingestion
 
 NUM_IMAGES = 40
 IMAGE_SIZE = 32
 TOKEN_FILE = 'Flickr8k.token.txt'
-
-Split = Dict[str, Tuple[bytes, List[str]]]  # id -> (image bytes, captions)
+BOM = b'\xef\xbb\xbf'
 
 
 # --- helpers -----------------------------------------------------------------
@@ -41,50 +43,7 @@ def _generate(root: pathlib.Path, layout: str) -> pathlib.Path:
 
 def _run(input_base: pathlib.Path, out: pathlib.Path):
   """Runs the executor's Do; returns (examples, report) artifacts."""
-  examples = standard_artifacts.Examples()
-  examples.uri = str(out / 'examples')
-  report = example_gen.IngestionReport()
-  report.uri = str(out / 'rejects')
-  executor = example_gen.Executor(base_beam_executor.BaseBeamExecutor.Context(
-      beam_pipeline_args=['--direct_num_workers=1']))
-  executor.Do({}, {
-      example_gen.EXAMPLES_KEY: [examples],
-      example_gen.REJECTS_KEY: [report]
-  }, example_gen.executor_exec_properties(str(input_base)))
-  return examples, report
-
-
-def _read_split(examples, split: str) -> Split:
-  files = glob.glob(os.path.join(examples.uri, f'Split-{split}', '*.gz'))
-  assert files, f'no TFRecord shards for split {split}'
-  result = {}
-  for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
-    feature = tf.train.Example.FromString(record.numpy()).features.feature
-    assert len(feature[features.IMAGE_ID_KEY].bytes_list.value) == 1
-    assert len(feature[features.IMAGE_KEY].bytes_list.value) == 1
-    image_id = feature[features.IMAGE_ID_KEY].bytes_list.value[0].decode()
-    assert image_id not in result, f'{image_id} written twice'
-    result[image_id] = (
-        feature[features.IMAGE_KEY].bytes_list.value[0],
-        [c.decode('utf-8') for c in
-         feature[features.CAPTIONS_KEY].bytes_list.value])
-  return result
-
-
-def _read_all(examples) -> Dict[str, Split]:
-  assert sorted(json.loads(examples.split_names)) == sorted(features.SPLITS)
-  splits = {split: _read_split(examples, split) for split in features.SPLITS}
-  ids = [i for split in splits.values() for i in split]
-  assert len(ids) == len(set(ids)), 'an id is written to two splits'
-  return splits
-
-
-def _read_report(report) -> Tuple[List[dict], dict]:
-  with open(os.path.join(report.uri, names.REJECTS_FILE)) as f:
-    rejects = [json.loads(line) for line in f]
-  with open(os.path.join(report.uri, names.INGESTION_SUMMARY_FILE)) as f:
-    summary = json.load(f)
-  return rejects, summary
+  return ingestion.run_example_gen(str(input_base), str(out))
 
 
 def _official_captions(root: pathlib.Path) -> Dict[str, List[str]]:
@@ -95,41 +54,15 @@ def _official_captions(root: pathlib.Path) -> Dict[str, List[str]]:
   return captions
 
 
+def _non_blank_lines(path: pathlib.Path) -> int:
+  return sum(1 for line in path.read_bytes().splitlines() if line.strip())
+
+
 def _split_ids(root: pathlib.Path) -> Dict[str, List[str]]:
   return {
       split: (root / name).read_text().split()
       for split, name in flickr8k.SPLIT_FILES.items()
   }
-
-
-def _image_reasons(rejects: List[dict]) -> Dict[str, str]:
-  image_rejects = [r for r in rejects if r['level'] == flickr8k.IMAGE_LEVEL]
-  reasons = {r['id']: r['reason'] for r in image_rejects}
-  assert len(reasons) == len(image_rejects), 'an id is rejected twice'
-  return reasons
-
-
-def _assert_reconciles(splits: Dict[str, Split], rejects: List[dict],
-                       summary: dict, input_ids: set):
-  """Every input id is in exactly one split or the image rejects."""
-  written = {i for split in splits.values() for i in split}
-  rejected = set(_image_reasons(rejects))
-  assert not written & rejected
-  assert written | rejected == input_ids
-  images = summary['images']
-  assert images['input'] == len(input_ids)
-  assert images['written'] == {s: len(splits[s]) for s in features.SPLITS}
-  assert images['total_written'] == len(written)
-  assert images['total_rejected'] == len(rejected)
-  assert images['rejected'] == dict(collections.Counter(
-      r['reason'] for r in rejects if r['level'] == flickr8k.IMAGE_LEVEL))
-  lines = summary['caption_lines']
-  assert lines['written'] == sum(
-      len(c) for split in splits.values() for _, c in split.values())
-  assert lines['input'] == (
-      lines['written'] + sum(lines['repaired'].values()) +
-      sum(lines['rejected'].values()) + lines['dropped_with_rejected_image'])
-  assert summary['reconciled'] is True
 
 
 # --- clean folders -----------------------------------------------------------
@@ -139,7 +72,7 @@ def test_clean_official_folder_is_written_completely(tmp_path):
   root = _generate(tmp_path / 'data', shapes_dataset.OFFICIAL)
   examples, report = _run(root, tmp_path / 'out')
 
-  splits = _read_all(examples)
+  splits = ingestion.read_all(examples)
   captions = _official_captions(root)
   expected_ids = _split_ids(root)
   for split in features.SPLITS:
@@ -148,10 +81,11 @@ def test_clean_official_folder_is_written_completely(tmp_path):
       path = root / shapes_dataset.OFFICIAL_IMAGE_DIR / image_id
       assert image == path.read_bytes()
       assert written_captions == captions[image_id]
-  rejects, summary = _read_report(report)
+  rejects, summary = ingestion.read_report(report)
   assert rejects == []
   assert summary['layout'] == flickr8k.OFFICIAL
-  _assert_reconciles(splits, rejects, summary, set(captions))
+  ingestion.assert_reconciles(splits, rejects, summary, set(captions),
+                              caption_lines=NUM_IMAGES * 5)
   assert report.get_int_custom_property('written_images') == NUM_IMAGES
   assert report.get_int_custom_property('rejected_images') == 0
 
@@ -164,15 +98,16 @@ def test_kaggle_folder_with_split_files_in_text_dir_uses_them(tmp_path):
     (root / flickr8k.TEXT_DIR / name).write_bytes((official / name).read_bytes())
   examples, report = _run(root, tmp_path / 'out')
 
-  splits = _read_all(examples)
+  splits = ingestion.read_all(examples)
   expected_ids = _split_ids(official)
   for split in features.SPLITS:
     assert sorted(splits[split]) == sorted(expected_ids[split])
-  rejects, summary = _read_report(report)
+  rejects, summary = ingestion.read_report(report)
   assert rejects == []
   assert summary['layout'] == flickr8k.KAGGLE
-  _assert_reconciles(splits, rejects, summary,
-                     set(_official_captions(official)))
+  ingestion.assert_reconciles(splits, rejects, summary,
+                              set(_official_captions(official)),
+                              caption_lines=NUM_IMAGES * 5)
 
 
 # --- broken folders ----------------------------------------------------------
@@ -218,18 +153,18 @@ def _break_official(root: pathlib.Path):
   test.write_text(test.read_text() + f'{ids[7]}\n')
 
   image_reasons = {
-      ids[0]: flickr8k.NOT_AN_IMAGE,
-      ids[1]: flickr8k.NOT_AN_IMAGE,
-      ids[2]: flickr8k.NO_VALID_CAPTION,
-      ids[6]: flickr8k.IN_NO_SPLIT,
-      ids[7]: flickr8k.IN_TWO_SPLITS,
-      ids[8]: flickr8k.NO_VALID_CAPTION,
-      'ghost.jpg': flickr8k.MISSING_IMAGE,
+      ids[0]: rules.NOT_AN_IMAGE,
+      ids[1]: rules.NOT_AN_IMAGE,
+      ids[2]: rules.NO_VALID_CAPTION,
+      ids[6]: rules.IN_NO_SPLIT,
+      ids[7]: rules.IN_TWO_SPLITS,
+      ids[8]: rules.NO_VALID_CAPTION,
+      'ghost.jpg': rules.MISSING_IMAGE,
   }
   caption_rejects = sorted(
-      [(ids[3], flickr8k.EMPTY_CAPTION), (ids[4], flickr8k.NOT_UTF8),
-       ('', flickr8k.MALFORMED_LINE)] +
-      [(ids[8], flickr8k.EMPTY_CAPTION)] * 5)
+      [(ids[3], rules.EMPTY_CAPTION), (ids[4], rules.NOT_UTF8),
+       ('', rules.MALFORMED_LINE)] +
+      [(ids[8], rules.EMPTY_CAPTION)] * 5)
   expected_captions = dict(captions)
   expected_captions[ids[3]] = captions[ids[3]][1:]
   expected_captions[ids[4]] = captions[ids[4]][:1] + captions[ids[4]][2:]
@@ -243,16 +178,16 @@ def test_broken_official_folder_yields_reconciled_reject_report(tmp_path):
       _break_official(root))
   examples, report = _run(root, tmp_path / 'out')
 
-  splits = _read_all(examples)
-  rejects, summary = _read_report(report)
-  assert _image_reasons(rejects) == image_reasons
+  splits = ingestion.read_all(examples)
+  rejects, summary = ingestion.read_report(report)
+  assert ingestion.image_reasons(rejects) == image_reasons
   assert sorted((r['id'], r['reason']) for r in rejects
-                if r['level'] == flickr8k.CAPTION_LEVEL) == caption_rejects
-  malformed = [r for r in rejects if r['reason'] == flickr8k.MALFORMED_LINE]
+                if r['level'] == rules.CAPTION_LEVEL) == caption_rejects
+  malformed = [r for r in rejects if r['reason'] == rules.MALFORMED_LINE]
   assert [(r['file'], r['line']) for r in malformed] == [(TOKEN_FILE,
                                                           malformed_line)]
   decode_details = [
-      r['detail'] for r in rejects if r['reason'] == flickr8k.NOT_AN_IMAGE]
+      r['detail'] for r in rejects if r['reason'] == rules.NOT_AN_IMAGE]
   assert all(decode_details), 'decode rejects must say why'
 
   image_dir = root / shapes_dataset.OFFICIAL_IMAGE_DIR
@@ -263,9 +198,10 @@ def test_broken_official_folder_yields_reconciled_reject_report(tmp_path):
       assert image == (image_dir / image_id).read_bytes()
       assert captions == expected_captions[image_id]
 
-  _assert_reconciles(splits, rejects, summary,
-                     set(os.listdir(image_dir)) | {'ghost.jpg'})
-  assert summary['caption_lines']['repaired'] == {flickr8k.DUPLICATE_CAPTION: 1}
+  ingestion.assert_reconciles(splits, rejects, summary,
+                              set(os.listdir(image_dir)) | {'ghost.jpg'},
+                              caption_lines=_non_blank_lines(root / TOKEN_FILE))
+  assert summary['caption_lines']['repaired'] == {rules.DUPLICATE_CAPTION: 1}
   assert summary['caption_lines']['dropped_with_rejected_image'] == 21
 
 
@@ -294,38 +230,126 @@ def test_broken_kaggle_folder_uses_hash_splits_and_rejects(tmp_path):
   captions_file.write_bytes(b'\r\n'.join(broken) + b'\r\n')  # CRLF file
   examples, report = _run(root, tmp_path / 'out')
 
-  splits = _read_all(examples)
-  rejects, summary = _read_report(report)
+  splits = ingestion.read_all(examples)
+  rejects, summary = ingestion.read_report(report)
   assert summary['layout'] == flickr8k.KAGGLE
-  assert _image_reasons(rejects) == {
-      ids[0]: flickr8k.NOT_AN_IMAGE,
-      ids[1]: flickr8k.NO_VALID_CAPTION,
-      'ghost.jpg': flickr8k.MISSING_IMAGE,
+  assert ingestion.image_reasons(rejects) == {
+      ids[0]: rules.NOT_AN_IMAGE,
+      ids[1]: rules.NO_VALID_CAPTION,
+      'ghost.jpg': rules.MISSING_IMAGE,
   }
   assert [(r['id'], r['reason'], r['line']) for r in rejects
-          if r['level'] == flickr8k.CAPTION_LEVEL] == [
-              (ids[3], flickr8k.NOT_UTF8, len(broken) - 2)]
-  assert summary['caption_lines']['repaired'] == {flickr8k.DUPLICATE_CAPTION: 1}
+          if r['level'] == rules.CAPTION_LEVEL] == [
+              (ids[3], rules.NOT_UTF8, len(broken) - 2)]
+  assert summary['caption_lines']['repaired'] == {rules.DUPLICATE_CAPTION: 1}
   for split, written in splits.items():
     for image_id, (image, captions) in written.items():
-      assert flickr8k.hash_split(image_id) == split
+      assert rules.hash_split(image_id) == split
       assert image == (image_dir / image_id).read_bytes()
       extra = [f'{original[ids[2]][0]}, quoted'] if image_id == ids[2] else []
       assert captions == original[image_id] + extra
-  _assert_reconciles(splits, rejects, summary, set(ids) | {'ghost.jpg'})
+  ingestion.assert_reconciles(splits, rejects, summary, set(ids) | {'ghost.jpg'},
+                              caption_lines=len(broken) - 1)
 
 
 def test_non_flickr_folder_fails_at_once_saying_what_was_expected(tmp_path):
   (tmp_path / 'data' / 'photos').mkdir(parents=True)
   (tmp_path / 'data' / 'labels.csv').write_text('a,b\n')
-  with pytest.raises(flickr8k.LayoutError) as error:
+  with pytest.raises(layouts.LayoutError) as error:
     _run(tmp_path / 'data', tmp_path / 'out')
   message = str(error.value)
   for expected in ('Flicker8k_Dataset', TOKEN_FILE, 'Flickr_8k.trainImages.txt',
-                   'Images/', 'captions.txt', 'image,caption'):
+                   'Images/', 'captions.txt', 'image,caption',  # Flickr8k
+                   'flickr30k_images/', 'results.csv',  # Flickr30k
+                   'annotations/captions_train2014.json', 'val2014/',  # COCO
+                   'dataset_coco.json', 'dataset_flickr30k.json'):  # Karpathy
     assert expected in message
+  assert 'labels.csv' in message and 'photos' in message  # what was found
   assert not (tmp_path / 'out' / 'examples').exists() or not glob.glob(
       str(tmp_path / 'out' / 'examples' / '*' / '*.gz'))
+
+
+# --- byte-order marks, oversized images, empty splits ---------------------------
+
+
+def test_byte_order_marks_are_dropped_in_both_flickr8k_layouts(tmp_path):
+  official = _generate(tmp_path / 'official', shapes_dataset.OFFICIAL)
+  for name in [TOKEN_FILE, *flickr8k.SPLIT_FILES.values()]:
+    (official / name).write_bytes(BOM + (official / name).read_bytes())
+  kaggle = _generate(tmp_path / 'kaggle', shapes_dataset.KAGGLE)
+  captions_file = kaggle / shapes_dataset.KAGGLE_CAPTIONS_FILE
+  captions_file.write_bytes(BOM + captions_file.read_bytes())
+  for root in (official, kaggle):
+    examples, report = _run(root, tmp_path / 'out' / root.name)
+    splits = ingestion.read_all(examples)
+    rejects, summary = ingestion.read_report(report)
+    assert rejects == []
+    assert sum(images for images in summary['images']['written'].values()) == NUM_IMAGES
+    ids = {shapes_dataset.image_id(i) for i in range(NUM_IMAGES)}
+    ingestion.assert_reconciles(splits, rejects, summary, ids, caption_lines=NUM_IMAGES * 5)
+
+
+def _png_header(width: int, height: int) -> bytes:
+  """A PNG (8-bit RGB) whose header claims width x height, followed by one
+  row of pixel data only: what a header-only check reads, without the
+  megabytes a real image that size costs (it does not decode)."""
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack('>I', len(data)) + kind + data +
+            struct.pack('>I', zlib.crc32(kind + data)))
+  ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+  idat = zlib.compress(bytes(1 + 3 * width))
+  return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', idat) + chunk(b'IEND', b'')
+
+
+def test_images_over_the_pixel_limit_are_refused_from_their_header(tmp_path):
+  root = _generate(tmp_path / 'data', shapes_dataset.OFFICIAL)
+  image_dir = root / shapes_dataset.OFFICIAL_IMAGE_DIR
+  ids = sorted(os.listdir(image_dir))
+  (image_dir / ids[5]).write_bytes(_png_header(10_000, 5_001))  # just over 50 megapixels
+  (image_dir / ids[6]).write_bytes(_png_header(10_000, 5_000))  # at the limit, but no pixel data
+  examples, report = _run(root, tmp_path / 'out')
+
+  splits = ingestion.read_all(examples)
+  rejects, summary = ingestion.read_report(report)
+  assert names.MAX_IMAGE_PIXELS == 50_000_000  # the serving limit this test is about
+  assert ingestion.image_reasons(rejects) == {
+      ids[5]: rules.IMAGE_TOO_LARGE, ids[6]: rules.NOT_AN_IMAGE}
+  too_large = [r for r in rejects if r['reason'] == rules.IMAGE_TOO_LARGE]
+  assert too_large[0]['detail'] == (
+      '10000x5001 = 50010000 pixels, over the limit of 50000000')
+  ingestion.assert_reconciles(splits, rejects, summary, set(ids), caption_lines=NUM_IMAGES * 5)
+
+
+def test_everything_rejected_fails_at_once_naming_the_report(tmp_path):
+  root = _generate(tmp_path / 'data', shapes_dataset.OFFICIAL)
+  (root / TOKEN_FILE).write_bytes(b'')
+  with pytest.raises(example_gen.EmptySplitError) as error:
+    _run(root, tmp_path / 'out')
+  report_dir = tmp_path / 'out' / 'rejects'
+  assert str(report_dir / names.REJECTS_FILE) in str(error.value)
+  assert 'after the text checks' in str(error.value)
+  assert not glob.glob(str(tmp_path / 'out' / 'examples' / '*' / '*.gz'))
+  rejects = [json.loads(line) for line in (report_dir / names.REJECTS_FILE).read_text().splitlines()]
+  assert {r['reason'] for r in rejects} == {rules.NO_VALID_CAPTION}
+  assert len(rejects) == NUM_IMAGES
+  summary = json.loads((report_dir / names.INGESTION_SUMMARY_FILE).read_text())
+  assert summary['images']['total_rejected'] == NUM_IMAGES and summary['reconciled']
+
+
+def test_a_split_emptied_by_the_image_checks_fails_naming_the_report(tmp_path):
+  root = _generate(tmp_path / 'data', shapes_dataset.OFFICIAL)
+  image_dir = root / shapes_dataset.OFFICIAL_IMAGE_DIR
+  demo_ids = _split_ids(root)[features.DEMO_SPLIT]
+  for image_id in demo_ids:
+    (image_dir / image_id).write_bytes(b'not an image')
+  with pytest.raises(example_gen.EmptySplitError, match='demo.*after the image checks') as error:
+    _run(root, tmp_path / 'out')
+  assert str(tmp_path / 'out' / 'rejects' / names.REJECTS_FILE) in str(error.value)
+  report_dir = tmp_path / 'out' / 'rejects'
+  rejects = [json.loads(line) for line in (report_dir / names.REJECTS_FILE).read_text().splitlines()]
+  summary = json.loads((report_dir / names.INGESTION_SUMMARY_FILE).read_text())
+  assert ingestion.image_reasons(rejects) == {i: rules.NOT_AN_IMAGE for i in demo_ids}
+  assert summary['images']['written'][features.DEMO_SPLIT] == 0 and summary['reconciled']
 
 
 # --- text pass only (no Beam) --------------------------------------------------
@@ -337,7 +361,7 @@ def test_official_layout_variants_are_detected(tmp_path):
   (root / flickr8k.TEXT_DIR).mkdir()
   for name in [TOKEN_FILE, *flickr8k.SPLIT_FILES.values()]:
     (root / name).rename(root / flickr8k.TEXT_DIR / name)
-  dataset = flickr8k.read_dataset(str(root))
+  dataset = layouts.read_dataset(str(root))
   assert dataset.layout.name == flickr8k.OFFICIAL
   assert len(dataset.records) == NUM_IMAGES and not dataset.rejects
 
@@ -345,29 +369,29 @@ def test_official_layout_variants_are_detected(tmp_path):
 @pytest.mark.parametrize('damage, expected', [
     (lambda root: (root / flickr8k.SPLIT_FILES['eval']).unlink(),
      'Flickr_8k.devImages.txt not found'),
-    (lambda root: (root / TOKEN_FILE).unlink(), f'{TOKEN_FILE} not found'),
+    (lambda root: (root / TOKEN_FILE).unlink(), f'image folder but no {TOKEN_FILE}'),
 ])
 def test_incomplete_official_folder_names_the_missing_file(
     tmp_path, damage, expected):
   root = _generate(tmp_path / 'data', shapes_dataset.OFFICIAL)
   damage(root)
-  with pytest.raises(flickr8k.LayoutError, match=expected):
-    flickr8k.read_dataset(str(root))
+  with pytest.raises(layouts.LayoutError, match=expected):
+    layouts.read_dataset(str(root))
 
 
 def test_kaggle_captions_without_header_fail(tmp_path):
   root = _generate(tmp_path / 'data', shapes_dataset.KAGGLE)
   captions_file = root / shapes_dataset.KAGGLE_CAPTIONS_FILE
   captions_file.write_text(captions_file.read_text().split('\n', 1)[1])
-  with pytest.raises(flickr8k.LayoutError, match='header'):
-    flickr8k.read_dataset(str(root))
+  with pytest.raises(layouts.LayoutError, match='header'):
+    layouts.read_dataset(str(root))
 
 
 def test_hash_split_is_deterministic_in_official_proportion():
   ids = [f'{i:010d}_{i * 7919 % 65536:04x}.jpg' for i in range(16000)]
-  counts = collections.Counter(flickr8k.hash_split(i) for i in ids)
-  assert [flickr8k.hash_split(i) for i in ids[:100]] == [
-      flickr8k.hash_split(i) for i in ids[:100]]
+  counts = collections.Counter(rules.hash_split(i) for i in ids)
+  assert [rules.hash_split(i) for i in ids[:100]] == [
+      rules.hash_split(i) for i in ids[:100]]
   assert abs(counts[features.TRAIN_SPLIT] - 12000) < 300
   assert abs(counts[features.EVAL_SPLIT] - 2000) < 200
   assert abs(counts[features.DEMO_SPLIT] - 2000) < 200
@@ -377,7 +401,7 @@ def test_hash_split_is_deterministic_in_official_proportion():
 
 
 def test_component_declares_examples_and_reject_report(tmp_path):
-  component = example_gen.Flickr8kExampleGen(input_base=str(tmp_path))
+  component = example_gen.ImageCaptionExampleGen(input_base=str(tmp_path))
   assert component.outputs[example_gen.EXAMPLES_KEY].type_name == (
       standard_artifacts.Examples.TYPE_NAME)
   assert component.outputs[example_gen.REJECTS_KEY].type_name == (

@@ -4,6 +4,7 @@ that are true of the pixels."""
 import collections
 import filecmp
 import io
+import json
 import os
 import pathlib
 import re
@@ -193,6 +194,69 @@ def test_kaggle_layout_has_the_same_data(tmp_path):
     assert (kaggle / shapes_dataset.KAGGLE_IMAGE_DIR / image_id).read_bytes() == (
         tmp_path / 'o' / shapes_dataset.OFFICIAL_IMAGE_DIR / image_id
     ).read_bytes()
+
+
+def _read_other_layout(root: pathlib.Path, layout: str) -> Dict[str, tuple]:
+  """image index -> (official split block, captions, image bytes), from the
+  files of a generated flickr30k, coco or karpathy folder."""
+  index = lambda name: int(re.search(r'(\d+)\.jpg$', name).group(1))
+  found = {}
+  if layout == shapes_dataset.FLICKR30K:
+    lines = (root / shapes_dataset.FLICKR30K_RESULTS_FILE).read_text().splitlines()
+    assert lines[0] == 'image_name| comment_number| comment'
+    captions = collections.defaultdict(list)
+    for line in lines[1:]:
+      name, number, caption = line.split('| ')
+      assert int(number) == len(captions[name])
+      captions[name].append(caption)
+    for name, texts in captions.items():
+      found[index(name)] = (None, texts, (root / shapes_dataset.FLICKR30K_IMAGE_DIR / name).read_bytes())
+  elif layout == shapes_dataset.COCO:
+    for coco_set, (captions_file, image_dir) in shapes_dataset.COCO_SETS.items():
+      data = json.loads((root / shapes_dataset.COCO_ANNOTATIONS_DIR / captions_file).read_text())
+      captions = collections.defaultdict(list)
+      for annotation in data['annotations']:
+        captions[annotation['image_id']].append(annotation['caption'])
+      for image in data['images']:
+        assert image['file_name'] == f'COCO_{coco_set}2014_{image["id"]:012d}.jpg'
+        found[image['id']] = (coco_set, captions[image['id']],
+                              (root / image_dir / image['file_name']).read_bytes())
+  else:
+    data = json.loads((root / shapes_dataset.KARPATHY_SPLIT_FILE).read_text())
+    for entry in data['images']:
+      found[index(entry['filename'])] = (
+          entry['split'], [s['raw'] for s in entry['sentences']],
+          (root / shapes_dataset.KARPATHY_IMAGE_DIR / entry['filename']).read_bytes())
+  return found
+
+
+@pytest.mark.parametrize('layout', [shapes_dataset.FLICKR30K, shapes_dataset.COCO,
+                                    shapes_dataset.KARPATHY])
+def test_other_layouts_have_the_same_data_and_splits(tmp_path, layout):
+  shapes_dataset.generate(str(tmp_path / 'o'), num_images=16, image_size=32)
+  shapes_dataset.generate(str(tmp_path / 'x'), num_images=16, image_size=32, layout=layout,
+                          processes=2)
+  official = _token_captions(tmp_path / 'o')
+  blocks = {image_id: block for block, file_name in shapes_dataset.OFFICIAL_SPLIT_FILES.items()
+            for image_id in (tmp_path / 'o' / file_name).read_text().split()}
+  found = _read_other_layout(tmp_path / 'x', layout)
+  assert sorted(found) == list(range(16))
+  for index, (split, captions, image) in found.items():
+    image_id = shapes_dataset.image_id(index)
+    assert captions == official[image_id]
+    assert image == (tmp_path / 'o' / shapes_dataset.OFFICIAL_IMAGE_DIR / image_id).read_bytes()
+    if layout == shapes_dataset.COCO:
+      assert split == shapes_dataset.COCO_SET_OF_SPLIT[blocks[image_id]]
+    elif layout == shapes_dataset.KARPATHY:
+      assert split == shapes_dataset.KARPATHY_SPLITS[blocks[image_id]]
+
+
+def test_images_may_be_wider_than_high(tmp_path):
+  shapes_dataset.generate(str(tmp_path), num_images=3, image_size=64, image_height=48)
+  for index in range(3):
+    path = tmp_path / shapes_dataset.OFFICIAL_IMAGE_DIR / shapes_dataset.image_id(index)
+    with Image.open(path) as image:
+      assert image.size == (64, 48)
 
 
 def test_command_line(tmp_path):

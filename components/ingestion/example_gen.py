@@ -1,20 +1,24 @@
-"""Flickr8kExampleGen: a Flickr8k-style folder in, validated tf.Examples out.
+"""ImageCaptionExampleGen: a captioning dataset folder in, validated tf.Examples out.
 
 Data contract
 -------------
-Input (`input_base`): a dataset folder in the official Flickr8k or the Kaggle
-layout; see components/ingestion/flickr8k.py for the layouts and for every validation
-and repair rule. A folder in neither layout fails the component at once.
+Input (`input_base`): a dataset folder in one of the layouts of
+components/ingestion/layouts.py (MS COCO 2014, Flickr30k, official or Kaggle
+Flickr8k, a Karpathy split file with its images); components/ingestion/rules.py
+has every validation, repair and reject rule, the same for every layout. A
+folder in none of the layouts fails the component at once. `restval_split`:
+the split Karpathy's 'restval' images go to (default 'train').
 
 Output `examples` (standard Examples artifact): gzipped TFRecord shards
 `Split-<split>/data_tfrecord-*.gz` for the splits features.TRAIN_SPLIT,
-features.EVAL_SPLIT and features.DEMO_SPLIT (Flickr8k's train, dev and test
-files), one serialized tf.train.Example per image:
+features.EVAL_SPLIT and features.DEMO_SPLIT, one serialized tf.train.Example
+per image, in the layout of components/records.py:
   features.IMAGE_ID_KEY  bytes [1]              image file name (the id)
   features.IMAGE_KEY     bytes [1]              the image file, byte for byte
   features.CAPTIONS_KEY  bytes [num_captions]   its valid captions, UTF-8
-Every written image decodes with tf.io.decode_image(channels=3) and has at
-least one caption.
+Every written image decodes with tf.io.decode_image(channels=3), has at most
+names.MAX_IMAGE_PIXELS pixels and at least one caption; every split holds at
+least one image (else the component fails, naming the reject report).
 
 Output `rejects` (IngestionReport artifact):
   rejects.jsonl  one JSON object per rejected image or caption line, sorted:
@@ -24,59 +28,98 @@ Output `rejects` (IngestionReport artifact):
                  totals that reconcile (see `summarise`); also logged and
                  copied to the artifact's custom properties.
 
-Why a custom executor: the stock ExampleGen reads its input once per split
-pattern, while Flickr8k's splits are defined by text files that must be
-cross-checked (an id in two splits, in none, ...). Here the text files are
-read once, in the driver process, and the image files, the expensive part, are
-read, verified and converted in parallel by one Beam pipeline that fans out
-into the three splits and the rejects.
+How it streams: the text files are parsed once, in the driver process, into
+one small record per image (id, path, split, captions: no image bytes), which
+are written to a JSON-lines file in a work folder. Beam reads that file,
+spreads the records over the workers (a Reshuffle of these small records only),
+and each worker reads, checks and converts its images and writes them
+straight into its own TFRecord shards. The image bytes never travel back to
+the driver, and no Beam element holds more than one image: memory per process
+stays flat as the dataset grows (the driver keeps the text index, a few
+hundred bytes per caption). TFX's stock WriteSplit is not used because it
+reshuffles the serialized examples, which the local DirectRunner holds in the
+driver's memory: the whole dataset's JPEG bytes.
+
+Why a custom component: the stock ExampleGen reads its input once per split
+pattern, while these datasets define their splits by separate files that must
+be cross-checked with the captions and the image folders (an id in two
+splits, in none, ...).
 """
 
+import collections
+import dataclasses
 import json
 import os
 import re
+import struct
+import tempfile
 from typing import Any, Dict, Iterable, Iterator, List, Tuple, Union
+import zlib
 
 from absl import logging
 import apache_beam as beam
+from apache_beam.io import filesystem
+from apache_beam.io import fileio
+from apache_beam.options.value_provider import StaticValueProvider
+import google_crc32c
 import tensorflow as tf
 from tfx import types
-from tfx.components.example_gen import base_example_gen_executor
 from tfx.components.example_gen import driver
 from tfx.components.example_gen import utils
+from tfx.components.example_gen import write_split
+from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_component
+from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 from tfx.types.component_spec import ChannelParameter
+from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils
 from tfx.utils import proto_utils
 
 from components import features
+from components import image_limits
 from components import names
 from components import records
-from components.ingestion import flickr8k
 from components.artifacts import IngestionReport
+from components.ingestion import layouts
+from components.ingestion import rules
 
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
 REJECTS_KEY = 'rejects'
+RESTVAL_SPLIT_KEY = 'restval_split'
 
-# exec_properties key under which Do hands the report folder to the pipeline.
-_REPORT_URI_KEY = '_report_uri'
+_OUTPUT_FILE_FORMAT = example_gen_pb2.FORMAT_TFRECORDS_GZIP
 _REJECTED_TAG = 'rejected'
 _TALLY_TAG = 'tally'
+# Files in the executor's work folder.
+_RECORDS_FILE = 'records.jsonl'
+_IMAGE_REJECTS_PREFIX = 'image_rejects'
+_TALLY_FILE = 'tally.json'
 # TF error messages carry op boilerplate: '{{function_node ...}} <message>
 # [Op:DecodeImage]'; the report keeps <message>.
 _OP_BOILERPLATE = re.compile(r'^\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]$')
+# JPEG files start with an SOI marker followed by another marker.
+_JPEG_MAGIC = b'\xff\xd8\xff'
+# Deflate level of the gzipped TFRecords. The records are encoded images,
+# already compressed: level 6 (zlib's default, Beam's WriteToTFRecord) saves
+# ~1.5% of the bytes for ~15x the CPU of storing them (level 0), which would
+# cost as much as decoding the image. The files stay gzip, read as before.
+_GZIP_LEVEL = 0
+
+
+class EmptySplitError(ValueError):
+  """A split the pipeline needs (train, eval or demo) holds no image."""
 
 
 def _output_config() -> example_gen_pb2.Output:
   """Names the output splits. Membership comes from the dataset's split
-  files (or id hash), not from these hash buckets, which only mirror
-  Flickr8k's 6000:1000:1000 proportion."""
-  buckets = dict(flickr8k.HASH_SPLIT_BUCKETS)
+  files (or id hash), not from these hash buckets, which only mirror the
+  6000:1000:1000 proportion of rules.HASH_SPLIT_BUCKETS."""
+  buckets = dict(rules.HASH_SPLIT_BUCKETS)
   return example_gen_pb2.Output(
       split_config=example_gen_pb2.SplitConfig(splits=[
           example_gen_pb2.SplitConfig.Split(
@@ -85,7 +128,8 @@ def _output_config() -> example_gen_pb2.Output:
       ]))
 
 
-def executor_exec_properties(input_base: str) -> Dict[str, Any]:
+def executor_exec_properties(
+    input_base: str, restval_split: str = layouts.DEFAULT_RESTVAL_SPLIT) -> Dict[str, Any]:
   """exec_properties as the orchestrator hands them to `Executor.Do`.
 
   For callers that run the executor without a pipeline (tests, benchmarks).
@@ -98,13 +142,9 @@ def executor_exec_properties(input_base: str) -> Dict[str, Any]:
           _output_config()),
       standard_component_specs.OUTPUT_DATA_FORMAT_KEY:
           example_gen_pb2.FORMAT_TF_EXAMPLE,
-      standard_component_specs.OUTPUT_FILE_FORMAT_KEY:
-          example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+      standard_component_specs.OUTPUT_FILE_FORMAT_KEY: _OUTPUT_FILE_FORMAT,
+      RESTVAL_SPLIT_KEY: restval_split,
   }
-
-
-def _to_example(record: flickr8k.ImageRecord, image: bytes) -> bytes:
-  return records.image_example(image, record.image_id, record.captions).SerializeToString()
 
 
 class _ReadAndVerifyImage(beam.DoFn):
@@ -114,187 +154,311 @@ class _ReadAndVerifyImage(beam.DoFn):
   """
 
   def process(
-      self, record: flickr8k.ImageRecord
+      self, record: rules.ImageRecord
   ) -> Iterator[Union[bytes, beam.pvalue.TaggedOutput]]:
-    def reject(reason: str, error: tf.errors.OpError):
-      lines = (error.message or '').strip().splitlines()
-      detail = _OP_BOILERPLATE.sub('', lines[0]) if lines else ''
+    def reject(reason: str, detail: str):
       return beam.pvalue.TaggedOutput(
           _REJECTED_TAG,
-          flickr8k.Reject(flickr8k.IMAGE_LEVEL, record.image_id, record.file,
-                          0, reason, detail, len(record.captions)))
+          rules.Reject(rules.IMAGE_LEVEL, record.image_id, record.file, 0, reason,
+                       detail, len(record.captions)))
+
+    def op_error_detail(error: tf.errors.OpError) -> str:
+      lines = (error.message or '').strip().splitlines()
+      return _OP_BOILERPLATE.sub('', lines[0]) if lines else ''
 
     try:
       with tf.io.gfile.GFile(record.path, 'rb') as f:
         image = f.read()
     except tf.errors.OpError as error:
-      yield reject(flickr8k.UNREADABLE_IMAGE, error)
+      yield reject(rules.UNREADABLE_IMAGE, op_error_detail(error))
+      return
+    too_large = image_limits.oversize(image, names.MAX_IMAGE_PIXELS)
+    if too_large:
+      yield reject(rules.IMAGE_TOO_LARGE,
+                   f'{too_large}, over the limit of {names.MAX_IMAGE_PIXELS}')
       return
     try:
-      tf.io.decode_image(image, channels=3, expand_animations=False)
+      _check_decodes(image)
     except tf.errors.OpError as error:
-      yield reject(flickr8k.NOT_AN_IMAGE, error)
+      yield reject(rules.NOT_AN_IMAGE, op_error_detail(error))
       return
-    yield beam.pvalue.TaggedOutput(record.split, _to_example(record, image))
-    yield beam.pvalue.TaggedOutput(_TALLY_TAG,
-                                   (record.split, len(record.captions)))
+    example = records.image_example(image, record.image_id, record.captions)
+    yield beam.pvalue.TaggedOutput(record.split, example.SerializeToString())
+    yield beam.pvalue.TaggedOutput(_TALLY_TAG, (record.split, len(record.captions)))
 
 
-def _text_pass_counts(dataset: flickr8k.Dataset) -> Dict[str, Any]:
-  """What `summarise` needs from the text pass (small, cheap to pickle)."""
+def _check_decodes(image: bytes) -> None:
+  """Raises tf.errors.OpError unless tf.io.decode_image(channels=3) decodes `image`.
+
+  JPEGs are decoded at 1/8 scale: libjpeg still parses every marker and
+  every entropy-coded byte (where truncation and corruption show, with the
+  same errors as at full scale) and skips most of the inverse DCT and colour
+  conversion, which cannot fail; that halves the cost of the check.
+  """
+  if image.startswith(_JPEG_MAGIC):
+    tf.io.decode_jpeg(image, channels=3, ratio=8)
+  else:
+    tf.io.decode_image(image, channels=3, expand_animations=False)
+
+
+def _masked_crc32c(data: bytes) -> bytes:
+  """The masked CRC-32C of TFRecord framing (tensorflow/core/lib/hash/crc32c.h)."""
+  crc = google_crc32c.value(data)
+  return struct.pack('<I', (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff)
+
+
+class _GzipTFRecordSink(fileio.FileSink):
+  """Writes serialized records as a gzipped TFRecord file at _GZIP_LEVEL.
+
+  The framing of tf.io.TFRecordWriter: uint64 length, masked CRC of the
+  length, the bytes, masked CRC of the bytes (little-endian).
+  """
+
+  def create_metadata(self, destination: str, full_file_name: str) -> fileio.FileMetadata:
+    return fileio.FileMetadata(mime_type='application/octet-stream',
+                               compression_type=filesystem.CompressionTypes.UNCOMPRESSED)
+
+  def open(self, fh) -> None:
+    self._fh = fh
+    self._gzip = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+  def write(self, record: bytes) -> None:
+    length = struct.pack('<Q', len(record))
+    self._fh.write(self._gzip.compress(
+        length + _masked_crc32c(length) + record + _masked_crc32c(record)))
+
+  def flush(self) -> None:
+    """Ends the gzip stream: WriteToFiles calls this once, right before it
+    closes the file."""
+    self._fh.write(self._gzip.flush())
+    self._fh.flush()
+
+
+class _TallyFn(beam.CombineFn):
+  """(split, num_captions) per written image -> {split: [images, captions]}."""
+
+  def create_accumulator(self) -> Dict[str, List[int]]:
+    return {split: [0, 0] for split in features.SPLITS}
+
+  def add_input(self, accumulator, element: Tuple[str, int]):
+    split, num_captions = element
+    accumulator[split][0] += 1
+    accumulator[split][1] += num_captions
+    return accumulator
+
+  def merge_accumulators(self, accumulators):
+    merged = self.create_accumulator()
+    for accumulator in accumulators:
+      for split, (images, captions) in accumulator.items():
+        merged[split][0] += images
+        merged[split][1] += captions
+    return merged
+
+  def extract_output(self, accumulator):
+    return accumulator
+
+
+def _write_json(value: Any, path: str) -> None:
+  with tf.io.gfile.GFile(path, 'w') as f:
+    f.write(json.dumps(value))
+
+
+def _verify_and_write(pipeline: beam.Pipeline, work_dir: str,
+                      split_uris: Dict[str, str]) -> None:
+  """The Beam part: records file -> verified images in TFRecord shards.
+
+  Writes to `work_dir` the image rejects (JSON lines, with num_captions) and
+  the tally {split: [images, captions]} of what was written.
+  """
+  outputs = (
+      pipeline
+      | 'ReadRecords' >> beam.io.ReadFromText(os.path.join(work_dir, _RECORDS_FILE))
+      | 'ParseRecords' >> beam.Map(lambda line: rules.ImageRecord.from_json_dict(json.loads(line)))
+      | 'SpreadRecords' >> beam.Reshuffle()  # small records: no image bytes yet
+      | 'ReadAndVerifyImages' >> beam.ParDo(_ReadAndVerifyImage()).with_outputs(
+          _REJECTED_TAG, _TALLY_TAG, *features.SPLITS))
+  for split in features.SPLITS:  # each worker writes its own shards: no reshuffle
+    _ = outputs[split] | f'WriteSplit[{split}]' >> fileio.WriteToFiles(
+        split_uris[split], sink=_GzipTFRecordSink(),
+        file_naming=fileio.default_file_naming(write_split.DEFAULT_FILE_NAME, '.gz'),
+        temp_directory=StaticValueProvider(str, os.path.join(work_dir, f'tmp-{split}')))
+  _ = (outputs[_REJECTED_TAG]
+       | 'RejectsToJson' >> beam.Map(lambda r: json.dumps(dataclasses.asdict(r)))
+       | 'WriteImageRejects' >> beam.io.WriteToText(
+           os.path.join(work_dir, _IMAGE_REJECTS_PREFIX), file_name_suffix='.jsonl'))
+  _ = (outputs[_TALLY_TAG]
+       | 'Tally' >> beam.CombineGlobally(_TallyFn())
+       | 'WriteTally' >> beam.Map(_write_json, os.path.join(work_dir, _TALLY_FILE)))
+
+
+def _read_image_rejects(work_dir: str) -> List[rules.Reject]:
+  rejects = []
+  for path in tf.io.gfile.glob(os.path.join(work_dir, _IMAGE_REJECTS_PREFIX + '*')):
+    with tf.io.gfile.GFile(path) as f:
+      rejects.extend(rules.Reject(**json.loads(line)) for line in f)
+  return rejects
+
+
+def summarise(dataset: rules.Dataset, tally: Dict[str, List[int]],
+              rejects: Iterable[rules.Reject], not_read: int = 0) -> Dict[str, Any]:
+  """Builds summary.json from the text pass, the Beam tally and all rejects.
+
+  `tally` is {split: [images written, captions written]}; `not_read` counts
+  the records that passed the text checks but whose images were never read
+  (the run stopped early because a split was empty). Reconciliation, both
+  must hold for 'reconciled' to be true:
+    images.input == images.total_written + images.total_rejected + images.not_read
+    caption_lines.input == caption_lines.written + repaired['duplicate caption']
+        + sum(caption_lines.rejected) + dropped_with_rejected_image
+        + not_read_captions
+  (the other repairs keep their line, so they are not in the sum).
+  """
+  image_reasons, caption_reasons = [], []
+  dropped_with_image = 0
+  for reject in rejects:
+    if reject.level == rules.IMAGE_LEVEL:
+      image_reasons.append(reject.reason)
+      dropped_with_image += reject.num_captions
+    else:
+      caption_reasons.append(reject.reason)
+  written = {split: tally[split][0] for split in features.SPLITS}
+  captions_written = sum(tally[split][1] for split in features.SPLITS)
+  not_read_captions = (
+      sum(len(r.captions) for r in dataset.records) if not_read else 0)
+  images = {
+      'input': dataset.num_input_ids,
+      'written': written,
+      'rejected': rules.count_by(image_reasons),
+      'total_written': sum(written.values()),
+      'total_rejected': len(image_reasons),
+      'not_read': not_read,
+  }
+  caption_lines = {
+      'input': dataset.num_caption_lines,
+      'written': captions_written,
+      'repaired': dataset.repairs,
+      'rejected': rules.count_by(caption_reasons),
+      'dropped_with_rejected_image': dropped_with_image,
+      'not_read': not_read_captions,
+  }
+  reconciled = (
+      images['input'] == images['total_written'] + images['total_rejected'] + not_read
+      and caption_lines['input'] == (
+          captions_written + dataset.repairs.get(rules.DUPLICATE_CAPTION, 0) +
+          len(caption_reasons) + dropped_with_image + not_read_captions))
   return {
       'input_base': dataset.layout.root,
       'layout': dataset.layout.name,
-      'input_images': dataset.num_input_ids,
-      'input_caption_lines': dataset.num_caption_lines,
-      'repairs': dict(dataset.repairs),
-  }
-
-
-def summarise(text_pass: Dict[str, Any],
-              tally: Iterable[Union[Tuple[str, int], flickr8k.Reject]]
-             ) -> Dict[str, Any]:
-  """Builds summary.json from the text pass counts and the Beam tally.
-
-  `text_pass` comes from `_text_pass_counts`; `tally` holds
-  (split, num_captions) per written image and every Reject.
-  Reconciliation, both must hold for 'reconciled' to be true:
-    images.input == images.total_written + images.total_rejected
-    caption_lines.input == caption_lines.written + sum(repaired)
-        + sum(caption_lines.rejected) + dropped_with_rejected_image
-  """
-  written = {split: 0 for split in features.SPLITS}
-  captions_written = 0
-  image_reasons, caption_reasons = [], []
-  dropped_with_image = 0
-  for item in tally:
-    if isinstance(item, flickr8k.Reject):
-      if item.level == flickr8k.IMAGE_LEVEL:
-        image_reasons.append(item.reason)
-        dropped_with_image += item.num_captions
-      else:
-        caption_reasons.append(item.reason)
-    else:
-      split, num_captions = item
-      written[split] += 1
-      captions_written += num_captions
-  repairs = text_pass['repairs']
-  images = {
-      'input': text_pass['input_images'],
-      'written': written,
-      'rejected': flickr8k.count_by(image_reasons),
-      'total_written': sum(written.values()),
-      'total_rejected': len(image_reasons),
-  }
-  caption_lines = {
-      'input': text_pass['input_caption_lines'],
-      'written': captions_written,
-      'repaired': repairs,
-      'rejected': flickr8k.count_by(caption_reasons),
-      'dropped_with_rejected_image': dropped_with_image,
-  }
-  reconciled = (
-      images['input'] == images['total_written'] + images['total_rejected']
-      and caption_lines['input'] == (
-          captions_written + sum(repairs.values()) +
-          len(caption_reasons) + dropped_with_image))
-  return {
-      'input_base': text_pass['input_base'],
-      'layout': text_pass['layout'],
       'images': images,
       'caption_lines': caption_lines,
       'reconciled': reconciled,
   }
 
 
-def _reject_sort_key(reject: flickr8k.Reject) -> Tuple[str, str, int, str]:
-  return (reject.level, reject.file, reject.line, reject.image_id)
-
-
-def _write_report(tally: List[Any], report_uri: str,
-                  text_pass: Dict[str, Any]) -> None:
-  """Writes rejects.jsonl and summary.json from the whole tally.
-
-  The report is small (one line per reject), so it is written from a single
-  element rather than through sharded sinks, which would add a dozen Beam
-  stages and seconds of fixed cost on the multi-processing DirectRunner.
-  Rewriting it on a retry produces the same bytes.
-  """
-  rejects = sorted((r for r in tally if isinstance(r, flickr8k.Reject)),
-                   key=_reject_sort_key)
+def _write_report(report_uri: str, rejects: List[rules.Reject],
+                  summary: Dict[str, Any]) -> None:
+  """Writes rejects.jsonl (sorted) and summary.json into the report folder."""
+  tf.io.gfile.makedirs(report_uri)
   with tf.io.gfile.GFile(os.path.join(report_uri, names.REJECTS_FILE), 'w') as f:
-    f.write(''.join(json.dumps(r.to_json_dict(), sort_keys=True) + '\n'
-                    for r in rejects))
+    f.write(''.join(json.dumps(reject.to_json_dict(), sort_keys=True) + '\n'
+                    for reject in sorted(rejects, key=rules.Reject.sort_key)))
   with tf.io.gfile.GFile(os.path.join(report_uri, names.INGESTION_SUMMARY_FILE), 'w') as f:
-    f.write(json.dumps(summarise(text_pass, tally), indent=2, sort_keys=True))
+    f.write(json.dumps(summary, indent=2, sort_keys=True))
 
 
-class Executor(base_example_gen_executor.BaseExampleGenExecutor):
+def _empty_split_error(counts: Dict[str, int], stage: str,
+                       report_uri: str) -> EmptySplitError:
+  empty = [split for split in features.SPLITS if not counts[split]]
+  return EmptySplitError(
+      f'Split(s) {", ".join(empty)} hold no image {stage} ({counts}); the pipeline needs '
+      f'images in each of {features.SPLITS}. Why every image was rejected: '
+      f'{os.path.join(report_uri, names.REJECTS_FILE)} and '
+      f'{os.path.join(report_uri, names.INGESTION_SUMMARY_FILE)}')
+
+
+def _check_exec_properties(exec_properties: Dict[str, Any]) -> None:
+  output_config = example_gen_pb2.Output()
+  proto_utils.json_to_proto(
+      exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
+  split_names = [s.name for s in output_config.split_config.splits]
+  if sorted(split_names) != sorted(features.SPLITS):
+    raise ValueError(f'output_config must name the splits {features.SPLITS}, '
+                     f'got {split_names}')
+  file_format = exec_properties.get(standard_component_specs.OUTPUT_FILE_FORMAT_KEY)
+  if file_format != _OUTPUT_FILE_FORMAT:
+    raise ValueError(f'output_file_format must be FORMAT_TFRECORDS_GZIP, got {file_format}')
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
   """Reads the folder once and partitions it into splits and rejects."""
 
-  def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-    """Unused: the per-split-pattern read does not fit Flickr8k's split
-    files, so GenerateExamplesByBeam is overridden instead."""
-    raise NotImplementedError(
-        'Flickr8kExampleGen reads its folder in GenerateExamplesByBeam.')
-
-  def GenerateExamplesByBeam(
-      self, pipeline: beam.Pipeline,
-      exec_properties: Dict[str, Any]) -> Dict[str, beam.pvalue.PCollection]:
-    """Returns {split: serialized tf.Examples}; writes the reject report.
-
-    Raises:
-      flickr8k.LayoutError: input_base is not a Flickr8k folder (raised
-        before any Beam work starts).
-      ValueError: output_config names splits other than features.SPLITS.
-    """
-    output_config = example_gen_pb2.Output()
-    proto_utils.json_to_proto(
-        exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
-        output_config)
-    split_names = [s.name for s in output_config.split_config.splits]
-    if sorted(split_names) != sorted(features.SPLITS):
-      raise ValueError(f'output_config must name the splits {features.SPLITS},'
-                       f' got {split_names}')
-    dataset = flickr8k.read_dataset(
-        exec_properties[standard_component_specs.INPUT_BASE_KEY])
-    logging.info('Read %s-layout dataset %s: %d images pass the text checks.',
-                 dataset.layout.name, dataset.layout.root, len(dataset.records))
-    report_uri = exec_properties[_REPORT_URI_KEY]
-
-    outputs = (
-        pipeline
-        | 'CreateRecords' >> beam.Create(dataset.records)
-        | 'ReadAndVerifyImages' >> beam.ParDo(
-            _ReadAndVerifyImage()).with_outputs(
-                _REJECTED_TAG, _TALLY_TAG, *features.SPLITS))
-    _ = (
-        (pipeline | 'CreateTextRejects' >> beam.Create(dataset.rejects),
-         outputs[_REJECTED_TAG], outputs[_TALLY_TAG])
-        | 'FlattenTally' >> beam.Flatten()
-        | 'CollectTally' >> beam.combiners.ToList()
-        | 'WriteReport' >> beam.Map(_write_report, report_uri,
-                                    _text_pass_counts(dataset)))
-    return {split: outputs[split] for split in features.SPLITS}
+  def _work_dir(self) -> str:
+    """A fresh folder for the records file and Beam's side outputs: under
+    the execution's tmp dir when the orchestrator gives one (shared storage
+    that remote Beam workers can read), else a local temporary folder."""
+    try:
+      work_dir = os.path.join(self._get_tmp_dir(), 'example_gen')
+    except RuntimeError:  # run outside an orchestrator (tests, benchmarks)
+      return tempfile.mkdtemp(prefix='example_gen_')
+    tf.io.gfile.makedirs(work_dir)
+    return work_dir
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     """Writes the examples and the reject report, then logs the totals.
 
+    Args:
+      input_dict: unused (the input is the folder `input_base`).
+      output_dict: EXAMPLES_KEY: [Examples]; REJECTS_KEY: [IngestionReport].
+      exec_properties: see `executor_exec_properties`; input_base is the
+        dataset folder, restval_split the split of Karpathy's restval.
+
     Raises:
+      rules.LayoutError: input_base is not a dataset folder (raised before
+        any Beam work starts).
+      EmptySplitError: a split holds no image, after the text checks (before
+        any image is read) or after the image checks; the report is written.
       RuntimeError: the counts do not reconcile (a bug, never bad input).
     """
+    self._log_startup(input_dict, output_dict, exec_properties)
+    _check_exec_properties(exec_properties)
+    examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
     report = artifact_utils.get_single_instance(output_dict[REJECTS_KEY])
-    tf.io.gfile.makedirs(report.uri)
-    exec_properties = dict(exec_properties, **{_REPORT_URI_KEY: report.uri})
-    super().Do(input_dict, output_dict, exec_properties)
+    dataset = layouts.read_dataset(
+        exec_properties[standard_component_specs.INPUT_BASE_KEY],
+        exec_properties.get(RESTVAL_SPLIT_KEY) or layouts.DEFAULT_RESTVAL_SPLIT)
+    passed = collections.Counter(r.split for r in dataset.records)
+    logging.info('Read %s-layout dataset %s: %d images pass the text checks %s.',
+                 dataset.layout.name, dataset.layout.root, len(dataset.records), dict(passed))
+    if not all(passed[split] for split in features.SPLITS):
+      empty_tally = {split: [0, 0] for split in features.SPLITS}
+      _write_report(report.uri, dataset.rejects,
+                    summarise(dataset, empty_tally, dataset.rejects, len(dataset.records)))
+      raise _empty_split_error(passed, 'after the text checks', report.uri)
 
-    summary = json.loads(
-        io_utils.read_string_file(os.path.join(report.uri, names.INGESTION_SUMMARY_FILE)))
+    examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
+    split_uris = {split: artifact_utils.get_split_uri([examples], split)
+                  for split in features.SPLITS}
+    work_dir = self._work_dir()
+    try:
+      with tf.io.gfile.GFile(os.path.join(work_dir, _RECORDS_FILE), 'w') as f:
+        for record in dataset.records:
+          f.write(json.dumps(record.to_json_dict()) + '\n')
+      with self._make_beam_pipeline() as pipeline:
+        _verify_and_write(pipeline, work_dir, split_uris)
+      rejects = dataset.rejects + _read_image_rejects(work_dir)
+      tally = json.loads(io_utils.read_string_file(os.path.join(work_dir, _TALLY_FILE)))
+    finally:
+      tf.io.gfile.rmtree(work_dir)
+    examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
+    examples_utils.set_file_format(examples, write_split.to_file_format_str(_OUTPUT_FILE_FORMAT))
+
+    summary = summarise(dataset, tally, rejects)
+    _write_report(report.uri, rejects, summary)
     images = summary['images']
     logging.info(
-        'Flickr8kExampleGen totals: %d input images = %d written %s + %d '
+        'ImageCaptionExampleGen totals: %d input images = %d written %s + %d '
         'rejected %s; caption lines %s', images['input'],
         images['total_written'], images['written'], images['total_rejected'],
         images['rejected'], summary['caption_lines'])
@@ -305,6 +469,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
       raise RuntimeError(
           f'Ingestion counts of {summary["input_base"]} do not reconcile: '
           f'{json.dumps(summary)}')
+    if not all(images['written'].values()):
+      raise _empty_split_error(images['written'], 'after the image checks', report.uri)
 
 
 class Driver(driver.FileBasedDriver):
@@ -312,7 +478,7 @@ class Driver(driver.FileBasedDriver):
 
   The default '*' pattern fingerprints only the folder's top-level entries,
   so replacing an image would not invalidate TFX's cache; '*/*' adds the
-  files one level down (the image folder, Flickr8k_text/).
+  files one level down (the image folders, Flickr8k_text/, annotations/).
   """
 
   def resolve_exec_properties(self, exec_properties, pipeline_info,
@@ -328,9 +494,10 @@ class Driver(driver.FileBasedDriver):
     return exec_properties
 
 
-class Flickr8kExampleGenSpec(types.ComponentSpec):
-  """FileBasedExampleGen's parameters, plus the reject report output."""
-  PARAMETERS = dict(standard_component_specs.FileBasedExampleGenSpec.PARAMETERS)
+class ImageCaptionExampleGenSpec(types.ComponentSpec):
+  """FileBasedExampleGen's parameters and restval_split, plus the reject report output."""
+  PARAMETERS = dict(standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
+                    **{RESTVAL_SPLIT_KEY: ExecutionParameter(type=str, optional=True)})
   INPUTS = {}
   OUTPUTS = {
       EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -338,24 +505,32 @@ class Flickr8kExampleGenSpec(types.ComponentSpec):
   }
 
 
-class Flickr8kExampleGen(base_beam_component.BaseBeamComponent):
-  """Ingests a Flickr8k(-style) folder; see the module docstring.
+class ImageCaptionExampleGen(base_beam_component.BaseBeamComponent):
+  """Ingests a captioning dataset folder; see the module docstring.
 
   Outputs: `examples` (Examples, splits train/eval/demo) and `rejects`
   (IngestionReport).
   """
-  SPEC_CLASS = Flickr8kExampleGenSpec
+  SPEC_CLASS = ImageCaptionExampleGenSpec
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
   DRIVER_CLASS = Driver
 
-  def __init__(self, input_base: str):
-    """Args: input_base: the dataset folder."""
-    spec = Flickr8kExampleGenSpec(
+  def __init__(self, input_base: str,
+               restval_split: str = layouts.DEFAULT_RESTVAL_SPLIT):
+    """Args:
+      input_base: the dataset folder.
+      restval_split: the split Karpathy's 'restval' images go to.
+    """
+    if restval_split not in features.SPLITS:
+      raise ValueError(f'restval_split must be one of {features.SPLITS}, '
+                       f'got {restval_split!r}')
+    spec = ImageCaptionExampleGenSpec(
         input_base=input_base,
         input_config=utils.make_default_input_config(),
         output_config=_output_config(),
         output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
-        output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        output_file_format=_OUTPUT_FILE_FORMAT,
+        restval_split=restval_split,
         examples=types.Channel(type=standard_artifacts.Examples),
         rejects=types.Channel(type=IngestionReport))
     super().__init__(spec=spec)

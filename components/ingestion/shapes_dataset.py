@@ -17,18 +17,32 @@ Every image has five differently worded captions, all correct for its pixels.
 Caption slot n always uses template n of its scene type, so the wording is
 regular enough for a one-layer LSTM to learn from ~1,500 training images.
 
-Layouts written (`layout=`):
+Layouts written (`layout=`), the layouts the ExampleGen reads
+(components/ingestion/layouts.py), with the official split's 6:1:1 blocks:
   'official' (default, the Flickr8k distribution):
       <out>/Flicker8k_Dataset/<id>.jpg       JPEG, quality 95
       <out>/Flickr8k.token.txt                "<id>#<n>\\t<caption>", n = 0..4
       <out>/Flickr_8k.{train,dev,test}Images.txt   one id per line, 6:1:1
-  'kaggle' (the Kaggle re-packaging, no split files):
+  'kaggle' (the Kaggle re-packaging of Flickr8k, no split files):
       <out>/Images/<id>.jpg
       <out>/captions.txt                      header "image,caption", then
                                               "<id>,<caption>"
+  'flickr30k' (Flickr30k as on Kaggle, no Karpathy file: hash splits):
+      <out>/flickr30k_images/<id>.jpg
+      <out>/results.csv                       header "image_name| comment_number| comment",
+                                              then "<id>| <n>| <caption>"
+  'coco' (MS COCO 2014, no Karpathy file): train blocks in train2014/, dev
+      and test blocks in val2014/, named COCO_<set>2014_<12-digit index>.jpg:
+      <out>/{train,val}2014/<id>.jpg
+      <out>/annotations/captions_{train,val}2014.json   "images" + "annotations"
+  'karpathy' (a Karpathy split file, train/val/test = the 6:1:1 blocks):
+      <out>/images/<id>.jpg
+      <out>/dataset_flickr8k.json             {"images": [{"filename", "split",
+                                              "sentences": [{"raw", "tokens"}]}]}
 
-Output is a pure function of (num_images, image_size, seed, layout): the same
-arguments give byte-identical files. Image i depends only on (seed, i), so a
+Output is a pure function of (num_images, image_size, image_height, seed,
+layout): the same arguments give byte-identical files (also with processes > 1,
+which only renders the images in parallel). Image i depends only on (seed, i), so a
 larger dataset extends a smaller one.
 
 Usage:
@@ -37,9 +51,11 @@ Usage:
 """
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import json
+import multiprocessing
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -48,7 +64,11 @@ from PIL import Image
 from PIL import ImageDraw
 
 from components import features
+from components.ingestion import coco
+from components.ingestion import flickr30k
 from components.ingestion import flickr8k
+from components.ingestion import karpathy
+from components.ingestion import layouts
 
 # Very distinct RGB values, so colour survives JPEG and downscaling.
 COLOURS = {
@@ -99,13 +119,14 @@ STACKED_TEMPLATES = (
     'picture of {a} and {b} under it',
     '{a} at the top and {b} at the bottom',
 )
-CAPTIONS_PER_IMAGE = 5
+OFFICIAL = layouts.OFFICIAL
+KAGGLE = layouts.KAGGLE
+FLICKR30K = layouts.FLICKR30K
+COCO = layouts.COCO
+KARPATHY = layouts.KARPATHY
+LAYOUTS = (OFFICIAL, KAGGLE, FLICKR30K, COCO, KARPATHY)
 
-OFFICIAL = flickr8k.OFFICIAL
-KAGGLE = flickr8k.KAGGLE
-LAYOUTS = (OFFICIAL, KAGGLE)
-
-# File names of the two layouts, from the reader (components/ingestion/flickr8k.py), so
+# File names of every layout, from its reader (components/ingestion/<layout>.py), so
 # that what is written is exactly what is read. The official split files are
 # keyed by their Flickr8k names here: train, dev, test.
 OFFICIAL_IMAGE_DIR = flickr8k.OFFICIAL_IMAGE_DIRS[0]
@@ -118,6 +139,16 @@ OFFICIAL_SPLIT_FILES = {
 KAGGLE_IMAGE_DIR = flickr8k.KAGGLE_IMAGE_DIR
 KAGGLE_CAPTIONS_FILE = flickr8k.KAGGLE_CAPTIONS_FILE
 KAGGLE_HEADER = ','.join(flickr8k.KAGGLE_HEADER)
+FLICKR30K_IMAGE_DIR = flickr30k.IMAGE_DIR_NAME
+FLICKR30K_RESULTS_FILE = flickr30k.RESULTS_FILE
+FLICKR30K_HEADER = '| '.join(flickr30k.HEADER)
+COCO_ANNOTATIONS_DIR = coco.ANNOTATIONS_DIR
+COCO_SETS = coco.SETS  # COCO set -> (captions file, image folder)
+KARPATHY_IMAGE_DIR = karpathy.KARPATHY_IMAGE_DIRS[0]
+KARPATHY_SPLIT_FILE = karpathy.SPLIT_FILE_NAMES[0]
+# Official split blocks -> Karpathy split names, COCO sets.
+KARPATHY_SPLITS = {'train': 'train', 'dev': 'val', 'test': 'test'}
+COCO_SET_OF_SPLIT = {'train': 'train', 'dev': 'val', 'test': 'val'}
 
 _SPLIT_PROPORTIONS = (('train', 6), ('dev', 1), ('test', 1))
 _JPEG_QUALITY = 95
@@ -161,8 +192,11 @@ class Scene:
     ]
 
 
-def image_id(index: int) -> str:
-  """File name (= Flickr8k image id) of image `index`."""
+def image_id(index: int, layout: str = OFFICIAL, split: str = 'train') -> str:
+  """File name (= image id) of image `index` in its official-split block
+  `split`; COCO names its files after its sets, like the real dataset."""
+  if layout == COCO:
+    return f'COCO_{COCO_SET_OF_SPLIT[split]}2014_{index:012d}.jpg'
   return f'shapes_{index:05d}.jpg'
 
 
@@ -199,17 +233,18 @@ def make_scene(rng: np.random.Generator) -> Scene:
       position='side by side' if side_by_side else 'stacked')
 
 
-def render(scene: Scene, image_size: int,
+def render(scene: Scene, width: int, height: int,
            rng: np.random.Generator) -> np.ndarray:
-  """Renders `scene` as a uint8 [image_size, image_size, 3] array."""
+  """Renders `scene` as a uint8 [height, width, 3] array (object sizes are
+  fractions of the shorter side, so circles stay round)."""
   grey = rng.uniform(200, 225)
   tint = rng.uniform(-8, 8, size=3)
   background = tuple(int(round(grey + t)) for t in tint)
-  image = Image.new('RGB', (image_size, image_size), background)
+  image = Image.new('RGB', (width, height), background)
   draw = ImageDraw.Draw(image)
   for obj in scene.objects:
-    half = obj.size * image_size / 2
-    cx, cy = obj.centre[0] * image_size, obj.centre[1] * image_size
+    half = obj.size * min(width, height) / 2
+    cx, cy = obj.centre[0] * width, obj.centre[1] * height
     box = (cx - half, cy - half, cx + half, cy + half)
     colour = tuple(
         int(np.clip(v + rng.integers(-10, 11), 0, 255))
@@ -248,55 +283,104 @@ def _write_lines(path: str, lines: Sequence[str]) -> None:
     f.writelines(line + '\n' for line in lines)
 
 
+def _write_json(path: str, value: object) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(value, f)
+
+
+def _draw(task: Tuple[int, int, int, int]) -> Tuple[List[str], bytes]:
+  """(captions, JPEG bytes) of image `index`: a function of (seed, index, size)."""
+  seed, index, width, height = task
+  rng = np.random.default_rng([seed, index])
+  scene = make_scene(rng)
+  return scene.captions(), _encode_jpeg(render(scene, width, height, rng))
+
+
+def _image_dir(output_dir: str, layout: str, split: str) -> str:
+  folder = {
+      OFFICIAL: OFFICIAL_IMAGE_DIR,
+      KAGGLE: KAGGLE_IMAGE_DIR,
+      FLICKR30K: FLICKR30K_IMAGE_DIR,
+      KARPATHY: KARPATHY_IMAGE_DIR,
+  }.get(layout) or COCO_SETS[COCO_SET_OF_SPLIT[split]][1]
+  return os.path.join(output_dir, folder)
+
+
 def generate(output_dir: str,
              num_images: int = 2000,
              image_size: int = 96,
              seed: int = 0,
-             layout: str = OFFICIAL) -> Dict[str, int]:
+             layout: str = OFFICIAL,
+             image_height: Optional[int] = None,
+             processes: int = 1) -> Dict[str, int]:
   """Writes the dataset into `output_dir` (created if missing).
 
   Args:
     output_dir: destination folder; existing files of the same names are
       overwritten.
     num_images: number of images (>= 1).
-    image_size: side of the square images in pixels (>= 16).
+    image_size: width of the images in pixels (>= 16).
     seed: random seed; output bytes are a function of the arguments only.
-    layout: 'official' (Flickr8k distribution) or 'kaggle'.
+    layout: one of LAYOUTS.
+    image_height: height in pixels (>= 16); None: square images.
+    processes: processes rendering images in parallel (same bytes).
 
   Returns:
     Counts: {'images', 'captions', 'train', 'dev', 'test'} (the split counts
-    are those of the official split files, also for the Kaggle layout, which
-    has none).
+    are those of the official split blocks, whatever the layout).
   """
   if layout not in LAYOUTS:
     raise ValueError(f'layout must be one of {LAYOUTS}, got {layout!r}')
   if num_images < 1:
     raise ValueError(f'num_images must be >= 1, got {num_images}')
-  if image_size < 16:
-    raise ValueError(f'image_size must be >= 16, got {image_size}')
+  height = image_size if image_height is None else image_height
+  if min(image_size, height) < 16:
+    raise ValueError(f'image sides must be >= 16, got {image_size}x{height}')
 
-  image_dir = os.path.join(
-      output_dir, OFFICIAL_IMAGE_DIR if layout == OFFICIAL else KAGGLE_IMAGE_DIR)
-  os.makedirs(image_dir, exist_ok=True)
-  token_lines, kaggle_lines = [], [KAGGLE_HEADER]
+  tasks = [(seed, index, image_size, height) for index in range(num_images)]
+  token_lines, kaggle_lines, results_lines = [], [KAGGLE_HEADER], [FLICKR30K_HEADER]
+  coco_files = {name: {'images': [], 'annotations': []} for name in COCO_SETS}
+  karpathy_entries = []
   splits = {name: [] for name, _ in _SPLIT_PROPORTIONS}
-  for index in range(num_images):
-    rng = np.random.default_rng([seed, index])
-    scene = make_scene(rng)
-    name = image_id(index)
-    with open(os.path.join(image_dir, name), 'wb') as f:
-      f.write(_encode_jpeg(render(scene, image_size, rng)))
-    for n, caption in enumerate(scene.captions()):
-      token_lines.append(f'{name}#{n}\t{caption}')
-      kaggle_lines.append(f'{name},{caption}')
-    splits[_split_of(index, num_images)].append(name)
+  with multiprocessing.Pool(processes) if processes > 1 else contextlib.nullcontext() as pool:
+    drawn = pool.imap(_draw, tasks, chunksize=16) if pool else map(_draw, tasks)
+    for index, (captions, jpeg) in enumerate(drawn):
+      split = _split_of(index, num_images)
+      name = image_id(index, layout, split)
+      image_dir = _image_dir(output_dir, layout, split)
+      os.makedirs(image_dir, exist_ok=True)
+      with open(os.path.join(image_dir, name), 'wb') as f:
+        f.write(jpeg)
+      splits[split].append(name)
+      for n, caption in enumerate(captions):
+        token_lines.append(f'{name}#{n}\t{caption}')
+        kaggle_lines.append(f'{name},{caption}')
+        results_lines.append(f'{name}| {n}| {caption}')
+        coco_files[COCO_SET_OF_SPLIT[split]]['annotations'].append(
+            {'image_id': index, 'id': index * len(captions) + n, 'caption': caption})
+      coco_files[COCO_SET_OF_SPLIT[split]]['images'].append(
+          {'id': index, 'file_name': name, 'width': image_size, 'height': height})
+      karpathy_entries.append({
+          'imgid': index, 'filename': name, 'split': KARPATHY_SPLITS[split],
+          'sentences': [{'raw': c, 'tokens': c.split()} for c in captions]})
 
   if layout == OFFICIAL:
     _write_lines(os.path.join(output_dir, OFFICIAL_TOKEN_FILE), token_lines)
     for split, file_name in OFFICIAL_SPLIT_FILES.items():
       _write_lines(os.path.join(output_dir, file_name), splits[split])
-  else:
+  elif layout == KAGGLE:
     _write_lines(os.path.join(output_dir, KAGGLE_CAPTIONS_FILE), kaggle_lines)
+  elif layout == FLICKR30K:
+    _write_lines(os.path.join(output_dir, FLICKR30K_RESULTS_FILE), results_lines)
+  elif layout == COCO:
+    for name, (captions_file, image_dir) in COCO_SETS.items():
+      os.makedirs(os.path.join(output_dir, image_dir), exist_ok=True)
+      _write_json(os.path.join(output_dir, COCO_ANNOTATIONS_DIR, captions_file),
+                  dict({'info': {'description': 'shapes'}}, **coco_files[name]))
+  else:
+    _write_json(os.path.join(output_dir, KARPATHY_SPLIT_FILE),
+                {'images': karpathy_entries, 'dataset': 'flickr8k'})
   counts = {'images': num_images, 'captions': len(token_lines)}
   counts.update({split: len(ids) for split, ids in splits.items()})
   return counts
@@ -311,14 +395,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   parser.add_argument('--num_images', type=int, default=2000,
                       help='Number of images (default: %(default)s).')
   parser.add_argument('--image_size', type=int, default=96,
-                      help='Image side in pixels (default: %(default)s).')
+                      help='Image width (and height, unless --image_height) in pixels '
+                           '(default: %(default)s).')
+  parser.add_argument('--image_height', type=int, default=None,
+                      help='Image height in pixels (default: square images).')
   parser.add_argument('--seed', type=int, default=0,
                       help='Random seed (default: %(default)s).')
   parser.add_argument('--layout', choices=LAYOUTS, default=OFFICIAL,
                       help='Folder layout (default: %(default)s).')
+  parser.add_argument('--processes', type=int, default=1,
+                      help='Processes rendering images (default: %(default)s).')
   args = parser.parse_args(argv)
   counts = generate(args.output_dir, args.num_images, args.image_size,
-                    args.seed, args.layout)
+                    args.seed, args.layout, args.image_height, args.processes)
   print(json.dumps(counts))
 
 

@@ -1,0 +1,133 @@
+"""Tests of the ExampleGen on a Karpathy split file with its images, and of
+the streaming JSON reader the COCO and Karpathy readers share."""
+import json
+import pathlib
+
+import pytest
+
+from components import features
+from components.ingestion import json_stream
+from components.ingestion import karpathy
+from components.ingestion import layouts
+from components.ingestion import rules
+from components.ingestion import shapes_dataset
+from testing import ingestion
+
+NUM_IMAGES = 40
+IMAGE_SIZE = 32
+BOM = b'\xef\xbb\xbf'
+SPLITS = {'train': features.TRAIN_SPLIT, 'val': features.EVAL_SPLIT, 'test': features.DEMO_SPLIT}
+
+
+def _generate(root: pathlib.Path) -> pathlib.Path:
+  shapes_dataset.generate(str(root), NUM_IMAGES, IMAGE_SIZE, seed=4, layout=shapes_dataset.KARPATHY)
+  return root
+
+
+def _split_file(root: pathlib.Path) -> pathlib.Path:
+  return root / shapes_dataset.KARPATHY_SPLIT_FILE
+
+
+def test_clean_folder_with_a_byte_order_mark_follows_the_split_file(tmp_path):
+  root = _generate(tmp_path / 'data')
+  entries = json.loads(_split_file(root).read_text())['images']
+  _split_file(root).write_bytes(BOM + _split_file(root).read_bytes())
+  examples, report = ingestion.run_example_gen(str(root), str(tmp_path / 'out'))
+
+  splits = ingestion.read_all(examples)
+  rejects, summary = ingestion.read_report(report)
+  assert rejects == [] and summary['layout'] == karpathy.KARPATHY
+  image_dir = root / shapes_dataset.KARPATHY_IMAGE_DIR
+  for entry in entries:
+    image, captions = splits[SPLITS[entry['split']]][entry['filename']]
+    assert image == (image_dir / entry['filename']).read_bytes()
+    assert captions == [s['raw'] for s in entry['sentences']]
+  ingestion.assert_reconciles(splits, rejects, summary, {e['filename'] for e in entries},
+                              caption_lines=NUM_IMAGES * 5)
+
+
+def test_broken_split_file_is_reconciled(tmp_path):
+  root = _generate(tmp_path / 'data')
+  data = json.loads(_split_file(root).read_text())
+  entries = data['images']
+  ids = [e['filename'] for e in entries]
+  entries[0]['split'] = 'holdout'  # no such split
+  entries[1]['sentences'] = [{'raw': '   '}, {'tokens': ['no', 'raw']}, 'not an object']
+  entries[2]['sentences'][0]['raw'] = 'LATIN1'
+  entries[3]['sentences'].append(dict(entries[3]['sentences'][1]))  # a duplicate
+  entries.append({'split': 'train', 'sentences': [{'raw': 'an entry without a filename'}]})
+  entries.append({'filename': 'ghost.jpg', 'split': 'train', 'sentences': [{'raw': 'a ghost'}]})
+  entries.append({'filename': ids[5], 'split': 'test', 'sentences': []})  # ids[5] in two splits
+  _split_file(root).write_bytes(
+      json.dumps(data).encode().replace(b'LATIN1', b'na\xefve in Latin-1'))
+  examples, report = ingestion.run_example_gen(str(root), str(tmp_path / 'out'))
+
+  splits = ingestion.read_all(examples)
+  rejects, summary = ingestion.read_report(report)
+  assert ingestion.image_reasons(rejects) == {
+      ids[0]: rules.IN_NO_SPLIT,
+      ids[1]: rules.NO_VALID_CAPTION,
+      ids[5]: rules.IN_TWO_SPLITS,
+      'ghost.jpg': rules.MISSING_IMAGE,
+  }
+  name = karpathy.SPLIT_FILE_NAMES[0]
+  assert ingestion.caption_rejects(rejects) == sorted([
+      ('', rules.MALFORMED_LINE, name, NUM_IMAGES + 1),
+      (ids[1], rules.EMPTY_CAPTION, name, 2),
+      (ids[1], rules.MALFORMED_LINE, name, 2),
+      (ids[1], rules.MALFORMED_LINE, name, 2),
+      (ids[2], rules.NOT_UTF8, name, 3),
+  ])
+  assert summary['caption_lines']['repaired'] == {rules.DUPLICATE_CAPTION: 1}
+  for entry in entries[2:NUM_IMAGES]:
+    if entry['filename'] == ids[5]:
+      continue
+    _, captions = splits[SPLITS[entry['split']]][entry['filename']]
+    expected = [s['raw'] for s in entry['sentences'] if isinstance(s, dict) and 'raw' in s]
+    expected = {ids[2]: expected[1:], ids[3]: expected[:-1]}.get(entry['filename'], expected)
+    assert captions == expected, entry['filename']
+  ingestion.assert_reconciles(splits, rejects, summary, set(ids) | {'ghost.jpg'},
+                              # ids[1]: 3 sentences instead of 5; ids[3]: one more;
+                              # the entry without a filename and the ghost: one each
+                              caption_lines=NUM_IMAGES * 5 - 5 + 3 + 1 + 1 + 1)
+
+
+def test_a_folder_with_two_split_files_or_no_images_fails_naming_them(tmp_path):
+  root = _generate(tmp_path / 'data')
+  (root / karpathy.SPLIT_FILE_NAMES[2]).write_text('{}')
+  with pytest.raises(layouts.LayoutError, match='several Karpathy split files'):
+    layouts.read_dataset(str(root))
+  (root / karpathy.SPLIT_FILE_NAMES[2]).unlink()
+  (root / shapes_dataset.KARPATHY_IMAGE_DIR).rename(tmp_path / 'elsewhere')
+  with pytest.raises(layouts.LayoutError, match='no image folder'):
+    layouts.read_dataset(str(root))
+
+
+# --- json_stream -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize('chunk_bytes', [1, 3, 7, 1 << 20])
+def test_json_members_stream_entries_across_chunk_boundaries(tmp_path, monkeypatch, chunk_bytes):
+  monkeypatch.setattr(json_stream, '_CHUNK_BYTES', chunk_bytes)
+  value = {'info': {'year': 2014}, 'images': [{'id': 123456789, 'name': 'caf\u00e9'}, {'id': 2}],
+           'count': 9876543210, 'empty': [], 'annotations': [1.5, 'two', None]}
+  path = tmp_path / 'a.json'
+  path.write_bytes(BOM + json.dumps(value, indent=1).encode())
+  assert list(json_stream.members(str(path))) == [
+      ('info', 0, {'year': 2014}), ('images', 1, {'id': 123456789, 'name': 'caf\u00e9'}),
+      ('images', 2, {'id': 2}), ('count', 0, 9876543210), ('annotations', 1, 1.5),
+      ('annotations', 2, 'two'), ('annotations', 3, None)]
+
+
+@pytest.mark.parametrize('text, problem', [
+    ('[1, 2]', "expected '{'"),
+    ('{"images": [{"id": 1} {"id": 2}]}', "expected ','"),
+    ('{"images": [{"id": 1}', 'the end of the file'),
+    ('{"a": tru}', 'Expecting value'),
+])
+def test_json_members_name_the_file_and_position_of_an_error(tmp_path, text, problem):
+  path = tmp_path / 'bad.json'
+  path.write_text(text)
+  with pytest.raises(rules.LayoutError, match=f'{path}: not valid JSON near character') as error:
+    list(json_stream.members(str(path)))
+  assert problem in str(error.value)
