@@ -154,7 +154,7 @@ def run_fn(fn_args: FnArgs) -> None:
   train_images = _images_and_captions(fn_args.train_files, tf_transform_output)
   eval_images = _images_and_captions(fn_args.eval_files, tf_transform_output)
   sequence_length = _sequence_length(train_images)
-  image_size = config.image_size or image_features.get_backbone(config.backbone).default_image_size
+  image_size = image_features.image_size_of(config.backbone, config.image_size)
 
   with strategy.scope():
     feature_extractor = (image_features.build_feature_extractor(
