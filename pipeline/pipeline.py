@@ -94,12 +94,14 @@ def create_pipeline(
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
   ).with_id(names.LATEST_BLESSED_MODEL_RESOLVER) if resolve_last_blessed_model else None
-  # Caption metrics on eval for captioner and baseline, and the blessing.
+  # Caption metrics on eval for captioner and baseline, and the blessing (from the cached
+  # features, checked against the serving signature on a sample).
   evaluator = CaptionEvaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=baseline_trainer.outputs['model'],
       last_blessed_model=resolver.outputs['model'] if resolver else None,
+      image_features=feature_gen.outputs['image_features'],
       split=features.EVAL_SPLIT,
       min_bleu4=evaluation_config.min_bleu4,
       min_cider=evaluation_config.min_cider,
@@ -120,6 +122,7 @@ def create_pipeline(
       model=trainer.outputs['model'],
       baseline_model=baseline_trainer.outputs['model'],
       evaluation=evaluator.outputs['evaluation'],
+      image_features=feature_gen.outputs['image_features'],
       split=features.DEMO_SPLIT,
   ).with_id(names.DEMO_GALLERY)
 

@@ -4,23 +4,30 @@ testing/transformed_data.py runs the ExampleGen, the stock TFX Transform executo
 the ImageFeatureGen executor once per module (40 images at 32 px: 30 train, 5 eval,
 5 demo); each run_fn below trains a tiny model (random VGG16 at 32 px, 16-unit
 LSTM) from those features and its exported SavedModel is loaded and called on the
-demo split's JPEG bytes.
+demo split's JPEG bytes. The ImageFeatureGen's artifact and captioning from it
+(components/evaluation/captioning.py, with its parity check) are tested here too,
+on the same artifacts, since they need a captioner trained from it.
 """
 import glob
 import json
 import math
 import os
 
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
+from tfx.types import artifact_utils
+from tfx.types import standard_artifacts
 
 from testing import transformed_data
 from components import names
 from components import features
 from components import records
 from components.encoder import feature_gen
+from components.evaluation import captioning
 from components.training import trainer
 from components import config as config_lib
 
@@ -62,6 +69,15 @@ def demo_images(transformed):
   images = transformed.images(features.DEMO_SPLIT)
   assert len(images) == NUM_IMAGES // 8, 'the 6:1:1 split of the generated dataset changed'
   return images
+
+
+@pytest.fixture(scope='module')
+def examples(transformed):
+  """The raw Examples artifact of the generated dataset."""
+  artifact = standard_artifacts.Examples()
+  artifact.uri = transformed.examples_uri
+  artifact.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
+  return artifact
 
 
 def _report(args):
@@ -209,3 +225,73 @@ def test_captioner_without_features_or_with_other_features_fails(transformed, im
   other = config_lib.TrainerConfig(**{**_TINY, 'pooling': 'avg'})
   with pytest.raises(ValueError, match="come from.*'avg'"):
     trainer.run_fn(transformed_data.fn_args(transformed, str(tmp_path / 'b'), other, image_features.uri))
+
+
+# --- The ImageFeatureGen's artifact, and captioning from it ---
+
+def _ids(transformed, split):
+  return [records.parse_image_example(r).image_id for r in transformed.raw_examples(split)]
+
+
+def test_every_image_of_every_split_gets_one_feature_vector(transformed, image_features):
+  for split in features.SPLITS:
+    vectors = feature_gen.read_features(image_features.uri, split)
+    assert sorted(vectors) == sorted(_ids(transformed, split)), split
+    assert {v.shape for v in vectors.values()} == {(512,)}  # VGG16's last conv block at 32 px: 1x1x512
+  assert feature_gen.backbone_passes(image_features) == NUM_IMAGES
+
+
+def test_artifact_records_and_carries_its_backbone(transformed, image_features):
+  info = feature_gen.read_encoder_info(os.path.join(image_features.uri, names.ENCODER_FILE))
+  assert (info.backbone, info.weights, info.image_size, info.pooling, info.feature_dim) == (
+      'vgg16', 'none', IMAGE_SIZE, 'flatten', 512)
+  for field in ('backbone', 'weights_fingerprint', 'pooling'):
+    assert image_features.get_string_custom_property(field) == getattr(info, field)
+  backbone = feature_gen.load_backbone(image_features.uri)
+  assert feature_gen.weights_fingerprint(backbone) == info.weights_fingerprint
+  # The saved backbone recomputes the cached vectors from the image bytes.
+  ids, images = _ids(transformed, features.EVAL_SPLIT), transformed.images(features.EVAL_SPLIT)
+  cached = feature_gen.read_features(image_features.uri, features.EVAL_SPLIT)
+  recomputed = backbone(tf.stack([tf.image.resize(tf.io.decode_image(i, channels=3), [IMAGE_SIZE] * 2)
+                                  for i in images]))
+  np.testing.assert_array_equal(recomputed.numpy(), np.stack([cached[i] for i in ids]))
+
+
+def test_captions_from_the_cache_equal_captions_from_bytes(captioner, examples, image_features):
+  from_bytes = captioning.caption_split(captioner, examples, features.DEMO_SPLIT, batch_size=2)
+  from_cache = captioning.caption_split(captioner, examples, features.DEMO_SPLIT, batch_size=2,
+                                        image_features_uri=image_features.uri, parity_sample=3)
+  assert from_cache.captions == from_bytes.captions
+  assert from_cache.log_probabilities == from_bytes.log_probabilities
+  assert from_bytes.serving_images == NUM_IMAGES // 8 and from_cache.serving_images == 3
+
+
+def test_parity_failure_names_the_images(captioner, examples, image_features, tmp_path):
+  tampered = str(tmp_path / 'features')
+  shutil.copytree(image_features.uri, tampered)
+  ids = sorted(feature_gen.read_features(tampered, features.DEMO_SPLIT))
+  first = next(captioning.iter_split_examples(examples, features.DEMO_SPLIT)).image_id
+  split_dir = feature_gen.split_dir(tampered, features.DEMO_SPLIT)
+  shutil.rmtree(split_dir)
+  os.makedirs(split_dir)
+  vectors = feature_gen.read_features(image_features.uri, features.DEMO_SPLIT)
+  with tf.io.TFRecordWriter(os.path.join(split_dir, 'features-00000-of-00001.gz'), 'GZIP') as writer:
+    for image_id in ids:
+      vector = vectors[image_id] * (50.0 if image_id == first else 1.0) + (1.0 if image_id == first else 0.0)
+      writer.write(tf.train.Example(features=tf.train.Features(feature={
+          features.IMAGE_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_id.encode()])),
+          features.IMAGE_FEATURES_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=vector)),
+      })).SerializeToString())
+  with pytest.raises(captioning.ParityError, match=rf"disagree on 1 of 2 images: \['{first}'\]"):
+    captioning.caption_split(captioner, examples, features.DEMO_SPLIT,
+                             image_features_uri=tampered, parity_sample=2)
+
+
+def test_a_model_with_another_encoder_is_captioned_from_bytes(captioner, examples, image_features, tmp_path):
+  other = str(tmp_path / 'other_model')
+  shutil.copytree(captioner.serving_model_dir, other)
+  os.remove(os.path.join(other, names.SERVING_ENCODER_FILE))
+  assert not captioning.embeds_encoder_of(other, image_features.uri)
+  result = captioning.caption_split(other, examples, features.DEMO_SPLIT,
+                                    image_features_uri=image_features.uri)
+  assert result.serving_images == NUM_IMAGES // 8
