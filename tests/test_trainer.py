@@ -258,8 +258,9 @@ def test_artifact_records_and_carries_its_backbone(transformed, image_features):
 
 
 def test_captions_from_the_cache_equal_captions_from_bytes(captioner, examples, image_features):
-  from_bytes = captioning.caption_split(captioner, examples, features.DEMO_SPLIT, batch_size=2)
-  from_cache = captioning.caption_split(captioner, examples, features.DEMO_SPLIT, batch_size=2,
+  model_dir = captioner.serving_model_dir
+  from_bytes = captioning.caption_split(model_dir, examples, features.DEMO_SPLIT, batch_size=2)
+  from_cache = captioning.caption_split(model_dir, examples, features.DEMO_SPLIT, batch_size=2,
                                         image_features_uri=image_features.uri, parity_sample=3)
   assert from_cache.captions == from_bytes.captions
   assert from_cache.log_probabilities == from_bytes.log_probabilities
@@ -269,21 +270,18 @@ def test_captions_from_the_cache_equal_captions_from_bytes(captioner, examples, 
 def test_parity_failure_names_the_images(captioner, examples, image_features, tmp_path):
   tampered = str(tmp_path / 'features')
   shutil.copytree(image_features.uri, tampered)
-  ids = sorted(feature_gen.read_features(tampered, features.DEMO_SPLIT))
   first = next(captioning.iter_split_examples(examples, features.DEMO_SPLIT)).image_id
   split_dir = feature_gen.split_dir(tampered, features.DEMO_SPLIT)
   shutil.rmtree(split_dir)
   os.makedirs(split_dir)
   vectors = feature_gen.read_features(image_features.uri, features.DEMO_SPLIT)
+  ids = sorted(vectors)
   with tf.io.TFRecordWriter(os.path.join(split_dir, 'features-00000-of-00001.gz'), 'GZIP') as writer:
     for image_id in ids:
-      vector = vectors[image_id] * (50.0 if image_id == first else 1.0) + (1.0 if image_id == first else 0.0)
-      writer.write(tf.train.Example(features=tf.train.Features(feature={
-          features.IMAGE_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_id.encode()])),
-          features.IMAGE_FEATURES_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=vector)),
-      })).SerializeToString())
+      changed = vectors[image_id] * 50.0 + 1.0 if image_id == first else vectors[image_id]
+      writer.write(feature_gen.feature_example(image_id, changed))
   with pytest.raises(captioning.ParityError, match=rf"disagree on 1 of 2 images: \['{first}'\]"):
-    captioning.caption_split(captioner, examples, features.DEMO_SPLIT,
+    captioning.caption_split(captioner.serving_model_dir, examples, features.DEMO_SPLIT,
                              image_features_uri=tampered, parity_sample=2)
 
 

@@ -23,9 +23,9 @@ Output `image_features` (components.artifacts.ImageFeatures):
       examples, gzipped TFRecords of tf.Example, one per image:
         features.IMAGE_ID_KEY        bytes [1]
         features.IMAGE_FEATURES_KEY  float [feature_dim]
-  Custom properties: the EncoderInfo fields, `split_names` and
-  `backbone_passes` (images run through the backbone, from Beam's
-  RunInference counter).
+  Custom properties: the EncoderInfo fields, `split_names`,
+  BACKBONE_PASSES_PROPERTY (images run through the backbone, from Beam's
+  RunInference counter) and FEATURE_PASS_SECONDS_PROPERTY.
 
 Progress: every PROGRESS_EVERY images each Beam worker logs how many it has
 done and at what rate.
@@ -60,7 +60,9 @@ PROGRESS_EVERY = 256
 # RunInference's counters: `num_inferences` (images run through the backbone) in this namespace.
 METRICS_NAMESPACE = 'captioner_backbone'
 _INFERENCE_COUNTER = 'num_inferences'
-_BACKBONE_PASSES_PROPERTY = 'backbone_passes'
+# Custom properties of the output besides the EncoderInfo fields.
+BACKBONE_PASSES_PROPERTY = 'backbone_passes'  # images run through the backbone (Beam counter)
+FEATURE_PASS_SECONDS_PROPERTY = 'feature_pass_seconds'  # wall time of the Beam pass, start-up included
 _SPLIT_NAMES_PROPERTY = 'split_names'
 
 
@@ -169,12 +171,12 @@ class _LogProgress(beam.DoFn):
     yield element
 
 
-def _feature_example(keyed: Tuple[str, inference_base.PredictionResult]) -> bytes:
-  image_id, result = keyed
+def feature_example(image_id: str, vector: np.ndarray) -> bytes:
+  """One serialized record of a features split (layout in the module docstring)."""
   return tf.train.Example(features=tf.train.Features(feature={
       features.IMAGE_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_id.encode('utf-8')])),
       features.IMAGE_FEATURES_KEY: tf.train.Feature(
-          float_list=tf.train.FloatList(value=np.asarray(result.inference, np.float32))),
+          float_list=tf.train.FloatList(value=np.asarray(vector, np.float32))),
   })).SerializeToString()
 
 
@@ -212,7 +214,7 @@ def read_features(uri: str, split: str) -> Dict[str, np.ndarray]:
 
 def backbone_passes(image_features_artifact: artifact.Artifact) -> int:
   """Images the feature pass ran through the backbone (its Beam counter, kept in MLMD)."""
-  return image_features_artifact.get_int_custom_property(_BACKBONE_PASSES_PROPERTY)
+  return image_features_artifact.get_int_custom_property(BACKBONE_PASSES_PROPERTY)
 
 
 def build_encoder(backbone: str, image_size: int, pooling: str,
@@ -271,7 +273,8 @@ def ImageFeatureGen(
          | f'IdAndImage[{split}]' >> beam.Map(_id_and_image)
          | f'RunBackbone[{split}]' >> inference_base.RunInference(handler)
          | f'Progress[{split}]' >> beam.ParDo(_LogProgress(split))
-         | f'ToExample[{split}]' >> beam.Map(_feature_example)
+         | f'ToExample[{split}]' >> beam.MapTuple(
+             lambda image_id, result: feature_example(image_id, result.inference))
          | f'Write[{split}]' >> beam.io.WriteToTFRecord(
              os.path.join(split_dir(image_features.uri, split), names.FEATURES_FILE_PREFIX),
              file_name_suffix='.gz'))
@@ -291,5 +294,6 @@ def ImageFeatureGen(
       image_features.set_int_custom_property(field, value)
     else:
       image_features.set_string_custom_property(field, value)
-  image_features.set_int_custom_property(_BACKBONE_PASSES_PROPERTY, passes)
+  image_features.set_int_custom_property(BACKBONE_PASSES_PROPERTY, passes)
+  image_features.set_float_custom_property(FEATURE_PASS_SECONDS_PROPERTY, seconds)
   image_features.set_string_custom_property(_SPLIT_NAMES_PROPERTY, examples.split_names)
