@@ -23,7 +23,6 @@ Usage: .venv/bin/python -m bench.features [--num_images 8000] [--image_size 64]
 """
 import argparse
 import contextlib
-import io
 import json
 import multiprocessing
 import os
@@ -32,7 +31,6 @@ import tempfile
 import time
 from typing import Dict, List, Set
 
-import numpy as np
 from PIL import Image
 import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store

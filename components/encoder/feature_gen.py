@@ -35,7 +35,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 from absl import logging
 import apache_beam as beam
@@ -229,10 +229,6 @@ def build_encoder(backbone: str, image_size: int, pooling: str,
       feature_dim=int(extractor.output_shape[-1]))
 
 
-def _split_names(examples: artifact.Artifact) -> Iterator[str]:
-  return iter(artifact_utils.decode_split_names(examples.split_names))
-
-
 @tfx.dsl.components.component(use_beam=True)
 def ImageFeatureGen(
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
@@ -264,12 +260,11 @@ def ImageFeatureGen(
 
   handler = inference_base.KeyedModelHandler(
       BackboneHandler(backbone_dir(image_features.uri), max_batch_size=batch_size))
-  splits = list(_split_names(examples))
-  for split in splits:
+  for split in artifact_utils.decode_split_names(examples.split_names):
     [examples_dir] = artifact_utils.get_split_uris([examples], split)
     _ = (beam_pipeline
-         | f'Read[{split}]' >> beam.io.ReadFromTFRecord(os.path.join(examples_dir, '*.gz'),
-                                                        compression_type=beam.io.filesystem.CompressionTypes.GZIP)
+         | f'Read[{split}]' >> beam.io.ReadFromTFRecord(
+             os.path.join(examples_dir, '*.gz'), compression_type=beam.io.filesystem.CompressionTypes.GZIP)
          | f'IdAndImage[{split}]' >> beam.Map(_id_and_image)
          | f'RunBackbone[{split}]' >> inference_base.RunInference(handler)
          | f'Progress[{split}]' >> beam.ParDo(_LogProgress(split))
