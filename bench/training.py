@@ -81,7 +81,8 @@ class _EpochTimer(keras.callbacks.Callback):
 def _time_epochs(config: config_lib.TrainerConfig, data: transformed_data.TransformedData, work_dir: str):
   """Part (a). Returns (figures dict, ImageFeatures artifact)."""
   start = time.perf_counter()
-  image_features = transformed_data.build_image_features(data, os.path.join(work_dir, 'features'), config)
+  image_features = transformed_data.build_image_features(data.examples_uri, os.path.join(work_dir, 'features'),
+                                                         config)
   feature_cache_seconds = time.perf_counter() - start
 
   tf_transform_output = tft.TFTransformOutput(data.transform_graph_uri)

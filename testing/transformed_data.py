@@ -128,11 +128,12 @@ def build_transformed_data(work_dir: str, num_images: int, image_size: int, seed
   return _run_transform(examples, work_dir, transform_config or config_lib.TransformConfig())
 
 
-def build_image_features(data: TransformedData, out_dir: str,
+def build_image_features(examples_uri: str, out_dir: str,
                          trainer_config: config_lib.TrainerConfig) -> standard_artifacts.Artifact:
-  """Runs the ImageFeatureGen executor on `data`'s examples with `trainer_config`'s encoder settings."""
+  """Runs the ImageFeatureGen executor on the raw Examples at `examples_uri` (every split)
+  with `trainer_config`'s encoder settings, on the in-process DirectRunner."""
   examples = standard_artifacts.Examples()
-  examples.uri = data.examples_uri
+  examples.uri = examples_uri
   examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
   output = artifacts.ImageFeatures()
   output.uri = out_dir

@@ -45,8 +45,8 @@ def transformed(tmp_path_factory):
 @pytest.fixture(scope='module')
 def image_features(transformed, tmp_path_factory):
   """The ImageFeatureGen's artifact for the tiny encoder settings (random VGG16, 32 px, flatten)."""
-  return transformed_data.build_image_features(
-      transformed, str(tmp_path_factory.mktemp('features')), config_lib.TrainerConfig(**_TINY))
+  return transformed_data.build_image_features(transformed.examples_uri, str(tmp_path_factory.mktemp('features')),
+                                               config_lib.TrainerConfig(**_TINY))
 
 
 def _train(transformed, image_features, tmp_path_factory, **overrides):
