@@ -34,9 +34,11 @@ class TrainerConfig:
   backbone_weights: Optional[str] = 'imagenet'
   # Square input side in pixels; None means the backbone's own (224 / 299).
   image_size: Optional[int] = None
-  # 'flatten' keeps the last conv block's spatial layout (position words need
-  # it); 'avg' global-average-pools it (smaller, position-blind).
-  pooling: str = 'flatten'
+  # The feature vector (components/encoder/image_features.py): 'fc2' is VGG16's
+  # 4,096-d last hidden layer at 224 px, the paper's encoder; 'avg' pools the
+  # last conv block (InceptionV3's 2,048-d pool, the paper's for it); 'flatten'
+  # keeps its spatial layout (position words need it).
+  pooling: str = 'fc2'
   # Show and Tell uses 512-unit LSTMs and 512-d embeddings; the brief asks 300-d.
   embedding_dim: int = 300
   lstm_units: int = 512
@@ -97,9 +99,10 @@ class EmbeddedDataset:
 
 EMBEDDED_DATASET = EmbeddedDataset()
 # Training on the embedded dataset: random backbone weights (no download), its
-# own small image size, a smaller LSTM. Real data uses TrainerConfig().
+# own small image size with the conv block flattened (its captions say where the
+# shapes are, and fc2 needs 224 px), a smaller LSTM. Real data uses TrainerConfig().
 EMBEDDED_TRAINER = TrainerConfig(backbone_weights=None, image_size=EMBEDDED_DATASET.image_size,
-                                 lstm_units=256, epochs=25)
+                                 pooling='flatten', lstm_units=256, epochs=25)
 # The embedded dataset's captions follow from the pixels: a good model must score high.
 # Its eval split has 150 distinct scenes in 250 images, so one wording per scene
 # gives 0.6 distinct captions per image; the main job's captioner measured 0.632

@@ -63,7 +63,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
   args = _parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
+  # force: an imported library has already given the root logger a WARNING-level handler.
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s', force=True)
   output_dir = os.path.abspath(args.output_dir)
   embedded = args.data_dir is None
   data_dir = (os.path.join(output_dir, 'data', 'shapes') if embedded

@@ -10,11 +10,12 @@ import argparse
 import dataclasses
 
 from components import names
+from components.encoder import image_features
 from components import config as config_lib
 
 # TrainerConfig fields that are None-able overrides: the flag wins when given,
 # otherwise the runner's defaults (then the dataclass defaults) apply.
-_OPTIONAL_TRAINER_FLAGS = ('image_size', 'epochs', 'lstm_units')
+_OPTIONAL_TRAINER_FLAGS = ('pooling', 'image_size', 'epochs', 'lstm_units')
 # EvaluationConfig fields set by flags of the same name, over the runner's defaults.
 _EVALUATION_FLAGS = ('min_bleu4', 'min_cider', 'min_baseline_ratio', 'min_distinct_caption_share')
 
@@ -32,10 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="'imagenet', a local .h5 path, or 'none' (random). "
                            "'auto': the runner's default (none on the local runner's "
                            'embedded dataset, imagenet otherwise).')
-  parser.add_argument('--pooling', default=trainer_defaults.pooling, choices=['flatten', 'avg'],
-                      help="How the backbone's last conv block becomes a vector: 'flatten' keeps "
-                           "where things are; 'avg' is far smaller (InceptionV3 at 299 px "
-                           'flattens to 131,072 values per image).')
+  parser.add_argument('--pooling', default=None, choices=image_features.POOLINGS,
+                      help="The image feature vector: 'fc2' VGG16's 4,096-d last hidden layer at "
+                           "224 px (the paper's); 'avg' the pooled last conv block (InceptionV3's "
+                           "2,048-d pool, the paper's for it); 'flatten' keeps where things are. "
+                           f"Default: the runner's ({trainer_defaults.pooling} on real data).")
   parser.add_argument('--image_size', type=int, default=None,
                       help="Model input side in pixels (default: the runner's; "
                            "the backbone's own on real data).")
@@ -83,7 +85,7 @@ def trainer_config(args: argparse.Namespace,
     if getattr(args, name) is not None:
       values[name] = getattr(args, name)
   return dataclasses.replace(
-      defaults, backbone=args.backbone, pooling=args.pooling, batch_size=args.batch_size,
+      defaults, backbone=args.backbone, batch_size=args.batch_size,
       num_layers=args.num_layers, beam_width=args.beam_width, augment=args.augment,
       mixed_precision=args.mixed_precision, **values)
 

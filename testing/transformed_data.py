@@ -6,6 +6,7 @@ and in the pipeline's order:
 
   components.ingestion.shapes_dataset.generate      -> a Flickr8k-layout folder
   ImageCaptionExampleGen executor         -> raw Examples, Split-{train,eval,demo}/*.gz
+  ImageFeatureGen executor (on request)   -> the backbone's features and the backbone
   the stock TFX Transform executor        -> transform_graph + transformed Examples
       (components.training.transform.preprocessing_fn, schemas/schema.pbtxt, analyze
       train, transform train and eval: the settings of pipeline/pipeline.py;
@@ -27,12 +28,16 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx.components.transform import executor as transform_executor
 from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import transform_pb2
+from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import proto_utils
 
+from components import artifacts
 from components import names
+from components.encoder import feature_gen
+from components.encoder import image_features
 from components.ingestion import example_gen
 from components import features
 from components.ingestion import shapes_dataset
@@ -123,9 +128,33 @@ def build_transformed_data(work_dir: str, num_images: int, image_size: int, seed
   return _run_transform(examples, work_dir, transform_config or config_lib.TransformConfig())
 
 
-def fn_args(data: TransformedData, work_dir: str,
-            trainer_config: config_lib.TrainerConfig) -> FnArgs:
-  """The FnArgs the TFX Trainer executor builds for run_fn, outputs under `work_dir`."""
+def build_image_features(examples_uri: str, out_dir: str,
+                         trainer_config: config_lib.TrainerConfig) -> standard_artifacts.Artifact:
+  """Runs the ImageFeatureGen executor on the raw Examples at `examples_uri` (every split)
+  with `trainer_config`'s encoder settings, on the in-process DirectRunner."""
+  examples = standard_artifacts.Examples()
+  examples.uri = examples_uri
+  examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
+  output = artifacts.ImageFeatures()
+  output.uri = out_dir
+  feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(_beam_context()).Do(
+      {'examples': [examples]}, {'image_features': [output]},
+      {'backbone': trainer_config.backbone,
+       'image_size': image_features.image_size_of(trainer_config.backbone, trainer_config.image_size),
+       'pooling': trainer_config.pooling, 'backbone_weights': trainer_config.backbone_weights})
+  return output
+
+
+def fn_args(data: TransformedData, work_dir: str, trainer_config: config_lib.TrainerConfig,
+            image_features_uri: Optional[str] = None) -> FnArgs:
+  """The FnArgs the CaptionTrainer executor builds for run_fn, outputs under `work_dir`.
+
+  `image_features_uri` (an ImageFeatures artifact, see `build_image_features`)
+  is handed over as components/training/trainer_component.py does.
+  """
+  custom_config = config_lib.to_custom_config(trainer_config)
+  if image_features_uri is not None:
+    custom_config[names.IMAGE_FEATURES_URI_KEY] = image_features_uri
   return FnArgs(
       train_files=data.transformed_files(features.TRAIN_SPLIT),
       eval_files=data.transformed_files(features.EVAL_SPLIT),
@@ -133,4 +162,4 @@ def fn_args(data: TransformedData, work_dir: str,
       transform_graph_path=data.transform_graph_uri,
       serving_model_dir=os.path.join(work_dir, SERVING_MODEL_DIR),
       model_run_dir=os.path.join(work_dir, MODEL_RUN_DIR),
-      custom_config=config_lib.to_custom_config(trainer_config))
+      custom_config=custom_config)

@@ -1,4 +1,4 @@
-"""Exports a tiny captioner, loads the SavedModel back and calls both signatures."""
+"""Exports a tiny captioner, loads the SavedModel back and calls its signatures."""
 import io
 import os
 import subprocess
@@ -93,6 +93,19 @@ def test_examples_signature_equals_caption_signature(captioner, images):
   from_images = _caption(loaded, images)
   for key in (features.CAPTION_OUTPUT, features.LOG_PROBABILITY_OUTPUT):
     np.testing.assert_array_equal(from_examples[key].numpy(), from_images[key].numpy())
+
+
+def test_features_signature_equals_caption_signature(captioner, images):
+  _, feature_extractor, _, loaded = captioner
+  vectors = feature_extractor(image_features.decode_images(tf.constant(images), IMAGE_SIZE))
+  np.testing.assert_array_equal(loaded.encode_images(tf.constant(images)).numpy(), vectors.numpy())
+  from_features = loaded.signatures[features.FEATURES_SIGNATURE](**{features.FEATURES_INPUT: vectors})
+  from_images = _caption(loaded, images)
+  for key in (features.CAPTION_OUTPUT, features.LOG_PROBABILITY_OUTPUT):
+    np.testing.assert_array_equal(from_features[key].numpy(), from_images[key].numpy())
+  empty = loaded.signatures[features.FEATURES_SIGNATURE](
+      **{features.FEATURES_INPUT: tf.zeros([0, feature_extractor.output_shape[-1]])})
+  assert empty[features.CAPTION_OUTPUT].shape == (0,)
 
 
 def test_gif_and_bmp_are_captioned(captioner):

@@ -44,15 +44,16 @@ _DEPENDENCIES = {
     names.SCHEMA_GEN: set(),
     names.EXAMPLE_VALIDATOR: {names.STATISTICS_GEN, names.SCHEMA_GEN},
     names.TRANSFORM: {names.EXAMPLE_GEN, names.SCHEMA_GEN},
-    names.CAPTION_TRAINER: {names.TRANSFORM, names.SCHEMA_GEN},
+    names.FEATURE_GEN: {names.EXAMPLE_GEN},
+    names.CAPTION_TRAINER: {names.TRANSFORM, names.SCHEMA_GEN, names.FEATURE_GEN},
     names.BASELINE_TRAINER: {names.TRANSFORM, names.SCHEMA_GEN},
     _BLESSING_RESOLVER: set(),
     _MODEL_RESOLVER: set(),  # reads the blessing resolver's output, see below
     names.CAPTION_EVALUATOR: {names.EXAMPLE_GEN, names.CAPTION_TRAINER, names.BASELINE_TRAINER,
-                         _MODEL_RESOLVER},
+                         _MODEL_RESOLVER, names.FEATURE_GEN},
     names.PUSHER: {names.CAPTION_EVALUATOR, names.CAPTION_TRAINER},
     names.DEMO_GALLERY: {names.EXAMPLE_GEN, names.PUSHER, names.CAPTION_TRAINER, names.BASELINE_TRAINER,
-                    names.CAPTION_EVALUATOR},
+                    names.CAPTION_EVALUATOR, names.FEATURE_GEN},
 }
 _RESOLVERS = {_BLESSING_RESOLVER, _MODEL_RESOLVER}
 _CONTAINER_TASKS = set(_DEPENDENCIES) - _RESOLVERS

@@ -24,6 +24,7 @@ _TINY_RUN = ['--num_images', '48', '--image_size', '32', '--epochs', '1', '--lst
              '--min_baseline_ratio', '0', '--min_distinct_caption_share', '0',
              '--beam_workers', '1']
 _NODES = {names.EXAMPLE_GEN, names.STATISTICS_GEN, names.SCHEMA_GEN, names.EXAMPLE_VALIDATOR, names.TRANSFORM,
+          names.FEATURE_GEN,
           names.CAPTION_TRAINER, names.BASELINE_TRAINER, names.CAPTION_EVALUATOR, names.PUSHER, names.DEMO_GALLERY}
 
 

@@ -9,7 +9,10 @@ the same for the captions-only baseline (recorded, not gated) and for the last
 blessed model (re-scored on the same split, so both numbers come from the same
 code and data), measures the diversity of each model's captions (`diversity`:
 distinct captions per image, distinct words, share copied verbatim from the
-train split's references), and writes:
+train split's references). Given the ImageFeatureGen's artifact, a model that
+embeds its encoder is captioned from the cached features after a parity check
+on `parity_sample` images (captioning.caption_split); any other model (an
+older last blessed one, the baseline) through its serving signature. It writes:
 
 * `evaluation` (CaptionEvaluation): names.EVALUATION_METRICS_FILE, the report people and the
   next run read (see `CaptionEvaluator`), and names.EVALUATION_CAPTIONS_FILE, every hypothesis
@@ -49,6 +52,7 @@ from components import config as config_lib
 from components import features
 from components import names
 from components.artifacts import CaptionEvaluation
+from components.artifacts import ImageFeatures
 
 
 # Roles of the scored models, the keys of names.EVALUATION_METRICS_FILE and names.EVALUATION_CAPTIONS_FILE.
@@ -56,6 +60,9 @@ CAPTIONER = 'captioner'
 BASELINE = 'baseline'
 LAST_BLESSED = 'last_blessed'
 ROLES = (CAPTIONER, BASELINE, LAST_BLESSED)
+# Custom property of `evaluation`: images this run sent through a captioner's backbone
+# (serving_default on bytes; the baseline's graph has none).
+BACKBONE_PASSES_PROPERTY = 'backbone_passes'
 
 
 def decide_blessing(candidate: Mapping[str, float], candidate_diversity: Mapping[str, float],
@@ -147,8 +154,10 @@ def CaptionEvaluator(
     min_distinct_caption_share: tfx.dsl.components.Parameter[float],
     baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     last_blessed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
+    image_features: tfx.dsl.components.InputArtifact[ImageFeatures] = None,
     split: tfx.dsl.components.Parameter[str] = features.EVAL_SPLIT,
     batch_size: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_BATCH_SIZE,
+    parity_sample: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_PARITY_SAMPLE,
 ) -> None:
   """Scores the candidate captioner (and baseline, last blessed) and blesses it or not.
 
@@ -165,7 +174,9 @@ def CaptionEvaluator(
       'min_distinct_caption_share'}; 'blessed' (bool);
       'reasons' (list of str). names.EVALUATION_CAPTIONS_FILE has one JSON object per image:
       'image_id', 'references', and per present role {'caption',
-      'log_probability', 'scores': {metric: per-image score}}.
+      'log_probability', 'scores': {metric: per-image score}}. Also 'serving_images'
+      ({role: images sent as bytes through serving_default}). Custom property
+      BACKBONE_PASSES_PROPERTY: those of the captioner and last blessed model.
     blessing: output ModelBlessing for the Pusher and LatestBlessedModelStrategy.
     min_bleu4: absolute BLEU-4 threshold (0..1).
     min_cider: absolute CIDEr-D threshold (0..10).
@@ -174,6 +185,8 @@ def CaptionEvaluator(
     last_blessed_model: optional latest blessed model (Resolver with
       LatestBlessedModelStrategy); absent on the first run. Re-scored on the
       same split; when it is the candidate itself its scores are reused.
+    image_features: optional ImageFeatureGen output; models that embed its
+      encoder are captioned from its cached features (with a parity check).
     split: the split to caption and score.
     max_regression: allowed BLEU-4 drop below the last blessed model's.
     min_baseline_ratio: the candidate's BLEU-4 must be at least this multiple of
@@ -181,6 +194,8 @@ def CaptionEvaluator(
     min_distinct_caption_share: the share of distinct captions among the
       candidate's captions of `split` must be at least this (0..1).
     batch_size: images per call of the caption signature.
+    parity_sample: images captioned both from bytes and from cached features,
+      which must agree exactly (captioning.check_parity).
   """
   candidates = {CAPTIONER: model, BASELINE: baseline_model, LAST_BLESSED: last_blessed_model}
   split_captions, scores = {}, {}
@@ -190,11 +205,13 @@ def CaptionEvaluator(
       continue
     if role == LAST_BLESSED and role_model.uri == model.uri:
       logging.info('The last blessed model is the candidate itself (%s).', model.uri)
-      split_captions[role], scores[role] = split_captions[CAPTIONER], scores[CAPTIONER]
+      split_captions[role] = split_captions[CAPTIONER]._replace(serving_images=0)
+      scores[role] = scores[CAPTIONER]
       continue
     logging.info('Captioning split %r with the %s model %s.', split, role, role_model.uri)
     split_captions[role], scores[role] = captioning.caption_and_score(
-        captioning.serving_model_dir(role_model), examples, split, batch_size)
+        captioning.serving_model_dir(role_model), examples, split, batch_size,
+        image_features.uri if image_features else None, parity_sample)
 
   training_captions = diversity.reference_captions(examples, features.TRAIN_SPLIT)
   measures = {role: diversity.caption_diversity(list(split_captions[role].captions.values()),
@@ -217,6 +234,7 @@ def CaptionEvaluator(
       'skipped_metrics': scores[CAPTIONER]['skipped'],
       **{role: (_model_entry(candidates[role], scores[role], measures[role])
                 if role in scores else None) for role in ROLES},
+      'serving_images': {role: split_captions[role].serving_images for role in split_captions},
       'thresholds': config_lib.to_custom_config(thresholds),
       'blessed': blessed,
       'reasons': reasons,
@@ -233,6 +251,8 @@ def CaptionEvaluator(
                       'scores': scores[role]['per_image'][image_id]}
       f.write(json.dumps(line) + '\n')
 
+  evaluation.set_int_custom_property(BACKBONE_PASSES_PROPERTY, sum(
+      split_captions[role].serving_images for role in (CAPTIONER, LAST_BLESSED) if role in split_captions))
   blessing.set_string_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY,
                                       model.uri)
   blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY,

@@ -6,9 +6,17 @@ score the captions against the references. The CaptionEvaluator, the
 DemoGallery, the run summary, the serving client, the benches and the tests
 all go through it, so they agree on the serving contract
 (components/features.py) by construction.
+
+With an ImageFeatureGen artifact whose encoder the model embeds (its
+names.SERVING_ENCODER_FILE equals the artifact's), `caption_split` captions
+from the cached features through the model's from_features signature, so the
+backbone does not run again; it first checks parity on a sample: the model's
+serving_default signature on those images' bytes must give exactly the same
+captions and log-probabilities as from_features on their cached features.
 """
+import itertools
 import os
-from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -18,7 +26,9 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components import features
+from components import names
 from components import records
+from components.encoder import feature_gen
 from components.evaluation import caption_metrics
 
 # Which input each caption signature takes (the SavedModel contract).
@@ -27,6 +37,12 @@ INPUT_OF_SIGNATURE = {
     features.EXAMPLES_SIGNATURE: features.EXAMPLES_INPUT,
 }
 DEFAULT_BATCH_SIZE = 32
+# Images of a split captioned both ways (from bytes and from cached features) to check parity.
+DEFAULT_PARITY_SAMPLE = 32
+
+
+class ParityError(ValueError):
+  """The serving signature and the cached features disagree on some images."""
 
 
 def iter_split_examples(examples: artifact.Artifact, split: str) -> Iterator[records.ImageExample]:
@@ -147,6 +163,48 @@ class SavedModelCaptioner:
                           f'Signature {self.signature_name!r} of {self.model_dir}')
 
 
+class FeaturesCaptioner:
+  """Calls a SavedModel's from_features signature on cached backbone features."""
+
+  def __init__(self, model_dir: str):
+    self.model_dir = model_dir
+    self._loaded = tf.saved_model.load(model_dir)
+    if features.FEATURES_SIGNATURE not in self._loaded.signatures:
+      raise ValueError(f'SavedModel {model_dir} has no signature {features.FEATURES_SIGNATURE!r} '
+                       f'(it has {sorted(self._loaded.signatures)}).')
+    self._signature = self._loaded.signatures[features.FEATURES_SIGNATURE]
+
+  def __call__(self, vectors: Sequence[np.ndarray]) -> Captions:
+    """Captions a batch of feature vectors (float32 [feature_dim] each)."""
+    outputs = self._signature(**{features.FEATURES_INPUT: tf.constant(np.stack(vectors), tf.float32)})
+    return decode_outputs({k: v.numpy() for k, v in outputs.items()}, len(vectors),
+                          f'Signature {features.FEATURES_SIGNATURE!r} of {self.model_dir}')
+
+
+def embeds_encoder_of(model_dir: str, image_features_uri: str) -> bool:
+  """True when the SavedModel was trained on (and embeds the backbone of) these cached features."""
+  path = os.path.join(model_dir, names.SERVING_ENCODER_FILE)
+  return tf.io.gfile.exists(path) and feature_gen.read_encoder_info(path) == feature_gen.read_encoder_info(
+      os.path.join(image_features_uri, names.ENCODER_FILE))
+
+
+def check_parity(captioner: FeaturesCaptioner, sample: Sequence[records.ImageExample],
+                 vectors: Sequence[np.ndarray]) -> None:
+  """Raises ParityError naming the image ids whose caption or log-probability differs
+  between serving_default on the bytes and from_features on their cached features."""
+  model_dir = captioner.model_dir
+  served = SavedModelCaptioner(model_dir)([example.image for example in sample])
+  cached = captioner(vectors)
+  differing = [example.image_id for index, example in enumerate(sample)
+               if (served.captions[index], served.log_probabilities[index])
+               != (cached.captions[index], cached.log_probabilities[index])]
+  if differing:
+    raise ParityError(f'{model_dir}: serving_default on the image bytes and from_features on the '
+                      f'cached features disagree on {len(differing)} of {len(sample)} images: '
+                      f'{differing}.')
+  logging.info('Parity: serving_default and from_features agree on %d images.', len(sample))
+
+
 class SplitCaptions(NamedTuple):
   """A model's captions for every image of a split."""
   captions: Dict[str, str]  # image id -> generated caption
@@ -154,19 +212,51 @@ class SplitCaptions(NamedTuple):
   references: Dict[str, List[str]]  # image id -> reference captions
   # image id -> the beam search's k best captions, best first (Captions.top_captions)
   top_captions: Dict[str, List[str]]
+  # Images sent through the serving signature as bytes (so through the backbone,
+  # when the model has one): the whole split, or the parity sample with cached features.
+  serving_images: int = 0
+
+
+def _cached_vectors(cached: Mapping[str, np.ndarray], batch: Sequence[records.ImageExample], split: str,
+                    image_features_uri: str) -> List[np.ndarray]:
+  missing = [example.image_id for example in batch if example.image_id not in cached]
+  if missing:
+    raise ValueError(f'Images {missing} of split {split!r} have no features in {image_features_uri}.')
+  return [cached[example.image_id] for example in batch]
 
 
 def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
-                  batch_size: int = DEFAULT_BATCH_SIZE) -> SplitCaptions:
+                  batch_size: int = DEFAULT_BATCH_SIZE, image_features_uri: Optional[str] = None,
+                  parity_sample: int = DEFAULT_PARITY_SAMPLE) -> SplitCaptions:
   """Captions every image of `split` with the SavedModel in `model_dir`, in batches.
 
+  From the cached features of `image_features_uri` when the model embeds their
+  encoder (after `check_parity` on the first `parity_sample` images), otherwise
+  from the image bytes through serving_default.
+
   Raises:
-    ValueError: if an image id occurs twice in the split.
+    ValueError: if an image id occurs twice in the split, or has no cached feature.
+    ParityError: if the parity check fails.
   """
-  captioner = SavedModelCaptioner(model_dir)
+  cached = None
+  if image_features_uri is not None and embeds_encoder_of(model_dir, image_features_uri):
+    cached = feature_gen.read_features(image_features_uri, split)
+    logging.info('Captioning split %r from the cached features in %s.', split, image_features_uri)
   result = SplitCaptions({}, {}, {}, {})
+  serving_images = 0
+  if cached is None:
+    captioner = SavedModelCaptioner(model_dir)
+  else:
+    captioner = FeaturesCaptioner(model_dir)
+    sample = list(itertools.islice(iter_split_examples(examples, split), parity_sample))
+    check_parity(captioner, sample, _cached_vectors(cached, sample, split, image_features_uri))
+    serving_images = len(sample)
   for batch in batched(iter_split_examples(examples, split), batch_size):
-    answer = captioner([example.image for example in batch])
+    if cached is None:
+      answer = captioner([example.image for example in batch])
+      serving_images += len(batch)
+    else:
+      answer = captioner(_cached_vectors(cached, batch, split, image_features_uri))
     for example, caption, log_probability, top in zip(batch, answer.captions, answer.log_probabilities,
                                                       answer.top_captions):
       if example.image_id in result.captions:
@@ -176,8 +266,9 @@ def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
       result.log_probabilities[example.image_id] = log_probability
       result.references[example.image_id] = example.references
       result.top_captions[example.image_id] = list(top)
-  logging.info('Captioned %d images of split %r with %s.', len(result.captions), split, model_dir)
-  return result
+  logging.info('Captioned %d images of split %r with %s (%d through serving_default).',
+               len(result.captions), split, model_dir, serving_images)
+  return result._replace(serving_images=serving_images)
 
 
 class ScoredSplit(NamedTuple):
@@ -187,8 +278,10 @@ class ScoredSplit(NamedTuple):
 
 
 def caption_and_score(model_dir: str, examples: artifact.Artifact, split: str,
-                      batch_size: int = DEFAULT_BATCH_SIZE) -> ScoredSplit:
-  """Captions `split` with the model and scores the captions against the split's references."""
-  split_captions = caption_split(model_dir, examples, split, batch_size)
+                      batch_size: int = DEFAULT_BATCH_SIZE, image_features_uri: Optional[str] = None,
+                      parity_sample: int = DEFAULT_PARITY_SAMPLE) -> ScoredSplit:
+  """Captions `split` with the model (see `caption_split`) and scores the captions."""
+  split_captions = caption_split(model_dir, examples, split, batch_size, image_features_uri,
+                                 parity_sample)
   return ScoredSplit(split_captions,
                      caption_metrics.score_captions(split_captions.captions, split_captions.references))

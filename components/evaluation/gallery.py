@@ -16,7 +16,9 @@ self-contained page into its `gallery` artifact:
 The page loads nothing from the network (the machines are offline): inline CSS
 and a few lines of vanilla JS; thumbnails are lazily loaded, so 1,000 images
 stay fast. When the Pusher did not push (the model was not blessed), the
-candidate model is captioned instead and the page says so in red.
+candidate model is captioned instead and the page says so in red. Given the
+ImageFeatureGen's artifact, the shown model captions from the cached features
+after a parity check (captioning.caption_split), as in the CaptionEvaluator.
 """
 import html
 import importlib.resources
@@ -40,6 +42,7 @@ from components.evaluation import diversity
 from components import features
 from components import names
 from components.artifacts import CaptionGallery
+from components.artifacts import ImageFeatures
 
 THUMBNAIL_SIZE = 160  # pixels, the longer side
 # Per-image scores shown on every card, in this order (when computed).
@@ -196,8 +199,10 @@ def DemoGallery(
     evaluation: tfx.dsl.components.InputArtifact[caption_evaluator.CaptionEvaluation],
     gallery: tfx.dsl.components.OutputArtifact[CaptionGallery],
     baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
+    image_features: tfx.dsl.components.InputArtifact[ImageFeatures] = None,
     split: tfx.dsl.components.Parameter[str] = features.DEMO_SPLIT,
     batch_size: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_BATCH_SIZE,
+    parity_sample: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_PARITY_SAMPLE,
 ) -> None:
   """Captions `split` with the pushed model and writes the gallery page.
 
@@ -213,8 +218,12 @@ def DemoGallery(
       null without `baseline_model`).
     baseline_model: optional captions-only baseline; when given, its caption
       is shown on every card and its metrics on `split` at the top.
+    image_features: optional ImageFeatureGen output: the shown model captions
+      from its cached features when it embeds their encoder.
     split: the split to show.
     batch_size: images per call of the caption signature.
+    parity_sample: images captioned both from bytes and from cached features,
+      which must agree exactly (captioning.check_parity).
   """
   pushed = pushed_model.get_int_custom_property(_PUSHED_KEY) == 1
   if pushed:
@@ -228,7 +237,10 @@ def DemoGallery(
         f'The model was NOT pushed (not blessed): these captions come from the candidate '
         f'model {model.uri}, which is not being served.']
   caption_metrics.warm_up()  # METEOR loads while the model captions
-  split_captions, scores = captioning.caption_and_score(model_dir, examples, split, batch_size)
+  split_captions, scores = captioning.caption_and_score(
+      model_dir, examples, split, batch_size, image_features.uri if image_features else None,
+      parity_sample)
+  gallery.set_int_custom_property(caption_evaluator.BACKBONE_PASSES_PROPERTY, split_captions.serving_images)
   baseline_captions, baseline_scores = None, None
   if baseline_model is not None:
     baseline_captions, baseline_scores = captioning.caption_and_score(

@@ -9,15 +9,23 @@ answer a request. Two signatures, per the contract in components/features.py:
   features.EXAMPLES_SIGNATURE (from_examples):
       features.EXAMPLES_INPUT string [None]  serialized tf.Example with bytes
                                              feature features.IMAGE_KEY
-  both -> features.CAPTION_OUTPUT           string [None]     words joined by single spaces
-          features.LOG_PROBABILITY_OUTPUT   float32 [None]    log p(caption, END | image)
-          features.CAPTIONS_OUTPUT          string [None, k]  the k = beam_width best, best first
-          features.LOG_PROBABILITIES_OUTPUT float32 [None, k] theirs ('' and -inf where fewer finished)
+  features.FEATURES_SIGNATURE (from_features):
+      features.FEATURES_INPUT float32 [None, feature_dim]  the backbone's output,
+          as the ImageFeatureGen cached it: the evaluator and the gallery
+          caption from the cache, checked against serving_default on a sample
+  all -> features.CAPTION_OUTPUT           string [None]     words joined by single spaces
+         features.LOG_PROBABILITY_OUTPUT   float32 [None]    log p(caption, END | image)
+         features.CAPTIONS_OUTPUT          string [None, k]  the k = beam_width best, best first
+         features.LOG_PROBABILITIES_OUTPUT float32 [None, k] theirs ('' and -inf where fewer finished)
+
+The module also keeps `encode_images` (a function, not a signature): images
+string [None] -> float32 [None, feature_dim], the serving graph's own features,
+which tests compare with the cached ones.
 
 The SavedModel carries TF Serving's warm-up file (names.WARMUP_REQUESTS_PATH):
-a few real Predict requests of both signatures that TF Serving (and the local
-server) replays at load, so the first client does not pay for the graph's
-first run.
+a few real Predict requests of both image signatures that TF Serving (and the
+local server) replays at load, so the first client does not pay for the
+graph's first run.
 
 Bytes that are not an image make the call fail with InvalidArgument ("Unknown
 image file format. One of JPEG, PNG, GIF, BMP required."), which TF Serving
@@ -40,14 +48,20 @@ from components.encoder import image_features
 _WARMUP_BATCH_SIZES = (1, 4)
 
 
-def _caption_fn(feature_extractor, decoder, vocabulary, max_length, beam_width):
-  """Returns a tf.function: images string [batch] -> the caption outputs above (k = beam_width)."""
+def _caption_fns(feature_extractor, decoder, vocabulary, max_length, beam_width):
+  """Returns tf.functions (encode: images string [batch] -> float32 [batch, feature_dim];
+  caption_images: images -> outputs; caption_features: float32 [batch, feature_dim] -> outputs),
+  outputs being the caption outputs above (k = beam_width)."""
   vocabulary = tf.constant(vocabulary, dtype=tf.string)  # string [vocab_size], by id
   image_size = feature_extractor.input_shape[1]  # square input, fixed when it was built
+  feature_dim = feature_extractor.output_shape[-1]
 
-  def caption_batch(images):
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def encode(images):
     pixels = image_features.decode_images(images, image_size)  # float32 [batch, s, s, 3]
-    image_vectors = feature_extractor(pixels, training=False)  # float32 [batch, feature_dim]
+    return feature_extractor(pixels, training=False)  # float32 [batch, feature_dim]
+
+  def caption_batch(image_vectors):
     ids, lengths, log_probs = decoder.generate(image_vectors, beam_width, max_length, top_k=beam_width)
     ids = tf.reshape(ids, [-1, max_length])  # [batch*k, max_length], hypotheses of an image together
     words = tf.gather(vocabulary, ids)  # string [batch*k, max_length]
@@ -59,14 +73,21 @@ def _caption_fn(feature_extractor, decoder, vocabulary, max_length, beam_width):
   def empty_batch():
     return tf.zeros([0, beam_width], tf.string), tf.zeros([0, beam_width], tf.float32)
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-  def caption_images(images):
-    # An empty request gets an empty answer (the CPU convolution kernels fail on an empty batch).
-    captions, log_probs = tf.cond(tf.size(images) > 0, lambda: caption_batch(images), empty_batch)
+  def outputs(captions, log_probs):  # string [batch, k], float32 [batch, k] -> the outputs above
     return {features.CAPTION_OUTPUT: captions[:, 0], features.LOG_PROBABILITY_OUTPUT: log_probs[:, 0],
             features.CAPTIONS_OUTPUT: captions, features.LOG_PROBABILITIES_OUTPUT: log_probs}
 
-  return caption_images
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def caption_images(images):
+    # An empty request gets an empty answer (the CPU convolution kernels fail on an empty batch).
+    return outputs(*tf.cond(tf.size(images) > 0, lambda: caption_batch(encode(images)), empty_batch))
+
+  @tf.function(input_signature=[tf.TensorSpec([None, feature_dim], tf.float32)])
+  def caption_features(image_vectors):
+    return outputs(*tf.cond(tf.shape(image_vectors)[0] > 0, lambda: caption_batch(image_vectors),
+                            empty_batch))
+
+  return encode, caption_images, caption_features
 
 
 def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, max_length, beam_width):
@@ -90,7 +111,8 @@ def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, max
   if len(vocabulary) != decoder.vocab_size:
     raise ValueError(f'vocabulary has {len(vocabulary)} words but the decoder predicts '
                      f'{decoder.vocab_size} ids.')
-  caption_images = _caption_fn(feature_extractor, decoder, vocabulary, max_length, beam_width)
+  encode, caption_images, caption_features = _caption_fns(
+      feature_extractor, decoder, vocabulary, max_length, beam_width)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGES_INPUT)])
   def caption(images):
@@ -101,6 +123,11 @@ def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, max
     parsed = tf.io.parse_example(examples, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
     return caption_images(parsed[features.IMAGE_KEY])
 
+  @tf.function(input_signature=[tf.TensorSpec([None, feature_extractor.output_shape[-1]], tf.float32,
+                                              name=features.FEATURES_INPUT)])
+  def caption_from_features(image_features):  # the signature's input takes the argument's name
+    return caption_features(image_features)
+
   # The module tracks the variables, not the Keras objects: saving Keras
   # objects re-traces every layer for Keras metadata nobody reads here, which
   # doubles the export time.
@@ -109,9 +136,12 @@ def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, max
   module.decoder_variables = list(decoder.variables)
   module.caption = caption
   module.caption_examples = caption_examples
+  module.caption_from_features = caption_from_features
+  module.encode_images = encode
   signatures = {
       features.CAPTION_SIGNATURE: caption.get_concrete_function(),
       features.EXAMPLES_SIGNATURE: caption_examples.get_concrete_function(),
+      features.FEATURES_SIGNATURE: caption_from_features.get_concrete_function(),
   }
   tf.saved_model.save(module, export_dir, signatures=signatures)
   _write_warmup_requests(export_dir, feature_extractor.input_shape[1])

@@ -22,11 +22,15 @@ embedding at t=0 and the model has no image input.
 `CaptionDecoder` reuses the trained layers one step at a time for beam search;
 it is a tf.Module so that a SavedModel holding it also holds their variables.
 """
+from typing import Tuple
+
 import tensorflow as tf
 import tf_keras as keras
 
-from components.training import beam_search as beam_search_lib
+from components import config as config_lib
 from components import features
+from components.encoder import augmentation
+from components.training import beam_search as beam_search_lib
 
 IMAGE_FEATURES_INPUT = 'image_features'  # float32 [batch, feature_dim]
 INPUT_IDS_INPUT = 'input_ids'  # int64 [batch, sequence_length - 1]
@@ -150,6 +154,49 @@ def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=
   logits = keras.layers.Activation('linear', dtype='float32', name='logits_float32')(x)
   name = 'show_and_tell' if use_image else 'captions_only_baseline'
   return keras.Model(inputs, logits, name=name)
+
+
+def pixel_blind_extractor(image_size: int) -> keras.Model:
+  """The language model's stand-in backbone: float32 [b, 0], no pixels read.
+
+  The baseline's decoder only needs the batch size, so its serving graph
+  still decodes (and so validates) the images but skips the CNN.
+  """
+  pixels = keras.Input([image_size, image_size, 3])
+  return keras.Model(pixels, keras.layers.Lambda(lambda x: tf.zeros([tf.shape(x)[0], 0]))(pixels))
+
+
+def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_length: int,
+                 feature_extractor: keras.Model) -> Tuple[keras.Model, keras.Model]:
+  """The caption model and the compiled model Keras fits, for `config`.
+
+  Without augmentation Keras fits the caption model itself, on cached feature
+  vectors. With `config.augment` it fits a model on pixels: augmentation, the
+  frozen `feature_extractor`, then the caption model. Augmentation is here, on
+  training pixels only, so every epoch sees new variants (in Transform it
+  would run once). The pixel input takes the image-features input's name so
+  that one dataset layout (datasets.training_batches) feeds both.
+
+  Returns:
+    (caption model: build_caption_model's, what the exporter decodes with;
+     training model, compiled with Adam and summed_caption_loss).
+  """
+  caption_model = build_caption_model(
+      vocab_size=vocab_size, feature_dim=feature_extractor.output_shape[-1],
+      sequence_length=sequence_length, embedding_dim=config.embedding_dim,
+      lstm_units=config.lstm_units, num_layers=config.num_layers, dropout=config.dropout,
+      use_image=config.use_image)
+  training_model = caption_model
+  if config.augment and config.use_image:
+    image_size = feature_extractor.input_shape[1]
+    images = keras.Input([image_size, image_size, 3], name=IMAGE_FEATURES_INPUT)
+    input_ids = keras.Input([None], dtype=tf.int64, name=INPUT_IDS_INPUT)
+    pixels = augmentation.build_augmentation()(images)
+    logits = caption_model({IMAGE_FEATURES_INPUT: feature_extractor(pixels, training=False),
+                            INPUT_IDS_INPUT: input_ids})
+    training_model = keras.Model({IMAGE_FEATURES_INPUT: images, INPUT_IDS_INPUT: input_ids}, logits)
+  training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=summed_caption_loss)
+  return caption_model, training_model
 
 
 def summed_caption_loss(y_true, logits):
