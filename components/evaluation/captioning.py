@@ -95,17 +95,26 @@ def signature_inputs(signature_name: str, images: Sequence[bytes]) -> Tuple[str,
   return features.IMAGES_INPUT, list(images)
 
 
-class Captions(NamedTuple):
-  """A caption signature's answer for a batch, in request order.
-
-  top_captions / top_log_probabilities: per image, the k best captions of the
-  beam search, best first (so [0] is the caption), without the missing ones
-  (fewer than k finished); empty for a model exported without them.
-  """
+class _BestCaptions(NamedTuple):
   captions: List[str]
   log_probabilities: List[float]
-  top_captions: Sequence[Sequence[str]] = ()
-  top_log_probabilities: Sequence[Sequence[float]] = ()
+
+
+class Captions(_BestCaptions):
+  """A caption signature's answer for a batch, in request order.
+
+  Unpacks as (captions, log_probabilities), the best caption of each image.
+  top_captions / top_log_probabilities: per image, the k best captions of the
+  beam search, best first (so [0] is the caption), without the missing ones
+  (fewer than k finished); empty lists for a model exported without them.
+  """
+
+  def __new__(cls, captions, log_probabilities, top_captions=None, top_log_probabilities=None):
+    self = super().__new__(cls, captions, log_probabilities)
+    self.top_captions = top_captions if top_captions is not None else [[] for _ in captions]
+    self.top_log_probabilities = (top_log_probabilities if top_log_probabilities is not None
+                                  else [[] for _ in captions])
+    return self
 
 
 def _decode_strings(values):
@@ -126,7 +135,7 @@ def decode_outputs(outputs: Mapping[str, np.ndarray], num_images: int, source: s
     raise ValueError(f'{source} returned {len(captions)} captions and {len(log_probabilities)} '
                      f'log-probabilities for {num_images} images.')
   if features.CAPTIONS_OUTPUT not in outputs or features.LOG_PROBABILITIES_OUTPUT not in outputs:
-    return Captions(captions, log_probabilities, [[] for _ in captions], [[] for _ in captions])
+    return Captions(captions, log_probabilities)
   top_captions = np.asarray(outputs[features.CAPTIONS_OUTPUT])
   top_log_probabilities = np.asarray(outputs[features.LOG_PROBABILITIES_OUTPUT], np.float64)
   if (top_captions.ndim != 2 or top_captions.shape != top_log_probabilities.shape
