@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Blessing threshold on the captioner's eval BLEU-4 over the captions-only "
                            "baseline's (default: the runner's; "
                            f'{evaluation_defaults.min_baseline_ratio} on real data).')
+  parser.add_argument('--seed', type=int, default=trainer_defaults.seed,
+                      help='Seeds the data generation, shuffling, weight initialisation and '
+                           'dropout; the same seed gives the same metrics on a CPU.')
   parser.add_argument('--no_cache', action='store_true',
                       help='Re-run every component even when its inputs did not change.')
 
@@ -78,7 +81,7 @@ def trainer_config(args: argparse.Namespace,
   return dataclasses.replace(
       defaults, backbone=args.backbone, pooling=args.pooling, batch_size=args.batch_size,
       num_layers=args.num_layers, beam_width=args.beam_width, augment=args.augment,
-      mixed_precision=args.mixed_precision, **values)
+      mixed_precision=args.mixed_precision, seed=args.seed, **values)
 
 
 def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConfig:

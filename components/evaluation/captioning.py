@@ -18,6 +18,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components import features
+from components import progress
 from components import records
 from components.evaluation import caption_metrics
 
@@ -29,6 +30,20 @@ INPUT_OF_SIGNATURE = {
 DEFAULT_BATCH_SIZE = 32
 
 
+def _split_files(examples: artifact.Artifact, split: str) -> List[str]:
+  [split_uri] = artifact_utils.get_split_uris([examples], split)
+  paths = sorted(tf.io.gfile.glob(os.path.join(split_uri, '*.gz')))
+  if not paths:
+    raise FileNotFoundError(f'No *.gz TFRecord file in {split_uri} (split {split!r}).')
+  return paths
+
+
+def _split_size(examples: artifact.Artifact, split: str) -> int:
+  """Records in a split: a quick pass over its files, so the progress bar knows how long is left."""
+  return sum(int(tf.data.TFRecordDataset(path, compression_type='GZIP').reduce(0, lambda n, _: n + 1))
+             for path in _split_files(examples, split))
+
+
 def iter_split_examples(examples: artifact.Artifact, split: str) -> Iterator[records.ImageExample]:
   """Yields the images of one split of an Examples artifact, file by file (bounded memory).
 
@@ -36,11 +51,7 @@ def iter_split_examples(examples: artifact.Artifact, split: str) -> Iterator[rec
     FileNotFoundError: if the split directory holds no *.gz file.
     ValueError: if a record lacks a feature (naming the file and record).
   """
-  [split_uri] = artifact_utils.get_split_uris([examples], split)
-  paths = sorted(tf.io.gfile.glob(os.path.join(split_uri, '*.gz')))
-  if not paths:
-    raise FileNotFoundError(f'No *.gz TFRecord file in {split_uri} (split {split!r}).')
-  for path in paths:
+  for path in _split_files(examples, split):
     dataset = tf.data.TFRecordDataset(path, compression_type='GZIP')
     for index, record in enumerate(dataset.as_numpy_iterator()):
       yield records.parse_image_example(record, where=f'{path}: record {index}')
@@ -139,7 +150,9 @@ def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
   """
   captioner = SavedModelCaptioner(model_dir)
   result = SplitCaptions({}, {}, {})
-  for batch in batched(iter_split_examples(examples, split), batch_size):
+  images = progress.track(iter_split_examples(examples, split), _split_size(examples, split),
+                          f'captioning {split}')
+  for batch in batched(images, batch_size):
     answer = captioner([example.image for example in batch])
     for example, caption, log_probability in zip(batch, answer.captions, answer.log_probabilities):
       if example.image_id in result.captions:

@@ -48,6 +48,7 @@ from PIL import Image
 from PIL import ImageDraw
 
 from components import features
+from components import progress
 from components.ingestion import flickr8k
 
 # Very distinct RGB values, so colour survives JPEG and downscaling.
@@ -280,7 +281,7 @@ def generate(output_dir: str,
   os.makedirs(image_dir, exist_ok=True)
   token_lines, kaggle_lines = [], [KAGGLE_HEADER]
   splits = {name: [] for name, _ in _SPLIT_PROPORTIONS}
-  for index in range(num_images):
+  for index in progress.track(range(num_images), num_images, 'generating images'):
     rng = np.random.default_rng([seed, index])
     scene = make_scene(rng)
     name = image_id(index)

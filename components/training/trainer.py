@@ -30,7 +30,7 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from components import features
 from components import names
 from components.encoder import augmentation, image_features
-from components.training import exporter, model as model_lib
+from components.training import callbacks as callbacks_lib, exporter, model as model_lib
 from components import config as config_lib
 
 # Shuffle buffer in (image, caption) pairs: a few epochs' worth of Flickr8k batches.
@@ -144,6 +144,7 @@ def _vocabulary(tf_transform_output) -> List[str]:
 def run_fn(fn_args: FnArgs) -> None:
   """TFX Trainer entry point: trains, then exports the caption SavedModel."""
   config = config_lib.from_custom_config(config_lib.TrainerConfig, fn_args.custom_config)
+  callbacks_lib.make_deterministic(config.seed)
   if config.mixed_precision and tf.config.list_physical_devices('GPU'):
     keras.mixed_precision.set_global_policy('mixed_float16')
   strategy = tf.distribute.MirroredStrategy()
@@ -180,6 +181,7 @@ def run_fn(fn_args: FnArgs) -> None:
     train_per_image = _bottleneck_dataset(train_images, feature_extractor, image_size)
     eval_per_image = _bottleneck_dataset(eval_images, feature_extractor, image_size)
 
+  training_run = callbacks_lib.TrainingRun(fn_args)
   history = training_model.fit(
       _batched(_pairs(train_per_image), config.batch_size, shuffle=True, use_image=config.use_image),
       validation_data=_batched(_pairs(eval_per_image), config.batch_size, shuffle=False,
@@ -190,7 +192,7 @@ def run_fn(fn_args: FnArgs) -> None:
           keras.callbacks.EarlyStopping(monitor='val_loss', patience=config.early_stopping_patience,
                                         min_delta=config.early_stopping_min_delta,
                                         restore_best_weights=True),
-      ],
+      ] + training_run.callbacks(),
       verbose=2)
 
   exporter.export_serving_model(
@@ -201,6 +203,7 @@ def run_fn(fn_args: FnArgs) -> None:
       'vocabulary_size': len(vocabulary),
       'sequence_length': sequence_length,
       'config': config_lib.to_custom_config(config),
+      'resumed_from_epoch': training_run.resumed_from_epoch,
       'history': {k: [float(v) for v in vs] for k, vs in history.history.items()},
   })
 
