@@ -12,8 +12,9 @@ or was published from the cache:
   [ 2/11] StatisticsGen reused from the cache in 0.4 s (run 0:03)
 
 The launcher is wrapped rather than TFX's "Component %s is running." log
-lines read because components change absl's log level while they run
-(TensorBoard, imported by the Trainer, sets it to WARNING).
+lines read because the libraries a component loads may change absl's log
+level (tensorboard's main_lib sets it to WARNING on import; in a run, TFX's
+INFO lines stop once the first Trainer has run).
 
 A node that started and did not finish is the one that failed or was
 interrupted: `Reporter.current`.

@@ -8,6 +8,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 
 from ml_metadata import metadata_store
 from tfx import v1 as tfx
@@ -23,9 +24,17 @@ from pipeline import run_log
 from pipeline import settings
 from pipeline import summary as summary_lib
 
+# Nodes whose output record order the Trainers see.
+_ORDERED_OUTPUT_NODES = (names.EXAMPLE_GEN, names.TRANSFORM)
+
 
 def _ensure_embedded_dataset(data_dir: str, num_images: int, seed: int) -> None:
-  """Generates the embedded dataset unless `data_dir` already holds it with these settings."""
+  """Generates the embedded dataset unless `data_dir` already holds it with these settings.
+
+  The settings are kept beside the folder (`<data_dir>.json`); a folder
+  generated with other settings is deleted first, so no image of a larger
+  earlier dataset is left without captions.
+  """
   settings_path = data_dir + '.json'
   wanted = {'num_images': num_images, 'image_size': config_lib.EMBEDDED_DATASET.image_size,
             'seed': seed}
@@ -35,6 +44,7 @@ def _ensure_embedded_dataset(data_dir: str, num_images: int, seed: int) -> None:
         return
   progress.logger.info('Generating the embedded dataset (%d images, seed %d) into %s',
                        num_images, seed, data_dir)
+  shutil.rmtree(data_dir, ignore_errors=True)
   shapes_dataset.generate(data_dir, **wanted)
   with open(settings_path, 'w') as f:
     json.dump(wanted, f)
@@ -74,6 +84,12 @@ def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
       metadata_connection_config=connection_config,
       beam_pipeline_args=settings.direct_beam_args(args.beam_workers),
       enable_cache=not args.no_cache)
+  # ExampleGen and Transform write records in the order their Beam workers
+  # finish, and the Trainers' seeded shuffle starts from that order: with more
+  # than one worker, two runs of one command would train on different batches.
+  for component in pipeline.components:
+    if component.id in _ORDERED_OUTPUT_NODES:
+      component.with_beam_pipeline_args(settings.direct_beam_args(1))
 
   def settle() -> None:
     store = metadata_store.MetadataStore(connection_config)
@@ -91,6 +107,7 @@ def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
       return 130
     except Exception as error:  # pylint: disable=broad-except
       logging.exception('The pipeline failed in %s', components.current)
+      settle()  # a failure before the executor ran leaves the execution RUNNING
       message = str(error).strip().splitlines()
       print(f'error: {components.current or "the pipeline"} failed: {type(error).__name__}: '
             f'{message[0] if message else ""} (full log: {log.path})', file=log.errors)

@@ -8,7 +8,8 @@ terminal would show, interpreter shut-down included:
            test-only hook in components/training/callbacks.py) right after the
            first Trainer's epoch 2, as a crash or `kill -9` would;
   resumed  the killed folder run again with the same command.
-`fresh` and `killed` run side by side to save wall time.
+`fresh` and `killed` run side by side to save wall time. A fourth, in this
+process, fails in its first component.
 """
 import glob
 import json
@@ -24,7 +25,9 @@ from tfx import v1 as tfx
 
 from components import names
 from components.evaluation import caption_metrics
+from components.ingestion import shapes_dataset
 from components.training import callbacks
+from pipeline import local_runner
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINY_RUN = ['--num_images', '40', '--image_size', '32', '--epochs', '3', '--lstm_units', '16',
@@ -66,6 +69,12 @@ def _executions(output_dir, node_id):
   return sorted(store.get_executions_by_context(context.id), key=lambda e: e.id) if context else []
 
 
+def _backups(output_dir):
+  """Glob pattern of the killed Trainer's training backups (callbacks.backup_dir)."""
+  return os.path.join(output_dir, 'pipeline_root', _KILLED_TRAINER, 'model_run',
+                      callbacks.BACKUP_DIR_NAME, '*')
+
+
 def _summary(output_dir):
   with open(os.path.join(output_dir, 'summary.json')) as f:
     return json.load(f)
@@ -80,8 +89,7 @@ def runs(tmp_path_factory):
   # What the kill left behind, before the rerun settles it.
   [killed_execution] = _executions(killed_dir, _KILLED_TRAINER)
   result['left_running'] = killed_execution
-  result['backups_after_kill'] = glob.glob(
-      os.path.join(killed_dir, 'pipeline_root', _KILLED_TRAINER, callbacks.BACKUP_DIR_NAME, '*'))
+  result['backups_after_kill'] = glob.glob(_backups(killed_dir))
   result['resumed'] = (killed_dir,) + _finish(_start(killed_dir))
   return result
 
@@ -145,8 +153,7 @@ def test_rerunning_a_killed_run_reuses_the_cache_and_resumes_the_trainer(runs):
   assert len(summary['training']['baseline']['history']['loss']) == 1  # epoch 3 only
   assert summary['pushed'] is True
   # The backup is gone once training finished.
-  assert not glob.glob(os.path.join(output_dir, 'pipeline_root', _KILLED_TRAINER,
-                                    callbacks.BACKUP_DIR_NAME, '*'))
+  assert not glob.glob(_backups(output_dir))
 
 
 def test_the_killed_execution_is_cancelled_and_its_folders_removed(runs):
@@ -168,3 +175,23 @@ def test_the_killed_execution_is_cancelled_and_its_folders_removed(runs):
   published = {a.uri for a in store.get_artifacts()}
   for folder in glob.glob(os.path.join(node_dir, '*', '[0-9]*')):
     assert folder in published, folder
+
+
+def test_a_failing_run_ends_with_one_error_line_naming_the_component_and_the_log(tmp_path, capsys):
+  data_dir = tmp_path / 'data'
+  shapes_dataset.generate(str(data_dir), num_images=8, image_size=32, layout=shapes_dataset.KAGGLE)
+  captions = data_dir / shapes_dataset.KAGGLE_CAPTIONS_FILE
+  captions.write_text(captions.read_text().split('\n', 1)[1])  # no header: ExampleGen refuses it
+  output_dir = tmp_path / 'out'
+  assert local_runner.main(['--data_dir', str(data_dir), '--output_dir', str(output_dir)]) == 1
+  captured = capsys.readouterr()
+  [log_path] = glob.glob(str(output_dir / 'logs' / 'run-*.log'))
+  error_lines = captured.err.strip().split('\n')
+  assert len(error_lines) == 1, captured.err
+  assert error_lines[0].startswith(f'error: {names.EXAMPLE_GEN} failed: ')
+  assert 'header' in error_lines[0] and log_path in error_lines[0]
+  assert 'Traceback' not in captured.out + captured.err
+  with open(log_path) as f:
+    assert 'Traceback' in f.read()  # the whole story is on record
+  assert not [e for e in _store(str(output_dir)).get_executions()
+              if e.last_known_state == metadata_store_pb2.Execution.RUNNING]

@@ -35,7 +35,7 @@ from components import progress
 # Test-only: the number of epochs after which the process kills itself
 # (SIGKILL, after that epoch's backup), as a machine crash or `kill -9` would.
 KILL_AFTER_EPOCH_ENV = 'CAPTIONER_TEST_KILL_AFTER_EPOCH'
-# Folder inside the Trainer node's folder that holds the training backups.
+# Folder beside the Trainer's model_run folders that holds its training backups.
 BACKUP_DIR_NAME = 'training_backup'
 
 
@@ -45,32 +45,35 @@ def make_deterministic(seed: int) -> None:
   tf.config.experimental.enable_op_determinism()
 
 
-def node_dir(fn_args: FnArgs) -> str:
-  """The Trainer node's folder, `<pipeline_root>/<node id>`.
+def node_id(fn_args: FnArgs) -> str:
+  """The Trainer's node id, for progress lines.
 
-  TFX writes each output artifact to `<node folder>/<output key>/<execution id>`
-  (tfx.orchestration.portable.outputs_utils), so the folder is two levels
-  above `model_run_dir`.
+  TFX writes each output artifact to `<pipeline_root>/<node id>/<output key>/<execution id>`
+  (tfx.orchestration.portable.outputs_utils), so it is two levels above `model_run_dir`.
   """
-  return os.path.dirname(os.path.dirname(os.path.normpath(fn_args.model_run_dir)))
+  return os.path.basename(os.path.dirname(os.path.dirname(os.path.normpath(fn_args.model_run_dir))))
 
 
 def backup_dir(fn_args: FnArgs) -> str:
   """Where BackupAndRestore keeps this training's state between executions.
 
-  `<node folder>/training_backup/<fingerprint>`, where the fingerprint hashes
-  the training inputs (the URIs of the transformed examples and of the
-  transform graph) and the full TrainerConfig (seed and epochs included).
+  `<folder of model_run_dir>/training_backup/<fingerprint>`: in a TFX run,
+  `<pipeline_root>/<node id>/model_run/training_backup/<fingerprint>`. The
+  fingerprint hashes the training inputs (the URIs of the transformed
+  examples and of the transform graph) and the full TrainerConfig (seed and
+  epochs included).
 
   Why there: TFX gives every execution of a node new output folders
-  (`.../model/<execution id>`), and its stateful working directory is keyed
-  by a UUID stored on the execution, so a re-executed Trainer sees neither.
-  The node folder is the same for every execution of the node, and the
-  fingerprint is the same exactly when the next execution would train the
-  same model: its upstream components came from the cache (same artifacts,
-  same URIs) and its config did not change. Any change yields a new
-  fingerprint, so a stale backup can never be resumed into a different model.
-  The folder is inside the run's output folder and is deleted by Keras when
+  (`.../model_run/<execution id>`), and its stateful working directory is
+  keyed by a UUID stored on the execution, so a re-executed Trainer sees
+  neither. The folder that holds every execution's `model_run` folder is the
+  same for all executions of the node, and the fingerprint is the same
+  exactly when the next execution would train the same model: its upstream
+  components came from the cache (same artifacts, same URIs) and its config
+  did not change. Any change gives a new fingerprint, so a backup is never
+  resumed into a different model. The backup stays inside the run's output
+  folder, beside (not inside) the execution folders that
+  pipeline/interrupted.py removes after a kill, and Keras deletes it when
   training finishes.
   """
   fingerprint = hashlib.sha256(json.dumps({
@@ -79,7 +82,8 @@ def backup_dir(fn_args: FnArgs) -> str:
       'transform_output': fn_args.transform_output,
       'config': fn_args.custom_config,
   }, sort_keys=True).encode('utf-8')).hexdigest()[:16]
-  return os.path.join(node_dir(fn_args), BACKUP_DIR_NAME, fingerprint)
+  return os.path.join(os.path.dirname(os.path.normpath(fn_args.model_run_dir)), BACKUP_DIR_NAME,
+                      fingerprint)
 
 
 class _EpochLine(keras.callbacks.Callback):
@@ -128,7 +132,7 @@ class TrainingRun:
   """The callbacks one Trainer execution fits with, and what they observed."""
 
   def __init__(self, fn_args: FnArgs):
-    self._epoch_line = _EpochLine(os.path.basename(node_dir(fn_args)))
+    self._epoch_line = _EpochLine(node_id(fn_args))
     self._backup = keras.callbacks.BackupAndRestore(backup_dir(fn_args))
     kill_after = os.environ.get(KILL_AFTER_EPOCH_ENV)
     self._kill = _KillAfterEpoch(int(kill_after)) if kill_after else None
