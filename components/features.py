@@ -16,6 +16,8 @@ TRAIN_SPLIT = 'train'
 EVAL_SPLIT = 'eval'
 DEMO_SPLIT = 'demo'
 SPLITS = (TRAIN_SPLIT, EVAL_SPLIT, DEMO_SPLIT)
+# Where the images of a Karpathy split file's 'restval' split go by default (im2txt's choice).
+DEFAULT_RESTVAL_SPLIT = TRAIN_SPLIT
 
 # --- Image features (FeatureGen output, one tf.Example per image) ---
 # IMAGE_ID_KEY  bytes [1], and:

@@ -34,7 +34,7 @@ def create_pipeline(
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = True,
     resolve_last_blessed_model: bool = True,
-    restval_split: str = layouts.DEFAULT_RESTVAL_SPLIT,
+    restval_split: str = features.DEFAULT_RESTVAL_SPLIT,
 ) -> tfx.dsl.Pipeline:
   """Builds the captioner pipeline.
 

@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "captioner's eval captions, 0..1: one sentence for every image fails "
                            "(default: the runner's; "
                            f'{evaluation_defaults.min_distinct_caption_share} on real data).')
+  parser.add_argument('--seed', type=int, default=trainer_defaults.seed,
+                      help='Seeds the data generation, shuffling, weight initialisation and '
+                           'dropout; the same seed gives the same metrics on a CPU.')
   parser.add_argument('--no_cache', action='store_true',
                       help='Re-run every component even when its inputs did not change.')
 
@@ -87,7 +90,7 @@ def trainer_config(args: argparse.Namespace,
   return dataclasses.replace(
       defaults, backbone=args.backbone, batch_size=args.batch_size,
       num_layers=args.num_layers, beam_width=args.beam_width, augment=args.augment,
-      mixed_precision=args.mixed_precision, **values)
+      mixed_precision=args.mixed_precision, seed=args.seed, **values)
 
 
 def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConfig:

@@ -27,6 +27,7 @@ from tfx.utils import path_utils
 
 from components import features
 from components import names
+from components import progress
 from components import records
 from components.encoder import feature_gen
 from components.evaluation import caption_metrics
@@ -45,6 +46,20 @@ class ParityError(ValueError):
   """The serving signature and the cached features disagree on some images."""
 
 
+def _split_files(examples: artifact.Artifact, split: str) -> List[str]:
+  [split_uri] = artifact_utils.get_split_uris([examples], split)
+  paths = sorted(tf.io.gfile.glob(os.path.join(split_uri, '*.gz')))
+  if not paths:
+    raise FileNotFoundError(f'No *.gz TFRecord file in {split_uri} (split {split!r}).')
+  return paths
+
+
+def _split_size(examples: artifact.Artifact, split: str) -> int:
+  """Records in a split: a quick pass over its files, so the progress bar knows how long is left."""
+  return sum(int(tf.data.TFRecordDataset(path, compression_type='GZIP').reduce(0, lambda n, _: n + 1))
+             for path in _split_files(examples, split))
+
+
 def iter_split_examples(examples: artifact.Artifact, split: str) -> Iterator[records.ImageExample]:
   """Yields the images of one split of an Examples artifact, file by file (bounded memory).
 
@@ -52,11 +67,7 @@ def iter_split_examples(examples: artifact.Artifact, split: str) -> Iterator[rec
     FileNotFoundError: if the split directory holds no *.gz file.
     ValueError: if a record lacks a feature (naming the file and record).
   """
-  [split_uri] = artifact_utils.get_split_uris([examples], split)
-  paths = sorted(tf.io.gfile.glob(os.path.join(split_uri, '*.gz')))
-  if not paths:
-    raise FileNotFoundError(f'No *.gz TFRecord file in {split_uri} (split {split!r}).')
-  for path in paths:
+  for path in _split_files(examples, split):
     dataset = tf.data.TFRecordDataset(path, compression_type='GZIP')
     for index, record in enumerate(dataset.as_numpy_iterator()):
       yield records.parse_image_example(record, where=f'{path}: record {index}')
@@ -260,7 +271,9 @@ def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
     sample = list(itertools.islice(iter_split_examples(examples, split), parity_sample))
     check_parity(captioner, sample, _cached_vectors(cached, sample, split, image_features_uri))
     serving_images = len(sample)
-  for batch in batched(iter_split_examples(examples, split), batch_size):
+  images = progress.track(iter_split_examples(examples, split), _split_size(examples, split),
+                          f'captioning {split}')
+  for batch in batched(images, batch_size):
     if cached is None:
       answer = captioner([example.image for example in batch])
       serving_images += len(batch)

@@ -37,6 +37,7 @@ from components.encoder import image_features
 from components.training import datasets
 from components.training import exporter
 from components.training import model as model_lib
+from components.training import callbacks as callbacks_lib
 
 
 def split_custom_config(custom_config: Optional[Dict[str, Any]]
@@ -79,6 +80,7 @@ def callbacks(fn_args: FnArgs, config: config_lib.TrainerConfig) -> List[keras.c
 def run_fn(fn_args: FnArgs) -> None:
   """TFX Trainer entry point: trains, then exports the caption SavedModel."""
   config, image_features_uri = split_custom_config(fn_args.custom_config)
+  callbacks_lib.make_deterministic(config.seed)
   encoder_info = check_encoder(config, image_features_uri) if config.use_image else None
   if config.mixed_precision and tf.config.list_physical_devices('GPU'):
     keras.mixed_precision.set_global_policy('mixed_float16')
@@ -110,13 +112,14 @@ def run_fn(fn_args: FnArgs) -> None:
                                       f'split {split!r} of {image_features_uri}')
         for per_image, split in ((train_images, features.TRAIN_SPLIT), (eval_images, features.EVAL_SPLIT)))
 
+  training_run = callbacks_lib.TrainingRun(fn_args)
   history = training_model.fit(
       datasets.training_batches(train_per_image, config.batch_size, shuffle=True,
                                 use_image=config.use_image),
       validation_data=datasets.training_batches(eval_per_image, config.batch_size, shuffle=False,
                                                 use_image=config.use_image),
       epochs=config.epochs,
-      callbacks=callbacks(fn_args, config),
+      callbacks=callbacks(fn_args, config) + training_run.callbacks(),
       verbose=2)
 
   exporter.export_serving_model(
@@ -131,6 +134,7 @@ def run_fn(fn_args: FnArgs) -> None:
       'sequence_length': sequence_length,
       'config': config_lib.to_custom_config(config),
       'image_features_uri': image_features_uri,
+      'resumed_from_epoch': training_run.resumed_from_epoch,
       'history': {k: [float(v) for v in vs] for k, vs in history.history.items()},
   })
 
