@@ -361,7 +361,8 @@ def test_report_and_summary_give_each_models_caption_diversity(first_runs):
   assert '\n'.join(table_lines) in table
   # The run summary prints the evaluator's report.
   text = summary.render({'evaluation': report, 'pushed': False, 'pushed_model': None,
-                         'gallery': None, 'reject_report': None, 'summary': 'summary.json'})
+                         'gallery': None, 'reject_report': None, 'summary': 'summary.json',
+                         'seed': 0, 'resumed': {}})
   assert '\n'.join(table_lines) in text
 
 

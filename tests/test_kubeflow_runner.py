@@ -14,15 +14,16 @@ import pytest
 from tfx.orchestration.kubeflow.v2 import compiler_utils
 from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
 from tfx import v1 as tfx
-from tfx.components.trainer import executor as trainer_executor
 from tfx.utils import import_utils
 import yaml
 
 from components import names
 from components import config as config_lib
+from components.encoder import feature_gen
 from components.evaluation import caption_evaluator
 from components.evaluation import gallery
 from components.ingestion import example_gen
+from components.training import trainer_component
 from pipeline import beam_args
 from pipeline import kubeflow_runner
 from pipeline import settings
@@ -64,9 +65,10 @@ _EXECUTORS = {
     names.SCHEMA_GEN: tfx.components.ImportSchemaGen.EXECUTOR_SPEC.executor_class,
     names.EXAMPLE_VALIDATOR: tfx.components.ExampleValidator.EXECUTOR_SPEC.executor_class,
     names.TRANSFORM: tfx.components.Transform.EXECUTOR_SPEC.executor_class,
-    # The executor that calls the module's run_fn (the older one wants trainer_fn).
-    names.CAPTION_TRAINER: trainer_executor.GenericExecutor,
-    names.BASELINE_TRAINER: trainer_executor.GenericExecutor,
+    names.FEATURE_GEN: feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class,
+    # TFX's run_fn executor, with the ImageFeatures input handed to run_fn.
+    names.CAPTION_TRAINER: trainer_component.Executor,
+    names.BASELINE_TRAINER: trainer_component.Executor,
     names.CAPTION_EVALUATOR: caption_evaluator.CaptionEvaluator.EXECUTOR_SPEC.executor_class,
     names.PUSHER: tfx.components.Pusher.EXECUTOR_SPEC.executor_class,
     names.DEMO_GALLERY: gallery.DemoGallery.EXECUTOR_SPEC.executor_class,
