@@ -50,7 +50,12 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::FutureWarning,ignore::DeprecationWarning}
 case "$cmd" in
   pipeline) exec "$VENV/bin/python" -m pipeline.local_runner "$@" ;;
-  test) exec "$VENV/bin/python" -m pytest tests "$@" ;;
+  test)
+    if ! command -v chromium >/dev/null 2>&1; then
+      echo "warning: Chromium is not installed, so the gallery's browser tests will fail;" \
+           "install it with 'sudo apt-get install chromium' (Debian/Ubuntu)" >&2
+    fi
+    exec "$VENV/bin/python" -m pytest tests "$@" ;;
   bench) name=$1; shift; exec "$VENV/bin/python" -m "bench.$name" "$@" ;;
   *) exec "$VENV/bin/python" -m "$cmd" "$@" ;;
 esac
