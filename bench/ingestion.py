@@ -21,47 +21,34 @@ import json
 import multiprocessing
 import os
 import tempfile
-import time
 
 import tensorflow as tf
-from tfx.dsl.components.base import base_beam_executor
-from tfx.types import standard_artifacts
 
-from components.ingestion import example_gen
 from components.ingestion import shapes_dataset
+from testing import executors
+from testing import timing
 
 
 def _time_example_gen(data_dir: str, out_dir: str) -> float:
-  examples = standard_artifacts.Examples()
-  examples.uri = os.path.join(out_dir, 'examples')
-  report = example_gen.IngestionReport()
-  report.uri = os.path.join(out_dir, 'rejects')
-  executor = example_gen.Executor(base_beam_executor.BaseBeamExecutor.Context(
-      beam_pipeline_args=[
-          '--direct_running_mode=multi_processing', '--direct_num_workers=0'
-      ]))
-  start = time.perf_counter()
-  executor.Do({}, {
-      example_gen.EXAMPLES_KEY: [examples],
-      example_gen.REJECTS_KEY: [report]
-  }, example_gen.executor_exec_properties(data_dir))
-  elapsed = time.perf_counter() - start
+  with timing.Stopwatch() as watch:
+    _, report = executors.run_example_gen(data_dir, out_dir, beam_args=[
+        '--direct_running_mode=multi_processing', '--direct_num_workers=0'])
   written = report.get_int_custom_property('written_images')
   if written != report.get_int_custom_property('input_images'):
     raise RuntimeError(f'ExampleGen rejected images of a clean dataset: '
                        f'{written} written')
-  return elapsed
+  return watch.seconds
 
 
 def _time_python_loop(image_dir: str) -> float:
   paths = sorted(os.path.join(image_dir, n) for n in os.listdir(image_dir))
   with open(paths[0], 'rb') as f:  # load the decoder before timing
     tf.io.decode_image(f.read(), channels=3, expand_animations=False)
-  start = time.perf_counter()
-  for path in paths:
-    with open(path, 'rb') as f:
-      tf.io.decode_image(f.read(), channels=3, expand_animations=False)
-  return time.perf_counter() - start
+  with timing.Stopwatch() as watch:
+    for path in paths:
+      with open(path, 'rb') as f:
+        tf.io.decode_image(f.read(), channels=3, expand_animations=False)
+  return watch.seconds
 
 
 def main() -> None:
@@ -91,7 +78,7 @@ def main() -> None:
       'python_loop_seconds': round(loop_seconds, 2),
       'example_gen_images_per_second': round(beam_rate, 1),
       'python_loop_images_per_second': round(loop_rate, 1),
-      'ratio_example_gen_to_loop': round(beam_rate / loop_rate, 3),
+      'ratio_example_gen_to_loop': timing.ratio(beam_rate, loop_rate),
   }))
 
 

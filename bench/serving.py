@@ -19,67 +19,30 @@ batch_timeout_micros for company, as it would in TF Serving.
 Usage: .venv/bin/python -m bench.serving [--requests 200] [--batches 20] [--model_base_path DIR]
 """
 import argparse
-import io
 import json
 import multiprocessing
 import os
 import tempfile
-import time
-
-import numpy as np
-import tensorflow as tf
-from PIL import Image
 
 from components import names
-from components import features
+from components.evaluation import captioning
 from serving import batching
 from serving import client as client_lib
 from serving import server as server_lib
 from serving import servables
 from serving import tiny_model
+from testing import images as test_images
+from testing import timing
 
-_WARMUP_CALLS = 5
 _BATCH = 32
-
-
-def _images(count, size):
-  """`count` distinct JPEGs of size x size: a coloured background with a coloured block."""
-  images = []
-  for seed in range(count):
-    rng = np.random.RandomState(seed)
-    pixels = np.zeros((size, size, 3), np.uint8)
-    pixels[...] = rng.randint(0, 256, 3)
-    pixels[rng.randint(0, size // 2):, rng.randint(0, size // 2):] = rng.randint(0, 256, 3)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, 'JPEG')
-    images.append(buffer.getvalue())
-  return images
-
-
-def _seconds_per_call(calls, batches):
-  """Times each of `calls` on every batch, alternating, after a warm-up.
-
-  Alternating call by call gives both ways the same machine: on a shared
-  host, load that comes and goes would otherwise favour whichever ran second.
-  Returns {name: array of seconds per call}.
-  """
-  for batch in batches[:_WARMUP_CALLS]:
-    for call in calls.values():
-      call(batch)
-  times = {name: [] for name in calls}
-  for batch in batches:
-    for name, call in calls.items():
-      start = time.perf_counter()
-      call(batch)
-      times[name].append(time.perf_counter() - start)
-  return {name: np.array(seconds) for name, seconds in times.items()}
 
 
 def _measure(calls, images, requests, batches):
   """{name: (p50 ms, p99 ms) at batch 1, images/s at batch 32} for each way of calling the model."""
-  singles = _seconds_per_call(calls, [[images[i % len(images)]] for i in range(requests)])
-  fulls = _seconds_per_call(calls, [images[:_BATCH]] * batches)
-  return {name: (np.percentile(singles[name] * 1000, 50), np.percentile(singles[name] * 1000, 99),
+  singles = timing.alternating_seconds(
+      calls, {name: [[images[i % len(images)]] for i in range(requests)] for name in calls})
+  fulls = timing.alternating_seconds(calls, {name: [images[:_BATCH]] * batches for name in calls})
+  return {name: (timing.percentile_ms(singles[name], 50), timing.percentile_ms(singles[name], 99),
                  _BATCH * batches / fulls[name].sum()) for name in calls}
 
 
@@ -91,7 +54,7 @@ def main():
   parser.add_argument('--model_base_path', help='A pushed <serving_dir>/<model_name> to use instead of the '
                                                'tiny model.')
   args = parser.parse_args()
-  images = _images(_BATCH, args.image_size)
+  images = [test_images.block_image(seed, (args.image_size, args.image_size), 'JPEG') for seed in range(_BATCH)]
 
   with tempfile.TemporaryDirectory(prefix='serving_bench_') as tmp:
     base_path = args.model_base_path or os.path.join(tmp, names.MODEL_NAME)
@@ -101,13 +64,7 @@ def main():
     if not versions:
       parser.error(f'no version directory with a SavedModel under {base_path}')
     version = versions[-1]
-    model = tf.saved_model.load(os.path.join(base_path, str(version)))
-    signature = model.signatures[features.CAPTION_SIGNATURE]
-
-    def in_process(batch):
-      outputs = signature(**{features.IMAGES_INPUT: tf.constant(batch)})
-      return {alias: tensor.numpy() for alias, tensor in outputs.items()}
-
+    in_process = captioning.SavedModelCaptioner(os.path.join(base_path, str(version)))
     options = batching.BatchingOptions()
     with server_lib.LocalModelServer(base_path, port=0, batching_options=options) as server, \
             client_lib.CaptionClient(f'127.0.0.1:{server.port}', server.manager.model_name,
@@ -132,9 +89,9 @@ def main():
       'in_process_batch_1_p99_ms': round(local_p99, 2),
       'grpc_batch_32_images_per_second': round(grpc_rate, 1),
       'in_process_batch_32_images_per_second': round(local_rate, 1),
-      'ratio_grpc_to_in_process_p50': round(grpc_p50 / local_p50, 3),
-      'ratio_grpc_to_in_process_p99': round(grpc_p99 / local_p99, 3),
-      'ratio_grpc_to_in_process_throughput': round(grpc_rate / local_rate, 3),
+      'ratio_grpc_to_in_process_p50': timing.ratio(grpc_p50, local_p50),
+      'ratio_grpc_to_in_process_p99': timing.ratio(grpc_p99, local_p99),
+      'ratio_grpc_to_in_process_throughput': timing.ratio(grpc_rate, local_rate),
   }))
 
 

@@ -13,7 +13,6 @@ from typing import Dict, List, Tuple
 
 import pytest
 import tensorflow as tf
-from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 
@@ -22,6 +21,7 @@ from components.ingestion import example_gen
 from components import features
 from components.ingestion import flickr8k
 from components.ingestion import shapes_dataset
+from testing import executors
 
 NUM_IMAGES = 40
 IMAGE_SIZE = 32
@@ -41,17 +41,7 @@ def _generate(root: pathlib.Path, layout: str) -> pathlib.Path:
 
 def _run(input_base: pathlib.Path, out: pathlib.Path):
   """Runs the executor's Do; returns (examples, report) artifacts."""
-  examples = standard_artifacts.Examples()
-  examples.uri = str(out / 'examples')
-  report = example_gen.IngestionReport()
-  report.uri = str(out / 'rejects')
-  executor = example_gen.Executor(base_beam_executor.BaseBeamExecutor.Context(
-      beam_pipeline_args=['--direct_num_workers=1']))
-  executor.Do({}, {
-      example_gen.EXAMPLES_KEY: [examples],
-      example_gen.REJECTS_KEY: [report]
-  }, example_gen.executor_exec_properties(str(input_base)))
-  return examples, report
+  return executors.run_example_gen(str(input_base), str(out))
 
 
 def _read_split(examples, split: str) -> Split:
