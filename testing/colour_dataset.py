@@ -22,7 +22,7 @@ permutation of the colours: a caption's colour is independent of its image's,
 so no captioner can beat the captions-only baseline.
 """
 import os
-from typing import Dict, Tuple
+from typing import Dict, NamedTuple, Tuple
 
 import numpy as np
 from PIL import Image
@@ -52,6 +52,13 @@ _SPLIT_OF_BLOCK = (features.TRAIN_SPLIT,) * 6 + (features.EVAL_SPLIT, features.D
 _NOISE = 12  # +- grey levels per pixel, so no two images are byte-identical
 
 
+class ColourImage(NamedTuple):
+  """What `write` wrote for one image."""
+  split: str  # one of features.SPLITS
+  colour: str  # of the pixels, a PALETTE key
+  captions: Tuple[str, ...]  # its five captions, of its colour or (captions_follow_image=False) not
+
+
 def captions(colour: str) -> Tuple[str, ...]:
   """The five captions of an image of `colour`."""
   thing = PALETTE[colour][1]
@@ -59,8 +66,8 @@ def captions(colour: str) -> Tuple[str, ...]:
 
 
 def write(root: str, num_blocks: int = 16, image_size: int = 32, seed: int = 0,
-          captions_follow_image: bool = True) -> Dict[str, int]:
-  """Writes num_blocks * len(PALETTE) images into `root`; returns the image count per split.
+          captions_follow_image: bool = True) -> Dict[str, ColourImage]:
+  """Writes num_blocks * len(PALETTE) images into `root`; returns image id -> what was written.
 
   num_blocks should be a multiple of 8 for the 6:1:1 split (16 blocks: 72
   train, 12 eval, 12 demo images). Output is a function of the arguments.
@@ -69,8 +76,7 @@ def write(root: str, num_blocks: int = 16, image_size: int = 32, seed: int = 0,
   colours = list(PALETTE)
   image_dir = os.path.join(root, flickr8k.OFFICIAL_IMAGE_DIRS[0])
   os.makedirs(image_dir, exist_ok=True)
-  token_lines = []
-  split_ids = {split: [] for split in features.SPLITS}
+  written = {}
   for block in range(num_blocks):
     caption_colours = colours if captions_follow_image else list(rng.permutation(colours))
     for index, (colour, caption_colour) in enumerate(zip(colours, caption_colours)):
@@ -79,11 +85,12 @@ def write(root: str, num_blocks: int = 16, image_size: int = 32, seed: int = 0,
       pixels = np.clip(np.array(PALETTE[colour][0]) + noise, 0, 255).astype(np.uint8)
       with open(os.path.join(image_dir, image_id), 'wb') as f:
         f.write(images.encode(Image.fromarray(pixels), 'JPEG'))
-      token_lines += [f'{image_id}#{n}\t{caption}' for n, caption in enumerate(captions(caption_colour))]
-      split_ids[_SPLIT_OF_BLOCK[block % len(_SPLIT_OF_BLOCK)]].append(image_id)
+      written[image_id] = ColourImage(_SPLIT_OF_BLOCK[block % len(_SPLIT_OF_BLOCK)], colour,
+                                      captions(caption_colour))
   with open(os.path.join(root, flickr8k.TOKEN_FILE), 'w') as f:
-    f.write('\n'.join(token_lines) + '\n')
-  for split, ids in split_ids.items():
+    f.writelines(f'{image_id}#{n}\t{caption}\n'
+                 for image_id, image in written.items() for n, caption in enumerate(image.captions))
+  for split in features.SPLITS:
     with open(os.path.join(root, flickr8k.SPLIT_FILES[split]), 'w') as f:
-      f.write(''.join(f'{image_id}\n' for image_id in ids))
-  return {split: len(ids) for split, ids in split_ids.items()}
+      f.writelines(f'{image_id}\n' for image_id, image in written.items() if image.split == split)
+  return written
