@@ -103,32 +103,33 @@ def first_runs(world, tmp_path_factory):
 # --- tests ---------------------------------------------------------------------
 
 
+def _assert_blessing_recorded(run, model, blessed: bool):
+  """The blessing artifact and the report say `blessed` about `model`, as TFX's Evaluator would."""
+  blessing, report = run['blessing'], read_report(run['evaluation'])
+  assert blessing.get_int_custom_property('blessed') == int(blessed)
+  assert os.listdir(blessing.uri) == ['BLESSED' if blessed else 'NOT_BLESSED']
+  assert blessing.get_string_custom_property('current_model') == model.uri
+  assert blessing.get_int_custom_property('current_model_id') == model.id
+  assert report['blessed'] is blessed
+  return report
+
+
 def test_model_below_threshold_is_not_blessed_and_not_pushed(world, first_runs):
   run = first_runs['bad']
-  blessing, report = run['blessing'], read_report(run['evaluation'])
+  report = _assert_blessing_recorded(run, world['bad'], blessed=False)
 
-  assert blessing.get_int_custom_property('blessed') == 0
-  assert os.listdir(blessing.uri) == ['NOT_BLESSED']
-  assert blessing.get_string_custom_property('current_model') == world['bad'].uri
-  assert blessing.get_int_custom_property('current_model_id') == 1
-  assert report['blessed'] is False
   assert report['captioner']['metrics'][caption_metrics.BLEU_4] < MIN_BLEU4
   assert any(r.startswith('FAIL: BLEU-4') for r in report['reasons'])
   assert any(r.startswith('FAIL: CIDEr-D') for r in report['reasons'])
-  assert 'FAIL' in blessing.get_string_custom_property('blessing_message')
+  assert 'FAIL' in run['blessing'].get_string_custom_property('blessing_message')
   # The standard Pusher refuses it: nothing was pushed before the good model.
   assert run['pushed'].get_int_custom_property('pushed') == 0
 
 
 def test_good_model_is_blessed_and_pushed(world, first_runs):
   run = first_runs['good']
-  blessing, report = run['blessing'], read_report(run['evaluation'])
+  report = _assert_blessing_recorded(run, world['good'], blessed=True)
 
-  assert blessing.get_int_custom_property('blessed') == 1
-  assert os.listdir(blessing.uri) == ['BLESSED']
-  assert blessing.get_string_custom_property('current_model') == world['good'].uri
-  assert blessing.get_int_custom_property('current_model_id') == 2
-  assert report['blessed'] is True
   assert all(r.startswith(('PASS', 'NOTE')) for r in report['reasons'])
   assert report['captioner']['metrics'][caption_metrics.BLEU_4] == pytest.approx(1.0, abs=1e-6)
 
