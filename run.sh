@@ -55,7 +55,7 @@ case "$cmd" in
       echo "warning: Chromium is not installed, so the gallery's browser tests will fail;" \
            "install it with 'sudo apt-get install chromium' (Debian/Ubuntu)" >&2
     fi
-    exec "$VENV/bin/python" -m pytest tests "$@" ;;
+    exec "$VENV/bin/python" -m pytest "$@" ;;  # no path given: pytest.ini's testpaths (tests/)
   bench) name=$1; shift; exec "$VENV/bin/python" -m "bench.$name" "$@" ;;
   *) exec "$VENV/bin/python" -m "$cmd" "$@" ;;
 esac
