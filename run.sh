@@ -62,7 +62,12 @@ esac
 # Everything else: TensorFlow's C++ INFO and WARNING lines off.
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 case "$cmd" in
-  test) exec "$VENV/bin/python" -m pytest "$@" ;;  # pytest.ini: testpaths = tests
+  test)
+    if ! command -v chromium >/dev/null 2>&1; then
+      echo "warning: Chromium is not installed, so the gallery's browser tests will fail;" \
+           "install it with 'sudo apt-get install chromium' (Debian/Ubuntu)" >&2
+    fi
+    exec "$VENV/bin/python" -m pytest "$@" ;;  # no path given: pytest.ini's testpaths (tests/)
   bench)
     name=$1; shift
     mkdir -p outputs/logs

@@ -47,6 +47,8 @@ from serving import client as client_lib
 from serving import server as server_lib
 from serving import servables
 from serving import tiny_model
+from testing import images as test_images
+from testing import timing
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL_BASE_PATH = os.path.join(_REPO, 'outputs', 'serving', names.MODEL_NAME)
@@ -86,9 +88,10 @@ def _seconds_per_call(calls, batches):
 
 def _latency_and_throughput(calls, images, requests, batches):
   """{name: (p50 ms, p99 ms) at batch 1, images/s at batch 32} for each way of calling the model."""
-  singles = _seconds_per_call(calls, [[images[i % len(images)]] for i in range(requests)])
-  fulls = _seconds_per_call(calls, [images[:_BATCH]] * batches)
-  return {name: (np.percentile(singles[name] * 1000, 50), np.percentile(singles[name] * 1000, 99),
+  singles = timing.alternating_seconds(
+      calls, {name: [[images[i % len(images)]] for i in range(requests)] for name in calls})
+  fulls = timing.alternating_seconds(calls, {name: [images[:_BATCH]] * batches for name in calls})
+  return {name: (timing.percentile_ms(singles[name], 50), timing.percentile_ms(singles[name], 99),
                  _BATCH * batches / fulls[name].sum()) for name in calls}
 
 
@@ -179,7 +182,7 @@ def main():
                                                 f'{os.path.relpath(DEFAULT_MODEL_BASE_PATH, _REPO)}).')
   source.add_argument('--tiny', action='store_true', help='Export and serve the tiny random model instead.')
   args = parser.parse_args()
-  images = _images(_BATCH, args.image_size)
+  images = [test_images.block_image(seed, (args.image_size, args.image_size), 'JPEG') for seed in range(_BATCH)]
 
   with tempfile.TemporaryDirectory(prefix='serving_bench_') as tmp:
     base_path = _base_path(args, tmp, parser)

@@ -50,18 +50,17 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from testing import timing
 from testing import transformed_data
 from components import names
 from components import features
 from components.encoder import feature_gen
+from components.evaluation import captioning
 from components.encoder import image_features as image_features_lib
 from components.training import datasets
 from components.training import model as model_lib
 from components.training import trainer
 from components import config as config_lib
-
-_WARMUP_CALLS = 5
-
 
 class _EpochTimer(keras.callbacks.Callback):
   """Seconds of every epoch fitted, from its first batch's start to its last batch's end."""
@@ -127,26 +126,11 @@ def _time_epochs(config: config_lib.TrainerConfig, data: transformed_data.Transf
       'feature_cache_seconds': round(feature_cache_seconds, 3),
       'cached_seconds_per_epoch': round(per_epoch['cached'], 3),
       'on_the_fly_seconds_per_epoch': round(per_epoch['on_the_fly'], 3),
-      'ratio_on_the_fly_to_cached_per_epoch': round(per_epoch['on_the_fly'] / per_epoch['cached'], 2),
+      'ratio_on_the_fly_to_cached_per_epoch': timing.ratio(per_epoch['on_the_fly'], per_epoch['cached'], 2),
       'break_even_epochs': (round(feature_cache_seconds / saved_per_epoch, 2)
                             if saved_per_epoch > 0 else None),
   }
   return figures, image_features
-
-
-def _seconds_per_call(calls, inputs, requests):
-  """Calls each of `calls` on inputs[i % len], alternating, after a warm-up; {name: seconds array}."""
-  for i in range(_WARMUP_CALLS):
-    for name, call in calls.items():
-      call(inputs[name][i % len(inputs[name])])
-  times = {name: [] for name in calls}
-  for i in range(requests):
-    for name, call in calls.items():
-      item = inputs[name][i % len(inputs[name])]
-      start = time.perf_counter()
-      call(item)
-      times[name].append(time.perf_counter() - start)
-  return {name: np.array(seconds) for name, seconds in times.items()}
 
 
 def _time_latency(config, data, work_dir, image_features, requests):
@@ -154,7 +138,7 @@ def _time_latency(config, data, work_dir, image_features, requests):
   args = transformed_data.fn_args(data, work_dir, config, image_features.uri)
   with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines; stdout holds the JSON only
     trainer.run_fn(args)
-  signature = tf.saved_model.load(args.serving_model_dir).signatures[features.CAPTION_SIGNATURE]
+  captioner = captioning.SavedModelCaptioner(args.serving_model_dir)
   images = data.images(features.EVAL_SPLIT) + data.images(features.DEMO_SPLIT)
   feature_extractor = feature_gen.load_backbone(image_features.uri)
   image_size = feature_extractor.input_shape[1]
@@ -162,19 +146,18 @@ def _time_latency(config, data, work_dir, image_features, requests):
   backbone = tf.function(lambda batch: feature_extractor(batch, training=False),
                          input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
 
-  def caption(image):
-    return signature(**{features.IMAGES_INPUT: tf.constant([image])})[features.CAPTION_OUTPUT].numpy()
-
   def forward(batch):
     return backbone(batch).numpy()
 
-  seconds = _seconds_per_call({'caption': caption, 'backbone': forward},
-                              {'caption': images, 'backbone': pixels}, requests)
-  captions = signature(**{features.IMAGES_INPUT: tf.constant(images)})[features.CAPTION_OUTPUT].numpy()
+  seconds = timing.alternating_seconds(
+      {'caption': lambda image: captioner([image]), 'backbone': forward},
+      {'caption': [images[i % len(images)] for i in range(requests)],
+       'backbone': [pixels[i % len(pixels)] for i in range(requests)]})
+  captions = captioner(images).captions
   with open(os.path.join(args.model_run_dir, names.TRAINING_REPORT_FILE)) as f:
     sequence_length = json.load(f)['sequence_length']
-  p50 = {name: float(np.percentile(s * 1000, 50)) for name, s in seconds.items()}
-  p99 = {name: float(np.percentile(s * 1000, 99)) for name, s in seconds.items()}
+  p50 = {name: timing.percentile_ms(s, 50) for name, s in seconds.items()}
+  p99 = {name: timing.percentile_ms(s, 99) for name, s in seconds.items()}
   return {
       'latency_images': len(images),
       'requests_batch_1': requests,
@@ -185,7 +168,7 @@ def _time_latency(config, data, work_dir, image_features, requests):
       'caption_batch_1_p99_ms': round(p99['caption'], 2),
       'backbone_batch_1_p50_ms': round(p50['backbone'], 2),
       'backbone_batch_1_p99_ms': round(p99['backbone'], 2),
-      'ratio_caption_to_backbone_p50': round(p50['caption'] / p50['backbone'], 2),
+      'ratio_caption_to_backbone_p50': timing.ratio(p50['caption'], p50['backbone'], 2),
   }
 
 

@@ -1,23 +1,18 @@
 """Image decoding, the frozen backbones and the augmentation layers."""
-import io
-
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
-from PIL import Image
 
 from components.encoder import augmentation
 from components.encoder import image_features
+from testing import images
 
 COLOR = (200, 40, 90)
 
 
-def _solid(fmt, mode='RGB', size=(30, 20)):
-  color = {'RGB': COLOR, 'RGBA': COLOR + (255,), 'L': COLOR[0]}[mode]
-  buffer = io.BytesIO()
-  Image.new(mode, size, color).save(buffer, format=fmt)
-  return buffer.getvalue()
+def _solid(fmt, mode='RGB'):
+  return images.solid_image(COLOR, image_format=fmt, mode=mode)
 
 
 def test_decodes_every_format_to_rgb_in_0_255():

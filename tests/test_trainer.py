@@ -92,14 +92,9 @@ def _learned_words(transformed):
 
 
 def _caption(args, images):
-  """Calls the exported serving_default signature; returns (captions as str, log-probabilities)."""
-  signature = tf.saved_model.load(args.serving_model_dir).signatures[features.CAPTION_SIGNATURE]
-  outputs = signature(**{features.IMAGES_INPUT: tf.constant(images)})
-  captions = outputs[features.CAPTION_OUTPUT]
-  log_probs = outputs[features.LOG_PROBABILITY_OUTPUT]
-  assert captions.dtype == tf.string and captions.shape == [len(images)]
-  assert log_probs.dtype == tf.float32 and log_probs.shape == [len(images)]
-  return [c.decode('utf-8') for c in captions.numpy()], log_probs.numpy()
+  """Calls the exported serving_default signature; returns (captions, float32 log-probabilities)."""
+  answer = captioning.SavedModelCaptioner(args.serving_model_dir)(images)
+  return answer.captions, np.array(answer.log_probabilities, np.float32)
 
 
 def _assert_real_captions(captions, log_probs, transformed):
