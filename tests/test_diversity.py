@@ -1,13 +1,13 @@
 """Caption diversity (components/evaluation/diversity.py): exact values on tiny inputs.
 
 The training references are read back from a real gzipped TFRecord split
-written in the ExampleGen's layout (tests/test_caption_evaluator.py helpers).
+written in the ExampleGen's layout (testing/examples.py).
 """
 import pytest
 
 from components import features
 from components.evaluation import diversity
-from test_caption_evaluator import make_dataset, write_examples
+from testing import examples as examples_lib
 
 
 def test_normalize_folds_case_and_punctuation_like_the_transform():
@@ -50,9 +50,9 @@ def test_no_captions_is_an_error():
 
 
 def test_reference_captions_reads_every_reference_of_the_split(tmp_path):
-  train = make_dataset(3)
-  examples = write_examples(tmp_path, {features.TRAIN_SPLIT: train,
-                                       features.EVAL_SPLIT: make_dataset(1)})
+  train = examples_lib.captioned_images(3)
+  examples = examples_lib.write_examples(tmp_path / 'examples', {
+      features.TRAIN_SPLIT: train, features.EVAL_SPLIT: examples_lib.captioned_images(1)})
 
   captions = diversity.reference_captions(examples, features.TRAIN_SPLIT)
 
@@ -70,7 +70,8 @@ def test_describe():
 
 
 def test_reference_captions_of_a_missing_split_is_an_error_naming_it(tmp_path):
-  examples = write_examples(tmp_path, {features.EVAL_SPLIT: make_dataset(1)})
+  examples = examples_lib.write_examples(
+      tmp_path / 'examples', {features.EVAL_SPLIT: examples_lib.captioned_images(1)})
 
   with pytest.raises(ValueError, match='Split does not exist .*: train'):
     diversity.reference_captions(examples, features.TRAIN_SPLIT)

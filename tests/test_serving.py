@@ -774,7 +774,7 @@ BAD_REST_CALLS = {
     'malformed URL': (dict(method='POST', path=f'/v1/models/{MODEL_NAME}/predict', body={}), 400,
                       f'Malformed request: POST /v1/models/{MODEL_NAME}/predict'),
     'classify': (dict(method='POST', path=f'/v1/models/{MODEL_NAME}:classify', body={}), 501, 'classify'),
-    'image over the pixel limit': (dict(method='POST', path=_PREDICT, body={'instances': [_b64(block_image(1, size=100))]}),
+    'image over the pixel limit': (dict(method='POST', path=_PREDICT, body={'instances': [_b64(block_image(1, size=(100, 100)))]}),
                                    429, '100x100 = 10000 pixels'),
     'decompression bomb header': (dict(method='POST', path=_PREDICT,
                                        body={'instances': [_b64(_png_start(40000, 40000))]}),
