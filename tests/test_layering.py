@@ -26,7 +26,7 @@ def _imported_modules(path: pathlib.Path):
   tree = ast.parse(path.read_text(), filename=str(path))
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
-      yield from ((node.lineno, alias.name.split('.')[0]) for alias in node.names)
+      modules = [alias.name for alias in node.names]
     elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
       modules = [node.module]
     else:
