@@ -41,7 +41,8 @@ import psutil
 import tensorflow as tf
 
 from components.ingestion import shapes_dataset
-from testing import ingestion
+from testing import executors
+from testing import timing
 
 # Width x height of each benchmarked layout's real images.
 IMAGE_SIZES = {
@@ -89,25 +90,24 @@ def _image_paths(data_dir: str) -> List[str]:
 
 def _run_example_gen(data_dir: str, out_dir: str, workers: int) -> Dict[str, float]:
   with _PeakMemory() as memory:
-    start = time.perf_counter()
-    _, report = ingestion.run_example_gen(data_dir, out_dir, beam_args=[
-        '--direct_running_mode=multi_processing', f'--direct_num_workers={workers}'])
-    seconds = time.perf_counter() - start
+    with timing.Stopwatch() as watch:
+      _, report = executors.run_example_gen(data_dir, out_dir, beam_args=[
+          '--direct_running_mode=multi_processing', f'--direct_num_workers={workers}'])
   written = report.get_int_custom_property('written_images')
   if written != report.get_int_custom_property('input_images'):
     raise RuntimeError(f'ExampleGen rejected images of a clean dataset: {written} written')
-  return {'seconds': seconds, 'driver_rss_mb': memory.driver / 2**20,
+  return {'seconds': watch.seconds, 'driver_rss_mb': memory.driver / 2**20,
           'worker_rss_mb': memory.worker / 2**20}
 
 
 def _time_decode_loop(paths: List[str]) -> float:
   with open(paths[0], 'rb') as f:  # load the decoder before timing
     tf.io.decode_image(f.read(), channels=3, expand_animations=False)
-  start = time.perf_counter()
-  for path in paths:
-    with open(path, 'rb') as f:
-      tf.io.decode_image(f.read(), channels=3, expand_animations=False)
-  return time.perf_counter() - start
+  with timing.Stopwatch() as watch:
+    for path in paths:
+      with open(path, 'rb') as f:
+        tf.io.decode_image(f.read(), channels=3, expand_animations=False)
+  return watch.seconds
 
 
 def main() -> None:

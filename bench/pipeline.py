@@ -12,10 +12,10 @@ import argparse
 import json
 import os
 import tempfile
-import time
 
 from components.evaluation import caption_metrics
 from pipeline import local_runner
+from testing import timing
 
 
 def main() -> None:
@@ -25,10 +25,9 @@ def main() -> None:
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as temp_dir:
     output_dir = args.keep_output or temp_dir
-    start = time.perf_counter()
-    if local_runner.main(['--output_dir', output_dir]) != 0:
-      raise SystemExit('the pipeline run failed')
-    seconds = time.perf_counter() - start
+    with timing.Stopwatch() as watch:
+      if local_runner.main(['--output_dir', output_dir]) != 0:
+        raise SystemExit('the pipeline run failed')
     with open(os.path.join(output_dir, 'summary.json')) as f:
       summary = json.load(f)
   bleu4 = {
@@ -37,11 +36,11 @@ def main() -> None:
       'demo': (summary['demo']['shown_model'][caption_metrics.BLEU_4],
                summary['demo']['baseline'][caption_metrics.BLEU_4]),
   }
-  figures = {'pipeline_seconds': round(seconds, 1), 'pushed': summary['pushed']}
+  figures = {'pipeline_seconds': round(watch.seconds, 1), 'pushed': summary['pushed']}
   for split, (captioner, baseline) in bleu4.items():
     figures[f'{split}_captioner_bleu4'] = round(captioner, 4)
     figures[f'{split}_baseline_bleu4'] = round(baseline, 4)
-    figures[f'{split}_ratio_captioner_to_baseline'] = round(captioner / baseline, 2)
+    figures[f'{split}_ratio_captioner_to_baseline'] = timing.ratio(captioner, baseline, 2)
   print(json.dumps(figures))
 
 

@@ -6,10 +6,12 @@ the same data:
 
 (a) Training time per epoch, cached features against features computed on the
     fly. Two captioners of the same configuration are built as
-    components/trainer.run_fn builds them, from its own helpers, so the
+    components/training/trainer.run_fn builds them, with the same public
+    functions (components/training/datasets.py, model.build_models), so the
     trainer's real input pipelines and models are timed:
-      * cached: the frozen backbone runs once per image (`_bottleneck_dataset`,
-        timed on its own as the one-time cost); every epoch fits the decoder
+      * cached: the ImageFeatureGen executor runs the frozen backbone once per
+        image (timed on its own as the one-time cost, Beam start-up and the
+        backbone SavedModel's export included); every epoch fits the decoder
         on the cached feature vectors;
       * on the fly: the `augment=True` path; every step runs augmentation and
         the backbone on the pixels of each (image, caption) pair.
@@ -48,15 +50,17 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from testing import timing
 from testing import transformed_data
 from components import names
 from components import features
-from components.encoder import image_features
-from components.training import model as model_lib, trainer
+from components.encoder import feature_gen
+from components.evaluation import captioning
+from components.encoder import image_features as image_features_lib
+from components.training import datasets
+from components.training import model as model_lib
+from components.training import trainer
 from components import config as config_lib
-
-_WARMUP_CALLS = 5
-
 
 class _EpochTimer(keras.callbacks.Callback):
   """Seconds of every epoch fitted, from its first batch's start to its last batch's end."""
@@ -73,44 +77,39 @@ class _EpochTimer(keras.callbacks.Callback):
     self.seconds.append(time.perf_counter() - self._start)
 
 
-def _time_epochs(config: config_lib.TrainerConfig, data: transformed_data.TransformedData):
-  """Part (a). Returns (figures dict, feature extractor, image size)."""
+def _time_epochs(config: config_lib.TrainerConfig, data: transformed_data.TransformedData, work_dir: str):
+  """Part (a). Returns (figures dict, ImageFeatures artifact)."""
+  start = time.perf_counter()
+  image_features = transformed_data.build_image_features(data.examples_uri, os.path.join(work_dir, 'features'),
+                                                         config)
+  feature_cache_seconds = time.perf_counter() - start
+
   tf_transform_output = tft.TFTransformOutput(data.transform_graph_uri)
-  vocabulary = trainer._vocabulary(tf_transform_output)
-  train_images = trainer._images_and_captions(data.transformed_files(features.TRAIN_SPLIT),
+  vocabulary = datasets.vocabulary(tf_transform_output)
+  train_images = datasets.images_and_captions(data.transformed_files(features.TRAIN_SPLIT),
                                               tf_transform_output)
-  sequence_length = trainer._sequence_length(train_images)
-  captions_per_image = [int(ids.shape[0]) for _, ids in train_images]
-  image_size = config.image_size
+  sequence_length = datasets.sequence_length(train_images)
+  captions_per_image = [int(ids.shape[0]) for _, _, ids in train_images]
 
   strategy = tf.distribute.MirroredStrategy()
   with strategy.scope():
-    feature_extractor = image_features.build_feature_extractor(
-        config.backbone, image_size=image_size, weights=config.backbone_weights, pooling=config.pooling)
-    models = {}
-    for name, augment in (('cached', False), ('on_the_fly', True)):
-      caption_model = model_lib.build_caption_model(
-          vocab_size=len(vocabulary), feature_dim=feature_extractor.output_shape[-1],
-          sequence_length=sequence_length, embedding_dim=config.embedding_dim,
-          lstm_units=config.lstm_units, num_layers=config.num_layers, dropout=config.dropout)
-      models[name] = trainer._training_model(caption_model, feature_extractor, image_size, augment)
-      models[name].compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                           loss=model_lib.summed_caption_loss)
+    feature_extractor = feature_gen.load_backbone(image_features.uri)
+    models = {name: model_lib.build_models(dataclasses.replace(config, augment=augment), len(vocabulary),
+                                           sequence_length, feature_extractor)[1]
+              for name, augment in (('cached', False), ('on_the_fly', True))}
 
-  start = time.perf_counter()
-  cached_per_image = trainer._bottleneck_dataset(train_images, feature_extractor, image_size)
-  feature_cache_seconds = time.perf_counter() - start
-  datasets = {
-      'cached': cached_per_image,
-      'on_the_fly': trainer._decoded_image_dataset(train_images, image_size),
+  per_image = {
+      'cached': datasets.with_cached_features(
+          train_images, feature_gen.read_features(image_features.uri, features.TRAIN_SPLIT),
+          image_features.uri),
+      'on_the_fly': datasets.with_pixels(train_images, feature_extractor.input_shape[1]),
   }
-  datasets = {name: trainer._batched(trainer._pairs(per_image), config.batch_size, shuffle=True,
-                                     use_image=True)
-              for name, per_image in datasets.items()}
+  batches = {name: datasets.training_batches(dataset, config.batch_size, shuffle=True, use_image=True)
+             for name, dataset in per_image.items()}
   timers = {name: _EpochTimer() for name in models}
   for epoch in range(config.epochs):
     for name, training_model in models.items():
-      training_model.fit(datasets[name], initial_epoch=epoch, epochs=epoch + 1,
+      training_model.fit(batches[name], initial_epoch=epoch, epochs=epoch + 1,
                          callbacks=[timers[name]], verbose=0)
 
   per_epoch = {name: float(np.median(timer.seconds[1:])) for name, timer in timers.items()}
@@ -127,52 +126,38 @@ def _time_epochs(config: config_lib.TrainerConfig, data: transformed_data.Transf
       'feature_cache_seconds': round(feature_cache_seconds, 3),
       'cached_seconds_per_epoch': round(per_epoch['cached'], 3),
       'on_the_fly_seconds_per_epoch': round(per_epoch['on_the_fly'], 3),
-      'ratio_on_the_fly_to_cached_per_epoch': round(per_epoch['on_the_fly'] / per_epoch['cached'], 2),
+      'ratio_on_the_fly_to_cached_per_epoch': timing.ratio(per_epoch['on_the_fly'], per_epoch['cached'], 2),
       'break_even_epochs': (round(feature_cache_seconds / saved_per_epoch, 2)
                             if saved_per_epoch > 0 else None),
   }
-  return figures, feature_extractor, image_size
+  return figures, image_features
 
 
-def _seconds_per_call(calls, inputs, requests):
-  """Calls each of `calls` on inputs[i % len], alternating, after a warm-up; {name: seconds array}."""
-  for i in range(_WARMUP_CALLS):
-    for name, call in calls.items():
-      call(inputs[name][i % len(inputs[name])])
-  times = {name: [] for name in calls}
-  for i in range(requests):
-    for name, call in calls.items():
-      item = inputs[name][i % len(inputs[name])]
-      start = time.perf_counter()
-      call(item)
-      times[name].append(time.perf_counter() - start)
-  return {name: np.array(seconds) for name, seconds in times.items()}
-
-
-def _time_latency(config, data, work_dir, feature_extractor, image_size, requests):
+def _time_latency(config, data, work_dir, image_features, requests):
   """Part (b): trains and exports with run_fn, then times the signature against the backbone."""
-  args = transformed_data.fn_args(data, work_dir, config)
+  args = transformed_data.fn_args(data, work_dir, config, image_features.uri)
   with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines; stdout holds the JSON only
     trainer.run_fn(args)
-  signature = tf.saved_model.load(args.serving_model_dir).signatures[features.CAPTION_SIGNATURE]
+  captioner = captioning.SavedModelCaptioner(args.serving_model_dir)
   images = data.images(features.EVAL_SPLIT) + data.images(features.DEMO_SPLIT)
-  pixels = [image_features.decode_images(tf.constant([image]), image_size) for image in images]
+  feature_extractor = feature_gen.load_backbone(image_features.uri)
+  image_size = feature_extractor.input_shape[1]
+  pixels = [image_features_lib.decode_images(tf.constant([image]), image_size) for image in images]
   backbone = tf.function(lambda batch: feature_extractor(batch, training=False),
                          input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
-
-  def caption(image):
-    return signature(**{features.IMAGES_INPUT: tf.constant([image])})[features.CAPTION_OUTPUT].numpy()
 
   def forward(batch):
     return backbone(batch).numpy()
 
-  seconds = _seconds_per_call({'caption': caption, 'backbone': forward},
-                              {'caption': images, 'backbone': pixels}, requests)
-  captions = signature(**{features.IMAGES_INPUT: tf.constant(images)})[features.CAPTION_OUTPUT].numpy()
+  seconds = timing.alternating_seconds(
+      {'caption': lambda image: captioner([image]), 'backbone': forward},
+      {'caption': [images[i % len(images)] for i in range(requests)],
+       'backbone': [pixels[i % len(pixels)] for i in range(requests)]})
+  captions = captioner(images).captions
   with open(os.path.join(args.model_run_dir, names.TRAINING_REPORT_FILE)) as f:
     sequence_length = json.load(f)['sequence_length']
-  p50 = {name: float(np.percentile(s * 1000, 50)) for name, s in seconds.items()}
-  p99 = {name: float(np.percentile(s * 1000, 99)) for name, s in seconds.items()}
+  p50 = {name: timing.percentile_ms(s, 50) for name, s in seconds.items()}
+  p99 = {name: timing.percentile_ms(s, 99) for name, s in seconds.items()}
   return {
       'latency_images': len(images),
       'requests_batch_1': requests,
@@ -183,7 +168,7 @@ def _time_latency(config, data, work_dir, feature_extractor, image_size, request
       'caption_batch_1_p99_ms': round(p99['caption'], 2),
       'backbone_batch_1_p50_ms': round(p50['backbone'], 2),
       'backbone_batch_1_p99_ms': round(p99['backbone'], 2),
-      'ratio_caption_to_backbone_p50': round(p50['caption'] / p50['backbone'], 2),
+      'ratio_caption_to_backbone_p50': timing.ratio(p50['caption'], p50['backbone'], 2),
   }
 
 
@@ -206,12 +191,11 @@ def main():
 
   with tempfile.TemporaryDirectory(prefix='training_bench_') as tmp:
     data = transformed_data.build_transformed_data(os.path.join(tmp, 'data'), args.num_images, args.image_size)
-    training, feature_extractor, image_size = _time_epochs(config, data)
-    latency = _time_latency(config, data, os.path.join(tmp, 'trainer'), feature_extractor, image_size,
-                            args.requests)
+    training, image_features = _time_epochs(config, data, tmp)
+    latency = _time_latency(config, data, os.path.join(tmp, 'trainer'), image_features, args.requests)
   print(json.dumps({
       'num_images': args.num_images,
-      'image_size': image_size,
+      'image_size': args.image_size,
       'backbone': config.backbone,
       'pooling': config.pooling,
       'lstm_units': config.lstm_units,

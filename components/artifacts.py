@@ -12,6 +12,11 @@ class IngestionReport(artifact.Artifact):
   TYPE_NAME = 'components.IngestionReport'
 
 
+class ImageFeatures(artifact.Artifact):
+  """The frozen backbone's features of every image, and the backbone itself (components/encoder/feature_gen.py)."""
+  TYPE_NAME = 'components.ImageFeatures'
+
+
 class CaptionEvaluation(artifact.Artifact):
   """Caption-quality report of one CaptionEvaluator run: metrics.json and captions.jsonl."""
   TYPE_NAME = 'components.CaptionEvaluation'

@@ -16,6 +16,12 @@ TRAIN_SPLIT = 'train'
 EVAL_SPLIT = 'eval'
 DEMO_SPLIT = 'demo'
 SPLITS = (TRAIN_SPLIT, EVAL_SPLIT, DEMO_SPLIT)
+# Where the images of a Karpathy split file's 'restval' split go by default (im2txt's choice).
+DEFAULT_RESTVAL_SPLIT = TRAIN_SPLIT
+
+# --- Image features (FeatureGen output, one tf.Example per image) ---
+# IMAGE_ID_KEY  bytes [1], and:
+IMAGE_FEATURES_KEY = 'image_features'  # float32 [feature_dim]: the frozen backbone's output
 
 # --- Special tokens. Their ids are fixed and precede the learned vocabulary so
 # that padding is id 0 (what Keras masking and `pad_model_inputs` assume). ---
@@ -39,9 +45,16 @@ SEQUENCE_LENGTH_KEY = 'sequence_length'  # int64 [1]: seq_len, the same for ever
 # --- Serving contract of the pushed SavedModel (TF Serving, client, evaluator) ---
 CAPTION_SIGNATURE = 'serving_default'  # encoded image bytes in, caption out
 EXAMPLES_SIGNATURE = 'from_examples'  # serialized raw tf.Example in (TFX convention)
+FEATURES_SIGNATURE = 'from_features'  # the backbone's features in (captioning from the cached features)
 IMAGES_INPUT = 'images'  # string [batch]: encoded JPEG/PNG/GIF/BMP bytes
 EXAMPLES_INPUT = 'examples'  # string [batch]: serialized tf.Example with IMAGE_KEY
+FEATURES_INPUT = 'image_features'  # float32 [batch, feature_dim]: as in the ImageFeatures artifact
 CAPTION_OUTPUT = 'caption'  # string [batch]: words joined by single spaces, no special tokens
 LOG_PROBABILITY_OUTPUT = 'log_probability'  # float32 [batch]: log p(caption | image), summed over steps
+# The k best captions of the beam search, best first (k = the beam width fixed
+# at export); [:, 0] is caption / log_probability. Fewer than k finished: the
+# rest are '' with -inf.
+CAPTIONS_OUTPUT = 'captions'  # string [batch, k]
+LOG_PROBABILITIES_OUTPUT = 'log_probabilities'  # float32 [batch, k]
 # GetModelMetadata's one metadata field (TF Serving's name), the signatures of the served model.
 SIGNATURE_DEF_METADATA_FIELD = 'signature_def'

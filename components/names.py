@@ -16,6 +16,7 @@ EXAMPLE_GEN = 'Flickr8kExampleGen'
 STATISTICS_GEN = 'StatisticsGen'
 SCHEMA_GEN = 'ImportSchemaGen'
 EXAMPLE_VALIDATOR = 'ExampleValidator'
+FEATURE_GEN = 'ImageFeatureGen'
 TRANSFORM = 'Transform'
 CAPTION_TRAINER = 'CaptionTrainer'
 BASELINE_TRAINER = 'BaselineTrainer'
@@ -38,6 +39,17 @@ SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 # IngestionReport (ExampleGen `rejects`)
 REJECTS_FILE = 'rejects.jsonl'
 INGESTION_SUMMARY_FILE = 'summary.json'
+# ImageFeatures (FeatureGen `image_features`): the backbone SavedModel, what it is, the features per split.
+BACKBONE_DIR = 'backbone'
+ENCODER_FILE = 'encoder.json'
+FEATURES_FILE_PREFIX = 'features'
+# The serving SavedModel of a captioner trained from an ImageFeatures artifact
+# carries a copy of its ENCODER_FILE here (TF Serving ignores assets.extra/), so
+# the evaluator can tell whether the cached features are that model's.
+SERVING_ENCODER_FILE = os.path.join('assets.extra', ENCODER_FILE)
+# The Trainer executor hands run_fn the ImageFeatures artifact's uri under this
+# custom_config key (see components/training/trainer_component.py).
+IMAGE_FEATURES_URI_KEY = 'image_features_uri'
 # Trainer `model_run`: vocabulary size, sequence length, the loss history.
 TRAINING_REPORT_FILE = 'training_report.json'
 # CaptionEvaluation (CaptionEvaluator `evaluation`)
@@ -47,6 +59,10 @@ EVALUATION_CAPTIONS_FILE = 'captions.jsonl'
 GALLERY_INDEX_FILE = 'index.html'
 GALLERY_THUMBS_DIR = 'thumbs'
 GALLERY_METRICS_FILE = 'metrics.json'
+
+# Serving SavedModel: TF Serving's warm-up file (PredictionLog records it
+# replays at load), at this fixed path inside the version directory.
+WARMUP_REQUESTS_PATH = os.path.join('assets.extra', 'tf_serving_warmup_requests')
 
 # --- Limits that ingestion and serving both enforce ---
 # A 50-megapixel photo decodes to 150 MB of RGB; larger images are refused.

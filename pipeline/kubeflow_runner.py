@@ -35,6 +35,7 @@ import yaml
 
 from components import names
 from components import config as config_lib
+from pipeline import beam_args
 from pipeline import pipeline as pipeline_lib
 from pipeline import settings
 
@@ -47,56 +48,12 @@ TRAINER_IDS = (names.CAPTION_TRAINER, names.BASELINE_TRAINER)
 # Kubernetes' extended resource name of NVIDIA GPUs, which open-source KFP puts
 # in the pod's limits. Vertex AI wants its machine names (NVIDIA_TESLA_T4, ...).
 DEFAULT_GPU_TYPE = 'nvidia.com/gpu'
-# The address of a Beam SDK worker pool running next to each Flink task manager.
-DEFAULT_FLINK_WORKER_POOL = 'localhost:50000'
-BEAM_RUNNERS = ('direct', 'dataflow', 'flink')
-FLINK_ENVIRONMENT_TYPES = ('EXTERNAL', 'DOCKER', 'PROCESS')
 # Object stores TensorFlow and Beam address by URI (s3:// needs extra packages
 # in the image, see pipeline/KUBEFLOW.md); pods share no local disk.
 _OBJECT_STORE_SCHEMES = ('gs://', 's3://')
 _YAML_SUFFIXES = ('.yaml', '.yml')
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
-
-
-def dataflow_beam_args(project: str, region: str, temp_location: str, image: str,
-                       max_num_workers: Optional[int] = None,
-                       service_account: Optional[str] = None) -> List[str]:
-  """Beam on Dataflow, with the pipeline image as the workers' SDK container.
-
-  The workers then have the same code and pinned packages as the component
-  pods (Flickr8kExampleGen's DoFns and the Transform module live in this
-  project); --sdk_location=container stops Dataflow staging another SDK.
-  """
-  args = ['--runner=DataflowRunner', f'--project={project}', f'--region={region}',
-          f'--temp_location={temp_location}', f'--sdk_container_image={image}',
-          '--sdk_location=container']
-  if max_num_workers is not None:
-    args.append(f'--max_num_workers={max_num_workers}')
-  if service_account:
-    args.append(f'--service_account_email={service_account}')
-  return args
-
-
-def flink_beam_args(flink_master: str, environment_type: str, environment_config: str,
-                    flink_version: Optional[str] = None,
-                    parallelism: Optional[int] = None) -> List[str]:
-  """Beam on a Flink cluster through its REST endpoint.
-
-  --flink_submit_uber_jar uploads the job as one jar, so the component pod
-  needs no Java job server. The Python workers run in `environment_type`:
-  EXTERNAL is a Beam worker pool (the pipeline image started with
-  `/opt/apache/beam/boot --worker_pool`) next to each task manager, DOCKER
-  starts the image per task manager, PROCESS runs a boot command there.
-  """
-  args = ['--runner=FlinkRunner', f'--flink_master={flink_master}', '--flink_submit_uber_jar',
-          f'--environment_type={environment_type}',
-          f'--environment_config={environment_config}']
-  if flink_version:
-    args.append(f'--flink_version={flink_version}')
-  if parallelism is not None:
-    args.append(f'--parallelism={parallelism}')
-  return args
 
 
 def trainer_resources(gpu_type: str, gpu_count: int, cpu_limit: Optional[float] = None,
@@ -191,18 +148,20 @@ def submit(package: str, host: Optional[str], experiment: str, run_name: Optiona
 
 
 def _beam_args(args: argparse.Namespace) -> List[str]:
+  """The Beam options of the `compile` flags (pipeline/beam_args.py builds them)."""
   if args.beam_runner == 'dataflow':
-    beam_args = dataflow_beam_args(
+    options = beam_args.dataflow_beam_args(
         args.gcp_project, args.gcp_region, _dataflow_temp_location(args), args.image,
         args.dataflow_max_workers, args.dataflow_service_account)
   elif args.beam_runner == 'flink':
     environment_config = args.flink_environment_config or {
-        'EXTERNAL': DEFAULT_FLINK_WORKER_POOL, 'DOCKER': args.image}[args.flink_environment_type]
-    beam_args = flink_beam_args(args.flink_master, args.flink_environment_type,
+        'EXTERNAL': beam_args.DEFAULT_FLINK_WORKER_POOL,
+        'DOCKER': args.image}[args.flink_environment_type]
+    options = beam_args.flink_beam_args(args.flink_master, args.flink_environment_type,
                                 environment_config, args.flink_version, args.flink_parallelism)
   else:
-    beam_args = settings.direct_beam_args(args.beam_workers)
-  return beam_args + list(args.beam_arg)
+    options = beam_args.direct_beam_args(args.beam_workers)
+  return options + list(args.beam_arg)
 
 
 def _dataflow_temp_location(args: argparse.Namespace) -> str:
@@ -251,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
   settings.add_arguments(compile_)
 
   beam = compile_.add_argument_group('Beam (Flickr8kExampleGen, StatisticsGen, Transform, ...)')
-  beam.add_argument('--beam_runner', choices=BEAM_RUNNERS, default='direct',
+  beam.add_argument('--beam_runner', choices=beam_args.BEAM_RUNNERS, default='direct',
                     help='direct: in the component pod; dataflow or flink: a distributed runner.')
   beam.add_argument('--beam_workers', type=_non_negative_int, default=0,
                     help='direct: worker processes; 0 means one per core of the pod.')
@@ -266,11 +225,11 @@ def _parser() -> argparse.ArgumentParser:
   beam.add_argument('--flink_version', default=None,
                     choices=beam_options.FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS,
                     help="flink: the cluster's Flink version (default: Beam's newest).")
-  beam.add_argument('--flink_environment_type', choices=FLINK_ENVIRONMENT_TYPES,
+  beam.add_argument('--flink_environment_type', choices=beam_args.FLINK_ENVIRONMENT_TYPES,
                     default='EXTERNAL', help='flink: where the Python workers run.')
   beam.add_argument('--flink_environment_config', default=None,
                     help=f'flink: EXTERNAL worker pool address (default '
-                         f'{DEFAULT_FLINK_WORKER_POOL}), DOCKER image (default --image), '
+                         f'{beam_args.DEFAULT_FLINK_WORKER_POOL}), DOCKER image (default --image), '
                          'or PROCESS boot command (required).')
   beam.add_argument('--flink_parallelism', type=_non_negative_int, default=None)
   beam.add_argument('--beam_arg', action='append', default=[],

@@ -10,10 +10,13 @@ from tfx.proto import transform_pb2
 
 from components import names
 from components import features
+from components.encoder import image_features
+from components.encoder.feature_gen import ImageFeatureGen
 from components.evaluation.caption_evaluator import CaptionEvaluator
 from components.ingestion import layouts
 from components.ingestion.example_gen import ImageCaptionExampleGen
 from components.evaluation.gallery import DemoGallery
+from components.training.trainer_component import CaptionTrainer
 from components import config as config_lib
 
 
@@ -31,7 +34,7 @@ def create_pipeline(
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = True,
     resolve_last_blessed_model: bool = True,
-    restval_split: str = layouts.DEFAULT_RESTVAL_SPLIT,
+    restval_split: str = features.DEFAULT_RESTVAL_SPLIT,
 ) -> tfx.dsl.Pipeline:
   """Builds the captioner pipeline.
 
@@ -77,9 +80,19 @@ def create_pipeline(
       splits_config=transform_pb2.SplitsConfig(
           analyze=[features.TRAIN_SPLIT], transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT]),
       custom_config=config_lib.to_custom_config(transform_config)).with_id(names.TRANSFORM)
-  # The Show-and-Tell captioner, exported with the caption signature.
-  trainer = _trainer(transform, schema_gen, trainer_config).with_id(names.CAPTION_TRAINER)
-  # The captions-only language model: the baseline the captioner must beat.
+  # The frozen backbone once per image of every split, and the backbone itself. Its inputs
+  # are the examples and the encoder settings only, so retraining reuses it from the cache.
+  feature_gen = ImageFeatureGen(
+      examples=example_gen.outputs['examples'],
+      backbone=trainer_config.backbone,
+      image_size=image_features.image_size_of(trainer_config.backbone, trainer_config.image_size),
+      pooling=trainer_config.pooling,
+      backbone_weights=trainer_config.backbone_weights).with_id(names.FEATURE_GEN)
+  # The Show-and-Tell captioner, trained from the cached features (or on the fly with
+  # augmentation), exported with the caption signatures and the backbone inside.
+  trainer = _trainer(transform, schema_gen, trainer_config,
+                     feature_gen.outputs['image_features']).with_id(names.CAPTION_TRAINER)
+  # The captions-only language model: the baseline the captioner must beat (reads no image).
   baseline_trainer = _trainer(transform, schema_gen, baseline_config).with_id(names.BASELINE_TRAINER)
   # The last blessed captioner, which a new one must not fall behind.
   resolver = tfx.dsl.Resolver(
@@ -87,17 +100,20 @@ def create_pipeline(
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
   ).with_id(names.LATEST_BLESSED_MODEL_RESOLVER) if resolve_last_blessed_model else None
-  # Caption metrics on eval for captioner and baseline, and the blessing.
+  # Caption metrics and diversity on eval for captioner and baseline, and the blessing (from
+  # the cached features, checked against the serving signature on a sample).
   evaluator = CaptionEvaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=baseline_trainer.outputs['model'],
       last_blessed_model=resolver.outputs['model'] if resolver else None,
+      image_features=feature_gen.outputs['image_features'],
       split=features.EVAL_SPLIT,
       min_bleu4=evaluation_config.min_bleu4,
       min_cider=evaluation_config.min_cider,
       max_regression=evaluation_config.max_regression,
       min_baseline_ratio=evaluation_config.min_baseline_ratio,
+      min_distinct_caption_share=evaluation_config.min_distinct_caption_share,
   ).with_id(names.CAPTION_EVALUATOR)
   # Copies a blessed model into the directory TF Serving watches.
   pusher = tfx.components.Pusher(
@@ -113,6 +129,7 @@ def create_pipeline(
       model=trainer.outputs['model'],
       baseline_model=baseline_trainer.outputs['model'],
       evaluation=evaluator.outputs['evaluation'],
+      image_features=feature_gen.outputs['image_features'],
       split=features.DEMO_SPLIT,
   ).with_id(names.DEMO_GALLERY)
 
@@ -120,20 +137,23 @@ def create_pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
       components=[c for c in (example_gen, statistics_gen, schema_gen, example_validator, transform,
-                              trainer, baseline_trainer, resolver, evaluator, pusher, gallery) if c],
+                              feature_gen, trainer, baseline_trainer, resolver, evaluator, pusher,
+                              gallery) if c],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [],
   )
 
 
-def _trainer(transform, schema_gen, trainer_config: config_lib.TrainerConfig) -> tfx.components.Trainer:
-  """A Trainer on the Transform output; captioner and baseline differ only in config."""
-  return tfx.components.Trainer(
+def _trainer(transform, schema_gen, trainer_config: config_lib.TrainerConfig,
+             image_features_channel=None) -> CaptionTrainer:
+  """A Trainer on the Transform output; captioner and baseline differ in config and features."""
+  return CaptionTrainer(
       run_fn=names.RUN_FN,
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
       train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
       eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
-      custom_config=config_lib.to_custom_config(trainer_config))
+      custom_config=config_lib.to_custom_config(trainer_config),
+      image_features=image_features_channel)

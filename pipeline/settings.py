@@ -3,18 +3,21 @@
 Both runners expose the same model, evaluation and pipeline flags and turn
 them into the same `components/config.py` dataclasses here, so a hyperparameter
 means the same thing wherever the pipeline runs. What differs between the
-runners (paths, Beam runner, resources, metadata store) stays in the runners.
+runners (paths, Beam runner, resources, metadata store) stays in the runners;
+both build their Beam options with pipeline/beam_args.py.
 """
 import argparse
 import dataclasses
-from typing import List
 
 from components import names
+from components.encoder import image_features
 from components import config as config_lib
 
 # TrainerConfig fields that are None-able overrides: the flag wins when given,
 # otherwise the runner's defaults (then the dataclass defaults) apply.
-_OPTIONAL_TRAINER_FLAGS = ('image_size', 'epochs', 'lstm_units')
+_OPTIONAL_TRAINER_FLAGS = ('pooling', 'image_size', 'epochs', 'lstm_units')
+# EvaluationConfig fields set by flags of the same name, over the runner's defaults.
+_EVALUATION_FLAGS = ('min_bleu4', 'min_cider', 'min_baseline_ratio', 'min_distinct_caption_share')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,10 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="'imagenet', a local .h5 path, or 'none' (random). "
                            "'auto': the runner's default (none on the local runner's "
                            'embedded dataset, imagenet otherwise).')
-  parser.add_argument('--pooling', default=trainer_defaults.pooling, choices=['flatten', 'avg'],
-                      help="How the backbone's last conv block becomes a vector: 'flatten' keeps "
-                           "where things are; 'avg' is far smaller (InceptionV3 at 299 px "
-                           'flattens to 131,072 values per image).')
+  parser.add_argument('--pooling', default=None, choices=image_features.POOLINGS,
+                      help="The image feature vector: 'fc2' VGG16's 4,096-d last hidden layer at "
+                           "224 px (the paper's); 'avg' the pooled last conv block (InceptionV3's "
+                           "2,048-d pool, the paper's for it); 'flatten' keeps where things are. "
+                           f"Default: the runner's ({trainer_defaults.pooling} on real data).")
   parser.add_argument('--image_size', type=int, default=None,
                       help="Model input side in pixels (default: the runner's; "
                            "the backbone's own on real data).")
@@ -56,6 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Blessing threshold on the captioner's eval BLEU-4 over the captions-only "
                            "baseline's (default: the runner's; "
                            f'{evaluation_defaults.min_baseline_ratio} on real data).')
+  parser.add_argument('--min_distinct_caption_share', type=float, default=None,
+                      help="Blessing threshold on the share of distinct captions among the "
+                           "captioner's eval captions, 0..1: one sentence for every image fails "
+                           "(default: the runner's; "
+                           f'{evaluation_defaults.min_distinct_caption_share} on real data).')
+  parser.add_argument('--seed', type=int, default=trainer_defaults.seed,
+                      help='Seeds the data generation, shuffling, weight initialisation and '
+                           'dropout; the same seed gives the same metrics on a CPU.')
   parser.add_argument('--no_cache', action='store_true',
                       help='Re-run every component even when its inputs did not change.')
 
@@ -76,9 +88,9 @@ def trainer_config(args: argparse.Namespace,
     if getattr(args, name) is not None:
       values[name] = getattr(args, name)
   return dataclasses.replace(
-      defaults, backbone=args.backbone, pooling=args.pooling, batch_size=args.batch_size,
+      defaults, backbone=args.backbone, batch_size=args.batch_size,
       num_layers=args.num_layers, beam_width=args.beam_width, augment=args.augment,
-      mixed_precision=args.mixed_precision, **values)
+      mixed_precision=args.mixed_precision, seed=args.seed, **values)
 
 
 def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConfig:
@@ -89,11 +101,5 @@ def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConf
 def evaluation_config(args: argparse.Namespace,
                       defaults: config_lib.EvaluationConfig) -> config_lib.EvaluationConfig:
   """The blessing thresholds: the flags given, over the runner's `defaults`."""
-  values = {name: getattr(args, name) for name in ('min_bleu4', 'min_cider', 'min_baseline_ratio')
-            if getattr(args, name) is not None}
+  values = {name: getattr(args, name) for name in _EVALUATION_FLAGS if getattr(args, name) is not None}
   return dataclasses.replace(defaults, **values)
-
-
-def direct_beam_args(num_workers: int) -> List[str]:
-  """Beam's DirectRunner in multi-processing mode; 0 workers means one per core."""
-  return ['--direct_running_mode=multi_processing', f'--direct_num_workers={num_workers}']

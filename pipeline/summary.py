@@ -80,6 +80,11 @@ def write_summary(metadata_path: str, pipeline_name: str, summary_path: str) -> 
       'ingestion': _artifact_json(ingestion, 'rejects', names.INGESTION_SUMMARY_FILE),
       'reject_report': _uri(ingestion, 'rejects') or None,
   }
+  trained = {role: report for role, report in summary['training'].items() if report}
+  summary['seed'] = next((report['config']['seed'] for report in trained.values()), None)
+  # Trainers that continued an interrupted training from its backup: role -> epochs restored.
+  summary['resumed'] = {role: report['resumed_from_epoch'] for role, report in trained.items()
+                        if report.get('resumed_from_epoch')}
   with open(summary_path, 'w') as f:
     json.dump(summary, f, indent=2)
   summary['summary'] = summary_path
@@ -101,6 +106,9 @@ def render(summary: Dict[str, Any]) -> str:
   if captioner_training:
     lines.append(f"Vocabulary {captioner_training['vocabulary_size']} ids (4 special tokens), "
                  f"sequence length {captioner_training['sequence_length']} (from the data)")
+  lines.append(f"Seed {summary['seed']}" + ''.join(
+      f"; the {role} resumed its training after epoch {epoch}"
+      for role, epoch in sorted(summary['resumed'].items())))
   lines += [
       f"Pushed model:  {summary['pushed_model'] if summary['pushed'] else 'nothing pushed'}",
       f"Gallery:       {summary['gallery']}",

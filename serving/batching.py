@@ -1,17 +1,25 @@
 """Merges concurrent Predict requests into one model call, like TF Serving's batching.
 
-A captioner call costs nearly the same for 1 image as for 8 on a CPU (the
-beam search runs step by step whatever the batch), so merging requests that
-arrive together multiplies throughput. Requests are queued; a batch thread
+Where a model call costs about the same for 1 image as for 8, merging
+requests that arrive together multiplies throughput (the tiny model: 2.1x
+under 16 concurrent clients); where it does not, merging costs throughput
+(the pushed model on 2 busy cores: 0.72x, because a merged beam search runs
+until its slowest caption ends). bench/serving.py measures both ways on the
+model served; serving/README.md has the figures. Requests are queued; a batch thread
 takes the first one, waits up to `batch_timeout_micros` for more that call
 the same function (same model version and signature), up to `max_batch_size`
 rows, runs them as one call and hands each request its own rows of the outputs.
 
 Differences from TF Serving's BasicBatchScheduler, on purpose:
-  * a request larger than max_batch_size runs alone instead of being refused;
+  * a request larger than max_batch_size is not refused: it runs in chunks of
+    max_batch_size rows, one chunk queued after the other, so requests from
+    other clients get in between (TF Serving's enable_large_batch_splitting
+    splits too, but queues every chunk at once);
   * when a merged call fails (say one request holds bytes that are not an
     image), every request of the batch is re-run alone, so only the bad
-    request gets the error; TF Serving fails the whole batch.
+    request gets the error; TF Serving fails the whole batch. Every failure,
+    whatever its type, ends as a ServingError on the future of the request
+    it belongs to, never on its neighbours'.
 """
 import concurrent.futures
 import dataclasses
@@ -57,26 +65,85 @@ class _Task:
   future: concurrent.futures.Future  # -> Dict[str, np.ndarray], alias -> array [rows, ...]
 
 
-def _call(function, inputs):
+def run_model(function, inputs):
   """Runs the model: {alias: array [n, ...]} -> {alias: array [n, ...]}; raises ServingError."""
   try:
     outputs = function(**{alias: tf.constant(value) for alias, value in inputs.items()})
   except tf.errors.OpError as e:
     raise errors.from_op_error(e) from e
+  except UnicodeDecodeError as e:
+    raise errors.from_undecodable_message(e) from e
   return {alias: tensor.numpy() for alias, tensor in outputs.items()}
+
+
+class _ChunkedRequest:
+  """A request of more rows than a model call takes, run as chunks queued one after the other.
+
+  `future` gets the outputs of every chunk, concatenated in order, or the
+  first chunk's error. Cancelling it drops the chunks not yet run.
+  """
+
+  def __init__(self, batcher, function, inputs, rows, deadline):
+    self.future = concurrent.futures.Future()
+    self._batcher = batcher
+    self._function = function
+    self._inputs = inputs
+    self._starts = list(range(0, rows, batcher.options.max_batch_size))
+    self._deadline = deadline
+    self._outputs = []  # per chunk done: alias -> array
+    self._current = None
+    self.future.add_done_callback(self._on_outer_done)
+    self._queue_chunk(0)  # a full queue refuses the request now, with UNAVAILABLE
+
+  def _queue_chunk(self, index):
+    start = self._starts[index]
+    chunk = {alias: value[start:start + self._batcher.options.max_batch_size]
+             for alias, value in self._inputs.items()}
+    self._current = self._batcher.submit(self._function, chunk, self._deadline)
+    self._current.add_done_callback(lambda done: self._on_chunk_done(index, done))
+
+  def _on_chunk_done(self, index, done):
+    if self.future.done():  # cancelled by the caller
+      return
+    try:
+      if done.cancelled():
+        raise errors.ServingError(grpc.StatusCode.CANCELLED, 'Cancelled')
+      if done.exception() is not None:
+        raise done.exception()
+      self._outputs.append(done.result())
+      if index + 1 < len(self._starts):
+        self._queue_chunk(index + 1)
+        return
+      result = {alias: np.concatenate([outputs[alias] for outputs in self._outputs])
+                for alias in self._outputs[0]}
+    except errors.ServingError as e:
+      self._settle(self.future.set_exception, e)
+      return
+    self._settle(self.future.set_result, result)
+
+  @staticmethod
+  def _settle(setter, value):
+    try:
+      setter(value)
+    except concurrent.futures.InvalidStateError:
+      pass  # cancelled meanwhile by the caller
+
+  def _on_outer_done(self, outer):
+    if outer.cancelled() and self._current is not None:
+      self._current.cancel()
 
 
 class Batcher:
   """Queue plus batch threads; `submit` returns a Future of one request's outputs."""
 
   def __init__(self, options: BatchingOptions):
-    self._options = options
+    self.options = options
     self._queue = queue.Queue(maxsize=options.max_enqueued_requests)
     self._threads: List[threading.Thread] = []
 
   def start(self):
     self._threads = [threading.Thread(target=self._loop, name=f'batch-{i}', daemon=True)
-                     for i in range(self._options.num_batch_threads)]
+                     for i in range(self.options.num_batch_threads)]
     for thread in self._threads:
       thread.start()
 
@@ -96,12 +163,19 @@ class Batcher:
         task.future.set_exception(errors.ServingError(grpc.StatusCode.UNAVAILABLE, 'Server is shutting down.'))
 
   def submit(self, function, inputs, deadline=None):
-    """Queues one request. inputs: alias -> array with the same number of rows in each."""
+    """Queues one request (in chunks if it is larger than max_batch_size); returns its Future.
+
+    inputs: alias -> array with the same number of rows in each. Raises
+    ServingError UNAVAILABLE when the queue is full.
+    """
     rows = {len(value) for value in inputs.values()}
     if len(rows) != 1:
       raise errors.ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                 'Batching Run() input tensors must have equal 0th-dimension size')
-    task = _Task(function, inputs, rows.pop(), deadline, concurrent.futures.Future())
+    rows = rows.pop()
+    if rows > self.options.max_batch_size:
+      return _ChunkedRequest(self, function, inputs, rows, deadline).future
+    task = _Task(function, inputs, rows, deadline, concurrent.futures.Future())
     try:
       self._queue.put_nowait(task)
     except queue.Full:
@@ -110,7 +184,7 @@ class Batcher:
     return task.future
 
   def _loop(self):
-    timeout = self._options.batch_timeout_micros / 1e6
+    timeout = self.options.batch_timeout_micros / 1e6
     carried = None  # a task taken from the queue that could not join the previous batch
     while True:
       first, carried = (carried if carried is not None else self._queue.get()), None
@@ -118,14 +192,14 @@ class Batcher:
         return
       batch, rows = [first], first.rows
       batch_deadline = time.monotonic() + timeout
-      while rows < self._options.max_batch_size:
+      while rows < self.options.max_batch_size:
         remaining = batch_deadline - time.monotonic()
         try:
           task = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
         except queue.Empty:
           break
         if (task is _STOP or task.function is not first.function
-                or rows + task.rows > self._options.max_batch_size):
+                or rows + task.rows > self.options.max_batch_size):
           carried = task
           break
         batch.append(task)
@@ -134,7 +208,7 @@ class Batcher:
       try:
         self._run(claimed)
       except Exception as e:  # a bug here must fail these requests, not hang them and kill the thread
-        _LOG.exception('Batch of %d requests failed', len(claimed))
+        _LOG.error('Batch of %d requests failed: %s: %s', len(claimed), type(e).__name__, e)
         for task in claimed:
           if not task.future.done():
             task.future.set_exception(errors.ServingError(grpc.StatusCode.INTERNAL, str(e)))
@@ -157,8 +231,8 @@ class Batcher:
       return
     merged = {alias: np.concatenate([task.inputs[alias] for task in batch]) for alias in batch[0].inputs}
     try:
-      outputs = _call(batch[0].function, merged)
-    except errors.ServingError:
+      outputs = run_model(batch[0].function, merged)
+    except Exception:  # pylint: disable=broad-except; whatever it is, it belongs to some request(s)
       for task in batch:  # find out which request(s) the error belongs to
         self._run_alone(task)
       return
@@ -178,6 +252,8 @@ class Batcher:
   @staticmethod
   def _run_alone(task):
     try:
-      task.future.set_result(_call(task.function, task.inputs))
+      task.future.set_result(run_model(task.function, task.inputs))
     except errors.ServingError as e:
       task.future.set_exception(e)
+    except Exception as e:  # pylint: disable=broad-except; this request's alone: INTERNAL, to its sender
+      task.future.set_exception(errors.ServingError(grpc.StatusCode.INTERNAL, f'{type(e).__name__}: {e}'))

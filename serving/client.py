@@ -1,12 +1,14 @@
-"""Captions images through TF Serving's gRPC Predict API: a library and a command line.
+"""Captions images through TF Serving's Predict API, over gRPC or REST: a library and a command line.
 
 Works against tensorflow_model_server and against the local server
-(serving.server) alike: it speaks only PredictionService.Predict and
-GetModelMetadata from tensorflow-serving-api, with the model name, an optional
-version or version label, and the signature name.
+(serving.server) alike: over gRPC it speaks only PredictionService.Predict
+and GetModelMetadata from tensorflow-serving-api; over REST (--protocol rest)
+only POST /v1/models/<name>:predict and GET /v1/models/<name>/metadata; with
+the model name, an optional version or version label, and the signature name.
 
     python -m serving.client --server localhost:8500 --model_name captioner photo.jpg
     python -m serving.client --server localhost:8500 --model_name captioner --format jsonl photos/
+    python -m serving.client --protocol rest --server localhost:8501 --top_k 3 photo.jpg
 
 Files go out `--batch_size` to a request (fewer when their bytes would pass the
 message size limit). Each call has a deadline; calls that fail with
@@ -15,24 +17,36 @@ exponential backoff, and no other failure is. When a request fails because of
 its contents (INVALID_ARGUMENT, RESOURCE_EXHAUSTED), its files are sent again
 one by one so the error names the guilty file and the others still get their
 captions; any other failure stops the run with an error naming the request.
+Over REST, the status code is read back from TF Serving's HTTP status.
 
-Output: one line per image, `path<TAB>caption<TAB>log_probability` (text) or a
-JSON object (jsonl); failed images go to stderr (text) or get an "error" object
-(jsonl). Exit status 1 if any image failed.
+Output: one line per image, `path<TAB>caption<TAB>log_probability` (text);
+with --top_k K, the K best captions of the beam search as that many
+caption<TAB>log_probability pairs, best first. A tab, newline or backslash in
+the path is written as \\t, \\n or \\\\, so every line splits the same way. Or
+a JSON object per image (jsonl), with "top_captions" when K > 1. Failed
+images go to stderr (text) or get an "error" object (jsonl). Exit status 1 if
+any image failed.
 """
 import argparse
+import base64
 import dataclasses
 import json
 import logging
 import os
 import random
+import socket
 import sys
 import time
-from typing import Iterable, Iterator, List, Optional, Sequence, Union
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import grpc
+import numpy as np
 import tensorflow as tf
 import tqdm
+from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
@@ -40,10 +54,13 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from components import names
 from components import features
 from components.evaluation import captioning
+from serving import rest
+from serving import tensors
 
 _LOG = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
+PROTOCOLS = ('grpc', 'rest')
 # Bytes a request needs beyond the images themselves: the model spec, the
 # tensor header, and a few bytes of framing per image.
 _REQUEST_OVERHEAD_BYTES = 4096
@@ -51,6 +68,11 @@ _PER_IMAGE_OVERHEAD_BYTES = 16
 # Request failures that belong to the contents of the request, so another
 # request without the offending image can succeed.
 _CONTENT_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+# REST: the status code behind TF Serving's HTTP status (the first code mapped
+# to it: 400 reads as INVALID_ARGUMENT).
+_CODE_OF_HTTP_STATUS = {}
+for _code in grpc.StatusCode:
+  _CODE_OF_HTTP_STATUS.setdefault(rest.http_status(_code), _code)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +81,10 @@ class Caption:
   path: Optional[str]  # the file, or None for images passed as bytes
   caption: str  # words joined by single spaces
   log_probability: float  # log p(caption | image)
-  model_version: int  # the version that answered
+  model_version: Optional[int]  # the version that answered (None over REST, which does not say)
+  # The beam search's best captions, best first ([0] is `caption`), and theirs.
+  top_captions: Tuple[str, ...] = ()
+  top_log_probabilities: Tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,39 +104,19 @@ class RequestError(Exception):
     self.details = details
 
 
-class CaptionClient:
-  """A connection to one model on one TF Serving (or local) server.
+class _CallError(Exception):
+  """One attempt of a call failed with `code` (a grpc.StatusCode)."""
 
-  Args:
-    target: 'host:port' of the gRPC endpoint.
-    model_name: the name the server serves the model under.
-    version: ask for this version (default: the newest the server has).
-    version_label: or ask for the version a label points to (TF Serving only).
-    signature_name: features.CAPTION_SIGNATURE (image bytes) or
-      features.EXAMPLES_SIGNATURE (the client wraps images in tf.Examples).
-    timeout_s: deadline of each call, retries excluded.
-    max_attempts: calls per request when the server is UNAVAILABLE.
-    initial_backoff_s, max_backoff_s: wait before the 2nd attempt, doubling up to the max (with jitter).
-    max_message_bytes: the largest request and response this client sends or accepts.
-  """
+  def __init__(self, code, details):
+    super().__init__(details)
+    self.code = code
+    self.details = details
 
-  def __init__(self, target, model_name, *, version=None, version_label=None,
-               signature_name=features.CAPTION_SIGNATURE, timeout_s=30.0, max_attempts=5,
-               initial_backoff_s=0.5, max_backoff_s=8.0, max_message_bytes=names.MAX_MESSAGE_BYTES):
-    if version is not None and version_label is not None:
-      raise ValueError('Give a model version or a version label, not both.')
-    if max_attempts < 1:
-      raise ValueError(f'max_attempts must be at least 1, got {max_attempts}.')
-    self.target = target
-    self.model_name = model_name
-    self.version = version
-    self.version_label = version_label
-    self.signature_name = signature_name
-    self.timeout_s = timeout_s
-    self.max_attempts = max_attempts
-    self.initial_backoff_s = initial_backoff_s
-    self.max_backoff_s = max_backoff_s
-    self.max_message_bytes = max_message_bytes
+
+class _GrpcTransport:
+  """Predict and GetModelMetadata over gRPC."""
+
+  def __init__(self, target, max_message_bytes, initial_backoff_s, max_backoff_s):
     backoff_ms = int(initial_backoff_s * 1000)
     self._channel = grpc.insecure_channel(target, options=[
         ('grpc.max_send_message_length', max_message_bytes),
@@ -123,9 +128,148 @@ class CaptionClient:
         ('grpc.max_reconnect_backoff_ms', int(max_backoff_s * 1000)),
     ])
     self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+    self.payload_bytes = max_message_bytes
 
   def close(self):
     self._channel.close()
+
+  def _invoke(self, method, request, timeout_s):
+    try:
+      return method(request, timeout=timeout_s)
+    except grpc.RpcError as e:
+      raise _CallError(e.code(), e.details()) from None
+
+  def signature_defs(self, client, timeout_s):
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[features.SIGNATURE_DEF_METADATA_FIELD])
+    client.fill_model_spec(request.model_spec)
+    response = self._invoke(self._stub.GetModelMetadata, request, timeout_s)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata[features.SIGNATURE_DEF_METADATA_FIELD].Unpack(signature_map)
+    return signature_map.signature_def
+
+  def predict(self, client, input_name, values, timeout_s):
+    """-> (alias -> numpy array, the version that answered)."""
+    request = predict_pb2.PredictRequest()
+    client.fill_model_spec(request.model_spec)
+    request.inputs[input_name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)]))
+    response = self._invoke(self._stub.Predict, request, timeout_s)
+    try:
+      outputs = {key: tf.make_ndarray(tensor) for key, tensor in response.outputs.items()}
+    except (TypeError, ValueError) as e:
+      raise _CallError(grpc.StatusCode.INTERNAL, f'unexpected response: {e}') from e
+    return outputs, response.model_spec.version.value
+
+
+class _RestTransport:
+  """Predict and GetModelMetadata over TF Serving's REST API (images sent as {"b64": ...})."""
+
+  def __init__(self, target, max_message_bytes):
+    self._base = f'http://{target}/v1/models/'
+    self.payload_bytes = max_message_bytes * 3 // 4  # base64 makes 4 bytes of 3
+
+  def close(self):
+    pass
+
+  def _url(self, client, suffix):
+    url = self._base + urllib.parse.quote(client.model_name, safe='')
+    if client.version is not None:
+      url += f'/versions/{client.version}'
+    elif client.version_label is not None:
+      url += '/labels/' + urllib.parse.quote(client.version_label, safe='')
+    return url + suffix
+
+  def _invoke(self, url, body, timeout_s):
+    request = urllib.request.Request(url, data=body, headers={'Content-Type': 'application/json'})
+    try:
+      with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+      try:
+        details = json.loads(e.read())['error']
+      except (ValueError, KeyError, TypeError):
+        details = f'HTTP {e.code} {e.reason}'
+      raise _CallError(_CODE_OF_HTTP_STATUS.get(e.code, grpc.StatusCode.UNKNOWN), details) from None
+    except socket.timeout:
+      raise _CallError(grpc.StatusCode.DEADLINE_EXCEEDED, 'Deadline Exceeded') from None
+    except (urllib.error.URLError, ConnectionError) as e:  # not listening (yet), or dropped
+      raise _CallError(grpc.StatusCode.UNAVAILABLE, str(getattr(e, 'reason', e))) from None
+    except ValueError as e:
+      raise _CallError(grpc.StatusCode.INTERNAL, f'unexpected response: {e}') from None
+
+  def signature_defs(self, client, timeout_s):
+    document = self._invoke(self._url(client, '/metadata'), None, timeout_s)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    try:
+      json_format.ParseDict(document['metadata'][features.SIGNATURE_DEF_METADATA_FIELD], signature_map,
+                            ignore_unknown_fields=True)
+    except (KeyError, TypeError, json_format.ParseError) as e:
+      raise _CallError(grpc.StatusCode.INTERNAL, f'unexpected metadata: {e}') from None
+    return signature_map.signature_def
+
+  def predict(self, client, input_name, values, timeout_s):
+    """-> (alias -> numpy array, None: REST answers do not name the version)."""
+    body = json.dumps({tensors.SIGNATURE_KEY: client.signature_name,
+                       tensors.INSTANCES_KEY: [{tensors.BASE64_KEY: base64.b64encode(v).decode('ascii')}
+                                               for v in values]}).encode('utf-8')
+    document = self._invoke(self._url(client, ':predict'), body, timeout_s)
+    try:
+      rows = document[tensors.PREDICTIONS_KEY]
+      outputs = {alias: np.array([_string_bytes(row[alias]) for row in rows], dtype=object)
+                 if alias in (features.CAPTION_OUTPUT, features.CAPTIONS_OUTPUT)
+                 else np.array([row[alias] for row in rows], dtype=np.float32)
+                 for alias in (rows[0] if rows else {})}
+    except (KeyError, TypeError, ValueError) as e:
+      raise _CallError(grpc.StatusCode.INTERNAL, f'unexpected response: {e}') from None
+    return outputs, client.version
+
+
+def _string_bytes(value):
+  """A JSON string, or a list of them, as UTF-8 bytes (what the gRPC answer holds)."""
+  return [v.encode('utf-8') for v in value] if isinstance(value, list) else value.encode('utf-8')
+
+
+class CaptionClient:
+  """A connection to one model on one TF Serving (or local) server.
+
+  Args:
+    target: 'host:port' of the gRPC endpoint (or of the REST one, with protocol='rest').
+    model_name: the name the server serves the model under.
+    protocol: 'grpc' or 'rest'.
+    version: ask for this version (default: the newest the server has).
+    version_label: or ask for the version a label points to (TF Serving only).
+    signature_name: features.CAPTION_SIGNATURE (image bytes) or
+      features.EXAMPLES_SIGNATURE (the client wraps images in tf.Examples).
+    timeout_s: deadline of each call, retries excluded.
+    max_attempts: calls per request when the server is UNAVAILABLE.
+    initial_backoff_s, max_backoff_s: wait before the 2nd attempt, doubling up to the max (with jitter).
+    max_message_bytes: the largest request and response this client sends or accepts.
+  """
+
+  def __init__(self, target, model_name, *, protocol='grpc', version=None, version_label=None,
+               signature_name=features.CAPTION_SIGNATURE, timeout_s=30.0, max_attempts=5,
+               initial_backoff_s=0.5, max_backoff_s=8.0, max_message_bytes=names.MAX_MESSAGE_BYTES):
+    if version is not None and version_label is not None:
+      raise ValueError('Give a model version or a version label, not both.')
+    if max_attempts < 1:
+      raise ValueError(f'max_attempts must be at least 1, got {max_attempts}.')
+    if protocol not in PROTOCOLS:
+      raise ValueError(f'protocol must be one of {PROTOCOLS}, got {protocol!r}.')
+    self.target = target
+    self.model_name = model_name
+    self.protocol = protocol
+    self.version = version
+    self.version_label = version_label
+    self.signature_name = signature_name
+    self.timeout_s = timeout_s
+    self.max_attempts = max_attempts
+    self.initial_backoff_s = initial_backoff_s
+    self.max_backoff_s = max_backoff_s
+    self.max_message_bytes = max_message_bytes
+    self._transport = (_GrpcTransport(target, max_message_bytes, initial_backoff_s, max_backoff_s)
+                       if protocol == 'grpc' else _RestTransport(target, max_message_bytes))
+
+  def close(self):
+    self._transport.close()
 
   def __enter__(self):
     return self
@@ -137,7 +281,8 @@ class CaptionClient:
     """One line naming the model spec requests ask for, for messages."""
     choice = (f' version {self.version}' if self.version is not None
               else f' label {self.version_label!r}' if self.version_label is not None else '')
-    return f'model {self.model_name!r}{choice} signature {self.signature_name!r} at {self.target}'
+    return (f'model {self.model_name!r}{choice} signature {self.signature_name!r} at {self.target}'
+            + (' (REST)' if self.protocol == 'rest' else ''))
 
   def signature_def(self):
     """The SignatureDef the server has for `signature_name`; RequestError if there is none.
@@ -145,16 +290,13 @@ class CaptionClient:
     A cheap first call that catches a wrong model name, version, label or
     signature before any image is sent.
     """
-    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[features.SIGNATURE_DEF_METADATA_FIELD])
-    self._fill_model_spec(request.model_spec)
-    response = self._call(self._stub.GetModelMetadata, request, f'GetModelMetadata for {self.describe()}')
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata[features.SIGNATURE_DEF_METADATA_FIELD].Unpack(signature_map)
-    if self.signature_name not in signature_map.signature_def:
+    signature_defs = self._call(lambda: self._transport.signature_defs(self, self.timeout_s),
+                                f'GetModelMetadata for {self.describe()}')
+    if self.signature_name not in signature_defs:
       raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                          f'the model has no signature {self.signature_name!r}; it has '
-                         f'{sorted(signature_map.signature_def)}', self.describe())
-    return signature_map.signature_def[self.signature_name]
+                         f'{sorted(signature_defs)}', self.describe())
+    return signature_defs[self.signature_name]
 
   def caption(self, images: Sequence[bytes], paths: Optional[Sequence[str]] = None) -> List[Caption]:
     """Captions encoded images (JPEG/PNG/GIF/BMP bytes) in one request.
@@ -162,22 +304,19 @@ class CaptionClient:
     `paths` only labels the results and error messages. Raises RequestError.
     """
     paths = list(paths) if paths is not None else [None] * len(images)
-    request = predict_pb2.PredictRequest()
-    self._fill_model_spec(request.model_spec)
     input_name, values = captioning.signature_inputs(self.signature_name, images)
-    request.inputs[input_name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)]))
     named = [p for p in paths if p is not None]
     what = f'Predict of {len(images)} image(s)' + (f' ({_abbreviate(named)})' if named else '')
-    response = self._call(self._stub.Predict, request, f'{what} on {self.describe()}')
+    outputs, version = self._call(lambda: self._transport.predict(self, input_name, values, self.timeout_s),
+                                  f'{what} on {self.describe()}')
     try:
-      answer = captioning.decode_outputs(
-          {key: tf.make_ndarray(tensor) for key, tensor in response.outputs.items()}, len(images),
-          self.describe())
-    except (TypeError, ValueError) as e:
+      answer = captioning.decode_outputs(outputs, len(images), self.describe())
+    except ValueError as e:
       raise RequestError(grpc.StatusCode.INTERNAL, f'unexpected response: {e}', what) from e
-    version = response.model_spec.version.value
-    return [Caption(path, text, log_probability, version)
-            for path, text, log_probability in zip(paths, answer.captions, answer.log_probabilities)]
+    return [Caption(path, text, log_probability, version, tuple(top), tuple(top_log_probabilities))
+            for path, text, log_probability, top, top_log_probabilities in zip(
+                paths, answer.captions, answer.log_probabilities, answer.top_captions,
+                answer.top_log_probabilities)]
 
   def caption_files(self, paths: Sequence[str], batch_size=captioning.DEFAULT_BATCH_SIZE,
                     progress=False) -> Iterator[Union[Caption, Failure]]:
@@ -190,7 +329,7 @@ class CaptionClient:
       raise ValueError(f'batch_size must be at least 1, got {batch_size}.')
     self.signature_def()
     with tqdm.tqdm(total=len(paths), unit='image', disable=not progress, file=sys.stderr) as bar:
-      for batch in _batches(paths, batch_size, self.max_message_bytes):
+      for batch in _batches(paths, batch_size, self._transport.payload_bytes):
         results = self._caption_batch(batch)
         bar.update(len(results))
         yield from results
@@ -217,7 +356,8 @@ class CaptionClient:
       results[i] = caption
     return results
 
-  def _fill_model_spec(self, model_spec):
+  def fill_model_spec(self, model_spec):
+    """Fills a request's ModelSpec with the model, version or label, and signature asked for."""
     model_spec.name = self.model_name
     model_spec.signature_name = self.signature_name
     if self.version is not None:
@@ -225,19 +365,18 @@ class CaptionClient:
     elif self.version_label is not None:
       model_spec.version_label = self.version_label
 
-  def _call(self, method, request, what):
-    """Calls `method` with the deadline, retrying UNAVAILABLE with exponential backoff."""
+  def _call(self, attempt_fn, what):
+    """Runs `attempt_fn` (one call with the deadline), retrying UNAVAILABLE with exponential backoff."""
     for attempt in range(1, self.max_attempts + 1):
       try:
-        return method(request, timeout=self.timeout_s)
-      except grpc.RpcError as e:
-        code, details = e.code(), e.details()
-        if code != grpc.StatusCode.UNAVAILABLE or attempt == self.max_attempts:
+        return attempt_fn()
+      except _CallError as e:
+        if e.code != grpc.StatusCode.UNAVAILABLE or attempt == self.max_attempts:
           suffix = f' (after {attempt} attempts)' if attempt > 1 else ''
-          raise RequestError(code, f'{details}{suffix}', what) from None
+          raise RequestError(e.code, f'{e.details}{suffix}', what) from None
         delay = min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1))
         delay *= random.uniform(0.5, 1.0)  # jitter: clients that failed together retry apart
-        _LOG.warning('%s: UNAVAILABLE (%s); attempt %d of %d in %.1fs', what, details, attempt + 1,
+        _LOG.warning('%s: UNAVAILABLE (%s); attempt %d of %d in %.1fs', what, e.details, attempt + 1,
                      self.max_attempts, delay)
         time.sleep(delay)
 
@@ -267,7 +406,7 @@ def _abbreviate(paths, shown=3):
 
 
 def _batches(paths, batch_size, max_message_bytes):
-  """Reads files into batches of (path, bytes or Failure) that fit in one request."""
+  """Reads files into batches of (path, bytes or Failure) whose image bytes fit in one request."""
   budget = max_message_bytes - _REQUEST_OVERHEAD_BYTES
   batch, size = [], 0
   for path in paths:
@@ -286,32 +425,58 @@ def _batches(paths, batch_size, max_message_bytes):
     yield batch
 
 
-def _format(result, output_format):
+def _escape_path(path):
+  """The path with backslash, tab, newline and carriage return escaped, for one unambiguous text line."""
+  return (path.replace('\\', '\\\\').replace('\t', '\\t').replace('\n', '\\n')
+          .replace('\r', '\\r'))
+
+
+def _format(result, output_format, top_k=1):
+  """One output line for a Caption or (jsonl only) a Failure."""
+  top = list(zip(result.top_captions, result.top_log_probabilities))[:top_k] if top_k > 1 else []
   if output_format == 'jsonl':
     if isinstance(result, Failure):
       return json.dumps({'path': result.path, 'error': {'code': result.code, 'message': result.message}})
-    return json.dumps(dataclasses.asdict(result))
-  return f'{result.path}\t{result.caption}\t{result.log_probability:.6f}'
+    line = {'path': result.path, 'caption': result.caption, 'log_probability': result.log_probability,
+            'model_version': result.model_version}
+    if top_k > 1:
+      line['top_captions'] = [{'caption': c, 'log_probability': p} for c, p in top]
+    return json.dumps(line)
+  pairs = top or [(result.caption, result.log_probability)]
+  return '\t'.join([_escape_path(result.path)] + [f'{c}\t{p:.6f}' for c, p in pairs])
+
+
+def _positive_int(text):
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+  return value
 
 
 def _parse_args(argv):
   parser = argparse.ArgumentParser(prog='python -m serving.client', description=__doc__.split('\n\n')[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument('paths', nargs='+', help='Image files and/or folders (searched recursively).')
-  parser.add_argument('--server', default='localhost:8500', help='host:port of the gRPC endpoint.')
+  parser.add_argument('--server', default='localhost:8500',
+                      help='host:port of the gRPC endpoint (of the REST one with --protocol rest, e.g. localhost:8501).')
+  parser.add_argument('--protocol', choices=PROTOCOLS, default='grpc', help='TF Serving\'s gRPC or REST API.')
   parser.add_argument('--model_name', default=names.MODEL_NAME, help='Name the server serves it under.')
   choice = parser.add_mutually_exclusive_group()
   choice.add_argument('--model_version', type=int, help='Version to ask for (default: the newest).')
   choice.add_argument('--version_label', help='Version label to ask for (TF Serving\'s version_labels).')
   parser.add_argument('--signature_name', default=features.CAPTION_SIGNATURE, choices=sorted(captioning.INPUT_OF_SIGNATURE),
                       help='Image bytes in, or tf.Examples holding them.')
-  parser.add_argument('--batch_size', type=int, default=captioning.DEFAULT_BATCH_SIZE, help='Images per request.')
+  parser.add_argument('--batch_size', type=_positive_int, default=captioning.DEFAULT_BATCH_SIZE,
+                      help='Images per request.')
+  parser.add_argument('--top_k', type=_positive_int, default=1,
+                      help='Print the k best captions of the beam search (at most the beam width).')
   parser.add_argument('--timeout', type=float, default=30.0, help='Deadline of each call, in seconds.')
   parser.add_argument('--max_attempts', type=int, default=5, help='Calls per request while UNAVAILABLE.')
   parser.add_argument('--max_message_bytes', type=int, default=names.MAX_MESSAGE_BYTES,
                       help='Largest request or response.')
   parser.add_argument('--format', choices=('text', 'jsonl'), default='text', dest='output_format',
-                      help='path<TAB>caption<TAB>log_probability lines, or JSON objects.')
+                      help='path<TAB>caption<TAB>log_probability lines (tab, newline, backslash in the path '
+                           'escaped), or JSON objects.')
   parser.add_argument('--no_progress', action='store_true', help='No progress bar for folders.')
   return parser.parse_args(argv)
 
@@ -331,7 +496,8 @@ def main(argv=None, stdout=None):
     return 1
   progress = not args.no_progress and any(os.path.isdir(path) for path in args.paths)
   failures = 0
-  with CaptionClient(args.server, args.model_name, version=args.model_version, version_label=args.version_label,
+  with CaptionClient(args.server, args.model_name, protocol=args.protocol, version=args.model_version,
+                     version_label=args.version_label,
                      signature_name=args.signature_name, timeout_s=args.timeout, max_attempts=args.max_attempts,
                      max_message_bytes=args.max_message_bytes) as client:
     try:
@@ -340,9 +506,9 @@ def main(argv=None, stdout=None):
           failures += 1
           if args.output_format == 'text':
             message = ' '.join(result.message.split())  # one line per failed image
-            print(f'error: {result.path}: {result.code}: {message}', file=sys.stderr)
+            print(f'error: {_escape_path(result.path)}: {result.code}: {message}', file=sys.stderr)
             continue
-        print(_format(result, args.output_format), file=stdout, flush=True)
+        print(_format(result, args.output_format, args.top_k), file=stdout, flush=True)
     except RequestError as e:
       print(f'error: {e}', file=sys.stderr)
       return 1

@@ -3,10 +3,12 @@
 Does what TF Serving's file-system storage path source and its default
 `latest` version policy do for one model: a version is an integer-named
 subdirectory of the base path holding a saved_model.pb (what the TFX Pusher
-writes); only the highest such version is served; each poll of the base path
+writes; a name that does not fit in an int64 is ignored with a warning, as TF
+Serving ignores it); only the highest such version is served; each poll of the base path
 picks up a newly pushed version (or, after the highest is deleted, the one
 below it) without a restart. The old version keeps answering until the new one
-has loaded, and requests already running on it finish on it.
+has loaded (and replayed its warm-up requests, if any), and requests already
+running on it finish on it.
 
 Requests name what they want with a ModelSpec; `ModelManager.servable` and
 `ModelManager.version_states` resolve it with TF Serving's status codes and
@@ -51,6 +53,8 @@ class Servable:
   # The object tf.saved_model.load returned: it owns the variables the
   # functions read, so it must live as long as they do.
   root: Any
+  # Warm-up requests replayed before the version became AVAILABLE.
+  warmup_records: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +73,11 @@ def _describe_request(model_spec):
   return f'Latest({model_spec.name})'
 
 
+# TF Serving's version numbers are int64 (ModelSpec.version is an Int64Value).
+_MAX_VERSION = 2 ** 63 - 1
+_warned_paths = set()  # directories already warned about, so each poll does not warn again
+
+
 def list_versions(base_path):
   """The version numbers under `base_path` that hold a SavedModel, ascending ([] if it does not exist)."""
   if not tf.io.gfile.isdir(base_path):
@@ -76,9 +85,17 @@ def list_versions(base_path):
   versions = []
   for entry in tf.io.gfile.listdir(base_path):
     name = entry.rstrip('/')
-    if name.isdigit() and tf.io.gfile.exists(
+    if not (name.isascii() and name.isdigit()) or not tf.io.gfile.exists(
             os.path.join(base_path, name, tf.saved_model.SAVED_MODEL_FILENAME_PB)):
-      versions.append(int(name))
+      continue
+    if int(name) > _MAX_VERSION:
+      path = os.path.join(base_path, name)
+      if path not in _warned_paths:
+        _warned_paths.add(path)
+        _LOG.warning('Ignoring %s: its name is not a version number TF Serving accepts (an int64, '
+                     'at most %d).', path, _MAX_VERSION)
+      continue
+    versions.append(int(name))
   return sorted(versions)
 
 
@@ -112,11 +129,17 @@ def load_servable(model_name, version, path):
 
 
 class ModelManager:
-  """Serves the newest loadable version of `model_name` found under `base_path`."""
+  """Serves the newest loadable version of `model_name` found under `base_path`.
 
-  def __init__(self, model_name, base_path):
+  warm_up: called with each newly loaded Servable before it goes into
+  service; returns the number of warm-up requests it replayed, or raises
+  ModelLoadError (the version then is not served).
+  """
+
+  def __init__(self, model_name, base_path, warm_up: Callable[[Servable], int] = lambda servable: 0):
     self.model_name = model_name
     self.base_path = base_path
+    self._warm_up = warm_up
     self._lock = threading.Lock()
     self._servable: Optional[Servable] = None
     self._states: Dict[int, VersionState] = {}
@@ -150,6 +173,7 @@ class ModelManager:
     self._set_state(VersionState(newest, State.LOADING))
     try:
       servable = load_servable(self.model_name, newest, path)
+      servable = dataclasses.replace(servable, warmup_records=self._warm_up(servable))
     except ModelLoadError as e:
       self._failed[newest] = fingerprint
       self._set_state(VersionState(newest, State.END, grpc.StatusCode.UNKNOWN, str(e)))
@@ -160,8 +184,9 @@ class ModelManager:
       self._states[newest] = VersionState(newest, State.AVAILABLE)
       if current is not None:
         self._states[current.version] = VersionState(current.version, State.END)
-    _LOG.info('Serving version %d of model %s from %s%s', newest, self.model_name, path,
-              f' (replaces version {current.version})' if current is not None else '')
+    _LOG.info('Serving version %d of model %s from %s%s%s', newest, self.model_name, path,
+              f' (replaces version {current.version})' if current is not None else '',
+              f', warmed up with {servable.warmup_records} requests' if servable.warmup_records else '')
     return True
 
   def servable(self, model_spec) -> Servable:

@@ -11,6 +11,7 @@ log-probabilities, which lets tests notice a batch handed back in the wrong orde
     python -m serving.tiny_model /tmp/serving/captioner/1
 """
 import argparse
+from typing import List, NamedTuple, Sequence
 
 import tf_keras as keras
 
@@ -24,10 +25,17 @@ WORDS = ('a', 'dog', 'cat', 'runs', 'red', 'ball', 'on', 'the', 'grass', 'sits')
 _DECODER_WEIGHT_SCALE = 5.0
 
 
-def export_tiny_model(export_dir, seed=0, beam_width=2, max_length=7):
-  """Writes a tiny random-weight serving SavedModel to `export_dir`; returns `export_dir`."""
+class TinyCaptioner(NamedTuple):
+  """What the exporter takes: the pieces of the tiny captioner."""
+  feature_extractor: keras.Model  # float32 [batch, IMAGE_SIZE, IMAGE_SIZE, 3] -> [batch, 512]
+  decoder: model_lib.CaptionDecoder
+  vocabulary: List[str]  # features.SPECIAL_TOKENS, then the words
+
+
+def build_tiny_captioner(seed: int = 0, max_length: int = 7, words: Sequence[str] = WORDS) -> TinyCaptioner:
+  """Builds the tiny random-weight captioner for captions of up to `max_length` words of `words`."""
   keras.utils.set_random_seed(seed)
-  vocabulary = list(features.SPECIAL_TOKENS) + list(WORDS)
+  vocabulary = list(features.SPECIAL_TOKENS) + list(words)
   feature_extractor = image_features.build_feature_extractor(
       'vgg16', image_size=IMAGE_SIZE, weights=None, pooling='avg')
   caption_model = model_lib.build_caption_model(
@@ -35,8 +43,15 @@ def export_tiny_model(export_dir, seed=0, beam_width=2, max_length=7):
       sequence_length=max_length + 1, embedding_dim=8, lstm_units=8)
   for variable in caption_model.trainable_variables:
     variable.assign(variable * _DECODER_WEIGHT_SCALE)
+  return TinyCaptioner(feature_extractor, model_lib.CaptionDecoder(caption_model), vocabulary)
+
+
+def export_tiny_model(export_dir: str, seed: int = 0, beam_width: int = 2, max_length: int = 7,
+                      words: Sequence[str] = WORDS) -> str:
+  """Writes a tiny random-weight serving SavedModel to `export_dir`; returns `export_dir`."""
+  captioner = build_tiny_captioner(seed, max_length, words)
   return exporter.export_serving_model(
-      export_dir, feature_extractor, model_lib.CaptionDecoder(caption_model), vocabulary,
+      export_dir, captioner.feature_extractor, captioner.decoder, captioner.vocabulary,
       max_length=max_length, beam_width=beam_width)
 
 

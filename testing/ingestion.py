@@ -9,43 +9,18 @@ import collections
 import glob
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Set, Tuple
 
 import tensorflow as tf
-from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact
 from tfx.types import standard_artifacts
 
 from components import features
 from components import names
 from components import records
-from components.ingestion import example_gen
 from components.ingestion import rules
 
 Split = Dict[str, Tuple[bytes, List[str]]]  # id -> (image bytes, captions)
-# Beam on the in-memory DirectRunner with one worker: test folders are tiny.
-IN_MEMORY_BEAM_ARGS = ('--direct_num_workers=1',)
-
-
-def run_example_gen(input_base: str, out_dir: str,
-                    beam_args: Sequence[str] = IN_MEMORY_BEAM_ARGS,
-                    restval_split: Optional[str] = None
-                   ) -> Tuple[standard_artifacts.Examples, artifact.Artifact]:
-  """Runs the executor's Do on `input_base`; returns (examples, report) artifacts."""
-  examples = standard_artifacts.Examples()
-  examples.uri = os.path.join(out_dir, 'examples')
-  report = example_gen.IngestionReport()
-  report.uri = os.path.join(out_dir, 'rejects')
-  properties = example_gen.executor_exec_properties(input_base)
-  if restval_split:
-    properties[example_gen.RESTVAL_SPLIT_KEY] = restval_split
-  executor = example_gen.Executor(
-      base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=list(beam_args)))
-  executor.Do({}, {example_gen.EXAMPLES_KEY: [examples],
-                   example_gen.REJECTS_KEY: [report]}, properties)
-  return examples, report
-
-
 def read_split(examples: standard_artifacts.Examples, split: str) -> Split:
   files = glob.glob(os.path.join(examples.uri, f'Split-{split}', '*.gz'))
   assert files, f'no TFRecord shards for split {split}'

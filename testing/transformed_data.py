@@ -6,6 +6,7 @@ and in the pipeline's order:
 
   components.ingestion.shapes_dataset.generate      -> a Flickr8k-layout folder
   ImageCaptionExampleGen executor         -> raw Examples, Split-{train,eval,demo}/*.gz
+  ImageFeatureGen executor (on request)   -> the backbone's features and the backbone
   the stock TFX Transform executor        -> transform_graph + transformed Examples
       (components.training.transform.preprocessing_fn, schemas/schema.pbtxt, analyze
       train, transform train and eval: the settings of pipeline/pipeline.py;
@@ -13,8 +14,8 @@ and in the pipeline's order:
 
 and builds the `FnArgs` the TFX Trainer executor would pass to run_fn (file
 patterns as `io_utils.all_files_pattern` writes them, custom_config as the
-decoded dict). Beam runs on the in-memory DirectRunner with one worker: the
-datasets are tiny and worker processes would cost more than they save.
+decoded dict). The executors run through testing/executors.py (Beam in memory,
+one worker).
 """
 import dataclasses
 import json
@@ -25,20 +26,23 @@ from typing import List, Optional
 import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx.components.transform import executor as transform_executor
-from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import transform_pb2
+from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import proto_utils
 
+from components import artifacts
 from components import names
-from components.ingestion import example_gen
+from components.encoder import feature_gen
+from components.encoder import image_features
 from components import features
+from components import records
 from components.ingestion import shapes_dataset
 from components import config as config_lib
+from testing import executors
 
-_BEAM_ARGS = ['--direct_num_workers=1']
 # Folder names inside the trainer's work_dir, as the Trainer executor lays out its outputs.
 SERVING_MODEL_DIR = 'serving_model_dir'
 MODEL_RUN_DIR = 'model_run'
@@ -64,23 +68,8 @@ class TransformedData:
 
   def images(self, split: str) -> List[bytes]:
     """The encoded image files of `split` (JPEG bytes, the serving_default signature's input)."""
-    return [tf.train.Example.FromString(serialized).features.feature[features.IMAGE_KEY].bytes_list.value[0]
+    return [records.parse_image_example(serialized, where=f'split {split!r} of {self.examples_uri}').image
             for serialized in self.raw_examples(split)]
-
-
-def _beam_context() -> base_beam_executor.BaseBeamExecutor.Context:
-  return base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=list(_BEAM_ARGS))
-
-
-def _run_example_gen(data_dir: str, out_dir: str) -> standard_artifacts.Examples:
-  examples = standard_artifacts.Examples()
-  examples.uri = os.path.join(out_dir, 'examples')
-  report = example_gen.IngestionReport()
-  report.uri = os.path.join(out_dir, 'rejects')
-  example_gen.Executor(_beam_context()).Do(
-      {}, {example_gen.EXAMPLES_KEY: [examples], example_gen.REJECTS_KEY: [report]},
-      example_gen.executor_exec_properties(data_dir))
-  return examples
 
 
 def _run_transform(examples: standard_artifacts.Examples, out_dir: str,
@@ -89,24 +78,23 @@ def _run_transform(examples: standard_artifacts.Examples, out_dir: str,
   schema.uri = os.path.join(out_dir, 'schema')  # the executor wants the schema file alone in a folder
   tf.io.gfile.makedirs(schema.uri)
   shutil.copy(names.SCHEMA_PATH, schema.uri)
-  transform_graph = standard_artifacts.TransformGraph()
-  transform_graph.uri = os.path.join(out_dir, 'transform_graph')
-  transformed = standard_artifacts.Examples()
-  transformed.uri = os.path.join(out_dir, 'transformed_examples')
   splits_config = transform_pb2.SplitsConfig(
       analyze=[features.TRAIN_SPLIT], transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT])
-  transform_executor.Executor(_beam_context()).Do(
-      {standard_component_specs.EXAMPLES_KEY: [examples],
-       standard_component_specs.SCHEMA_KEY: [schema]},
-      {standard_component_specs.TRANSFORM_GRAPH_KEY: [transform_graph],
-       standard_component_specs.TRANSFORMED_EXAMPLES_KEY: [transformed]},
+  outputs = executors.run_executor(
+      transform_executor.Executor(executors.beam_context()),
+      {standard_component_specs.EXAMPLES_KEY: examples, standard_component_specs.SCHEMA_KEY: schema},
+      {standard_component_specs.TRANSFORM_GRAPH_KEY: standard_artifacts.TransformGraph,
+       standard_component_specs.TRANSFORMED_EXAMPLES_KEY: standard_artifacts.Examples},
       {standard_component_specs.PREPROCESSING_FN_KEY: names.PREPROCESSING_FN,
        standard_component_specs.CUSTOM_CONFIG_KEY: json.dumps(config_lib.to_custom_config(transform_config)),
        standard_component_specs.SPLITS_CONFIG_KEY: proto_utils.proto_to_json(splits_config),
        standard_component_specs.DISABLE_STATISTICS_KEY: 1,
-       standard_component_specs.FORCE_TF_COMPAT_V1_KEY: 0})
-  return TransformedData(examples_uri=examples.uri, transform_graph_uri=transform_graph.uri,
-                         transformed_examples_uri=transformed.uri)
+       standard_component_specs.FORCE_TF_COMPAT_V1_KEY: 0},
+      out_dir)
+  return TransformedData(
+      examples_uri=examples.uri,
+      transform_graph_uri=outputs[standard_component_specs.TRANSFORM_GRAPH_KEY].uri,
+      transformed_examples_uri=outputs[standard_component_specs.TRANSFORMED_EXAMPLES_KEY].uri)
 
 
 def build_transformed_data(work_dir: str, num_images: int, image_size: int, seed: int = 0,
@@ -119,13 +107,36 @@ def build_transformed_data(work_dir: str, num_images: int, image_size: int, seed
   """
   data_dir = os.path.join(work_dir, 'dataset')
   shapes_dataset.generate(data_dir, num_images, image_size, seed=seed)
-  examples = _run_example_gen(data_dir, work_dir)
+  examples, _ = executors.run_example_gen(data_dir, work_dir)
   return _run_transform(examples, work_dir, transform_config or config_lib.TransformConfig())
 
 
-def fn_args(data: TransformedData, work_dir: str,
-            trainer_config: config_lib.TrainerConfig) -> FnArgs:
-  """The FnArgs the TFX Trainer executor builds for run_fn, outputs under `work_dir`."""
+def build_image_features(examples_uri: str, out_dir: str,
+                         trainer_config: config_lib.TrainerConfig) -> standard_artifacts.Artifact:
+  """Runs the ImageFeatureGen executor on the raw Examples at `examples_uri` (every split)
+  with `trainer_config`'s encoder settings, on the in-process DirectRunner."""
+  examples = standard_artifacts.Examples()
+  examples.uri = examples_uri
+  examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
+  return executors.run_executor(
+      feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context()),
+      {'examples': examples}, {'image_features': artifacts.ImageFeatures},
+      {'backbone': trainer_config.backbone,
+       'image_size': image_features.image_size_of(trainer_config.backbone, trainer_config.image_size),
+       'pooling': trainer_config.pooling, 'backbone_weights': trainer_config.backbone_weights},
+      out_dir)['image_features']
+
+
+def fn_args(data: TransformedData, work_dir: str, trainer_config: config_lib.TrainerConfig,
+            image_features_uri: Optional[str] = None) -> FnArgs:
+  """The FnArgs the CaptionTrainer executor builds for run_fn, outputs under `work_dir`.
+
+  `image_features_uri` (an ImageFeatures artifact, see `build_image_features`)
+  is handed over as components/training/trainer_component.py does.
+  """
+  custom_config = config_lib.to_custom_config(trainer_config)
+  if image_features_uri is not None:
+    custom_config[names.IMAGE_FEATURES_URI_KEY] = image_features_uri
   return FnArgs(
       train_files=data.transformed_files(features.TRAIN_SPLIT),
       eval_files=data.transformed_files(features.EVAL_SPLIT),
@@ -133,4 +144,4 @@ def fn_args(data: TransformedData, work_dir: str,
       transform_graph_path=data.transform_graph_uri,
       serving_model_dir=os.path.join(work_dir, SERVING_MODEL_DIR),
       model_run_dir=os.path.join(work_dir, MODEL_RUN_DIR),
-      custom_config=config_lib.to_custom_config(trainer_config))
+      custom_config=custom_config)

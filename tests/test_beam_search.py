@@ -10,6 +10,7 @@ import tf_keras as keras
 from components import features
 from components.training import model as model_lib
 from components.training.beam_search import beam_search
+from components.training.beam_search import beam_search_top_k
 
 END = features.END_ID
 START = features.START_ID
@@ -72,8 +73,8 @@ def test_width_one_is_greedy():
 
 
 def test_finished_beam_is_kept_while_others_continue():
-    # A END (0.3) finishes at step 2; B C C ... stays more probable for a while
-    # but every continuation ends below 0.3, so the early finished caption wins.
+  # A END (0.3) finishes at step 2; B C C ... stays more probable for a while
+  # but every continuation ends below 0.3, so the early finished caption wins.
   table = _table({
       8: {A: 0.5, B: 0.5},
       9: {A: 0.5, B: 0.5},
@@ -89,8 +90,8 @@ def test_finished_beam_is_kept_while_others_continue():
 
 
 def test_no_duplicate_beams_at_start():
-    # If all beams were live at the first step, width 2 would keep C twice and
-    # never see D, ending with C END (0.3) instead of D END (0.36).
+  # If all beams were live at the first step, width 2 would keep C twice and
+  # never see D, ending with C END (0.3) instead of D END (0.36).
   table = _table({8: {C: 0.6, D: 0.4}, 9: {C: 0.6, D: 0.4}, C: {END: 0.5, A: 0.45}, D: {END: 0.9, A: 0.1},
                   A: {END: 0.1, B: 0.9}})
   ids, _, log_probs = _run(table, beam_width=2, max_length=5)
@@ -155,11 +156,16 @@ def _sequence_log_prob(decoder, image, sequence):
 
 def _exhaustive_best(decoder, image):
   """The most probable sequence over all sequences of at most MAX_LENGTH ids ending in END."""
+  return _exhaustive_top_k(decoder, image, 1)[0]
+
+
+def _exhaustive_top_k(decoder, image, k):
+  """The k most probable (log_prob, sequence) over all sequences of at most MAX_LENGTH ids ending in END."""
   words = [w for w in range(VOCAB_SIZE) if w != END]
   candidates = [prefix + (END,) for length in range(MAX_LENGTH)
                 for prefix in itertools.product(words, repeat=length)]
   scored = [(_sequence_log_prob(decoder, image, seq), seq) for seq in candidates]
-  return max(scored)
+  return sorted(scored, reverse=True)[:k]
 
 
 def _greedy(decoder, image):
@@ -191,3 +197,35 @@ def test_width_one_equals_greedy_on_the_model(tiny_decoder):
     assert list(ids.numpy()[i, :lengths[i]]) == sequence
     np.testing.assert_array_equal(ids.numpy()[i, lengths[i]:], 0)
     np.testing.assert_allclose(log_probs.numpy()[i], total, rtol=1e-4)
+
+
+@pytest.mark.parametrize('k', [1, 2, 3])
+def test_top_k_equals_exhaustive_search(tiny_decoder, k):
+  images = np.random.default_rng(2).normal(size=[2, 5]).astype(np.float32)
+  ids, lengths, log_probs = tiny_decoder.generate(tf.constant(images), beam_width=VOCAB_SIZE ** MAX_LENGTH,
+                                                  max_length=MAX_LENGTH, top_k=k)
+  assert ids.shape == (2, k, MAX_LENGTH) and lengths.shape == (2, k) and log_probs.shape == (2, k)
+  for i, image in enumerate(images):
+    expected = _exhaustive_top_k(tiny_decoder, image, k)
+    assert [list(ids.numpy()[i, j, :lengths[i, j]]) for j in range(k)] == [list(seq) for _, seq in expected]
+    np.testing.assert_allclose(log_probs.numpy()[i], [lp for lp, _ in expected], rtol=1e-4)
+
+
+def test_top_k_marks_captions_that_never_finished():
+  # Image 9 can only say C D END; with max_length 3 and TINY ~ 0 elsewhere, the
+  # second finished caption is one of the 1e-6 ones, far below; with no TINY
+  # transitions at all (log 0), nothing else finishes and the slot is empty.
+  table = _table({9: {C: 1.0}, C: {D: 1.0}, D: {END: 1.0}}).numpy()
+  table[table == math.log(TINY)] = -np.inf
+  ids, lengths, log_probs = beam_search_top_k(
+      tf.constant([9], tf.int32), _table_step_fn(tf.constant(table)), batch_size=1, beam_width=2, max_length=3,
+      start_id=START, end_id=END, top_k=2)
+  np.testing.assert_array_equal(ids.numpy(), [[[C, D, END], [0, 0, 0]]])
+  np.testing.assert_array_equal(lengths.numpy(), [[3, 0]])
+  assert log_probs.numpy()[0, 0] == 0.0 and log_probs.numpy()[0, 1] == -np.inf
+
+
+def test_top_k_must_not_exceed_the_beam_width():
+  with pytest.raises(ValueError, match='top_k must be between 1 and beam_width'):
+    beam_search_top_k(tf.constant([9], tf.int32), _table_step_fn(TABLE), batch_size=1, beam_width=2,
+                      max_length=3, start_id=START, end_id=END, top_k=3)

@@ -16,6 +16,7 @@ from components.ingestion import karpathy
 from components.ingestion import layouts
 from components.ingestion import rules
 from components.ingestion import shapes_dataset
+from testing import executors
 from testing import ingestion
 
 NUM_IMAGES = 40
@@ -47,7 +48,7 @@ def test_clean_folder_without_karpathy_file_splits_coco_val_by_hash(tmp_path):
   train, val = _captions(_load(root, TRAIN_FILE)), _captions(_load(root, VAL_FILE))
   val_file = root / coco.ANNOTATIONS_DIR / VAL_FILE
   val_file.write_bytes(BOM + val_file.read_bytes())
-  examples, report = ingestion.run_example_gen(str(root), str(tmp_path / 'out'))
+  examples, report = executors.run_example_gen(str(root), str(tmp_path / 'out'))
 
   splits = ingestion.read_all(examples)
   rejects, summary = ingestion.read_report(report)
@@ -108,7 +109,7 @@ def test_broken_folder_with_karpathy_splits_is_reconciled(tmp_path):
   (root / coco.ANNOTATIONS_DIR / TRAIN_FILE).write_bytes(
       json.dumps(train_data).encode().replace(b'LATIN1', b'caf\xe9 in Latin-1'))
   (root / coco.ANNOTATIONS_DIR / VAL_FILE).write_text(json.dumps(val_data))
-  examples, report = ingestion.run_example_gen(str(root), str(tmp_path / 'out'))
+  examples, report = executors.run_example_gen(str(root), str(tmp_path / 'out'))
 
   splits = ingestion.read_all(examples)
   rejects, summary = ingestion.read_report(report)

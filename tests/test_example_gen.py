@@ -24,6 +24,7 @@ from components.ingestion import flickr8k
 from components.ingestion import layouts
 from components.ingestion import rules
 from components.ingestion import shapes_dataset
+from testing import executors
 from testing import ingestion
 
 NUM_IMAGES = 40
@@ -43,7 +44,7 @@ def _generate(root: pathlib.Path, layout: str) -> pathlib.Path:
 
 def _run(input_base: pathlib.Path, out: pathlib.Path):
   """Runs the executor's Do; returns (examples, report) artifacts."""
-  return ingestion.run_example_gen(str(input_base), str(out))
+  return executors.run_example_gen(str(input_base), str(out))
 
 
 def _official_captions(root: pathlib.Path) -> Dict[str, List[str]]:

@@ -1,5 +1,5 @@
-"""Exports a tiny captioner, loads the SavedModel back and calls both signatures."""
-import io
+"""Exports the tiny captioner (serving.tiny_model) with the project's exporter, loads the
+SavedModel back and calls its signatures."""
 import os
 import subprocess
 import sys
@@ -7,84 +7,76 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras as keras
-from PIL import Image
+
+from tensorflow_serving.apis import prediction_log_pb2
 
 from components.training import exporter
 from components import features
+from components import names
+from components import records
 from components.encoder import image_features
-from components.training import model as model_lib
+from serving import tiny_model
+from testing import images as test_images
 
-IMAGE_SIZE = 32
+IMAGE_SIZE = tiny_model.IMAGE_SIZE
 MAX_LENGTH = 6
 BEAM_WIDTH = 3
-WORDS = ['a', 'dog', 'runs', 'on', 'grass', 'the', 'beach']
-VOCABULARY = list(features.SPECIAL_TOKENS) + WORDS
-
-
-def _encoded(fmt, seed, size=(40, 56)):
-  pixels = np.random.default_rng(seed).integers(0, 256, size=size + (3,), dtype=np.uint8)
-  buffer = io.BytesIO()
-  Image.fromarray(pixels).save(buffer, format=fmt)
-  return buffer.getvalue()
 
 
 @pytest.fixture(scope='module')
 def captioner(tmp_path_factory):
-  keras.utils.set_random_seed(3)
-  feature_extractor = image_features.build_feature_extractor('vgg16', image_size=IMAGE_SIZE, pooling='flatten')
-  model = model_lib.build_caption_model(vocab_size=len(VOCABULARY), feature_dim=feature_extractor.output_shape[-1],
-                                        sequence_length=MAX_LENGTH + 1, embedding_dim=8, lstm_units=8)
-  # Discourage the special tokens so that random weights still produce words.
-  logits = model.get_layer('logits')
-  kernel, bias = logits.get_weights()
-  bias[:features.NUM_SPECIAL_TOKENS] = -5.0
-  logits.set_weights([kernel * 5.0, bias])
-  decoder = model_lib.CaptionDecoder(model)
+  """(export dir, the tiny captioner's pieces, the loaded SavedModel)."""
+  pieces = tiny_model.build_tiny_captioner(max_length=MAX_LENGTH)
   export_dir = str(tmp_path_factory.mktemp('export') / 'serving_model')
-  exporter.export_serving_model(export_dir, feature_extractor, decoder, VOCABULARY,
+  exporter.export_serving_model(export_dir, pieces.feature_extractor, pieces.decoder, pieces.vocabulary,
                                 max_length=MAX_LENGTH, beam_width=BEAM_WIDTH)
-  return export_dir, feature_extractor, decoder, tf.saved_model.load(export_dir)
+  return export_dir, pieces, tf.saved_model.load(export_dir)
 
 
 @pytest.fixture(scope='module')
 def images():
-  return [_encoded('PNG', 0), _encoded('JPEG', 1), _encoded('PNG', 2, size=(64, 32))]
+  return [test_images.block_image(0, (40, 56)), test_images.block_image(1, (40, 56), 'JPEG'),
+          test_images.block_image(2, (64, 32))]
 
 
 def _caption(loaded, images):
   return loaded.signatures[features.CAPTION_SIGNATURE](**{features.IMAGES_INPUT: tf.constant(images)})
 
 
+def _texts(outputs):
+  return [c.decode('utf-8') for c in outputs[features.CAPTION_OUTPUT].numpy()]
+
+
 def test_caption_signature_outputs(captioner, images):
-  outputs = _caption(captioner[3], images)
+  outputs = _caption(captioner[2], images)
   captions = outputs[features.CAPTION_OUTPUT]
   log_probs = outputs[features.LOG_PROBABILITY_OUTPUT]
   assert captions.dtype == tf.string and captions.shape == (3,)
   assert log_probs.dtype == tf.float32 and log_probs.shape == (3,)
   assert np.all(log_probs.numpy() < 0)
-  for caption in captions.numpy():
-    words = caption.decode('utf-8').split(' ')
-    assert words and set(words) <= set(WORDS), caption
+  for caption in _texts(outputs):
+    # Words of the vocabulary joined by single spaces: no special token, no empty word.
+    words = caption.split(' ')
+    assert 1 <= len(words) <= MAX_LENGTH and '' not in words, caption
+    assert set(words) <= set(tiny_model.WORDS), caption
+  # The image reaches the decoder: the three images get three different answers.
+  assert len(set(zip(_texts(outputs), log_probs.numpy().tolist()))) == 3
 
 
 def test_caption_signature_equals_direct_decoding(captioner, images):
-  _, feature_extractor, decoder, loaded = captioner
+  _, pieces, loaded = captioner
   pixels = image_features.decode_images(tf.constant(images), IMAGE_SIZE)
-  ids, lengths, log_probs = decoder.generate(feature_extractor(pixels), BEAM_WIDTH, MAX_LENGTH)
-  expected = [' '.join(VOCABULARY[i] for i in row[:n] if i >= features.NUM_SPECIAL_TOKENS)
+  ids, lengths, log_probs = pieces.decoder.generate(pieces.feature_extractor(pixels), BEAM_WIDTH, MAX_LENGTH)
+  expected = [' '.join(pieces.vocabulary[i] for i in row[:n] if i >= features.NUM_SPECIAL_TOKENS)
               for row, n in zip(ids.numpy(), lengths.numpy())]
   outputs = _caption(loaded, images)
-  assert [c.decode('utf-8') for c in outputs[features.CAPTION_OUTPUT].numpy()] == expected
+  assert _texts(outputs) == expected
   np.testing.assert_allclose(outputs[features.LOG_PROBABILITY_OUTPUT].numpy(), log_probs.numpy(), rtol=1e-5)
 
 
 def test_examples_signature_equals_caption_signature(captioner, images):
-  loaded = captioner[3]
-  examples = [tf.train.Example(features=tf.train.Features(feature={
-      features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
-      features.IMAGE_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'x.png'])),
-  })).SerializeToString() for image in images]
+  loaded = captioner[2]
+  examples = [records.image_example(image, 'x.png', ['a caption']).SerializeToString() for image in images]
   from_examples = loaded.signatures[features.EXAMPLES_SIGNATURE](
       **{features.EXAMPLES_INPUT: tf.constant(examples)})
   from_images = _caption(loaded, images)
@@ -92,30 +84,50 @@ def test_examples_signature_equals_caption_signature(captioner, images):
     np.testing.assert_array_equal(from_examples[key].numpy(), from_images[key].numpy())
 
 
+def test_features_signature_equals_caption_signature(captioner, images):
+  _, pieces, loaded = captioner
+  feature_extractor = pieces.feature_extractor
+  vectors = feature_extractor(image_features.decode_images(tf.constant(images), IMAGE_SIZE))
+  np.testing.assert_array_equal(loaded.encode_images(tf.constant(images)).numpy(), vectors.numpy())
+  from_features = loaded.signatures[features.FEATURES_SIGNATURE](**{features.FEATURES_INPUT: vectors})
+  from_images = _caption(loaded, images)
+  for key in (features.CAPTION_OUTPUT, features.LOG_PROBABILITY_OUTPUT):
+    np.testing.assert_array_equal(from_features[key].numpy(), from_images[key].numpy())
+  empty = loaded.signatures[features.FEATURES_SIGNATURE](
+      **{features.FEATURES_INPUT: tf.zeros([0, feature_extractor.output_shape[-1]])})
+  assert empty[features.CAPTION_OUTPUT].shape == (0,)
+
+
 def test_gif_and_bmp_are_captioned(captioner):
-  outputs = _caption(captioner[3], [_encoded('GIF', 4), _encoded('BMP', 5)])
-  assert outputs[features.CAPTION_OUTPUT].shape == (2,)
+  gif, bmp = test_images.block_image(4, image_format='GIF'), test_images.block_image(5, image_format='BMP')
+  outputs = _caption(captioner[2], [gif, bmp])
+  # The same answers as for the same pixels in PNG (both formats are lossless here).
+  as_png = _caption(captioner[2], [test_images.block_image(4), test_images.block_image(5)])
+  assert _texts(outputs) == _texts(as_png)
+  np.testing.assert_allclose(outputs[features.LOG_PROBABILITY_OUTPUT].numpy(),
+                             as_png[features.LOG_PROBABILITY_OUTPUT].numpy(), rtol=1e-5)
 
 
 def test_empty_batch_gives_empty_outputs(captioner):
-  outputs = _caption(captioner[3], tf.zeros([0], tf.string))
+  outputs = _caption(captioner[2], tf.zeros([0], tf.string))
   assert outputs[features.CAPTION_OUTPUT].shape == (0,)
   assert outputs[features.LOG_PROBABILITY_OUTPUT].shape == (0,)
 
 
 def test_garbage_bytes_raise_invalid_argument(captioner, images):
   with pytest.raises(tf.errors.InvalidArgumentError, match='Unknown image file format'):
-    _caption(captioner[3], [images[0], b'this is not an image'])
+    _caption(captioner[2], [images[0], b'this is not an image'])
 
 
 def test_vocabulary_must_match_the_decoder(captioner, tmp_path):
-  _, feature_extractor, decoder, _ = captioner
+  _, pieces, _ = captioner
+  words = pieces.vocabulary[features.NUM_SPECIAL_TOKENS:]
   with pytest.raises(ValueError, match='must start with'):
-    exporter.export_serving_model(str(tmp_path / 'a'), feature_extractor, decoder, WORDS + ['x'] * 4,
-                                  MAX_LENGTH, BEAM_WIDTH)
+    exporter.export_serving_model(str(tmp_path / 'a'), pieces.feature_extractor, pieces.decoder,
+                                  words + ['x'] * features.NUM_SPECIAL_TOKENS, MAX_LENGTH, BEAM_WIDTH)
   with pytest.raises(ValueError, match='predicts'):
-    exporter.export_serving_model(str(tmp_path / 'b'), feature_extractor, decoder, VOCABULARY[:-1],
-                                  MAX_LENGTH, BEAM_WIDTH)
+    exporter.export_serving_model(str(tmp_path / 'b'), pieces.feature_extractor, pieces.decoder,
+                                  pieces.vocabulary[:-1], MAX_LENGTH, BEAM_WIDTH)
 
 
 def test_saved_model_cli_lists_both_signatures(captioner):
@@ -130,5 +142,47 @@ def test_saved_model_cli_lists_both_signatures(captioner):
     assert f"inputs['{input_name}']" in text
     assert f"outputs['{features.CAPTION_OUTPUT}']" in text
     assert f"outputs['{features.LOG_PROBABILITY_OUTPUT}']" in text
-    assert text.count('dtype: DT_STRING') == 2 and text.count('dtype: DT_FLOAT') == 1
-    assert text.count('shape: (-1)') == 3
+    assert f"outputs['{features.CAPTIONS_OUTPUT}']" in text
+    assert f"outputs['{features.LOG_PROBABILITIES_OUTPUT}']" in text
+    assert text.count('dtype: DT_STRING') == 3 and text.count('dtype: DT_FLOAT') == 2
+    assert text.count('shape: (-1)') == 3 and text.count(f'shape: (-1, {BEAM_WIDTH})') == 2
+
+
+def test_top_k_outputs_are_the_beam_searchs_k_best(captioner, images):
+  _, pieces, loaded = captioner
+  pixels = image_features.decode_images(tf.constant(images), IMAGE_SIZE)
+  ids, lengths, log_probs = pieces.decoder.generate(pieces.feature_extractor(pixels), BEAM_WIDTH, MAX_LENGTH,
+                                                    top_k=BEAM_WIDTH)
+  expected = [[' '.join(pieces.vocabulary[i] for i in row[:n] if i >= features.NUM_SPECIAL_TOKENS)
+               for row, n in zip(rows, counts)] for rows, counts in zip(ids.numpy(), lengths.numpy())]
+
+  outputs = _caption(loaded, images)
+  captions = outputs[features.CAPTIONS_OUTPUT].numpy()
+  top_log_probs = outputs[features.LOG_PROBABILITIES_OUTPUT].numpy()
+
+  assert captions.shape == (len(images), BEAM_WIDTH) and top_log_probs.dtype == np.float32
+  assert [[c.decode('utf-8') for c in row] for row in captions] == expected
+  np.testing.assert_allclose(top_log_probs, log_probs.numpy(), rtol=1e-5)
+  assert np.all(top_log_probs[:, :-1] >= top_log_probs[:, 1:])  # best first, -inf (none finished) last
+  np.testing.assert_array_equal(captions[:, 0], outputs[features.CAPTION_OUTPUT].numpy())
+  np.testing.assert_array_equal(top_log_probs[:, 0], outputs[features.LOG_PROBABILITY_OUTPUT].numpy())
+
+
+def test_empty_batch_gives_empty_top_k_outputs(captioner):
+  outputs = _caption(captioner[2], tf.zeros([0], tf.string))
+  assert outputs[features.CAPTIONS_OUTPUT].shape == (0, BEAM_WIDTH)
+  assert outputs[features.LOG_PROBABILITIES_OUTPUT].shape == (0, BEAM_WIDTH)
+
+
+def test_warmup_file_holds_real_requests_for_both_signatures(captioner):
+  export_dir, _, loaded = captioner
+  logs = list(tf.data.TFRecordDataset(os.path.join(export_dir, names.WARMUP_REQUESTS_PATH)).as_numpy_iterator())
+  requests = [prediction_log_pb2.PredictionLog.FromString(log).predict_log.request for log in logs]
+
+  assert {r.model_spec.signature_name for r in requests} == {features.CAPTION_SIGNATURE, features.EXAMPLES_SIGNATURE}
+  for request in requests:
+    [(alias, proto)] = request.inputs.items()
+    values = tf.make_ndarray(proto)
+    outputs = loaded.signatures[request.model_spec.signature_name](**{alias: tf.constant(values)})
+    assert outputs[features.CAPTION_OUTPUT].shape == (len(values),)
+    assert np.all(np.isfinite(outputs[features.LOG_PROBABILITY_OUTPUT].numpy()))

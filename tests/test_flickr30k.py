@@ -17,6 +17,7 @@ from components.ingestion import karpathy
 from components.ingestion import layouts
 from components.ingestion import rules
 from components.ingestion import shapes_dataset
+from testing import executors
 from testing import ingestion
 
 NUM_IMAGES = 40
@@ -42,7 +43,7 @@ def test_clean_folder_with_a_byte_order_mark_uses_hash_splits(tmp_path):
   captions = _results(root)
   results = root / flickr30k.RESULTS_FILE
   results.write_bytes(BOM + results.read_bytes())  # as Windows editors save it
-  examples, report = ingestion.run_example_gen(str(root), str(tmp_path / 'out'))
+  examples, report = executors.run_example_gen(str(root), str(tmp_path / 'out'))
 
   splits = ingestion.read_all(examples)
   rejects, summary = ingestion.read_report(report)
@@ -85,7 +86,7 @@ def test_broken_folder_with_karpathy_splits_is_reconciled(tmp_path):
   broken.append(b'no separators at all')
   broken.append(b'unknown.jpg| 0| a caption of an image that is not there')
   (root / flickr30k.RESULTS_FILE).write_bytes(b'\r\n'.join(broken) + b'\r\n')
-  examples, report = ingestion.run_example_gen(str(root), str(tmp_path / 'out'))
+  examples, report = executors.run_example_gen(str(root), str(tmp_path / 'out'))
 
   splits = ingestion.read_all(examples)
   rejects, summary = ingestion.read_report(report)

@@ -2,14 +2,16 @@
 
 The page's own JS writes how many thumbnails loaded into <body> data
 attributes; Chromium runs it (file:// URL, virtual time so lazy images and
-scripts finish) and `--dump-dom` returns the DOM after it ran. Chromium comes
-from Debian's `chromium` package, installed here when missing.
+scripts finish) and `--dump-dom` returns the DOM after it ran. Chromium is
+Debian's `chromium` package, which the set-up installs (`.ci/run`; locally
+`apt-get install chromium`); without it the browser tests fail saying so.
 """
 import html.parser
 import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 from typing import Dict, List
 
@@ -17,35 +19,32 @@ from PIL import Image
 from PIL import ImageStat
 import pytest
 
+from components import artifacts
+from components import config as config_lib
 from components import names
-from components.evaluation import caption_evaluator
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components import features
 from components.evaluation import gallery
-from test_caption_evaluator import export_lookup_captioner
-from test_caption_evaluator import make_dataset
-from test_caption_evaluator import run_evaluator
-from test_caption_evaluator import run_pusher
-from test_caption_evaluator import write_examples
+from testing import examples as examples_lib
+from testing import executors
+from testing import lookup_captioner
 
-CHROMIUM = '/usr/bin/chromium'
+CHROMIUM = 'chromium'
 NUM_IMAGES = 20
 INJECTED = '<b>bold</b> & <script>document.title = "pwned"</script>'
+# The good model passes, the bad one ('a cat' for every image) does not.
+THRESHOLDS = config_lib.EvaluationConfig(min_bleu4=0.5, min_cider=1.0)
 
 
 @pytest.fixture(scope='module')
 def chromium() -> str:
-  """Path of the chromium binary; installs Debian's package when it is missing."""
-  if not os.path.exists(CHROMIUM):
-    install = subprocess.run(
-        'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y '
-        '-o DPkg::Lock::Timeout=600 chromium', shell=True, capture_output=True, text=True,
-        timeout=1800, check=False)
-    if install.returncode != 0 or not os.path.exists(CHROMIUM):
-      pytest.skip(f'chromium is missing and `apt-get install chromium` failed: '
-                  f'{install.stderr[-800:]}')
-  return CHROMIUM
+  """Path of the chromium binary; fails the test, saying what to install, when it is missing."""
+  path = shutil.which(CHROMIUM)
+  if path is None:
+    pytest.fail('The browser tests need Chromium and it is not on the PATH: install Debian\'s package '
+                '(`sudo apt-get install chromium`); .ci/run installs it before the tests.', pytrace=False)
+  return path
 
 
 def run_chromium(chromium: str, profile: pathlib.Path, url: str, *args: str) -> str:
@@ -110,7 +109,7 @@ def page(tmp_path_factory):
   out_dir = tmp_path_factory.mktemp('page')
   entries = []
   for index, (image_id, (image, references)) in enumerate(
-      make_dataset(NUM_IMAGES, image_size=320).items()):
+      examples_lib.captioned_images(NUM_IMAGES, image_size=320).items()):
     caption = INJECTED if index == 7 else f'{references[0]} number {index}'
     scores = {caption_metrics.BLEU_4: (index * 7 % NUM_IMAGES) / NUM_IMAGES,
               caption_metrics.CIDER_D: index / 2}
@@ -199,6 +198,17 @@ def test_undecodable_image_gets_a_card_saying_why(tmp_path):
   assert os.listdir(tmp_path / names.GALLERY_THUMBS_DIR) == []
 
 
+def test_card_shows_the_beam_searchs_alternatives_under_the_caption(tmp_path):
+  entry = gallery.GalleryEntry('a.png', b'not an image', 'a dog runs', ['a reference'], {},
+                               alternatives=['a dog <sits>', 'a cat runs'])
+
+  text = pathlib.Path(gallery.render_gallery([entry], {}, str(tmp_path))).read_text()
+
+  card = text[text.index('data-id="a.png"'):]
+  assert '<p class="alternatives">also: a dog &lt;sits&gt; &middot; a cat runs</p>' in card
+  assert card.index('a dog runs') < card.index('class="alternatives"') < card.index('a reference')
+
+
 # --- the DemoGallery component on real artifacts -------------------------------
 
 
@@ -206,40 +216,39 @@ def test_undecodable_image_gets_a_card_saying_why(tmp_path):
 def pipeline_run(tmp_path_factory):
   """Examples (eval + demo), a good and a bad captioner, their evaluations and pushes."""
   root = tmp_path_factory.mktemp('pipeline')
-  eval_set, demo_set = make_dataset(8), make_dataset(10, image_size=200)
-  examples = write_examples(root, {features.EVAL_SPLIT: eval_set, features.DEMO_SPLIT: demo_set})
+  eval_set = examples_lib.captioned_images(8)
+  demo_set = examples_lib.captioned_images(10, image_size=200)
+  examples = examples_lib.write_examples(root / 'examples', {
+      features.TRAIN_SPLIT: examples_lib.captioned_images(2), features.EVAL_SPLIT: eval_set,
+      features.DEMO_SPLIT: demo_set})
   everything = list(eval_set.values()) + list(demo_set.values())
   models = {
-      'good': export_lookup_captioner(root, 'good', {i: refs[0] for i, refs in everything}, 1),
-      'bad': export_lookup_captioner(root, 'bad', {i: 'a cat' for i, _ in everything}, 2),
-      'baseline': export_lookup_captioner(root, 'baseline', {i: 'a red square'
-                                                             for i, _ in everything}, 3),
+      'good': lookup_captioner.export_lookup_captioner(root / 'good', {i: refs[0] for i, refs in everything}, 1),
+      'bad': lookup_captioner.export_lookup_captioner(root / 'bad', {i: 'a cat' for i, _ in everything}, 2),
+      'baseline': lookup_captioner.export_lookup_captioner(root / 'baseline', {i: 'a red square'
+                                                                               for i, _ in everything}, 3),
   }
   runs = {'examples': examples, 'demo': demo_set, 'models': models}
   for name in ('good', 'bad'):
     model = models[name]
-    evaluation, blessing = run_evaluator(root / name, examples, model)
-    pushed = run_pusher(root / name, model, blessing, root / 'serving')
+    evaluation, blessing = executors.run_caption_evaluator(str(root / name), examples, model, THRESHOLDS)
+    pushed = executors.run_pusher(str(root / name), model, blessing, str(root / 'serving'))
     runs[name] = {'evaluation': evaluation, 'pushed': pushed}
   return runs
 
 
 def run_gallery(tmp_path: pathlib.Path, pipeline_run, name: str, with_baseline: bool):
   """Runs DemoGallery's executor for one model; returns the gallery artifact."""
-  output = gallery.CaptionGallery()
-  output.uri = str(tmp_path / 'gallery')
-  os.makedirs(output.uri)
-  inputs = {'examples': [pipeline_run['examples']],
-            'pushed_model': [pipeline_run[name]['pushed']],
-            'model': [pipeline_run['models'][name]],
-            'evaluation': [pipeline_run[name]['evaluation']]}
-  if with_baseline:
-    inputs['baseline_model'] = [pipeline_run['models']['baseline']]
-  gallery.DemoGallery.EXECUTOR_SPEC.executor_class().Do(
-      inputs,
-      {'gallery': [output]},
-      {'split': features.DEMO_SPLIT, 'batch_size': 4})
-  return output
+  outputs = executors.run_executor(
+      gallery.DemoGallery.EXECUTOR_SPEC.executor_class(),
+      {'examples': pipeline_run['examples'],
+       'pushed_model': pipeline_run[name]['pushed'],
+       'model': pipeline_run['models'][name],
+       'evaluation': pipeline_run[name]['evaluation'],
+       'baseline_model': pipeline_run['models']['baseline'] if with_baseline else None},
+      {'gallery': artifacts.CaptionGallery},
+      {'split': features.DEMO_SPLIT, 'batch_size': 4}, str(tmp_path))
+  return outputs['gallery']
 
 
 def test_component_shows_the_pushed_model(chromium, pipeline_run, tmp_path):
@@ -283,3 +292,13 @@ def test_component_labels_a_model_that_was_not_pushed(pipeline_run, tmp_path):
     metrics = json.load(f)
   assert metrics['pushed'] is False and metrics['baseline'] is None
   assert metrics['model_dir'] == captioning.serving_model_dir(pipeline_run['models']['bad'])
+
+
+def test_component_shows_the_caption_diversity_of_the_evaluation(pipeline_run, tmp_path):
+  output = run_gallery(tmp_path, pipeline_run, 'bad', with_baseline=False)
+  text = (pathlib.Path(output.uri) / names.GALLERY_INDEX_FILE).read_text()
+
+  # 'a cat' under each of the 8 eval images; no training reference says 'a cat'.
+  assert ('<p>Caption diversity of the captioner on the eval split: 0.1250 distinct captions per '
+          'image, 2 distinct words, 0.0000 of the captions copied verbatim from the training '
+          'references</p>') in text

@@ -1,23 +1,18 @@
 """Image decoding, the frozen backbones and the augmentation layers."""
-import io
-
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
-from PIL import Image
 
 from components.encoder import augmentation
 from components.encoder import image_features
+from testing import images
 
 COLOR = (200, 40, 90)
 
 
-def _solid(fmt, mode='RGB', size=(30, 20)):
-  color = {'RGB': COLOR, 'RGBA': COLOR + (255,), 'L': COLOR[0]}[mode]
-  buffer = io.BytesIO()
-  Image.new(mode, size, color).save(buffer, format=fmt)
-  return buffer.getvalue()
+def _solid(fmt, mode='RGB'):
+  return images.solid_image(COLOR, image_format=fmt, mode=mode)
 
 
 def test_decodes_every_format_to_rgb_in_0_255():
@@ -82,6 +77,28 @@ def test_inception_v3_at_its_minimum_size():
   extractor = image_features.build_feature_extractor('inception_v3', image_size=75, pooling='avg')
   assert extractor.output_shape == (None, 2048)
   assert image_features.get_backbone('inception_v3').default_image_size == 299
+
+
+def test_vgg16_fc2_is_the_classifiers_last_hidden_layer_at_224_px():
+  keras.utils.set_random_seed(3)
+  extractor = image_features.build_feature_extractor('vgg16', pooling='fc2')
+  assert extractor.input_shape == (None, 224, 224, 3) and extractor.output_shape == (None, 4096)
+  assert not extractor.trainable_weights
+  backbone = extractor.get_layer('vgg16')
+  assert backbone.layers[-1].name == 'fc2'  # the 1,000-way softmax layer is gone
+  pixels = tf.random.uniform([2, 224, 224, 3], 0, 255, seed=4)
+  # fc2 by hand from the same layers: flatten the last pool, two ReLU dense layers.
+  pooled = backbone.get_layer('block5_pool').output
+  conv = keras.Model(backbone.input, pooled)(keras.applications.vgg16.preprocess_input(pixels))
+  hidden = backbone.get_layer('fc1')(keras.layers.Flatten()(conv))
+  np.testing.assert_allclose(extractor(pixels), backbone.get_layer('fc2')(hidden), rtol=1e-4, atol=1e-4)
+
+
+def test_fc2_refuses_other_sizes_and_backbones():
+  with pytest.raises(ValueError, match='image_size 224'):
+    image_features.build_feature_extractor('vgg16', image_size=64, pooling='fc2')
+  with pytest.raises(ValueError, match="inception_v3.*'avg'"):
+    image_features.build_feature_extractor('inception_v3', pooling='fc2')
 
 
 # --- Augmentation ---

@@ -11,6 +11,7 @@ from components.ingestion import karpathy
 from components.ingestion import layouts
 from components.ingestion import rules
 from components.ingestion import shapes_dataset
+from testing import executors
 from testing import ingestion
 
 NUM_IMAGES = 40
@@ -32,7 +33,7 @@ def test_clean_folder_with_a_byte_order_mark_follows_the_split_file(tmp_path):
   root = _generate(tmp_path / 'data')
   entries = json.loads(_split_file(root).read_text())['images']
   _split_file(root).write_bytes(BOM + _split_file(root).read_bytes())
-  examples, report = ingestion.run_example_gen(str(root), str(tmp_path / 'out'))
+  examples, report = executors.run_example_gen(str(root), str(tmp_path / 'out'))
 
   splits = ingestion.read_all(examples)
   rejects, summary = ingestion.read_report(report)
@@ -60,7 +61,7 @@ def test_broken_split_file_is_reconciled(tmp_path):
   entries.append({'filename': ids[5], 'split': 'test', 'sentences': []})  # ids[5] in two splits
   _split_file(root).write_bytes(
       json.dumps(data).encode().replace(b'LATIN1', b'na\xefve in Latin-1'))
-  examples, report = ingestion.run_example_gen(str(root), str(tmp_path / 'out'))
+  examples, report = executors.run_example_gen(str(root), str(tmp_path / 'out'))
 
   splits = ingestion.read_all(examples)
   rejects, summary = ingestion.read_report(report)

@@ -13,11 +13,18 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 import pytest
 from tfx.orchestration.kubeflow.v2 import compiler_utils
 from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
+from tfx import v1 as tfx
 from tfx.utils import import_utils
 import yaml
 
 from components import names
 from components import config as config_lib
+from components.encoder import feature_gen
+from components.evaluation import caption_evaluator
+from components.evaluation import gallery
+from components.ingestion import example_gen
+from components.training import trainer_component
+from pipeline import beam_args
 from pipeline import kubeflow_runner
 from pipeline import settings
 
@@ -38,18 +45,34 @@ _DEPENDENCIES = {
     names.SCHEMA_GEN: set(),
     names.EXAMPLE_VALIDATOR: {names.STATISTICS_GEN, names.SCHEMA_GEN},
     names.TRANSFORM: {names.EXAMPLE_GEN, names.SCHEMA_GEN},
-    names.CAPTION_TRAINER: {names.TRANSFORM, names.SCHEMA_GEN},
+    names.FEATURE_GEN: {names.EXAMPLE_GEN},
+    names.CAPTION_TRAINER: {names.TRANSFORM, names.SCHEMA_GEN, names.FEATURE_GEN},
     names.BASELINE_TRAINER: {names.TRANSFORM, names.SCHEMA_GEN},
     _BLESSING_RESOLVER: set(),
     _MODEL_RESOLVER: set(),  # reads the blessing resolver's output, see below
     names.CAPTION_EVALUATOR: {names.EXAMPLE_GEN, names.CAPTION_TRAINER, names.BASELINE_TRAINER,
-                         _MODEL_RESOLVER},
+                         _MODEL_RESOLVER, names.FEATURE_GEN},
     names.PUSHER: {names.CAPTION_EVALUATOR, names.CAPTION_TRAINER},
     names.DEMO_GALLERY: {names.EXAMPLE_GEN, names.PUSHER, names.CAPTION_TRAINER, names.BASELINE_TRAINER,
-                    names.CAPTION_EVALUATOR},
+                    names.CAPTION_EVALUATOR, names.FEATURE_GEN},
 }
 _RESOLVERS = {_BLESSING_RESOLVER, _MODEL_RESOLVER}
 _CONTAINER_TASKS = set(_DEPENDENCIES) - _RESOLVERS
+# The executor class each container task's pod must run.
+_EXECUTORS = {
+    names.EXAMPLE_GEN: example_gen.Executor,
+    names.STATISTICS_GEN: tfx.components.StatisticsGen.EXECUTOR_SPEC.executor_class,
+    names.SCHEMA_GEN: tfx.components.ImportSchemaGen.EXECUTOR_SPEC.executor_class,
+    names.EXAMPLE_VALIDATOR: tfx.components.ExampleValidator.EXECUTOR_SPEC.executor_class,
+    names.TRANSFORM: tfx.components.Transform.EXECUTOR_SPEC.executor_class,
+    names.FEATURE_GEN: feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class,
+    # TFX's run_fn executor, with the ImageFeatures input handed to run_fn.
+    names.CAPTION_TRAINER: trainer_component.Executor,
+    names.BASELINE_TRAINER: trainer_component.Executor,
+    names.CAPTION_EVALUATOR: caption_evaluator.CaptionEvaluator.EXECUTOR_SPEC.executor_class,
+    names.PUSHER: tfx.components.Pusher.EXECUTOR_SPEC.executor_class,
+    names.DEMO_GALLERY: gallery.DemoGallery.EXECUTOR_SPEC.executor_class,
+}
 _PATHS = ['--image', _IMAGE, '--pipeline_root', _ROOT, '--data_root', _DATA,
           '--serving_dir', _SERVING]
 
@@ -166,7 +189,8 @@ def test_the_pod_entrypoint_loads_every_executor_and_artifact_type(dataflow_spec
   # custom type's schema title must be its import path).
   for name in _CONTAINER_TASKS:
     args = _container(dataflow_spec, name)['args']
-    assert import_utils.import_class_by_path(args[args.index('--executor_class_path') + 1])
+    executor = import_utils.import_class_by_path(args[args.index('--executor_class_path') + 1])
+    assert executor is _EXECUTORS[name], name
   for component_name, component in dataflow_spec.components.items():
     for definitions in (component.input_definitions.artifacts,
                         component.output_definitions.artifacts):
@@ -204,7 +228,7 @@ def test_flink_beam_args_and_yaml_pipeline_root(flink_spec):
   assert flink_spec.default_pipeline_root == _ROOT
   expected = ['--runner=FlinkRunner', '--flink_master=flink-jobmanager:8081',
               '--flink_submit_uber_jar', '--environment_type=EXTERNAL',
-              f'--environment_config={kubeflow_runner.DEFAULT_FLINK_WORKER_POOL}',
+              f'--environment_config={beam_args.DEFAULT_FLINK_WORKER_POOL}',
               '--flink_version=1.18', '--max_parallelism=16']
   for name in (names.EXAMPLE_GEN, names.STATISTICS_GEN, names.TRANSFORM, names.CAPTION_EVALUATOR):
     assert _container(flink_spec, name)['args'][-len(expected):] == expected, name
@@ -216,7 +240,7 @@ def test_direct_runner_on_cpu(tmp_path_factory):
     spec = json_format.ParseDict(yaml.safe_load(f), pipeline_spec_pb2.PipelineSpec())
   for name in kubeflow_runner.TRAINER_IDS:
     assert 'resources' not in _container(spec, name)
-  assert _container(spec, names.TRANSFORM)['args'][-2:] == settings.direct_beam_args(4)
+  assert _container(spec, names.TRANSFORM)['args'][-2:] == beam_args.direct_beam_args(4)
 
 
 @pytest.mark.parametrize('flags, message', [

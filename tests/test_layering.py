@@ -21,20 +21,23 @@ _ALLOWED = {
 }
 
 
-def _imported_packages(path: pathlib.Path):
-  """(line, top-level project package) for every import in the file."""
+def _imported_modules(path: pathlib.Path):
+  """(line, top-level module name) for every absolute import in the file."""
   tree = ast.parse(path.read_text(), filename=str(path))
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
-      modules = [alias.name for alias in node.names]
+      yield from ((node.lineno, alias.name.split('.')[0]) for alias in node.names)
     elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
       modules = [node.module]
     else:
       continue
     for module in modules:
-      top = module.split('.')[0]
-      if top in _PACKAGES:
-        yield node.lineno, top
+      yield node.lineno, module.split('.')[0]
+
+
+def _imported_packages(path: pathlib.Path):
+  """(line, top-level project package) for every import of the project's packages in the file."""
+  return [(line, top) for line, top in _imported_modules(path) if top in _PACKAGES]
 
 
 def _modules():
@@ -55,8 +58,10 @@ def test_imports_point_down(path):
 
 
 def test_tests_do_not_import_each_other():
-  shared = [f'{p.relative_to(_REPO)}:{line}'
-            for p in (_REPO / 'tests').glob('*.py') for line, top in _imported_packages(p)
-            if top == 'tests']
+  # pytest puts tests/ on sys.path, so a test module can import another by its bare name.
+  test_modules = {p.stem for p in (_REPO / 'tests').glob('*.py')} | {'tests'}
+  shared = [f'{p.relative_to(_REPO)}:{line} imports {top}'
+            for p in (_REPO / 'tests').glob('*.py') for line, top in _imported_modules(p)
+            if top in test_modules]
   assert not shared, 'tests share code through testing/ and tests/conftest.py, not each other: ' + \
       ', '.join(shared)

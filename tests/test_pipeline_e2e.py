@@ -1,36 +1,56 @@
-"""End to end: the local runner on a tiny embedded dataset, then the pushed model called on image bytes.
+"""End to end: the local runner with its real blessing gate, on datasets where the gate must pass and must fail.
 
 The whole pipeline runs with LocalDagRunner and SQLite ML Metadata, exactly as
-`bash run.sh pipeline` runs it, only smaller (48 images, 32 px, one epoch). A
-second run must reuse every component through TFX's cache.
+`bash run.sh pipeline` runs it, with the thresholds the local runner blesses
+the embedded dataset's captioner with (config_lib.EMBEDDED_EVALUATION:
+BLEU-4, CIDEr-D, and twice the captions-only baseline's BLEU-4). The data are
+small enough for a test (testing/colour_dataset.py: 96 images at 32 px whose
+captions name the image's colour, which a tiny captioner learns in a few
+epochs; the embedded shapes need the main job's minutes). Three runs into one
+output folder, each a fixture on top of the one before:
+
+  1. captions that follow the image: the captioner clears the gate, is pushed
+     and captions image bytes;
+  2. the same again: everything up to the evaluation is reused from the cache;
+  3. captions that ignore the image (every image has the same five): the
+     captioner cannot beat the baseline, every node runs again, and no new
+     version reaches the serving directory.
 """
-import glob
 import json
 import os
 
 import pytest
-import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.types import standard_artifacts
 
-from components import names
-from components import features
 from components import config as config_lib
+from components import features
+from components import names
+from components.evaluation import caption_metrics
+from components.evaluation import captioning
+from components.ingestion import flickr8k
 from pipeline import local_runner
+from testing import colour_dataset
 
-_TINY_RUN = ['--num_images', '48', '--image_size', '32', '--epochs', '1', '--lstm_units', '16',
-             '--batch_size', '16', '--beam_width', '2', '--min_bleu4', '0', '--min_cider', '0',
-             '--min_baseline_ratio', '0',
-             '--beam_workers', '1']
+_GATE = config_lib.EMBEDDED_EVALUATION
+_TINY_RUN = ['--backbone_weights', 'none', '--image_size', '32', '--lstm_units', '32', '--epochs', '30',
+             '--batch_size', '8', '--beam_width', '2', '--beam_workers', '1',
+             '--min_bleu4', str(_GATE.min_bleu4), '--min_cider', str(_GATE.min_cider),
+             '--min_baseline_ratio', str(_GATE.min_baseline_ratio),
+             '--min_distinct_caption_share', str(_GATE.min_distinct_caption_share)]
+_NUM_IMAGES = 16 * len(colour_dataset.PALETTE)  # colour_dataset.write's default 16 blocks
+# Every node of the pipeline (pipeline/pipeline.py).
 _NODES = {names.EXAMPLE_GEN, names.STATISTICS_GEN, names.SCHEMA_GEN, names.EXAMPLE_VALIDATOR, names.TRANSFORM,
-          names.CAPTION_TRAINER, names.BASELINE_TRAINER, names.CAPTION_EVALUATOR, names.PUSHER, names.DEMO_GALLERY}
+          names.FEATURE_GEN, names.CAPTION_TRAINER, names.BASELINE_TRAINER, names.LATEST_BLESSED_MODEL_RESOLVER,
+          names.CAPTION_EVALUATOR, names.PUSHER, names.DEMO_GALLERY}
 
 
-def _executions_per_node(metadata_path, state):
+def _executions_per_node(output_dir, state):
   """Node id -> number of its executions in `state` (COMPLETE ran, CACHED reused)."""
-  store = metadata_store.MetadataStore(
-      tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+  store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      os.path.join(output_dir, 'metadata.sqlite')))
   counts = {}
   for context in store.get_contexts_by_type('node'):
     node_id = context.name.split('.', 1)[1]
@@ -39,55 +59,130 @@ def _executions_per_node(metadata_path, state):
   return counts
 
 
-@pytest.fixture(scope='module')
-def pipeline_run(tmp_path_factory):
-  output_dir = str(tmp_path_factory.mktemp('run'))
-  assert local_runner.main(['--output_dir', output_dir] + _TINY_RUN) == 0
-  return output_dir
-
-
-def test_pipeline_pushes_a_model_that_captions_image_bytes(pipeline_run):
-  versions = glob.glob(os.path.join(pipeline_run, 'serving', names.MODEL_NAME, '*', 'saved_model.pb'))
-  assert len(versions) == 1, versions
-  model = tf.saved_model.load(os.path.dirname(versions[0]))
-  images = sorted(glob.glob(os.path.join(pipeline_run, 'data', 'shapes', 'Flicker8k_Dataset', '*.jpg')))[:3]
-  outputs = model.signatures[features.CAPTION_SIGNATURE](
-      **{features.IMAGES_INPUT: tf.constant([open(p, 'rb').read() for p in images])})
-  assert outputs[features.CAPTION_OUTPUT].shape == (3,)
-  assert outputs[features.CAPTION_OUTPUT].dtype == tf.string
-  log_probs = outputs[features.LOG_PROBABILITY_OUTPUT].numpy()
-  assert log_probs.shape == (3,) and (log_probs <= 0).all()
-
-
-def test_summary_reports_metrics_push_gallery_and_rejects(pipeline_run):
-  with open(os.path.join(pipeline_run, 'summary.json')) as f:
+def _run(output_dir, data_dir):
+  """Runs the pipeline; returns (node ids that ran, node ids reused from the cache, the summary)."""
+  ran_before = _executions_per_node(output_dir, metadata_store_pb2.Execution.COMPLETE)
+  reused_before = _executions_per_node(output_dir, metadata_store_pb2.Execution.CACHED)
+  assert local_runner.main(['--output_dir', output_dir, '--data_dir', data_dir] + _TINY_RUN) == 0
+  ran = _executions_per_node(output_dir, metadata_store_pb2.Execution.COMPLETE)
+  reused = _executions_per_node(output_dir, metadata_store_pb2.Execution.CACHED)
+  with open(os.path.join(output_dir, 'summary.json')) as f:
     summary = json.load(f)
-  assert summary['pushed'] is True
-  assert summary['pushed_model'].startswith(os.path.join(pipeline_run, 'serving'))
+  return ({node for node in ran if ran[node] > ran_before.get(node, 0)},
+          {node for node in reused if reused[node] > reused_before.get(node, 0)}, summary)
+
+
+def _versions(output_dir):
+  """The version folders in the serving directory the Pusher writes into."""
+  base = os.path.join(output_dir, 'serving', names.MODEL_NAME)
+  return sorted(os.listdir(base)) if os.path.isdir(base) else []
+
+
+@pytest.fixture(scope='module')
+def output_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('run'))
+
+
+@pytest.fixture(scope='module')
+def colour_data(tmp_path_factory):
+  """(dataset folder, image id -> colour_dataset.ColourImage) of captions that follow the image."""
+  data_dir = str(tmp_path_factory.mktemp('colour_data'))
+  return data_dir, colour_dataset.write(data_dir)
+
+
+@pytest.fixture(scope='module')
+def first_run(output_dir, colour_data):
+  return _run(output_dir, colour_data[0])
+
+
+@pytest.fixture(scope='module')
+def rerun(first_run, output_dir, colour_data):
+  versions_before = _versions(output_dir)
+  return _run(output_dir, colour_data[0]) + (versions_before,)
+
+
+@pytest.fixture(scope='module')
+def unpushable_run(rerun, output_dir, tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp('colour_data_ignoring_the_image'))
+  colour_dataset.write(data_dir, captions_follow_image=False)
+  versions_before = _versions(output_dir)
+  return _run(output_dir, data_dir) + (versions_before,)
+
+
+def test_first_run_runs_every_node_and_pushes_the_blessed_captioner(first_run, output_dir):
+  ran, reused, summary = first_run
+  assert ran == _NODES and not reused
+  evaluation = summary['evaluation']
+  assert evaluation['thresholds'] == config_lib.to_custom_config(_GATE)
+  assert summary['pushed'] is True, evaluation['reasons']
+  assert evaluation['blessed'] is True
+  assert [reason.split(':')[0] for reason in evaluation['reasons']] == ['PASS', 'PASS', 'PASS', 'NOTE']
+  captioner = evaluation['captioner']['metrics']
+  baseline = evaluation['baseline']['metrics']
+  assert captioner[caption_metrics.BLEU_4] >= _GATE.min_bleu4
+  assert captioner[caption_metrics.CIDER_D] >= _GATE.min_cider
+  assert captioner[caption_metrics.BLEU_4] >= _GATE.min_baseline_ratio * baseline[caption_metrics.BLEU_4]
+  [version] = _versions(output_dir)
+  assert summary['pushed_model'] == os.path.join(output_dir, 'serving', names.MODEL_NAME, version)
+
+
+def test_pushed_model_names_the_colour_of_image_bytes(first_run, colour_data):
+  summary = first_run[2]
+  data_dir, written = colour_data
+  demo = {image_id: image for image_id, image in written.items() if image.split == features.DEMO_SPLIT}
+  images = []
+  for image_id in demo:
+    with open(os.path.join(data_dir, flickr8k.OFFICIAL_IMAGE_DIRS[0], image_id), 'rb') as f:
+      images.append(f.read())
+  evaluated = standard_artifacts.Model()
+  evaluated.uri = summary['evaluation']['captioner']['model_uri']
+
+  answer = captioning.SavedModelCaptioner(summary['pushed_model'])(images)
+
+  # The Pusher pushed the model the gate blessed.
+  assert answer == captioning.SavedModelCaptioner(captioning.serving_model_dir(evaluated))(images)
+  named = [caption in image.captions for caption, image in zip(answer.captions, demo.values())]
+  assert sum(named) >= 0.75 * len(demo), list(zip(answer.captions, (image.colour for image in demo.values())))
+
+
+def test_summary_reports_ingestion_training_gallery_and_rejects(first_run):
+  summary = first_run[2]
   assert os.path.isfile(summary['gallery'])
-  assert summary['evaluation']['captioner']
-  assert summary['evaluation']['baseline']
   assert os.path.isdir(summary['reject_report'])
   assert summary['ingestion']['reconciled'] is True
-  assert summary['ingestion']['images']['total_written'] == 48
+  assert summary['ingestion']['images']['total_written'] == _NUM_IMAGES
   captioner = summary['training']['captioner']
-  assert captioner['vocabulary_size'] > len(features.SPECIAL_TOKENS)
-  assert captioner['sequence_length'] >= 3
+  # 12 colour and thing words, 9 shared ones ('a', 'picture', ...), the special tokens.
+  assert captioner['vocabulary_size'] == 12 + 9 + len(features.SPECIAL_TOKENS)
+  assert captioner['sequence_length'] == 6  # <start>, 4 words, <end>
   assert summary['training']['baseline']['config']['use_image'] is False
 
 
-def test_rerun_reuses_everything_up_to_the_evaluation(pipeline_run):
-  metadata_path = os.path.join(pipeline_run, 'metadata.sqlite')
-  ran_before = _executions_per_node(metadata_path, metadata_store_pb2.Execution.COMPLETE)
-  assert set(ran_before) >= _NODES
-  assert local_runner.main(['--output_dir', pipeline_run] + _TINY_RUN) == 0
-  ran = _executions_per_node(metadata_path, metadata_store_pb2.Execution.COMPLETE)
-  reused = _executions_per_node(metadata_path, metadata_store_pb2.Execution.CACHED)
-  rerun = {node for node in ran if ran[node] > ran_before[node]}
+def test_rerun_reuses_everything_up_to_the_evaluation(rerun):
+  ran, reused, summary, versions_before = rerun
   # The first run's blessing is a new input (the last blessed model) to the
   # evaluation, so it and what follows it run again; nothing upstream does.
-  assert rerun == {names.LATEST_BLESSED_MODEL_RESOLVER, names.CAPTION_EVALUATOR, names.PUSHER, names.DEMO_GALLERY}
-  assert {node for node, count in reused.items() if count == 1} == _NODES - rerun
+  assert ran == {names.LATEST_BLESSED_MODEL_RESOLVER, names.CAPTION_EVALUATOR, names.PUSHER, names.DEMO_GALLERY}
+  assert reused == _NODES - ran
+  assert summary['pushed'] is True  # the same model again, as a new version
+  assert len(versions_before) == 1
+
+
+def test_captioner_that_cannot_beat_the_baseline_is_not_pushed(unpushable_run, first_run, output_dir):
+  ran, reused, summary, versions_before = unpushable_run
+  # New data: every node runs, the Pusher too; only the checked-in schema is the same.
+  assert ran == _NODES - {names.SCHEMA_GEN} and reused == {names.SCHEMA_GEN}
+  assert summary['pushed'] is False and summary['pushed_model'] is None
+  assert len(versions_before) == 2 and _versions(output_dir) == versions_before
+  evaluation = summary['evaluation']
+  assert evaluation['blessed'] is False
+  captioner_bleu4 = evaluation['captioner']['metrics'][caption_metrics.BLEU_4]
+  baseline_bleu4 = evaluation['baseline']['metrics'][caption_metrics.BLEU_4]
+  assert captioner_bleu4 < _GATE.min_baseline_ratio * baseline_bleu4
+  assert (f'FAIL: BLEU-4 {captioner_bleu4:.4f} vs {_GATE.min_baseline_ratio:g} x captions-only baseline '
+          f'{baseline_bleu4:.4f}') in evaluation['reasons']
+  # The first run's captioner (blessed again by the rerun), re-scored on the new data.
+  assert evaluation['last_blessed']['model_uri'] == first_run[2]['evaluation']['captioner']['model_uri']
 
 
 def test_a_folder_that_is_not_flickr8k_fails_before_any_component_runs(tmp_path, capsys):

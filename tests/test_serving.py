@@ -1,11 +1,13 @@
-"""Serving end to end: a pushed SavedModel, the local gRPC server on a real socket, the client.
+"""Serving end to end: a pushed SavedModel, the local server (gRPC and REST) on real sockets, the client.
 
-The model is a tiny random-weight captioner exported by the project's own
-exporter (serving.tiny_model), laid out like the Pusher's base directory
+The model is the tiny random-weight captioner exported by the project's own
+exporter (serving.tiny_model, via tests/conftest.py), laid out like the Pusher's base directory
 <base>/captioner/<version>/. Every expected caption comes from calling that
 SavedModel directly in this process.
 """
+import base64
 import concurrent.futures
+import http.client
 import io
 import json
 import logging
@@ -26,7 +28,6 @@ import pytest
 import tensorflow as tf
 import yaml
 from google.protobuf import text_format
-from PIL import Image
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
@@ -38,30 +39,22 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from components import names
 from components import features
+from components import records
 from components.evaluation import captioning
 from serving import batching
 from serving import client as client_lib
 from serving import server as server_lib
-from serving import tiny_model
 from serving.errors import ServingError
+from testing.images import block_image
 
 MODEL_NAME = names.MODEL_NAME
 MAX_IMAGE_PIXELS = 64 * 64  # the test images are 32x32
 MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_IMAGES_PER_REQUEST = 40
+TOP_K = 2  # serving.tiny_model's beam width
 DEPLOY_DIR = os.path.join(os.path.dirname(__file__), os.pardir, 'serving', 'deploy')
 State = get_model_status_pb2.ModelVersionStatus.State
 Code = grpc.StatusCode
-
-
-def _image(seed, image_format='PNG', size=32):
-  """A distinct encoded image per seed: a coloured background with a coloured corner block."""
-  rng = np.random.RandomState(seed)
-  pixels = np.zeros((size, size, 3), np.uint8)
-  pixels[...] = rng.randint(0, 256, 3)
-  pixels[rng.randint(0, size // 2):, rng.randint(0, size // 2):] = rng.randint(0, 256, 3)
-  buffer = io.BytesIO()
-  Image.fromarray(pixels).save(buffer, image_format)
-  return buffer.getvalue()
 
 
 def _png_start(width, height):
@@ -78,15 +71,23 @@ def _png_start(width, height):
 
 def _direct(model, images, signature=features.CAPTION_SIGNATURE):
   """(caption, log_probability) per image, from the SavedModel called in this process."""
-  if signature == features.EXAMPLES_SIGNATURE:
-    images = [tf.train.Example(features=tf.train.Features(feature={
-        features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))
-    })).SerializeToString() for image in images]
-    outputs = model.signatures[signature](**{features.EXAMPLES_INPUT: tf.constant(images)})
-  else:
-    outputs = model.signatures[signature](**{features.IMAGES_INPUT: tf.constant(images)})
-  return [(caption.decode('utf-8'), float(log_probability)) for caption, log_probability in
-          zip(outputs[features.CAPTION_OUTPUT].numpy(), outputs[features.LOG_PROBABILITY_OUTPUT].numpy())]
+  answer = model[signature](images)
+  return list(zip(answer.captions, answer.log_probabilities))
+
+
+def _direct_outputs(model, images):
+  """serving_default's raw outputs (alias -> numpy array) for the images, called in this process."""
+  signature = tf.saved_model.load(model[features.CAPTION_SIGNATURE].model_dir).signatures[
+      features.CAPTION_SIGNATURE]
+  return {alias: value.numpy()
+          for alias, value in signature(**{features.IMAGES_INPUT: tf.constant(images)}).items()}
+
+
+def _direct_top(model, images):
+  """Per image, the (caption, log_probability) pairs of the k best, best first, missing ones left out."""
+  answer = model[features.CAPTION_SIGNATURE](images)
+  return [list(zip(captions, log_probs))
+          for captions, log_probs in zip(answer.top_captions, answer.top_log_probabilities)]
 
 
 def _pairs(captions):
@@ -119,29 +120,31 @@ def _string_tensor(values):
 
 
 @pytest.fixture(scope='module')
-def version_dir(tmp_path_factory):
+def version_dir(tiny_model_dir, tmp_path_factory):
   """<base>/captioner/1 holding the tiny captioner."""
   path = tmp_path_factory.mktemp('serving') / MODEL_NAME / '1'
-  tiny_model.export_tiny_model(str(path))
+  shutil.copytree(tiny_model_dir, path)
   return path
 
 
 @pytest.fixture(scope='module')
 def model(version_dir):
-  return tf.saved_model.load(str(version_dir))
+  """Signature name -> the SavedModel's caption signature, called in this process."""
+  return {signature: captioning.SavedModelCaptioner(str(version_dir), signature)
+          for signature in captioning.INPUT_OF_SIGNATURE}
 
 
 @pytest.fixture(scope='module')
 def server(version_dir):
-  with server_lib.LocalModelServer(str(version_dir.parent), MODEL_NAME, port=0,
+  with server_lib.LocalModelServer(str(version_dir.parent), MODEL_NAME, port=0, rest_port=0,
                                    max_image_pixels=MAX_IMAGE_PIXELS, max_message_bytes=MAX_MESSAGE_BYTES,
-                                   poll_wait_seconds=0.2) as running:
+                                   max_images_per_request=MAX_IMAGES_PER_REQUEST, poll_wait_seconds=0.2) as running:
     yield running
 
 
 @pytest.fixture
 def client(server):
-    # The client accepts more than the server so that oversized requests reach it.
+  # The client accepts more than the server so that oversized requests reach it.
   with client_lib.CaptionClient(f'127.0.0.1:{server.port}', MODEL_NAME, timeout_s=60,
                                 max_message_bytes=4 * MAX_MESSAGE_BYTES) as connected:
     yield connected
@@ -178,7 +181,8 @@ def _model_status(channel, name=MODEL_NAME, version=None):
 
 
 def test_caption_over_grpc_equals_calling_the_saved_model(client, model):
-  images = [_image(i) for i in range(4)] + [_image(4, 'JPEG'), _image(5, 'GIF'), _image(6, 'BMP')]
+  images = [block_image(i) for i in range(4)] + [
+      block_image(4, image_format='JPEG'), block_image(5, image_format='GIF'), block_image(6, image_format='BMP')]
   want = _direct(model, images)
   assert len(set(want)) == len(want), 'the tiny model should tell these images apart'
 
@@ -189,7 +193,7 @@ def test_caption_over_grpc_equals_calling_the_saved_model(client, model):
 
 
 def test_from_examples_signature_gives_the_same_captions(server, model):
-  images = [_image(i) for i in range(3)]
+  images = [block_image(i) for i in range(3)]
   with client_lib.CaptionClient(f'127.0.0.1:{server.port}', MODEL_NAME,
                                 signature_name=features.EXAMPLES_SIGNATURE) as examples_client:
     captions = examples_client.caption(images)
@@ -200,7 +204,7 @@ def test_from_examples_signature_gives_the_same_captions(server, model):
 
 def test_concurrent_requests_each_get_their_own_caption(client, model):
   """Concurrent requests may be merged into one model call; each still gets its own rows."""
-  images = [_image(i) for i in range(10, 18)]
+  images = [block_image(i) for i in range(10, 18)]
   bad = b'\x00 not an image'
   with concurrent.futures.ThreadPoolExecutor(len(images) + 1) as pool:
     goods = [pool.submit(client.caption, [image]) for image in images]
@@ -221,8 +225,9 @@ def _jsonl(text):
 def test_cli_captions_a_folder_as_json_lines(server, model, tmp_path):
   folder = tmp_path / 'photos'
   (folder / 'more').mkdir(parents=True)
-  files = {'a.png': _image(20), 'b.JPG': _image(21, 'JPEG'), 'broken.jpg': b'this is not a jpeg',
-           'more/c.bmp': _image(22, 'BMP'), 'more/d.gif': _image(23, 'GIF'), 'notes.txt': b'not an image'}
+  files = {'a.png': block_image(20), 'b.JPG': block_image(21, image_format='JPEG'),
+           'broken.jpg': b'this is not a jpeg', 'more/c.bmp': block_image(22, image_format='BMP'),
+           'more/d.gif': block_image(23, image_format='GIF'), 'notes.txt': b'not an image'}
   for name, data in files.items():
     (folder / name).write_bytes(data)
   stdout = io.StringIO()
@@ -246,7 +251,7 @@ def test_cli_captions_a_folder_as_json_lines(server, model, tmp_path):
 def test_cli_text_output_and_progress_bar(server, model, tmp_path, capsys):
   folder = tmp_path / 'photos'
   folder.mkdir()
-  images = [_image(30), _image(31)]
+  images = [block_image(30), block_image(31)]
   paths = [folder / 'x.png', folder / 'y.png']
   for path, image in zip(paths, images):
     path.write_bytes(image)
@@ -275,13 +280,13 @@ def test_client_packs_batches_under_the_message_limit(tmp_path):
 
 def test_client_reports_unreadable_and_missing_files(client, model, tmp_path):
   good = tmp_path / 'good.png'
-  good.write_bytes(_image(40))
+  good.write_bytes(block_image(40))
   unreadable = tmp_path / 'folder.png'
   unreadable.mkdir()
 
   results = list(client.caption_files([str(good), str(unreadable)], batch_size=8))
 
-  _assert_same(_pairs(results[:1]), _direct(model, [_image(40)]))
+  _assert_same(_pairs(results[:1]), _direct(model, [block_image(40)]))
   assert isinstance(results[1], client_lib.Failure) and results[1].code == 'READ_ERROR'
   with pytest.raises(FileNotFoundError, match='nowhere.png'):
     client_lib.find_images([str(tmp_path / 'nowhere.png')])
@@ -298,7 +303,7 @@ BAD_REQUESTS = {
         lambda: dict(inputs={features.IMAGES_INPUT: tf.make_tensor_proto([1.0, 2.0], dtype=tf.float32)}),
         Code.INVALID_ARGUMENT, 'Expects arg[0] to be string but float is provided'),
     'wrong shape': (
-        lambda: dict(inputs={features.IMAGES_INPUT: tf.make_tensor_proto([[_image(0)]], dtype=tf.string)}),
+        lambda: dict(inputs={features.IMAGES_INPUT: tf.make_tensor_proto([[block_image(0)]], dtype=tf.string)}),
         Code.INVALID_ARGUMENT, "Input 'images' has shape [1,1]"),
     'more values than the shape holds': (
         lambda: dict(inputs={features.IMAGES_INPUT: tensor_pb2.TensorProto(
@@ -312,25 +317,25 @@ BAD_REQUESTS = {
         lambda: dict(inputs={}),
         Code.INVALID_ARGUMENT, 'Missing but required: {images}'),
     'unknown input name': (
-        lambda: dict(inputs={'pictures': _string_tensor([_image(0)])}),
+        lambda: dict(inputs={'pictures': _string_tensor([block_image(0)])}),
         Code.INVALID_ARGUMENT, 'Signature input alias: images'),
     'unknown output in output_filter': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([_image(0)])}, output_filter=['score']),
+        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0)])}, output_filter=['score']),
         Code.INVALID_ARGUMENT, 'output tensor alias not found in signature: score'),
     'unknown model': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([_image(0)])}, name='no_such_model'),
+        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0)])}, name='no_such_model'),
         Code.NOT_FOUND, 'Servable not found for request: Latest(no_such_model)'),
     'unknown version': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([_image(0)])}, version=99),
+        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0)])}, version=99),
         Code.NOT_FOUND, f'Servable not found for request: Specific({MODEL_NAME}, 99)'),
     'unknown version label': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([_image(0)])}, label='stable'),
+        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0)])}, label='stable'),
         Code.INVALID_ARGUMENT, 'Unrecognized servable version label: stable'),
     'unknown signature': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([_image(0)])}, signature='no_such_signature'),
+        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0)])}, signature='no_such_signature'),
         Code.FAILED_PRECONDITION, 'Serving signature key "no_such_signature" not found.'),
     'image over the pixel limit': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([_image(0), _image(1, size=100)])}),
+        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0), block_image(1, (100, 100))])}),
         Code.RESOURCE_EXHAUSTED, 'Image 1 of input \'images\' is too large (100x100 = 10000 pixels)'),
     'start of a huge image, refused without decoding': (
         lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([_png_start(1000, 1000)])}),
@@ -339,11 +344,18 @@ BAD_REQUESTS = {
         lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([_png_start(40000, 40000)])}),
         Code.RESOURCE_EXHAUSTED, 'could be decompression bomb'),
     'image inside a tf.Example over the pixel limit': (
-        lambda: dict(inputs={features.EXAMPLES_INPUT: _string_tensor([tf.train.Example(
-            features=tf.train.Features(feature={features.IMAGE_KEY: tf.train.Feature(
-                bytes_list=tf.train.BytesList(value=[_image(2, size=100)]))})).SerializeToString()])},
+        lambda: dict(inputs={features.EXAMPLES_INPUT: _string_tensor([records.image_example(
+            block_image(2, (100, 100))).SerializeToString()])},
             signature=features.EXAMPLES_SIGNATURE),
         Code.RESOURCE_EXHAUSTED, "input 'examples' is too large (100x100"),
+    'more images than the per-request limit': (
+        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0)] * (MAX_IMAGES_PER_REQUEST + 1))}),
+        Code.INVALID_ARGUMENT, f'holds {MAX_IMAGES_PER_REQUEST + 1} images; this server accepts at most '
+                               f'{MAX_IMAGES_PER_REQUEST} per request'),
+    'bytes that are not a tf.Example, quoted in a message that is not UTF-8': (
+        lambda: dict(inputs={features.EXAMPLES_INPUT: _string_tensor([b'\xff\xfe not an example'])},
+                     signature=features.EXAMPLES_SIGNATURE),
+        Code.INVALID_ARGUMENT, 'Could not parse example input'),
     'message over the size limit': (
         lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([os.urandom(MAX_MESSAGE_BYTES + 1)])}),
         Code.RESOURCE_EXHAUSTED, 'larger than max'),
@@ -359,7 +371,7 @@ def test_bad_request_gets_tf_serving_status_and_server_keeps_serving(case, chann
 
   assert error.value.code() == code, error.value.details()
   assert message in error.value.details()
-  good = _image(50)
+  good = block_image(50)
   _assert_same(_pairs(client.caption([good])), _direct(model, [good]))
 
 
@@ -376,7 +388,8 @@ def test_model_metadata_is_the_signature_def_map(channel):
   caption = signature_map.signature_def[features.CAPTION_SIGNATURE]
   assert dict((k, v.dtype) for k, v in caption.inputs.items()) == {features.IMAGES_INPUT: types_pb2.DT_STRING}
   assert dict((k, v.dtype) for k, v in caption.outputs.items()) == {
-      features.CAPTION_OUTPUT: types_pb2.DT_STRING, features.LOG_PROBABILITY_OUTPUT: types_pb2.DT_FLOAT}
+      features.CAPTION_OUTPUT: types_pb2.DT_STRING, features.LOG_PROBABILITY_OUTPUT: types_pb2.DT_FLOAT,
+      features.CAPTIONS_OUTPUT: types_pb2.DT_STRING, features.LOG_PROBABILITIES_OUTPUT: types_pb2.DT_FLOAT}
   assert set(signature_map.signature_def[features.EXAMPLES_SIGNATURE].inputs) == {features.EXAMPLES_INPUT}
 
   del request.metadata_field[:]
@@ -398,7 +411,7 @@ def test_model_status(channel):
 
 def test_client_checks_model_and_signature_before_sending_images(server, tmp_path):
   image = tmp_path / 'a.png'
-  image.write_bytes(_image(0))
+  image.write_bytes(block_image(0))
   target = f'127.0.0.1:{server.port}'
   with client_lib.CaptionClient(target, MODEL_NAME, signature_name='no_such_signature') as wrong_signature:
     with pytest.raises(client_lib.RequestError, match="no signature 'no_such_signature'"):
@@ -415,7 +428,7 @@ def test_server_loads_a_newly_pushed_version_without_restart(version_dir, model,
   with server_lib.LocalModelServer(str(base), MODEL_NAME, port=0, poll_wait_seconds=0.2) as running, \
           grpc.insecure_channel(f'127.0.0.1:{running.port}') as channel, \
           client_lib.CaptionClient(f'127.0.0.1:{running.port}', MODEL_NAME) as connected:
-    image = _image(60)
+    image = block_image(60)
     assert connected.caption([image])[0].model_version == 1
 
     shutil.copytree(version_dir, base / 'tmp-upload')  # not a version: ignored
@@ -443,12 +456,12 @@ def test_server_keeps_serving_through_a_broken_version_and_loads_it_once_fixed(v
     statuses = _model_status(channel)
     assert statuses[1] == (State.AVAILABLE, 0)
     assert statuses[3] == (State.END, Code.UNKNOWN.value[0])
-    response = _predict(channel, {features.IMAGES_INPUT: _string_tensor([_image(0)])})
+    response = _predict(channel, {features.IMAGES_INPUT: _string_tensor([block_image(0)])})
     assert response.model_spec.version.value == 1
 
     shutil.copytree(version_dir, base / '3', dirs_exist_ok=True)  # the copy completes
     _wait_for(lambda: _model_status(channel)[3][0] == State.AVAILABLE, 'version 3 to load once complete')
-    response = _predict(channel, {features.IMAGES_INPUT: _string_tensor([_image(0)])})
+    response = _predict(channel, {features.IMAGES_INPUT: _string_tensor([block_image(0)])})
     assert response.model_spec.version.value == 3
 
 
@@ -456,7 +469,7 @@ def test_client_retries_unavailable_until_the_server_is_up(version_dir, model, c
   port = _free_port()
   late_server = server_lib.LocalModelServer(str(version_dir.parent), MODEL_NAME, port=port)
   starter = threading.Timer(1.0, late_server.start)
-  image = _image(70)
+  image = block_image(70)
   with client_lib.CaptionClient(f'127.0.0.1:{port}', MODEL_NAME, max_attempts=100, initial_backoff_s=0.1,
                                 max_backoff_s=0.5) as connected, caplog.at_level(logging.WARNING):
     starter.start()
@@ -474,14 +487,14 @@ def test_client_retries_only_unavailable(server, caplog):
   with client_lib.CaptionClient(f'127.0.0.1:{_free_port()}', MODEL_NAME, max_attempts=3, initial_backoff_s=0.01,
                                 max_backoff_s=0.02) as nobody_listening:
     with pytest.raises(client_lib.RequestError, match=r'after 3 attempts') as error:
-      nobody_listening.caption([_image(0)])
+      nobody_listening.caption([block_image(0)])
   assert error.value.code == Code.UNAVAILABLE
 
   caplog.clear()
   with client_lib.CaptionClient(f'127.0.0.1:{server.port}', 'no_such_model', max_attempts=3) as wrong_model, \
           caplog.at_level(logging.WARNING):
     with pytest.raises(client_lib.RequestError) as error:
-      wrong_model.caption([_image(0)])
+      wrong_model.caption([block_image(0)])
   assert error.value.code == Code.NOT_FOUND
   assert 'attempts' not in str(error.value)
   assert not [r for r in caplog.records if r.name == client_lib.__name__]
@@ -490,7 +503,7 @@ def test_client_retries_only_unavailable(server, caplog):
 def test_client_deadline(server):
   with client_lib.CaptionClient(f'127.0.0.1:{server.port}', MODEL_NAME, timeout_s=1e-4) as hurried:
     with pytest.raises(client_lib.RequestError) as error:
-      hurried.caption([_image(0)] * 8)
+      hurried.caption([block_image(0)] * 8)
   assert error.value.code == Code.DEADLINE_EXCEEDED
 
 
@@ -590,7 +603,7 @@ def test_server_command_line_serves_until_interrupted(version_dir, model):
   try:
     with client_lib.CaptionClient(f'127.0.0.1:{port}', MODEL_NAME, max_attempts=200, initial_backoff_s=0.2,
                                   max_backoff_s=0.5) as connected:
-      captions = connected.caption([_image(80)])
+      captions = connected.caption([block_image(80)])
   finally:
     process.terminate()  # SIGTERM: what docker stop and Kubernetes send
     try:
@@ -598,7 +611,7 @@ def test_server_command_line_serves_until_interrupted(version_dir, model):
     except subprocess.TimeoutExpired:
       process.kill()
       raise
-  _assert_same(_pairs(captions), _direct(model, [_image(80)]))
+  _assert_same(_pairs(captions), _direct(model, [block_image(80)]))
   assert process.returncode == 0, output
   assert re.search(r'Serving version 1 of model captioner', output)
 
@@ -612,7 +625,7 @@ def test_deploy_files_agree_with_each_other_and_with_the_client():
 
   with open(os.path.join(DEPLOY_DIR, 'batching_parameters.txt')) as f:
     batching_parameters = dict(re.findall(r'^(\w+) \{ value: (\d+) \}', f.read(), re.MULTILINE))
-    # TF Serving refuses requests larger than max_batch_size.
+  # TF Serving refuses requests larger than max_batch_size.
   assert int(batching_parameters['max_batch_size']) >= captioning.DEFAULT_BATCH_SIZE
 
   with open(os.path.join(DEPLOY_DIR, 'kubernetes.yaml')) as f:
@@ -626,3 +639,384 @@ def test_deploy_files_agree_with_each_other_and_with_the_client():
   for argument in container['args']:
     flag = argument.split('=')[0]
     assert flag in docker_run, f'{flag} is set in kubernetes.yaml but not in docker-run.sh'
+
+
+# --- The k best captions ---
+
+def test_k_best_captions_over_grpc_equal_the_saved_models(client, model):
+  images = [block_image(i) for i in range(60, 64)]
+  outputs = _direct_outputs(model, images)
+  assert outputs[features.CAPTIONS_OUTPUT].shape == (len(images), TOP_K)
+
+  captions = client.caption(images)
+
+  for caption, want in zip(captions, _direct_top(model, images)):
+    assert list(caption.top_captions) == [c for c, _ in want]
+    np.testing.assert_allclose(caption.top_log_probabilities, [p for _, p in want], rtol=1e-5)
+    assert caption.top_captions[0] == caption.caption
+
+
+def test_cli_top_k_in_text_and_json_lines(server, model, tmp_path, capsys):
+  path = tmp_path / 'p.png'
+  path.write_bytes(block_image(65))
+  [want] = _direct_top(model, [block_image(65)])
+
+  assert client_lib.main([str(path), '--server', f'127.0.0.1:{server.port}', '--top_k', str(TOP_K)]) == 0
+  assert client_lib.main([str(path), '--server', f'127.0.0.1:{server.port}', '--top_k', str(TOP_K),
+                          '--format', 'jsonl']) == 0
+
+  text, jsonl = capsys.readouterr().out.splitlines()
+  fields = text.split('\t')
+  assert fields[0] == str(path) and len(fields) == 1 + 2 * len(want)
+  _assert_same(list(zip(fields[1::2], map(float, fields[2::2]))), want)
+  line = json.loads(jsonl)
+  _assert_same([(t['caption'], t['log_probability']) for t in line['top_captions']], want)
+
+
+# --- REST ---
+
+def _rest(server, method, path, body=None, raw=None):
+  """(HTTP status, parsed JSON answer) of one REST call to the server."""
+  connection = http.client.HTTPConnection('127.0.0.1', server.rest_port, timeout=60)
+  try:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    connection.request(method, path, body=data, headers={'Content-Type': 'application/json'})
+    response = connection.getresponse()
+    return response.status, json.loads(response.read())
+  finally:
+    connection.close()
+
+
+def _b64(image):
+  return {'b64': base64.b64encode(image).decode('ascii')}
+
+
+def test_rest_row_format_equals_grpc_and_the_saved_model(server, client, model):
+  images = [block_image(i) for i in range(70, 74)]
+
+  status, answer = _rest(server, 'POST', f'/v1/models/{MODEL_NAME}:predict',
+                         {'instances': [_b64(image) for image in images]})
+
+  assert status == 200, answer
+  rows = answer['predictions']
+  want = _direct_outputs(model, images)
+  assert sorted(rows[0]) == sorted(want)
+  _assert_same([(row[features.CAPTION_OUTPUT], row[features.LOG_PROBABILITY_OUTPUT]) for row in rows],
+               _direct(model, images))
+  _assert_same([(row[features.CAPTION_OUTPUT], row[features.LOG_PROBABILITY_OUTPUT]) for row in rows],
+               _pairs(client.caption(images)))
+  for row, captions, log_probs in zip(rows, want[features.CAPTIONS_OUTPUT], want[features.LOG_PROBABILITIES_OUTPUT]):
+    assert row[features.CAPTIONS_OUTPUT] == [c.decode('utf-8') for c in captions]
+    np.testing.assert_allclose(row[features.LOG_PROBABILITIES_OUTPUT], log_probs, rtol=1e-5)  # -inf too
+    # float32s written as TF Serving writes them: the shortest text that reads back as the same float32.
+    assert repr(row[features.LOG_PROBABILITY_OUTPUT]) == str(np.float32(row[features.LOG_PROBABILITY_OUTPUT]))
+
+
+def test_rest_columnar_format_named_signature_and_version(server, model):
+  images = [block_image(75), block_image(76)]
+  examples = [tf.train.Example(features=tf.train.Features(feature={features.IMAGE_KEY: tf.train.Feature(
+      bytes_list=tf.train.BytesList(value=[image]))})).SerializeToString() for image in images]
+
+  status, answer = _rest(server, 'POST', f'/v1/models/{MODEL_NAME}/versions/1:predict',
+                         {'signature_name': features.EXAMPLES_SIGNATURE,
+                          'inputs': {features.EXAMPLES_INPUT: [_b64(e) for e in examples]}})
+
+  assert status == 200, answer
+  outputs = answer['outputs']
+  _assert_same(list(zip(outputs[features.CAPTION_OUTPUT], outputs[features.LOG_PROBABILITY_OUTPUT])),
+               _direct(model, images))
+
+
+def test_rest_status_and_metadata(server):
+  status, answer = _rest(server, 'GET', f'/v1/models/{MODEL_NAME}')
+  assert status == 200
+  assert answer == {'model_version_status': [
+      {'version': '1', 'state': 'AVAILABLE', 'status': {'error_code': 'OK', 'error_message': ''}}]}
+
+  status, answer = _rest(server, 'GET', f'/v1/models/{MODEL_NAME}/versions/1/metadata')
+  assert status == 200
+  assert answer['model_spec'] == {'name': MODEL_NAME, 'signature_name': '', 'version': '1'}
+  signature = answer['metadata']['signature_def']['signature_def'][features.CAPTION_SIGNATURE]
+  assert list(signature['inputs']) == [features.IMAGES_INPUT]
+  assert signature['outputs'][features.CAPTIONS_OUTPUT]['dtype'] == 'DT_STRING'
+
+
+# Each bad REST call, the HTTP status TF Serving answers, and a piece of its {"error": ...} message.
+_PREDICT = f'/v1/models/{MODEL_NAME}:predict'
+BAD_REST_CALLS = {
+    'empty body': (dict(method='POST', path=_PREDICT, raw=b''), 400, 'JSON Parse error: The document is empty'),
+    'not JSON': (dict(method='POST', path=_PREDICT, raw=b'{"instances": [}'), 400, 'JSON Parse error'),
+    'not an object': (dict(method='POST', path=_PREDICT, body=[1]), 400, 'Is not object'),
+    'no instances or inputs': (dict(method='POST', path=_PREDICT, body={}), 400,
+                               "Missing 'inputs' or 'instances' key"),
+    'both instances and inputs': (dict(method='POST', path=_PREDICT, body={'instances': [1], 'inputs': [1]}),
+                                  400, "expecting only one of 'inputs' or 'instances' keys"),
+    'empty instances': (dict(method='POST', path=_PREDICT, body={'instances': []}), 400, "No values in 'instances'"),
+    'a number for an image': (dict(method='POST', path=_PREDICT, body={'instances': [3]}), 400,
+                              'is not of expected type: string'),
+    'bad base64': (dict(method='POST', path=_PREDICT, body={'instances': [{'b64': '%%%'}]}), 400,
+                   'Unable to base64 decode'),
+    'text instead of image bytes': (dict(method='POST', path=_PREDICT, body={'instances': ['a photo']}), 400,
+                                    'Unknown image file format'),
+    'signature_name not a string': (dict(method='POST', path=_PREDICT, body={'signature_name': 1, 'instances': [1]}),
+                                    400, "'signature_name' key must be a string value"),
+    'unknown signature': (dict(method='POST', path=_PREDICT, body={'signature_name': 'x', 'instances': [1]}), 400,
+                          'Serving signature name: "x" not found in signature def'),
+    'unknown model': (dict(method='POST', path='/v1/models/nope:predict', body={'instances': [1]}), 404,
+                      'Servable not found for request: Latest(nope)'),
+    'unknown version': (dict(method='POST', path=f'/v1/models/{MODEL_NAME}/versions/7:predict',
+                             body={'instances': [1]}), 404, f'Specific({MODEL_NAME}, 7)'),
+    'version over int64': (dict(method='GET', path=f'/v1/models/{MODEL_NAME}/versions/99999999999999999999'), 400,
+                           'Failed to convert version: 99999999999999999999 to numeric.'),
+    'a version label': (dict(method='GET', path=f'/v1/models/{MODEL_NAME}/labels/stable'), 400,
+                        'Unrecognized servable version label: stable'),
+    'no model name': (dict(method='GET', path='/v1/models'), 400, 'Missing model name in request.'),
+    'malformed URL': (dict(method='POST', path=f'/v1/models/{MODEL_NAME}/predict', body={}), 400,
+                      f'Malformed request: POST /v1/models/{MODEL_NAME}/predict'),
+    'classify': (dict(method='POST', path=f'/v1/models/{MODEL_NAME}:classify', body={}), 501, 'classify'),
+    'image over the pixel limit': (dict(method='POST', path=_PREDICT, body={'instances': [_b64(block_image(1, size=100))]}),
+                                   429, '100x100 = 10000 pixels'),
+    'decompression bomb header': (dict(method='POST', path=_PREDICT,
+                                       body={'instances': [_b64(_png_start(40000, 40000))]}),
+                                  429, 'could be decompression bomb'),
+    'more images than the per-request limit': (
+        dict(method='POST', path=_PREDICT, body={'instances': [_b64(block_image(0))] * (MAX_IMAGES_PER_REQUEST + 1)}),
+        400, f'accepts at most {MAX_IMAGES_PER_REQUEST} per request'),
+    'body over the size limit': (dict(method='POST', path=_PREDICT, raw=b' ' * (MAX_MESSAGE_BYTES + 1)), 429,
+                                 'larger than max'),
+    'not under /v1': (dict(method='GET', path='/metrics'), 404, 'No handler for GET /metrics'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_REST_CALLS))
+def test_bad_rest_call_gets_tf_serving_http_status_and_server_keeps_serving(case, server, model):
+  call, http_status, message = BAD_REST_CALLS[case]
+
+  status, answer = _rest(server, **call)
+
+  assert status == http_status, answer
+  assert message in answer['error']
+  status, answer = _rest(server, 'POST', _PREDICT, {'instances': [_b64(block_image(51))]})
+  assert status == 200
+  _assert_same([(answer['predictions'][0][features.CAPTION_OUTPUT],
+                 answer['predictions'][0][features.LOG_PROBABILITY_OUTPUT])], _direct(model, [block_image(51)]))
+
+
+def test_client_over_rest_equals_grpc(server, client, model, tmp_path):
+  images = [block_image(80 + i) for i in range(3)]
+  paths = []
+  for i, image in enumerate(images):
+    paths.append(str(tmp_path / f'{i}.png'))
+    (tmp_path / f'{i}.png').write_bytes(image)
+  paths.append(str(tmp_path / 'broken.png'))
+  (tmp_path / 'broken.png').write_bytes(b'not an image')
+
+  with client_lib.CaptionClient(f'127.0.0.1:{server.rest_port}', MODEL_NAME, protocol='rest') as rest_client:
+    results = list(rest_client.caption_files(paths, batch_size=4))
+
+  grpc_captions = client.caption(images)
+  _assert_same(_pairs(results[:3]), _pairs(grpc_captions))
+  assert [r.top_captions for r in results[:3]] == [c.top_captions for c in grpc_captions]
+  assert isinstance(results[3], client_lib.Failure) and results[3].code == 'INVALID_ARGUMENT'
+  assert 'Unknown image file format' in results[3].message
+
+
+def test_curl_commands_of_the_readmes_caption_an_image(server, model, tmp_path):
+  """Every :predict curl call README.md and serving/README.md show, run as printed (host and port aside)."""
+  assert shutil.which('curl'), 'curl is needed to check the documented commands'
+  photo = tmp_path / 'photo.jpg'
+  photo.write_bytes(block_image(90, 'JPEG'))
+  commands = []
+  for readme in (os.path.join(DEPLOY_DIR, os.pardir, 'README.md'), os.path.join(DEPLOY_DIR, os.pardir, os.pardir,
+                                                                                  'README.md')):
+    with open(readme) as f:
+      found = re.findall(r'^\s*(curl -d .*?:predict)', f.read().replace('\\\n', ''), re.MULTILINE)
+    assert found, f'no curl :predict call in {readme}'
+    commands.extend(found)
+
+  for command in commands:
+    command = command.replace('localhost:8501', f'127.0.0.1:{server.rest_port}')
+    answer = json.loads(subprocess.run(['bash', '-c', command], cwd=tmp_path, check=True, capture_output=True,
+                                       text=True).stdout)
+    [row] = answer['predictions']
+    _assert_same([(row[features.CAPTION_OUTPUT], row[features.LOG_PROBABILITY_OUTPUT])],
+                 _direct(model, [block_image(90, 'JPEG')]))
+
+
+# --- Warm-up ---
+
+def test_version_is_available_only_after_its_warmup_requests_ran(version_dir, model, tmp_path, caplog):
+  base = tmp_path / MODEL_NAME
+  shutil.copytree(version_dir, base / '1')
+  warmup_file = base / '1' / names.WARMUP_REQUESTS_PATH
+  assert warmup_file.exists()  # the exporter wrote it
+  caplog.set_level(logging.INFO)
+
+  with server_lib.LocalModelServer(str(base), MODEL_NAME, port=0, poll_wait_seconds=0.2) as running:
+    warmed_up = running.manager.current.warmup_records
+    log = caplog.text
+    with client_lib.CaptionClient(f'127.0.0.1:{running.port}', MODEL_NAME) as connected:
+      first = connected.caption([block_image(95)])
+
+  assert warmed_up == 4  # one lone image and one batch of 4, for each of the two signatures
+  assert f'Finished reading warmup data for model at {warmup_file}. Number of warmup records read: 4.' in log
+  assert log.index('Number of warmup records read') < log.index('Serving version 1 of model captioner')
+  assert 'warmed up with 4 requests' in log
+  _assert_same(_pairs(first), _direct(model, [block_image(95)]))
+
+
+def test_version_without_warmup_file_loads_without_warmup(version_dir, tmp_path):
+  base = tmp_path / MODEL_NAME
+  shutil.copytree(version_dir, base / '1')
+  (base / '1' / names.WARMUP_REQUESTS_PATH).unlink()
+
+  with server_lib.LocalModelServer(str(base), MODEL_NAME, port=0, poll_wait_seconds=0.2) as running:
+    assert running.manager.current.warmup_records == 0
+
+
+def test_version_whose_warmup_fails_is_not_served(version_dir, tmp_path):
+  base = tmp_path / MODEL_NAME
+  shutil.copytree(version_dir, base / '1')
+  (base / '1' / names.WARMUP_REQUESTS_PATH).write_bytes(b'not a TFRecord')
+
+  with pytest.raises(server_lib.servables.ModelLoadError, match='tf_serving_warmup_requests'):
+    server_lib.LocalModelServer(str(base), MODEL_NAME, port=0).manager.poll()
+
+
+# --- Robustness ---
+
+def _examples_request(images):
+  return dict(inputs={features.EXAMPLES_INPUT: _string_tensor([tf.train.Example(features=tf.train.Features(
+      feature={features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))}))
+      .SerializeToString() for image in images])}, signature=features.EXAMPLES_SIGNATURE)
+
+
+def test_bad_clients_do_not_fail_good_clients_merged_into_the_same_batch(version_dir, model):
+  """4 good and 3 bad from_examples clients at once, with batching that merges them: only the bad ones fail."""
+  good_images = [block_image(100 + i) for i in range(4)]
+  want = {image: _direct(model, [image], features.EXAMPLES_SIGNATURE) for image in good_images}
+  options = batching.BatchingOptions(max_batch_size=8, batch_timeout_micros=200_000)  # 0.2 s to merge in
+  with server_lib.LocalModelServer(str(version_dir.parent), MODEL_NAME, port=0,
+                                   batching_options=options) as running, \
+      grpc.insecure_channel(f'127.0.0.1:{running.port}') as channel:
+
+    def good_client(image):
+      return [_predict(channel, **_examples_request([image])) for _ in range(3)]
+
+    def bad_client(index):
+      codes = []
+      for _ in range(3):
+        with pytest.raises(grpc.RpcError) as error:
+          _predict(channel, inputs={features.EXAMPLES_INPUT: _string_tensor([b'\xff\xfe bad %d' % index])},
+                   signature=features.EXAMPLES_SIGNATURE)
+        codes.append((error.value.code(), error.value.details()))
+      return codes
+
+    with concurrent.futures.ThreadPoolExecutor(7) as pool:
+      goods = {image: pool.submit(good_client, image) for image in good_images}
+      bads = [pool.submit(bad_client, i) for i in range(3)]
+      good_results = {image: future.result() for image, future in goods.items()}
+      bad_results = [future.result() for future in bads]
+
+  for image, responses in good_results.items():
+    for response in responses:
+      got = [(c.decode('utf-8'), float(p)) for c, p in zip(
+          tf.make_ndarray(response.outputs[features.CAPTION_OUTPUT]),
+          tf.make_ndarray(response.outputs[features.LOG_PROBABILITY_OUTPUT]))]
+      _assert_same(got, want[image])
+  for codes in bad_results:
+    for code, details in codes:
+      assert code == Code.INVALID_ARGUMENT and 'Could not parse example input' in details
+
+
+def test_large_request_runs_in_chunks_and_keeps_its_order(version_dir, model):
+  images = [block_image(110 + i) for i in range(7)]
+  options = batching.BatchingOptions(max_batch_size=2)
+  with server_lib.LocalModelServer(str(version_dir.parent), MODEL_NAME, port=0,
+                                   batching_options=options) as running, \
+      client_lib.CaptionClient(f'127.0.0.1:{running.port}', MODEL_NAME) as connected:
+    captions = connected.caption(images)
+  _assert_same(_pairs(captions), _direct(model, images))
+
+
+def test_batcher_lets_other_requests_in_between_the_chunks_of_a_large_one():
+  echo = _EchoModel()
+  batcher = batching.Batcher(batching.BatchingOptions(max_batch_size=2, batch_timeout_micros=0))
+  large = batcher.submit(echo, _rows(b'a', b'b', b'c', b'd', b'e'))
+  small = batcher.submit(echo, _rows(b's'))
+  batcher.start()
+  try:
+    assert large.result(timeout=60)['upper'].tolist() == [b'A', b'B', b'C', b'D', b'E']
+    assert small.result(timeout=60)['upper'].tolist() == [b'S']
+  finally:
+    batcher.stop()
+  assert echo.calls == [[b'a', b'b'], [b's'], [b'c', b'd'], [b'e']]
+
+
+def test_batcher_gives_a_non_serving_error_to_its_own_request_only():
+  def model_fn(images):
+    if b'boom' in images.numpy().tolist():
+      raise UnicodeDecodeError('utf-8', b'\xff bad', 0, 1, 'invalid start byte')
+    return {'upper': tf.strings.upper(images)}
+
+  batcher = batching.Batcher(batching.BatchingOptions(max_batch_size=8, batch_timeout_micros=0))
+  futures = [batcher.submit(model_fn, _rows(row)) for row in (b'a', b'boom', b'c')]
+  batcher.start()
+  try:
+    assert futures[0].result(timeout=60)['upper'].tolist() == [b'A']
+    assert futures[2].result(timeout=60)['upper'].tolist() == [b'C']
+    with pytest.raises(ServingError) as error:
+      futures[1].result(timeout=60)
+  finally:
+    batcher.stop()
+  assert error.value.code == Code.INVALID_ARGUMENT and error.value.message == '\ufffd bad'
+
+
+def test_version_folder_over_int64_is_ignored_with_a_warning(version_dir, model, tmp_path, caplog):
+  base = tmp_path / MODEL_NAME
+  shutil.copytree(version_dir, base / '1')
+  shutil.copytree(version_dir, base / ('9' * 20))
+  caplog.set_level(logging.WARNING)
+
+  with server_lib.LocalModelServer(str(base), MODEL_NAME, port=0, poll_wait_seconds=0.1) as running, \
+      grpc.insecure_channel(f'127.0.0.1:{running.port}') as channel:
+    time.sleep(0.5)  # a few polls: each must keep ignoring it
+    response = _predict(channel, {features.IMAGES_INPUT: _string_tensor([block_image(120)])})
+    status = _model_status(channel)
+
+  assert response.model_spec.version.value == 1 and status == {1: (State.AVAILABLE, 0)}
+  warnings = [r for r in caplog.records if '9' * 20 in r.getMessage()]
+  assert len(warnings) == 1 and 'int64' in warnings[0].getMessage()
+
+
+def test_bad_requests_are_logged_in_one_line_each_rate_limited(channel, caplog):
+  caplog.set_level(logging.INFO)
+  caplog.clear()
+  for _ in range(40):
+    with pytest.raises(grpc.RpcError):
+      _predict(channel, {features.IMAGES_INPUT: _string_tensor([b'not an image'])})
+  with pytest.raises(grpc.RpcError):
+    _predict(channel, {features.IMAGES_INPUT: _string_tensor([b'not an image'])})
+
+  records = [r for r in caplog.records if 'failed with INVALID_ARGUMENT' in r.getMessage()]
+  assert 1 <= len(records) < 40  # at most a few a second
+  assert all('\n' not in r.getMessage() and r.exc_info is None for r in records)
+  assert not [r for r in caplog.records if r.exc_info]  # no tracebacks at all
+
+
+def test_client_batch_size_zero_is_a_usage_error(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    client_lib.main(['photo.jpg', '--batch_size', '0'])
+  assert exit_info.value.code == 2
+  assert 'argument --batch_size: must be at least 1, got 0' in capsys.readouterr().err
+
+
+def test_client_text_output_escapes_a_tab_in_a_file_name(server, model, tmp_path, capsys):
+  path = tmp_path / 'tab\there.png'
+  path.write_bytes(block_image(125))
+
+  assert client_lib.main([str(path), '--server', f'127.0.0.1:{server.port}']) == 0
+
+  fields = capsys.readouterr().out.rstrip('\n').split('\t')
+  assert fields[0] == str(tmp_path / 'tab\\there.png')
+  _assert_same([(fields[1], float(fields[2]))], _direct(model, [block_image(125)]))

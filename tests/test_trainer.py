@@ -1,30 +1,40 @@
 """Tests of the Trainer's run_fn on real Transform output of a tiny generated dataset.
 
-testing/transformed_data.py runs the ExampleGen and the stock TFX Transform executor once
-per module (40 images at 32 px: 30 train, 5 eval, 5 demo); each run_fn below
-trains a tiny model (random VGG16 at 32 px, 16-unit LSTM) and its exported
-SavedModel is loaded and called on the demo split's JPEG bytes.
+testing/transformed_data.py runs the ExampleGen, the stock TFX Transform executor and
+the ImageFeatureGen executor once per module (40 images at 32 px: 30 train, 5 eval,
+5 demo); each run_fn below trains a tiny model (random VGG16 at 32 px, 16-unit
+LSTM) from those features and its exported SavedModel is loaded and called on the
+demo split's JPEG bytes. The ImageFeatureGen's artifact and captioning from it
+(components/evaluation/captioning.py, with its parity check) are tested here too,
+on the same artifacts, since they need a captioner trained from it.
 """
 import glob
 import json
 import math
 import os
 
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
+from tfx.types import artifact_utils
+from tfx.types import standard_artifacts
 
 from testing import transformed_data
 from components import names
 from components import features
+from components import records
+from components.encoder import feature_gen
+from components.evaluation import captioning
 from components.training import trainer
 from components import config as config_lib
 
 NUM_IMAGES = 40
 IMAGE_SIZE = 32
-_TINY = dict(backbone_weights=None, image_size=IMAGE_SIZE, embedding_dim=16, lstm_units=16,
-             batch_size=16, epochs=1)
+_TINY = dict(backbone_weights=None, image_size=IMAGE_SIZE, pooling='flatten', embedding_dim=16,
+             lstm_units=16, batch_size=16, epochs=1)
 
 
 @pytest.fixture(scope='module')
@@ -32,18 +42,26 @@ def transformed(tmp_path_factory):
   return transformed_data.build_transformed_data(str(tmp_path_factory.mktemp('transform')), NUM_IMAGES, IMAGE_SIZE)
 
 
-def _train(transformed, tmp_path_factory, **overrides):
-  """Runs run_fn with the tiny settings plus `overrides`; returns its FnArgs."""
+@pytest.fixture(scope='module')
+def image_features(transformed, tmp_path_factory):
+  """The ImageFeatureGen's artifact for the tiny encoder settings (random VGG16, 32 px, flatten)."""
+  return transformed_data.build_image_features(transformed.examples_uri, str(tmp_path_factory.mktemp('features')),
+                                               config_lib.TrainerConfig(**_TINY))
+
+
+def _train(transformed, image_features, tmp_path_factory, **overrides):
+  """Runs run_fn with the tiny settings plus `overrides` on the cached features; returns its FnArgs."""
   config = config_lib.TrainerConfig(**{**_TINY, **overrides})
-  args = transformed_data.fn_args(transformed, str(tmp_path_factory.mktemp('trainer')), config)
+  args = transformed_data.fn_args(transformed, str(tmp_path_factory.mktemp('trainer')), config,
+                                  image_features.uri)
   trainer.run_fn(args)
   return args
 
 
 @pytest.fixture(scope='module')
-def captioner(transformed, tmp_path_factory):
-  """The default path: bottleneck features cached once, two epochs."""
-  return _train(transformed, tmp_path_factory, epochs=2)
+def captioner(transformed, image_features, tmp_path_factory):
+  """The default path: the ImageFeatureGen's cached features, two epochs."""
+  return _train(transformed, image_features, tmp_path_factory, epochs=2)
 
 
 @pytest.fixture(scope='module')
@@ -51,6 +69,15 @@ def demo_images(transformed):
   images = transformed.images(features.DEMO_SPLIT)
   assert len(images) == NUM_IMAGES // 8, 'the 6:1:1 split of the generated dataset changed'
   return images
+
+
+@pytest.fixture(scope='module')
+def examples(transformed):
+  """The raw Examples artifact of the generated dataset."""
+  artifact = standard_artifacts.Examples()
+  artifact.uri = transformed.examples_uri
+  artifact.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
+  return artifact
 
 
 def _report(args):
@@ -65,14 +92,9 @@ def _learned_words(transformed):
 
 
 def _caption(args, images):
-  """Calls the exported serving_default signature; returns (captions as str, log-probabilities)."""
-  signature = tf.saved_model.load(args.serving_model_dir).signatures[features.CAPTION_SIGNATURE]
-  outputs = signature(**{features.IMAGES_INPUT: tf.constant(images)})
-  captions = outputs[features.CAPTION_OUTPUT]
-  log_probs = outputs[features.LOG_PROBABILITY_OUTPUT]
-  assert captions.dtype == tf.string and captions.shape == [len(images)]
-  assert log_probs.dtype == tf.float32 and log_probs.shape == [len(images)]
-  return [c.decode('utf-8') for c in captions.numpy()], log_probs.numpy()
+  """Calls the exported serving_default signature; returns (captions, float32 log-probabilities)."""
+  answer = captioning.SavedModelCaptioner(args.serving_model_dir)(images)
+  return answer.captions, np.array(answer.log_probabilities, np.float32)
 
 
 def _assert_real_captions(captions, log_probs, transformed):
@@ -111,7 +133,9 @@ def test_training_report_matches_the_transform_output(captioner, transformed):
       glob.glob(captioner.train_files[0]), compression_type='GZIP').take(1)
   example = tf.train.Example.FromString(next(iter(records)).numpy())
   assert report['sequence_length'] == example.features.feature[features.SEQUENCE_LENGTH_KEY].int64_list.value[0]
-  assert report['config'] == captioner.custom_config
+  config, image_features_uri = trainer.split_custom_config(captioner.custom_config)
+  assert report['config'] == config_lib.to_custom_config(config)
+  assert report['image_features_uri'] == image_features_uri
   history = report['history']
   assert len(history['loss']) == len(history['val_loss']) == 2
   assert all(math.isfinite(v) for v in history['loss'] + history['val_loss'])
@@ -127,8 +151,8 @@ def test_tensorboard_logs_hold_the_epoch_losses(captioner):
     assert 'epoch_loss' in tags, (run, tags)
 
 
-def test_augmented_training_exports_a_captioner(transformed, tmp_path_factory, demo_images):
-  args = _train(transformed, tmp_path_factory, augment=True)
+def test_augmented_training_exports_a_captioner(transformed, image_features, tmp_path_factory, demo_images):
+  args = _train(transformed, image_features, tmp_path_factory, augment=True)
   captions, log_probs = _caption(args, demo_images)
   _assert_real_captions(captions, log_probs, transformed)
   assert len(set(np.round(log_probs, 4))) > 1, log_probs
@@ -137,8 +161,9 @@ def test_augmented_training_exports_a_captioner(transformed, tmp_path_factory, d
   assert all(math.isfinite(v) for v in report['history']['loss'])
 
 
-def test_captions_only_baseline_ignores_the_image(transformed, tmp_path_factory, demo_images):
-  args = _train(transformed, tmp_path_factory, use_image=False)
+def test_captions_only_baseline_ignores_the_image(transformed, image_features, tmp_path_factory,
+                                                  demo_images):
+  args = _train(transformed, image_features, tmp_path_factory, use_image=False)
   captions, log_probs = _caption(args, demo_images)
   _assert_real_captions(captions, log_probs, transformed)
   assert len(set(captions)) == 1, captions
@@ -148,8 +173,9 @@ def test_captions_only_baseline_ignores_the_image(transformed, tmp_path_factory,
   assert _report(args)['vocabulary_size'] == features.NUM_SPECIAL_TOKENS + len(_learned_words(transformed))
 
 
-def test_two_lstm_layers_are_trained_and_exported(transformed, tmp_path_factory, captioner, demo_images):
-  args = _train(transformed, tmp_path_factory, num_layers=2)
+def test_two_lstm_layers_are_trained_and_exported(transformed, image_features, tmp_path_factory, captioner,
+                                                  demo_images):
+  args = _train(transformed, image_features, tmp_path_factory, num_layers=2)
   captions, log_probs = _caption(args, demo_images)
   _assert_real_captions(captions, log_probs, transformed)
   one_layer = _decoder_variable_names(captioner)
@@ -160,8 +186,105 @@ def test_two_lstm_layers_are_trained_and_exported(transformed, tmp_path_factory,
   assert _report(args)['config']['num_layers'] == 2
 
 
-def test_missing_transformed_examples_fail_naming_the_pattern(transformed, tmp_path):
-  args = transformed_data.fn_args(transformed, str(tmp_path), config_lib.TrainerConfig(**_TINY))
+def test_missing_transformed_examples_fail_naming_the_pattern(transformed, image_features, tmp_path):
+  args = transformed_data.fn_args(transformed, str(tmp_path), config_lib.TrainerConfig(**_TINY),
+                                  image_features.uri)
   args.train_files = [str(tmp_path / 'nowhere' / '*')]
   with pytest.raises(FileNotFoundError, match='nowhere'):
     trainer.run_fn(args)
+
+
+def test_cached_features_equal_the_serving_graphs_features(captioner, image_features, transformed):
+  """The exported model embeds the artifact's backbone: same bytes, same features, same captions."""
+  cached = feature_gen.read_features(image_features.uri, features.DEMO_SPLIT)
+  ids = [records.parse_image_example(r).image_id for r in transformed.raw_examples(features.DEMO_SPLIT)]
+  images = transformed.images(features.DEMO_SPLIT)
+  loaded = tf.saved_model.load(captioner.serving_model_dir)
+  served = loaded.encode_images(tf.constant(images)).numpy()
+  np.testing.assert_array_equal(served, np.stack([cached[i] for i in ids]))
+  from_features = loaded.signatures[features.FEATURES_SIGNATURE](
+      **{features.FEATURES_INPUT: tf.constant(np.stack([cached[i] for i in ids]))})
+  captions, log_probs = _caption(captioner, images)
+  assert [c.decode('utf-8') for c in from_features[features.CAPTION_OUTPUT].numpy()] == captions
+  np.testing.assert_array_equal(from_features[features.LOG_PROBABILITY_OUTPUT].numpy(), log_probs)
+  # The SavedModel says which encoder it embeds, for the evaluator's cache check.
+  info = feature_gen.read_encoder_info(os.path.join(captioner.serving_model_dir, names.SERVING_ENCODER_FILE))
+  assert info == feature_gen.read_encoder_info(os.path.join(image_features.uri, names.ENCODER_FILE))
+  assert feature_gen.backbone_passes(image_features) == NUM_IMAGES
+
+
+def test_captioner_without_features_or_with_other_features_fails(transformed, image_features, tmp_path):
+  config = config_lib.TrainerConfig(**_TINY)
+  with pytest.raises(ValueError, match='ImageFeatureGen artifact'):
+    trainer.run_fn(transformed_data.fn_args(transformed, str(tmp_path / 'a'), config))
+  other = config_lib.TrainerConfig(**{**_TINY, 'pooling': 'avg'})
+  with pytest.raises(ValueError, match="come from.*'avg'"):
+    trainer.run_fn(transformed_data.fn_args(transformed, str(tmp_path / 'b'), other, image_features.uri))
+
+
+# --- The ImageFeatureGen's artifact, and captioning from it ---
+
+def _ids(transformed, split):
+  return [records.parse_image_example(r).image_id for r in transformed.raw_examples(split)]
+
+
+def test_every_image_of_every_split_gets_one_feature_vector(transformed, image_features):
+  for split in features.SPLITS:
+    vectors = feature_gen.read_features(image_features.uri, split)
+    assert sorted(vectors) == sorted(_ids(transformed, split)), split
+    assert {v.shape for v in vectors.values()} == {(512,)}  # VGG16's last conv block at 32 px: 1x1x512
+  assert feature_gen.backbone_passes(image_features) == NUM_IMAGES
+
+
+def test_artifact_records_and_carries_its_backbone(transformed, image_features):
+  info = feature_gen.read_encoder_info(os.path.join(image_features.uri, names.ENCODER_FILE))
+  assert (info.backbone, info.weights, info.image_size, info.pooling, info.feature_dim) == (
+      'vgg16', 'none', IMAGE_SIZE, 'flatten', 512)
+  for field in ('backbone', 'weights_fingerprint', 'pooling'):
+    assert image_features.get_string_custom_property(field) == getattr(info, field)
+  backbone = feature_gen.load_backbone(image_features.uri)
+  assert feature_gen.weights_fingerprint(backbone) == info.weights_fingerprint
+  # The saved backbone recomputes the cached vectors from the image bytes.
+  ids, images = _ids(transformed, features.EVAL_SPLIT), transformed.images(features.EVAL_SPLIT)
+  cached = feature_gen.read_features(image_features.uri, features.EVAL_SPLIT)
+  recomputed = backbone(tf.stack([tf.image.resize(tf.io.decode_image(i, channels=3), [IMAGE_SIZE] * 2)
+                                  for i in images]))
+  np.testing.assert_array_equal(recomputed.numpy(), np.stack([cached[i] for i in ids]))
+
+
+def test_captions_from_the_cache_equal_captions_from_bytes(captioner, examples, image_features):
+  model_dir = captioner.serving_model_dir
+  from_bytes = captioning.caption_split(model_dir, examples, features.DEMO_SPLIT, batch_size=2)
+  from_cache = captioning.caption_split(model_dir, examples, features.DEMO_SPLIT, batch_size=2,
+                                        image_features_uri=image_features.uri, parity_sample=3)
+  assert from_cache.captions == from_bytes.captions
+  assert from_cache.log_probabilities == from_bytes.log_probabilities
+  assert from_bytes.serving_images == NUM_IMAGES // 8 and from_cache.serving_images == 3
+
+
+def test_parity_failure_names_the_images(captioner, examples, image_features, tmp_path):
+  tampered = str(tmp_path / 'features')
+  shutil.copytree(image_features.uri, tampered)
+  first = next(captioning.iter_split_examples(examples, features.DEMO_SPLIT)).image_id
+  split_dir = feature_gen.split_dir(tampered, features.DEMO_SPLIT)
+  shutil.rmtree(split_dir)
+  os.makedirs(split_dir)
+  vectors = feature_gen.read_features(image_features.uri, features.DEMO_SPLIT)
+  ids = sorted(vectors)
+  with tf.io.TFRecordWriter(os.path.join(split_dir, 'features-00000-of-00001.gz'), 'GZIP') as writer:
+    for image_id in ids:
+      changed = vectors[image_id] * 50.0 + 1.0 if image_id == first else vectors[image_id]
+      writer.write(feature_gen.feature_example(image_id, changed))
+  with pytest.raises(captioning.ParityError, match=rf"disagree on 1 of 2 images: \['{first}'\]"):
+    captioning.caption_split(captioner.serving_model_dir, examples, features.DEMO_SPLIT,
+                             image_features_uri=tampered, parity_sample=2)
+
+
+def test_a_model_with_another_encoder_is_captioned_from_bytes(captioner, examples, image_features, tmp_path):
+  other = str(tmp_path / 'other_model')
+  shutil.copytree(captioner.serving_model_dir, other)
+  os.remove(os.path.join(other, names.SERVING_ENCODER_FILE))
+  assert not captioning.embeds_encoder_of(other, image_features.uri)
+  result = captioning.caption_split(other, examples, features.DEMO_SPLIT,
+                                    image_features_uri=image_features.uri)
+  assert result.serving_images == NUM_IMAGES // 8

@@ -4,10 +4,21 @@ Decoding and resizing live here, inside TensorFlow, because the serving graph
 needs exactly the same steps as training: the exported SavedModel takes encoded
 image bytes and nothing may happen in Python around TF Serving.
 
-The backbone is a Keras application with its classifier head removed. Its own
+The backbone is a Keras application with its classifier removed. Its own
 `preprocess_input` runs inside the feature-extractor model, so callers always
 hand it plain RGB pixels in 0..255 and can never pair a backbone with the wrong
 preprocessing.
+
+Poolings (what the feature vector is):
+  'fc2'      VGG16's last hidden layer, 4,096-d, at 224 px: the paper's encoder
+             (the classifier's softmax layer removed, its fully connected
+             layers kept, so the input size is fixed at the one they were
+             trained at).
+  'avg'      the last conv block averaged over space: 512-d for VGG16, and for
+             InceptionV3 its 2,048-d pool, the paper's encoder for that backbone.
+  'flatten'  the last conv block flattened (7*7*512 = 25,088 values at 224 px):
+             keeps where things are, at any input size; the embedded dataset's
+             choice, whose captions say "left of" and "above".
 """
 import collections
 
@@ -21,7 +32,10 @@ BACKBONES = {
     'inception_v3': Backbone(keras.applications.InceptionV3, keras.applications.inception_v3.preprocess_input, 299),
 }
 DEFAULT_BACKBONE = 'vgg16'
-POOLINGS = ('flatten', 'avg')
+POOLINGS = ('fc2', 'avg', 'flatten')
+# The fully connected layers of VGG16 take exactly this input side.
+FC2_IMAGE_SIZE = 224
+_FC2_LAYER = 'fc2'
 
 
 def get_backbone(name):
@@ -85,34 +99,49 @@ def build_feature_extractor(backbone=DEFAULT_BACKBONE, image_size=None, weights=
     backbone: a key of BACKBONES ('vgg16' or 'inception_v3').
     image_size: side of the square input; None means the backbone's default
       (224 for VGG16, 299 for InceptionV3). Keras rejects sizes below the
-      backbone's minimum (32 for VGG16, 75 for InceptionV3).
+      backbone's minimum (32 for VGG16, 75 for InceptionV3); 'fc2' takes 224 only.
     weights: None (random initialisation), 'imagenet' (Keras download), or the
-      path of a local .h5 weights file for the headless backbone.
-    pooling: 'flatten' keeps the spatial layout of the last conv block (what
-      words such as "left" or "background" need); 'avg' averages it away
-      (much smaller features, e.g. 512 for VGG16 instead of 7*7*512).
+      path of a local .h5 weights file: the full VGG16 file (with its fully
+      connected layers) for 'fc2', the headless ("notop") file otherwise.
+    pooling: one of POOLINGS (see the module docstring); 'fc2' is VGG16 only.
 
   Returns:
     A non-trainable keras Model: float32 [batch, size, size, 3] (0..255) ->
-    float32 [batch, feature_dim]; feature_dim is `model.output_shape[-1]`.
+    float32 [batch, feature_dim]; feature_dim is `model.output_shape[-1]`
+    (4096 for 'fc2'; for 'avg' 512 / 2048; for 'flatten' h' * w' * channels).
   """
   spec = get_backbone(backbone)
   if pooling not in POOLINGS:
     raise ValueError(f'Unknown pooling {pooling!r}; choose one of {POOLINGS}.')
   if weights not in (None, 'imagenet') and not tf.io.gfile.exists(weights):
     raise ValueError(f'Backbone weights file {weights!r} does not exist.')
-  image_size = image_size or spec.default_image_size
+  image_size = image_size_of(backbone, image_size)
+  if pooling == 'fc2':
+    if backbone != 'vgg16':
+      raise ValueError(f"pooling 'fc2' is VGG16's last hidden layer; for {backbone!r} use 'avg'.")
+    if image_size != FC2_IMAGE_SIZE:
+      raise ValueError(f"pooling 'fc2' needs image_size {FC2_IMAGE_SIZE} (VGG16's fully connected "
+                       f'layers are sized for it), got {image_size}.')
 
   images = keras.Input(shape=(image_size, image_size, 3), dtype=tf.float32, name='images')
-  net = spec.constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3))
-  net.trainable = False
   x = BackbonePreprocessing(backbone, name='preprocess_input')(images)
-  x = net(x, training=False)  # [batch, h', w', channels]
+  if pooling == 'fc2':
+    classifier = spec.constructor(include_top=True, weights=weights)
+    net = keras.Model(classifier.input, classifier.get_layer(_FC2_LAYER).output, name=classifier.name)
+  else:
+    net = spec.constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3))
+  net.trainable = False
+  x = net(x, training=False)  # fc2: [batch, 4096]; otherwise [batch, h', w', channels]
   if pooling == 'flatten':
     x = keras.layers.Flatten(name='flatten')(x)
-  else:
+  elif pooling == 'avg':
     x = keras.layers.GlobalAveragePooling2D(name='avg_pool')(x)
   features = keras.layers.Activation('linear', dtype='float32', name='features')(x)
   model = keras.Model(images, features, name=f'{backbone}_features')
   model.trainable = False
   return model
+
+
+def image_size_of(backbone: str, image_size=None) -> int:
+  """The input side a backbone runs at: `image_size`, or the backbone's own when None."""
+  return image_size or get_backbone(backbone).default_image_size

@@ -7,7 +7,12 @@ would, scores the captions against the references with `caption_metrics`
 (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D as the COCO toolkit computes them), does
 the same for the captions-only baseline (recorded, not gated) and for the last
 blessed model (re-scored on the same split, so both numbers come from the same
-code and data), and writes:
+code and data), measures the diversity of each model's captions (`diversity`:
+distinct captions per image, distinct words, share copied verbatim from the
+train split's references). Given the ImageFeatureGen's artifact, a model that
+embeds its encoder is captioned from the cached features after a parity check
+on `parity_sample` images (captioning.caption_split); any other model (an
+older last blessed one, the baseline) through its serving signature. It writes:
 
 * `evaluation` (CaptionEvaluation): names.EVALUATION_METRICS_FILE, the report people and the
   next run read (see `CaptionEvaluator`), and names.EVALUATION_CAPTIONS_FILE, every hypothesis
@@ -21,9 +26,11 @@ code and data), and writes:
 The gate (`decide_blessing`): blessed only if BLEU-4 >= min_bleu4, CIDEr-D >=
 min_cider, BLEU-4 is at least min_baseline_ratio times the captions-only
 baseline's (a captioner that does not beat a model blind to the image is
-broken), and BLEU-4 is not more than max_regression below the last blessed
-model's BLEU-4 on the same split. There are no defaults for the thresholds:
-forgetting them must not bless everything.
+broken), BLEU-4 is not more than max_regression below the last blessed
+model's BLEU-4 on the same split, and at least min_distinct_caption_share of
+the images get a caption of their own (one sentence for every image can beat
+the baseline's BLEU-4). There are no defaults for the thresholds: forgetting
+them must not bless everything.
 """
 import json
 import os
@@ -40,10 +47,12 @@ from tfx.utils import path_utils
 
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
+from components.evaluation import diversity
 from components import config as config_lib
 from components import features
 from components import names
 from components.artifacts import CaptionEvaluation
+from components.artifacts import ImageFeatures
 
 
 # Roles of the scored models, the keys of names.EVALUATION_METRICS_FILE and names.EVALUATION_CAPTIONS_FILE.
@@ -51,22 +60,29 @@ CAPTIONER = 'captioner'
 BASELINE = 'baseline'
 LAST_BLESSED = 'last_blessed'
 ROLES = (CAPTIONER, BASELINE, LAST_BLESSED)
+# Custom property of `evaluation`: images this run sent through a captioner's backbone
+# (serving_default on bytes; the baseline's graph has none).
+BACKBONE_PASSES_PROPERTY = 'backbone_passes'
 
 
-def decide_blessing(candidate: Mapping[str, float], last_blessed: Optional[Mapping[str, float]],
+def decide_blessing(candidate: Mapping[str, float], candidate_diversity: Mapping[str, float],
+                    last_blessed: Optional[Mapping[str, float]],
                     baseline: Optional[Mapping[str, float]],
                     thresholds: config_lib.EvaluationConfig) -> Tuple[bool, List[str]]:
   """The gate: returns (blessed, reasons), one 'PASS: ...'/'FAIL: ...' reason per check.
 
   Args:
     candidate: corpus metrics of the candidate (caption_metrics names).
+    candidate_diversity: the diversity of the candidate's captions
+      (diversity.caption_diversity).
     last_blessed: corpus metrics of the last blessed model on the same split,
       or None when no model was blessed before (then no regression check).
     baseline: corpus metrics of the captions-only baseline on the same split,
       or None when it was not trained (then no baseline check).
     thresholds: min_bleu4 (0..1), min_cider (0..10), max_regression (largest
-      allowed BLEU-4 drop below last_blessed's) and min_baseline_ratio (the
-      candidate's BLEU-4 over the baseline's).
+      allowed BLEU-4 drop below last_blessed's), min_baseline_ratio (the
+      candidate's BLEU-4 over the baseline's) and min_distinct_caption_share
+      (0..1, distinct captions over images).
   """
   min_bleu4, min_cider = thresholds.min_bleu4, thresholds.min_cider
   max_regression, min_baseline_ratio = thresholds.max_regression, thresholds.min_baseline_ratio
@@ -86,6 +102,11 @@ def decide_blessing(candidate: Mapping[str, float], last_blessed: Optional[Mappi
     checks.append((-change <= max_regression,
                    f'BLEU-4 {bleu4:.4f} vs last blessed model {last_bleu4:.4f}: change '
                    f'{change:+.4f}, allowed drop max_regression {max_regression:.4f}'))
+  distinct_share = candidate_diversity[diversity.DISTINCT_CAPTION_SHARE]
+  min_distinct_share = thresholds.min_distinct_caption_share
+  checks.append((distinct_share >= min_distinct_share,
+                 f'distinct captions per image {distinct_share:.4f} vs '
+                 f'min_distinct_caption_share {min_distinct_share:.4f}'))
   reasons = [('PASS: ' if ok else 'FAIL: ') + text for ok, text in checks]
   if last_blessed is None:
     reasons.append('NOTE: no previously blessed model, so no regression check')
@@ -104,14 +125,20 @@ def format_report(report: Mapping) -> str:
           f"{report[role]['metrics'][name]:>14.4f}" for role in roles))
   for name, reason in report['skipped_metrics'].items():
     lines.append(f'  {name} skipped: {reason}')
+  lines.append(f'  {"diversity":<23}' + ''.join(f'{role:>14}' for role in roles))
+  for name in diversity.MEASURES:
+    spec = '>14d' if name == diversity.DISTINCT_WORDS else '>14.4f'  # a count or a share
+    lines.append(f'  {name:<23}' + ''.join(
+        format(report[role]['diversity'][name], spec) for role in roles))
   lines.append('Blessed: ' + ('YES' if report['blessed'] else 'NO'))
   lines += [f'  {reason}' for reason in report['reasons']]
   return '\n'.join(lines)
 
 
-def _model_entry(model: artifact.Artifact, scores: Dict) -> Dict:
+def _model_entry(model: artifact.Artifact, scores: Dict, measures: Dict[str, float]) -> Dict:
   """One model's part of names.EVALUATION_METRICS_FILE."""
-  return {'model_uri': model.uri, 'model_id': model.id, 'metrics': scores['corpus']}
+  return {'model_uri': model.uri, 'model_id': model.id, 'metrics': scores['corpus'],
+          'diversity': measures}
 
 
 @tfx.dsl.components.component
@@ -124,24 +151,32 @@ def CaptionEvaluator(
     min_cider: tfx.dsl.components.Parameter[float],
     max_regression: tfx.dsl.components.Parameter[float],
     min_baseline_ratio: tfx.dsl.components.Parameter[float],
+    min_distinct_caption_share: tfx.dsl.components.Parameter[float],
     baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     last_blessed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
+    image_features: tfx.dsl.components.InputArtifact[ImageFeatures] = None,
     split: tfx.dsl.components.Parameter[str] = features.EVAL_SPLIT,
     batch_size: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_BATCH_SIZE,
+    parity_sample: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_PARITY_SAMPLE,
 ) -> None:
   """Scores the candidate captioner (and baseline, last blessed) and blesses it or not.
 
   Args:
-    examples: ExampleGen output; `split` is captioned.
+    examples: ExampleGen output; `split` is captioned, the train split's
+      references tell which captions are copied (diversity.reference_captions).
     model: the candidate captioner (Trainer output, SavedModel at Format-Serving).
     evaluation: output; names.EVALUATION_METRICS_FILE is a JSON object with keys
       'split', 'num_images', 'tokenizer', 'skipped_metrics' ({metric: reason});
       CAPTIONER, BASELINE, LAST_BLESSED: {'model_uri', 'model_id', 'metrics':
-      {metric: corpus score}} or null when that model is absent; 'thresholds':
-      {'min_bleu4', 'min_cider', 'max_regression', 'min_baseline_ratio'}; 'blessed' (bool);
+      {metric: corpus score}, 'diversity': {diversity.MEASURES name: value}}
+      or null when that model is absent; 'thresholds': {'min_bleu4',
+      'min_cider', 'max_regression', 'min_baseline_ratio',
+      'min_distinct_caption_share'}; 'blessed' (bool);
       'reasons' (list of str). names.EVALUATION_CAPTIONS_FILE has one JSON object per image:
       'image_id', 'references', and per present role {'caption',
-      'log_probability', 'scores': {metric: per-image score}}.
+      'log_probability', 'scores': {metric: per-image score}}. Also 'serving_images'
+      ({role: images sent as bytes through serving_default}). Custom property
+      BACKBONE_PASSES_PROPERTY: those of the captioner and last blessed model.
     blessing: output ModelBlessing for the Pusher and LatestBlessedModelStrategy.
     min_bleu4: absolute BLEU-4 threshold (0..1).
     min_cider: absolute CIDEr-D threshold (0..10).
@@ -150,11 +185,17 @@ def CaptionEvaluator(
     last_blessed_model: optional latest blessed model (Resolver with
       LatestBlessedModelStrategy); absent on the first run. Re-scored on the
       same split; when it is the candidate itself its scores are reused.
+    image_features: optional ImageFeatureGen output; models that embed its
+      encoder are captioned from its cached features (with a parity check).
     split: the split to caption and score.
     max_regression: allowed BLEU-4 drop below the last blessed model's.
     min_baseline_ratio: the candidate's BLEU-4 must be at least this multiple of
       the baseline's (checked only with a `baseline_model`).
+    min_distinct_caption_share: the share of distinct captions among the
+      candidate's captions of `split` must be at least this (0..1).
     batch_size: images per call of the caption signature.
+    parity_sample: images captioned both from bytes and from cached features,
+      which must agree exactly (captioning.check_parity).
   """
   candidates = {CAPTIONER: model, BASELINE: baseline_model, LAST_BLESSED: last_blessed_model}
   split_captions, scores = {}, {}
@@ -164,17 +205,24 @@ def CaptionEvaluator(
       continue
     if role == LAST_BLESSED and role_model.uri == model.uri:
       logging.info('The last blessed model is the candidate itself (%s).', model.uri)
-      split_captions[role], scores[role] = split_captions[CAPTIONER], scores[CAPTIONER]
+      split_captions[role] = split_captions[CAPTIONER]._replace(serving_images=0)
+      scores[role] = scores[CAPTIONER]
       continue
     logging.info('Captioning split %r with the %s model %s.', split, role, role_model.uri)
     split_captions[role], scores[role] = captioning.caption_and_score(
-        captioning.serving_model_dir(role_model), examples, split, batch_size)
+        captioning.serving_model_dir(role_model), examples, split, batch_size,
+        image_features.uri if image_features else None, parity_sample)
+
+  training_captions = diversity.reference_captions(examples, features.TRAIN_SPLIT)
+  measures = {role: diversity.caption_diversity(list(split_captions[role].captions.values()),
+                                                training_captions) for role in scores}
 
   thresholds = config_lib.EvaluationConfig(
       min_bleu4=min_bleu4, min_cider=min_cider, max_regression=max_regression,
-      min_baseline_ratio=min_baseline_ratio)
+      min_baseline_ratio=min_baseline_ratio,
+      min_distinct_caption_share=min_distinct_caption_share)
   blessed, reasons = decide_blessing(
-      scores[CAPTIONER]['corpus'],
+      scores[CAPTIONER]['corpus'], measures[CAPTIONER],
       scores[LAST_BLESSED]['corpus'] if LAST_BLESSED in scores else None,
       scores[BASELINE]['corpus'] if BASELINE in scores else None,
       thresholds)
@@ -184,8 +232,9 @@ def CaptionEvaluator(
       'num_images': scores[CAPTIONER]['num_images'],
       'tokenizer': scores[CAPTIONER]['tokenizer'],
       'skipped_metrics': scores[CAPTIONER]['skipped'],
-      **{role: (_model_entry(candidates[role], scores[role])
+      **{role: (_model_entry(candidates[role], scores[role], measures[role])
                 if role in scores else None) for role in ROLES},
+      'serving_images': {role: split_captions[role].serving_images for role in split_captions},
       'thresholds': config_lib.to_custom_config(thresholds),
       'blessed': blessed,
       'reasons': reasons,
@@ -202,6 +251,8 @@ def CaptionEvaluator(
                       'scores': scores[role]['per_image'][image_id]}
       f.write(json.dumps(line) + '\n')
 
+  evaluation.set_int_custom_property(BACKBONE_PASSES_PROPERTY, sum(
+      split_captions[role].serving_images for role in (CAPTIONER, LAST_BLESSED) if role in split_captions))
   blessing.set_string_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY,
                                       model.uri)
   blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY,

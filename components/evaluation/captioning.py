@@ -6,9 +6,17 @@ score the captions against the references. The CaptionEvaluator, the
 DemoGallery, the run summary, the serving client, the benches and the tests
 all go through it, so they agree on the serving contract
 (components/features.py) by construction.
+
+With an ImageFeatureGen artifact whose encoder the model embeds (its
+names.SERVING_ENCODER_FILE equals the artifact's), `caption_split` captions
+from the cached features through the model's from_features signature, so the
+backbone does not run again; it first checks parity on a sample: the model's
+serving_default signature on those images' bytes must give exactly the same
+captions and log-probabilities as from_features on their cached features.
 """
+import itertools
 import os
-from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -18,7 +26,10 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components import features
+from components import names
+from components import progress
 from components import records
+from components.encoder import feature_gen
 from components.evaluation import caption_metrics
 
 # Which input each caption signature takes (the SavedModel contract).
@@ -27,6 +38,26 @@ INPUT_OF_SIGNATURE = {
     features.EXAMPLES_SIGNATURE: features.EXAMPLES_INPUT,
 }
 DEFAULT_BATCH_SIZE = 32
+# Images of a split captioned both ways (from bytes and from cached features) to check parity.
+DEFAULT_PARITY_SAMPLE = 32
+
+
+class ParityError(ValueError):
+  """The serving signature and the cached features disagree on some images."""
+
+
+def _split_files(examples: artifact.Artifact, split: str) -> List[str]:
+  [split_uri] = artifact_utils.get_split_uris([examples], split)
+  paths = sorted(tf.io.gfile.glob(os.path.join(split_uri, '*.gz')))
+  if not paths:
+    raise FileNotFoundError(f'No *.gz TFRecord file in {split_uri} (split {split!r}).')
+  return paths
+
+
+def _split_size(examples: artifact.Artifact, split: str) -> int:
+  """Records in a split: a quick pass over its files, so the progress bar knows how long is left."""
+  return sum(int(tf.data.TFRecordDataset(path, compression_type='GZIP').reduce(0, lambda n, _: n + 1))
+             for path in _split_files(examples, split))
 
 
 def iter_split_examples(examples: artifact.Artifact, split: str) -> Iterator[records.ImageExample]:
@@ -36,11 +67,7 @@ def iter_split_examples(examples: artifact.Artifact, split: str) -> Iterator[rec
     FileNotFoundError: if the split directory holds no *.gz file.
     ValueError: if a record lacks a feature (naming the file and record).
   """
-  [split_uri] = artifact_utils.get_split_uris([examples], split)
-  paths = sorted(tf.io.gfile.glob(os.path.join(split_uri, '*.gz')))
-  if not paths:
-    raise FileNotFoundError(f'No *.gz TFRecord file in {split_uri} (split {split!r}).')
-  for path in paths:
+  for path in _split_files(examples, split):
     dataset = tf.data.TFRecordDataset(path, compression_type='GZIP')
     for index, record in enumerate(dataset.as_numpy_iterator()):
       yield records.parse_image_example(record, where=f'{path}: record {index}')
@@ -79,10 +106,30 @@ def signature_inputs(signature_name: str, images: Sequence[bytes]) -> Tuple[str,
   return features.IMAGES_INPUT, list(images)
 
 
-class Captions(NamedTuple):
-  """A caption signature's answer for a batch, in request order."""
+class _BestCaptions(NamedTuple):
   captions: List[str]
   log_probabilities: List[float]
+
+
+class Captions(_BestCaptions):
+  """A caption signature's answer for a batch, in request order.
+
+  Unpacks as (captions, log_probabilities), the best caption of each image.
+  top_captions / top_log_probabilities: per image, the k best captions of the
+  beam search, best first (so [0] is the caption), without the missing ones
+  (fewer than k finished); empty lists for a model exported without them.
+  """
+
+  def __new__(cls, captions, log_probabilities, top_captions=None, top_log_probabilities=None):
+    self = super().__new__(cls, captions, log_probabilities)
+    self.top_captions = top_captions if top_captions is not None else [[] for _ in captions]
+    self.top_log_probabilities = (top_log_probabilities if top_log_probabilities is not None
+                                  else [[] for _ in captions])
+    return self
+
+
+def _decode_strings(values):
+  return [v.decode('utf-8', errors='replace') for v in values]
 
 
 def decode_outputs(outputs: Mapping[str, np.ndarray], num_images: int, source: str) -> Captions:
@@ -93,12 +140,25 @@ def decode_outputs(outputs: Mapping[str, np.ndarray], num_images: int, source: s
   for key in (features.CAPTION_OUTPUT, features.LOG_PROBABILITY_OUTPUT):
     if key not in outputs:
       raise ValueError(f'{source} returned no output {key!r} (it has {sorted(outputs)}).')
-  captions = [c.decode('utf-8', errors='replace') for c in np.asarray(outputs[features.CAPTION_OUTPUT]).tolist()]
+  captions = _decode_strings(np.asarray(outputs[features.CAPTION_OUTPUT]).tolist())
   log_probabilities = [float(p) for p in np.asarray(outputs[features.LOG_PROBABILITY_OUTPUT])]
   if len(captions) != num_images or len(log_probabilities) != num_images:
     raise ValueError(f'{source} returned {len(captions)} captions and {len(log_probabilities)} '
                      f'log-probabilities for {num_images} images.')
-  return Captions(captions, log_probabilities)
+  if features.CAPTIONS_OUTPUT not in outputs or features.LOG_PROBABILITIES_OUTPUT not in outputs:
+    return Captions(captions, log_probabilities)
+  top_captions = np.asarray(outputs[features.CAPTIONS_OUTPUT])
+  top_log_probabilities = np.asarray(outputs[features.LOG_PROBABILITIES_OUTPUT], np.float64)
+  if (top_captions.ndim != 2 or top_captions.shape != top_log_probabilities.shape
+          or len(top_captions) != num_images):
+    raise ValueError(f'{source} returned {features.CAPTIONS_OUTPUT!r} of shape {top_captions.shape} and '
+                     f'{features.LOG_PROBABILITIES_OUTPUT!r} of shape {top_log_probabilities.shape} for '
+                     f'{num_images} images; expected [{num_images}, k] each.')
+  found = np.isfinite(top_log_probabilities)  # -inf marks a caption that never finished
+  return Captions(
+      captions, log_probabilities,
+      [_decode_strings(row[keep].tolist()) for row, keep in zip(top_captions, found)],
+      [row[keep].tolist() for row, keep in zip(top_log_probabilities, found)])
 
 
 class SavedModelCaptioner:
@@ -123,33 +183,114 @@ class SavedModelCaptioner:
                           f'Signature {self.signature_name!r} of {self.model_dir}')
 
 
+class FeaturesCaptioner:
+  """Calls a SavedModel's from_features signature on cached backbone features."""
+
+  def __init__(self, model_dir: str):
+    self.model_dir = model_dir
+    self._loaded = tf.saved_model.load(model_dir)
+    if features.FEATURES_SIGNATURE not in self._loaded.signatures:
+      raise ValueError(f'SavedModel {model_dir} has no signature {features.FEATURES_SIGNATURE!r} '
+                       f'(it has {sorted(self._loaded.signatures)}).')
+    self._signature = self._loaded.signatures[features.FEATURES_SIGNATURE]
+
+  def __call__(self, vectors: Sequence[np.ndarray]) -> Captions:
+    """Captions a batch of feature vectors (float32 [feature_dim] each)."""
+    outputs = self._signature(**{features.FEATURES_INPUT: tf.constant(np.stack(vectors), tf.float32)})
+    return decode_outputs({k: v.numpy() for k, v in outputs.items()}, len(vectors),
+                          f'Signature {features.FEATURES_SIGNATURE!r} of {self.model_dir}')
+
+
+def embeds_encoder_of(model_dir: str, image_features_uri: str) -> bool:
+  """True when the SavedModel was trained on (and embeds the backbone of) these cached features."""
+  path = os.path.join(model_dir, names.SERVING_ENCODER_FILE)
+  return tf.io.gfile.exists(path) and feature_gen.read_encoder_info(path) == feature_gen.read_encoder_info(
+      os.path.join(image_features_uri, names.ENCODER_FILE))
+
+
+def check_parity(captioner: FeaturesCaptioner, sample: Sequence[records.ImageExample],
+                 vectors: Sequence[np.ndarray]) -> None:
+  """Raises ParityError naming the image ids whose caption or log-probability differs
+  between serving_default on the bytes and from_features on their cached features."""
+  model_dir = captioner.model_dir
+  served = SavedModelCaptioner(model_dir)([example.image for example in sample])
+  cached = captioner(vectors)
+  differing = [example.image_id for index, example in enumerate(sample)
+               if (served.captions[index], served.log_probabilities[index])
+               != (cached.captions[index], cached.log_probabilities[index])]
+  if differing:
+    raise ParityError(f'{model_dir}: serving_default on the image bytes and from_features on the '
+                      f'cached features disagree on {len(differing)} of {len(sample)} images: '
+                      f'{differing}.')
+  logging.info('Parity: serving_default and from_features agree on %d images.', len(sample))
+
+
 class SplitCaptions(NamedTuple):
   """A model's captions for every image of a split."""
   captions: Dict[str, str]  # image id -> generated caption
   log_probabilities: Dict[str, float]  # image id -> log p(caption | image)
   references: Dict[str, List[str]]  # image id -> reference captions
+  # image id -> the beam search's k best captions, best first (Captions.top_captions)
+  top_captions: Dict[str, List[str]]
+  # Images sent through the serving signature as bytes (so through the backbone,
+  # when the model has one): the whole split, or the parity sample with cached features.
+  serving_images: int = 0
+
+
+def _cached_vectors(cached: Mapping[str, np.ndarray], batch: Sequence[records.ImageExample], split: str,
+                    image_features_uri: str) -> List[np.ndarray]:
+  missing = [example.image_id for example in batch if example.image_id not in cached]
+  if missing:
+    raise ValueError(f'Images {missing} of split {split!r} have no features in {image_features_uri}.')
+  return [cached[example.image_id] for example in batch]
 
 
 def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
-                  batch_size: int = DEFAULT_BATCH_SIZE) -> SplitCaptions:
+                  batch_size: int = DEFAULT_BATCH_SIZE, image_features_uri: Optional[str] = None,
+                  parity_sample: int = DEFAULT_PARITY_SAMPLE) -> SplitCaptions:
   """Captions every image of `split` with the SavedModel in `model_dir`, in batches.
 
+  From the cached features of `image_features_uri` when the model embeds their
+  encoder (after `check_parity` on the first `parity_sample` images), otherwise
+  from the image bytes through serving_default.
+
   Raises:
-    ValueError: if an image id occurs twice in the split.
+    ValueError: if an image id occurs twice in the split, or has no cached feature.
+    ParityError: if the parity check fails.
   """
-  captioner = SavedModelCaptioner(model_dir)
-  result = SplitCaptions({}, {}, {})
-  for batch in batched(iter_split_examples(examples, split), batch_size):
-    answer = captioner([example.image for example in batch])
-    for example, caption, log_probability in zip(batch, answer.captions, answer.log_probabilities):
+  cached = None
+  if image_features_uri is not None and embeds_encoder_of(model_dir, image_features_uri):
+    cached = feature_gen.read_features(image_features_uri, split)
+    logging.info('Captioning split %r from the cached features in %s.', split, image_features_uri)
+  result = SplitCaptions({}, {}, {}, {})
+  serving_images = 0
+  if cached is None:
+    captioner = SavedModelCaptioner(model_dir)
+  else:
+    captioner = FeaturesCaptioner(model_dir)
+    sample = list(itertools.islice(iter_split_examples(examples, split), parity_sample))
+    check_parity(captioner, sample, _cached_vectors(cached, sample, split, image_features_uri))
+    serving_images = len(sample)
+  images = progress.track(iter_split_examples(examples, split), _split_size(examples, split),
+                          f'captioning {split}')
+  for batch in batched(images, batch_size):
+    if cached is None:
+      answer = captioner([example.image for example in batch])
+      serving_images += len(batch)
+    else:
+      answer = captioner(_cached_vectors(cached, batch, split, image_features_uri))
+    for example, caption, log_probability, top in zip(batch, answer.captions, answer.log_probabilities,
+                                                      answer.top_captions):
       if example.image_id in result.captions:
         raise ValueError(f'Image id {example.image_id!r} occurs twice in split {split!r} '
                          f'of {examples.uri}.')
       result.captions[example.image_id] = caption
       result.log_probabilities[example.image_id] = log_probability
       result.references[example.image_id] = example.references
-  logging.info('Captioned %d images of split %r with %s.', len(result.captions), split, model_dir)
-  return result
+      result.top_captions[example.image_id] = list(top)
+  logging.info('Captioned %d images of split %r with %s (%d through serving_default).',
+               len(result.captions), split, model_dir, serving_images)
+  return result._replace(serving_images=serving_images)
 
 
 class ScoredSplit(NamedTuple):
@@ -159,8 +300,10 @@ class ScoredSplit(NamedTuple):
 
 
 def caption_and_score(model_dir: str, examples: artifact.Artifact, split: str,
-                      batch_size: int = DEFAULT_BATCH_SIZE) -> ScoredSplit:
-  """Captions `split` with the model and scores the captions against the split's references."""
-  split_captions = caption_split(model_dir, examples, split, batch_size)
+                      batch_size: int = DEFAULT_BATCH_SIZE, image_features_uri: Optional[str] = None,
+                      parity_sample: int = DEFAULT_PARITY_SAMPLE) -> ScoredSplit:
+  """Captions `split` with the model (see `caption_split`) and scores the captions."""
+  split_captions = caption_split(model_dir, examples, split, batch_size, image_features_uri,
+                                 parity_sample)
   return ScoredSplit(split_captions,
                      caption_metrics.score_captions(split_captions.captions, split_captions.references))

@@ -5,9 +5,10 @@ every image of a split (default `demo`) with the model the Pusher pushed,
 scores each caption against its references (`caption_metrics`), and writes a
 self-contained page into its `gallery` artifact:
 
-  <gallery.uri>/index.html    overall metrics at the top, then one card per
-                              image: thumbnail, generated caption, references,
-                              per-image scores; sort and filter by score
+  <gallery.uri>/index.html    overall metrics and caption diversity at the
+                              top, then one card per image: thumbnail,
+                              generated caption, references, per-image
+                              scores; sort and filter by score
   <gallery.uri>/thumbs/*.jpg  JPEG thumbnails, at most THUMBNAIL_SIZE pixels
   <gallery.uri>/metrics.json  corpus metrics of the shown model (and of the
                               captions-only baseline, when given) on the split
@@ -15,7 +16,9 @@ self-contained page into its `gallery` artifact:
 The page loads nothing from the network (the machines are offline): inline CSS
 and a few lines of vanilla JS; thumbnails are lazily loaded, so 1,000 images
 stay fast. When the Pusher did not push (the model was not blessed), the
-candidate model is captioned instead and the page says so in red.
+candidate model is captioned instead and the page says so in red. Given the
+ImageFeatureGen's artifact, the shown model captions from the cached features
+after a parity check (captioning.caption_split), as in the CaptionEvaluator.
 """
 import html
 import importlib.resources
@@ -35,9 +38,11 @@ from tfx.utils import io_utils
 from components.evaluation import caption_evaluator
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
+from components.evaluation import diversity
 from components import features
 from components import names
 from components.artifacts import CaptionGallery
+from components.artifacts import ImageFeatures
 
 THUMBNAIL_SIZE = 160  # pixels, the longer side
 # Per-image scores shown on every card, in this order (when computed).
@@ -59,6 +64,7 @@ class GalleryEntry(NamedTuple):
   references: List[str]  # reference captions
   scores: Dict[str, float]  # caption_metrics name -> per-image score
   baseline_caption: Optional[str] = None  # the captions-only baseline's, if shown
+  alternatives: Sequence[str] = ()  # the beam search's runners-up, best first
 
 
 def make_thumbnail(image: bytes, size: int = THUMBNAIL_SIZE) -> Tuple[bytes, int, int]:
@@ -105,11 +111,14 @@ def _card(entry: GalleryEntry, thumbnail: Optional[Tuple[str, int, int]], error:
                              for n in CARD_METRICS if n in entry.scores)
   baseline = ('' if entry.baseline_caption is None else
               f'<p class="baseline">baseline: {html.escape(entry.baseline_caption)}</p>')
+  alternatives = ('' if not entry.alternatives else
+                  '<p class="alternatives">also: '
+                  + ' &middot; '.join(html.escape(a) for a in entry.alternatives) + '</p>')
   return (f'<figure class="card" data-id="{html.escape(entry.image_id)}" '
           f'data-scores="{html.escape(json.dumps(entry.scores))}">'
           f'<div class="frame">{picture}</div>'
           f'<figcaption><p class="caption">{html.escape(entry.caption)}</p>'
-          f'{baseline}<ol class="refs">{references}</ol><p class="scores">{scores}</p>'
+          f'{alternatives}{baseline}<ol class="refs">{references}</ol><p class="scores">{scores}</p>'
           f'<p class="id">{html.escape(entry.image_id)}</p></figcaption></figure>')
 
 
@@ -190,8 +199,10 @@ def DemoGallery(
     evaluation: tfx.dsl.components.InputArtifact[caption_evaluator.CaptionEvaluation],
     gallery: tfx.dsl.components.OutputArtifact[CaptionGallery],
     baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
+    image_features: tfx.dsl.components.InputArtifact[ImageFeatures] = None,
     split: tfx.dsl.components.Parameter[str] = features.DEMO_SPLIT,
     batch_size: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_BATCH_SIZE,
+    parity_sample: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_PARITY_SAMPLE,
 ) -> None:
   """Captions `split` with the pushed model and writes the gallery page.
 
@@ -199,7 +210,7 @@ def DemoGallery(
     examples: ExampleGen output.
     pushed_model: the standard Pusher's output (custom property `pushed` 1/0).
     model: the candidate model, captioned only when nothing was pushed.
-    evaluation: CaptionEvaluator output; its metrics head the page.
+    evaluation: CaptionEvaluator output; its metrics and caption diversity head the page.
     gallery: output; names.GALLERY_INDEX_FILE, names.GALLERY_THUMBS_DIR and names.GALLERY_METRICS_FILE, a JSON object:
       'split', 'model_dir' (the SavedModel captioned), 'pushed' (bool),
       'pushed_destination' (str or null), 'skipped_metrics' ({metric: reason}),
@@ -207,8 +218,12 @@ def DemoGallery(
       null without `baseline_model`).
     baseline_model: optional captions-only baseline; when given, its caption
       is shown on every card and its metrics on `split` at the top.
+    image_features: optional ImageFeatureGen output: the shown model captions
+      from its cached features when it embeds their encoder.
     split: the split to show.
     batch_size: images per call of the caption signature.
+    parity_sample: images captioned both from bytes and from cached features,
+      which must agree exactly (captioning.check_parity).
   """
   pushed = pushed_model.get_int_custom_property(_PUSHED_KEY) == 1
   if pushed:
@@ -222,7 +237,10 @@ def DemoGallery(
         f'The model was NOT pushed (not blessed): these captions come from the candidate '
         f'model {model.uri}, which is not being served.']
   caption_metrics.warm_up()  # METEOR loads while the model captions
-  split_captions, scores = captioning.caption_and_score(model_dir, examples, split, batch_size)
+  split_captions, scores = captioning.caption_and_score(
+      model_dir, examples, split, batch_size, image_features.uri if image_features else None,
+      parity_sample)
+  gallery.set_int_custom_property(caption_evaluator.BACKBONE_PASSES_PROPERTY, split_captions.serving_images)
   baseline_captions, baseline_scores = None, None
   if baseline_model is not None:
     baseline_captions, baseline_scores = captioning.caption_and_score(
@@ -237,6 +255,9 @@ def DemoGallery(
   if baseline_scores is not None:
     metrics[f'baseline ({split} split)'] = baseline_scores['corpus']
   notes.append(f"Blessed: {'yes' if report['blessed'] else 'no'} ({'; '.join(report['reasons'])})")
+  notes += [f"Caption diversity of the {role} on the {report['split']} split: "
+            f"{diversity.describe(report[role]['diversity'])}"
+            for role in (caption_evaluator.CAPTIONER, caption_evaluator.BASELINE) if report.get(role)]
   notes += [f'{name} not computed: {reason}' for name, reason in scores['skipped'].items()]
 
   io_utils.write_string_file(os.path.join(gallery.uri, names.GALLERY_METRICS_FILE), json.dumps({
@@ -255,7 +276,8 @@ def DemoGallery(
                           split_captions.captions[example.image_id], example.references,
                           scores['per_image'][example.image_id],
                           baseline_captions.captions[example.image_id]
-                          if baseline_captions else None)
+                          if baseline_captions else None,
+                          split_captions.top_captions[example.image_id][1:])
              for example in captioning.iter_split_examples(examples, split))
   index_path = render_gallery(entries, metrics, gallery.uri,
                               title=f'Captioner demo gallery: split {split!r}',

@@ -103,7 +103,7 @@ def _output_config() -> example_gen_pb2.Output:
 
 
 def executor_exec_properties(
-    input_base: str, restval_split: str = layouts.DEFAULT_RESTVAL_SPLIT) -> Dict[str, Any]:
+    input_base: str, restval_split: str = features.DEFAULT_RESTVAL_SPLIT) -> Dict[str, Any]:
   """exec_properties as the orchestrator hands them to `Executor.Do`.
 
   For callers that run the executor without a pipeline (tests, benchmarks).
@@ -249,7 +249,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     report = artifact_utils.get_single_instance(output_dict[REJECTS_KEY])
     dataset = layouts.read_dataset(
         exec_properties[standard_component_specs.INPUT_BASE_KEY],
-        exec_properties.get(RESTVAL_SPLIT_KEY) or layouts.DEFAULT_RESTVAL_SPLIT)
+        exec_properties.get(RESTVAL_SPLIT_KEY) or features.DEFAULT_RESTVAL_SPLIT)
     passed = collections.Counter(r.split for r in dataset.records)
     logging.info('Read %s-layout dataset %s: %d images pass the text checks %s.',
                  dataset.layout.name, dataset.layout.root, len(dataset.records), dict(passed))
@@ -336,7 +336,7 @@ class ImageCaptionExampleGen(base_beam_component.BaseBeamComponent):
   DRIVER_CLASS = Driver
 
   def __init__(self, input_base: str,
-               restval_split: str = layouts.DEFAULT_RESTVAL_SPLIT):
+               restval_split: str = features.DEFAULT_RESTVAL_SPLIT):
     """Args:
       input_base: the dataset folder.
       restval_split: the split Karpathy's 'restval' images go to.

@@ -32,8 +32,6 @@ COCO = coco.COCO
 KARPATHY = karpathy.KARPATHY
 LAYOUTS = (COCO, FLICKR30K, OFFICIAL, KAGGLE, KARPATHY)  # detection order
 
-# Where the Karpathy split 'restval' goes by default (im2txt's choice).
-DEFAULT_RESTVAL_SPLIT = features.TRAIN_SPLIT
 
 _EXPECTS = (coco.COCO_EXPECTS, flickr30k.FLICKR30K_EXPECTS, flickr8k.OFFICIAL_EXPECTS,
             flickr8k.KAGGLE_EXPECTS, karpathy.KARPATHY_EXPECTS)
@@ -74,7 +72,7 @@ def detect_layout(root: str) -> rules.Layout:
   raise LayoutError(expected_layouts_message(root, problem))
 
 
-def read_dataset(root: str, restval_split: str = DEFAULT_RESTVAL_SPLIT) -> rules.Dataset:
+def read_dataset(root: str, restval_split: str = features.DEFAULT_RESTVAL_SPLIT) -> rules.Dataset:
   """Detects the layout of `root` and streams its text files through the rules.
 
   Args:

@@ -64,6 +64,7 @@ from PIL import Image
 from PIL import ImageDraw
 
 from components import features
+from components import progress
 from components.ingestion import coco
 from components.ingestion import flickr30k
 from components.ingestion import flickr8k
@@ -345,7 +346,7 @@ def generate(output_dir: str,
   splits = {name: [] for name, _ in _SPLIT_PROPORTIONS}
   with multiprocessing.Pool(processes) if processes > 1 else contextlib.nullcontext() as pool:
     drawn = pool.imap(_draw, tasks, chunksize=16) if pool else map(_draw, tasks)
-    for index, (captions, jpeg) in enumerate(drawn):
+    for index, (captions, jpeg) in enumerate(progress.track(drawn, num_images, 'generating images')):
       split = _split_of(index, num_images)
       name = image_id(index, layout, split)
       image_dir = _image_dir(output_dir, layout, split)

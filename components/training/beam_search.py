@@ -12,6 +12,12 @@ beam can only lose probability, so the search stops as soon as every batch
 element's best finished caption is at least as probable as its best live beam;
 this changes no result. If nothing finished within `max_length` steps, the best
 unfinished beam is returned.
+
+`beam_search_top_k` returns the `top_k` best finished captions (top_k <=
+beam_width; the search then runs until the k-th best finished caption is at
+least as probable as every live beam). Fewer than top_k finished: the
+missing ones are empty with log-probability -inf (except the best, which
+falls back to the best unfinished beam as above).
 """
 import tensorflow as tf
 
@@ -43,8 +49,28 @@ def beam_search(initial_states, step_fn, batch_size, beam_width, max_length, sta
     lengths: int32 [batch], number of generated ids, END included.
     log_probs: float32 [batch], sum of the log-probabilities of those ids.
   """
+  ids, lengths, log_probs = beam_search_top_k(initial_states, step_fn, batch_size, beam_width, max_length,
+                                              start_id, end_id, top_k=1)
+  return ids[:, 0], lengths[:, 0], log_probs[:, 0]
+
+
+def beam_search_top_k(initial_states, step_fn, batch_size, beam_width, max_length, start_id, end_id, top_k):
+  """Finds, per batch element, the `top_k` most probable sequences ending in END, best first.
+
+  Args: as beam_search, plus
+    top_k: python int, 1 <= top_k <= beam_width.
+
+  Returns:
+    ids: int32 [batch, top_k, max_length], generated ids (END included when
+      the sequence finished), then zeros; all zeros for a missing one.
+    lengths: int32 [batch, top_k], number of generated ids, END included (0 for a missing one).
+    log_probs: float32 [batch, top_k], sum of the log-probabilities of those
+      ids, descending; -inf for a missing one.
+  """
   if beam_width < 1:
     raise ValueError(f'beam_width must be at least 1, got {beam_width}.')
+  if not 1 <= top_k <= beam_width:
+    raise ValueError(f'top_k must be between 1 and beam_width ({beam_width}), got {top_k}.')
   if max_length < 1:
     raise ValueError(f'max_length must be at least 1, got {max_length}.')
   neg_inf = tf.constant(float('-inf'), tf.float32)
@@ -59,7 +85,8 @@ def beam_search(initial_states, step_fn, batch_size, beam_width, max_length, sta
   last_ids = tf.fill([batch_size * beam_width], tf.cast(start_id, tf.int32))
 
   def not_done(step, alive_log_probs, alive_ids, finished_log_probs, finished_ids, last_ids, states):
-    can_improve = tf.reduce_max(alive_log_probs, axis=1) > tf.reduce_max(finished_log_probs, axis=1)
+    # finished_log_probs is sorted, so column top_k - 1 is the k-th best finished.
+    can_improve = tf.reduce_max(alive_log_probs, axis=1) > finished_log_probs[:, top_k - 1]
     return tf.logical_and(step < max_length, tf.reduce_any(can_improve))
 
   def extend(step, alive_log_probs, alive_ids, finished_log_probs, finished_ids, last_ids, states):
@@ -91,13 +118,17 @@ def beam_search(initial_states, step_fn, batch_size, beam_width, max_length, sta
       maximum_iterations=max_length)
 
   # The finished pool is sorted by top_k; live slots emptied by END are not.
+  finished_log_probs, finished_ids = finished_log_probs[:, :top_k], finished_ids[:, :top_k]
   best_alive = tf.argmax(alive_log_probs, axis=1, output_type=tf.int32)  # [batch]
-  any_finished = finished_log_probs[:, 0] > neg_inf
-  ids = tf.where(any_finished[:, tf.newaxis], finished_ids[:, 0],
-                 tf.gather(alive_ids, best_alive, batch_dims=1))
-  log_probs = tf.where(any_finished, finished_log_probs[:, 0],
-                       tf.gather(alive_log_probs, best_alive, batch_dims=1))
-  has_end = tf.reduce_any(tf.equal(ids, end_id), axis=1)
-  end_position = tf.argmax(tf.cast(tf.equal(ids, end_id), tf.int32), axis=1, output_type=tf.int32)
-  lengths = tf.where(has_end, end_position + 1, steps)
+  any_finished = finished_log_probs[:, 0] > neg_inf  # [batch]
+  is_first = tf.equal(tf.range(top_k), 0)[tf.newaxis, :]  # [1, top_k]
+  use_alive = tf.logical_and(is_first, tf.logical_not(any_finished)[:, tf.newaxis])  # [batch, top_k]
+  ids = tf.where(use_alive[:, :, tf.newaxis],
+                 tf.gather(alive_ids, best_alive, batch_dims=1)[:, tf.newaxis, :], finished_ids)
+  log_probs = tf.where(use_alive, tf.gather(alive_log_probs, best_alive, batch_dims=1)[:, tf.newaxis],
+                       finished_log_probs)
+  is_end = tf.equal(ids, end_id)  # [batch, top_k, max_length]
+  end_position = tf.argmax(tf.cast(is_end, tf.int32), axis=2, output_type=tf.int32)
+  lengths = tf.where(tf.reduce_any(is_end, axis=2), end_position + 1,
+                     tf.where(log_probs > neg_inf, steps, 0))
   return ids, lengths, log_probs

@@ -9,43 +9,85 @@ answer a request. Two signatures, per the contract in components/features.py:
   features.EXAMPLES_SIGNATURE (from_examples):
       features.EXAMPLES_INPUT string [None]  serialized tf.Example with bytes
                                              feature features.IMAGE_KEY
-  both -> features.CAPTION_OUTPUT         string [None]  words joined by single spaces
-          features.LOG_PROBABILITY_OUTPUT float32 [None] log p(caption, END | image)
+  features.FEATURES_SIGNATURE (from_features):
+      features.FEATURES_INPUT float32 [None, feature_dim]  the backbone's output,
+          as the ImageFeatureGen cached it: the evaluator and the gallery
+          caption from the cache, checked against serving_default on a sample
+  all -> features.CAPTION_OUTPUT           string [None]     words joined by single spaces
+         features.LOG_PROBABILITY_OUTPUT   float32 [None]    log p(caption, END | image)
+         features.CAPTIONS_OUTPUT          string [None, k]  the k = beam_width best, best first
+         features.LOG_PROBABILITIES_OUTPUT float32 [None, k] theirs ('' and -inf where fewer finished)
+
+The module also keeps `encode_images` (a function, not a signature): images
+string [None] -> float32 [None, feature_dim], the serving graph's own features,
+which tests compare with the cached ones.
+
+The SavedModel carries TF Serving's warm-up file (names.WARMUP_REQUESTS_PATH):
+a few real Predict requests of both image signatures that TF Serving (and the
+local server) replays at load, so the first client does not pay for the
+graph's first run.
 
 Bytes that are not an image make the call fail with InvalidArgument ("Unknown
 image file format. One of JPEG, PNG, GIF, BMP required."), which TF Serving
 returns to the client as INVALID_ARGUMENT.
 """
+import os
+
+import numpy as np
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
 from components import features
+from components import names
+from components import records
 from components.encoder import image_features
 
+# Images per warm-up request, one request each: a lone image and a small batch
+# (TF Serving warms each batch shape separately).
+_WARMUP_BATCH_SIZES = (1, 4)
 
-def _caption_fn(feature_extractor, decoder, vocabulary, max_length, beam_width):
-  """Returns a tf.function: images string [batch] -> {caption string [batch], log_probability float32 [batch]}."""
+
+def _caption_fns(feature_extractor, decoder, vocabulary, max_length, beam_width):
+  """Returns tf.functions (encode: images string [batch] -> float32 [batch, feature_dim];
+  caption_images: images -> outputs; caption_features: float32 [batch, feature_dim] -> outputs),
+  outputs being the caption outputs above (k = beam_width)."""
   vocabulary = tf.constant(vocabulary, dtype=tf.string)  # string [vocab_size], by id
   image_size = feature_extractor.input_shape[1]  # square input, fixed when it was built
+  feature_dim = feature_extractor.output_shape[-1]
 
-  def caption_batch(images):
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def encode(images):
     pixels = image_features.decode_images(images, image_size)  # float32 [batch, s, s, 3]
-    image_vectors = feature_extractor(pixels, training=False)  # float32 [batch, feature_dim]
-    ids, lengths, log_probs = decoder.generate(image_vectors, beam_width, max_length)
-    words = tf.gather(vocabulary, ids)  # string [batch, max_length]
-    is_word = tf.logical_and(ids >= features.NUM_SPECIAL_TOKENS, tf.sequence_mask(lengths, max_length))
+    return feature_extractor(pixels, training=False)  # float32 [batch, feature_dim]
+
+  def caption_batch(image_vectors):
+    ids, lengths, log_probs = decoder.generate(image_vectors, beam_width, max_length, top_k=beam_width)
+    ids = tf.reshape(ids, [-1, max_length])  # [batch*k, max_length], hypotheses of an image together
+    words = tf.gather(vocabulary, ids)  # string [batch*k, max_length]
+    is_word = tf.logical_and(ids >= features.NUM_SPECIAL_TOKENS,
+                             tf.sequence_mask(tf.reshape(lengths, [-1]), max_length))
     captions = tf.strings.reduce_join(tf.ragged.boolean_mask(words, is_word), axis=1, separator=' ')
-    return captions, log_probs
+    return tf.reshape(captions, [-1, beam_width]), log_probs  # string [batch, k], float32 [batch, k]
 
   def empty_batch():
-    return tf.zeros([0], tf.string), tf.zeros([0], tf.float32)
+    return tf.zeros([0, beam_width], tf.string), tf.zeros([0, beam_width], tf.float32)
+
+  def outputs(captions, log_probs):  # string [batch, k], float32 [batch, k] -> the outputs above
+    return {features.CAPTION_OUTPUT: captions[:, 0], features.LOG_PROBABILITY_OUTPUT: log_probs[:, 0],
+            features.CAPTIONS_OUTPUT: captions, features.LOG_PROBABILITIES_OUTPUT: log_probs}
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def caption_images(images):
     # An empty request gets an empty answer (the CPU convolution kernels fail on an empty batch).
-    captions, log_probs = tf.cond(tf.size(images) > 0, lambda: caption_batch(images), empty_batch)
-    return {features.CAPTION_OUTPUT: captions, features.LOG_PROBABILITY_OUTPUT: log_probs}
+    return outputs(*tf.cond(tf.size(images) > 0, lambda: caption_batch(encode(images)), empty_batch))
 
-  return caption_images
+  @tf.function(input_signature=[tf.TensorSpec([None, feature_dim], tf.float32)])
+  def caption_features(image_vectors):
+    return outputs(*tf.cond(tf.shape(image_vectors)[0] > 0, lambda: caption_batch(image_vectors),
+                            empty_batch))
+
+  return encode, caption_images, caption_features
 
 
 def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, max_length, beam_width):
@@ -69,7 +111,8 @@ def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, max
   if len(vocabulary) != decoder.vocab_size:
     raise ValueError(f'vocabulary has {len(vocabulary)} words but the decoder predicts '
                      f'{decoder.vocab_size} ids.')
-  caption_images = _caption_fn(feature_extractor, decoder, vocabulary, max_length, beam_width)
+  encode, caption_images, caption_features = _caption_fns(
+      feature_extractor, decoder, vocabulary, max_length, beam_width)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGES_INPUT)])
   def caption(images):
@@ -80,6 +123,11 @@ def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, max
     parsed = tf.io.parse_example(examples, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
     return caption_images(parsed[features.IMAGE_KEY])
 
+  @tf.function(input_signature=[tf.TensorSpec([None, feature_extractor.output_shape[-1]], tf.float32,
+                                              name=features.FEATURES_INPUT)])
+  def caption_from_features(image_features):  # the signature's input takes the argument's name
+    return caption_features(image_features)
+
   # The module tracks the variables, not the Keras objects: saving Keras
   # objects re-traces every layer for Keras metadata nobody reads here, which
   # doubles the export time.
@@ -88,9 +136,47 @@ def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, max
   module.decoder_variables = list(decoder.variables)
   module.caption = caption
   module.caption_examples = caption_examples
+  module.caption_from_features = caption_from_features
+  module.encode_images = encode
   signatures = {
       features.CAPTION_SIGNATURE: caption.get_concrete_function(),
       features.EXAMPLES_SIGNATURE: caption_examples.get_concrete_function(),
+      features.FEATURES_SIGNATURE: caption_from_features.get_concrete_function(),
   }
   tf.saved_model.save(module, export_dir, signatures=signatures)
+  _write_warmup_requests(export_dir, feature_extractor.input_shape[1])
   return export_dir
+
+
+def _warmup_images(count, image_size):
+  """`count` encoded image_size-square noise images, alternately JPEG and PNG (both decoders run)."""
+  images = []
+  for index in range(count):
+    pixels = np.random.default_rng(index).integers(0, 256, [image_size, image_size, 3], dtype=np.uint8)
+    encode = tf.io.encode_jpeg if index % 2 == 0 else tf.io.encode_png
+    images.append(encode(pixels).numpy())
+  return images
+
+
+def _write_warmup_requests(export_dir, image_size):
+  """Writes <export_dir>/assets.extra/tf_serving_warmup_requests: PredictionLog records, TFRecord format.
+
+  One PredictRequest per batch size in _WARMUP_BATCH_SIZES for each caption
+  signature, on real encoded images, as TF Serving's SavedModel warm-up
+  expects (https://www.tensorflow.org/tfx/serving/saved_model_warmup).
+  """
+  path = os.path.join(export_dir, names.WARMUP_REQUESTS_PATH)
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.TFRecordWriter(path) as writer:
+    for batch_size in _WARMUP_BATCH_SIZES:
+      images = _warmup_images(batch_size, image_size)
+      for signature, alias, values in (
+          (features.CAPTION_SIGNATURE, features.IMAGES_INPUT, images),
+          (features.EXAMPLES_SIGNATURE, features.EXAMPLES_INPUT,
+           [records.image_example(image).SerializeToString() for image in images])):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = names.MODEL_NAME
+        request.model_spec.signature_name = signature
+        request.inputs[alias].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)]))
+        log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+        writer.write(log.SerializeToString())

@@ -22,11 +22,15 @@ embedding at t=0 and the model has no image input.
 `CaptionDecoder` reuses the trained layers one step at a time for beam search;
 it is a tf.Module so that a SavedModel holding it also holds their variables.
 """
+from typing import Tuple
+
 import tensorflow as tf
 import tf_keras as keras
 
-from components.training import beam_search as beam_search_lib
+from components import config as config_lib
 from components import features
+from components.encoder import augmentation
+from components.training import beam_search as beam_search_lib
 
 IMAGE_FEATURES_INPUT = 'image_features'  # float32 [batch, feature_dim]
 INPUT_IDS_INPUT = 'input_ids'  # int64 [batch, sequence_length - 1]
@@ -152,6 +156,49 @@ def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=
   return keras.Model(inputs, logits, name=name)
 
 
+def pixel_blind_extractor(image_size: int) -> keras.Model:
+  """The language model's stand-in backbone: float32 [b, 0], no pixels read.
+
+  The baseline's decoder only needs the batch size, so its serving graph
+  still decodes (and so validates) the images but skips the CNN.
+  """
+  pixels = keras.Input([image_size, image_size, 3])
+  return keras.Model(pixels, keras.layers.Lambda(lambda x: tf.zeros([tf.shape(x)[0], 0]))(pixels))
+
+
+def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_length: int,
+                 feature_extractor: keras.Model) -> Tuple[keras.Model, keras.Model]:
+  """The caption model and the compiled model Keras fits, for `config`.
+
+  Without augmentation Keras fits the caption model itself, on cached feature
+  vectors. With `config.augment` it fits a model on pixels: augmentation, the
+  frozen `feature_extractor`, then the caption model. Augmentation is here, on
+  training pixels only, so every epoch sees new variants (in Transform it
+  would run once). The pixel input takes the image-features input's name so
+  that one dataset layout (datasets.training_batches) feeds both.
+
+  Returns:
+    (caption model: build_caption_model's, what the exporter decodes with;
+     training model, compiled with Adam and summed_caption_loss).
+  """
+  caption_model = build_caption_model(
+      vocab_size=vocab_size, feature_dim=feature_extractor.output_shape[-1],
+      sequence_length=sequence_length, embedding_dim=config.embedding_dim,
+      lstm_units=config.lstm_units, num_layers=config.num_layers, dropout=config.dropout,
+      use_image=config.use_image)
+  training_model = caption_model
+  if config.augment and config.use_image:
+    image_size = feature_extractor.input_shape[1]
+    images = keras.Input([image_size, image_size, 3], name=IMAGE_FEATURES_INPUT)
+    input_ids = keras.Input([None], dtype=tf.int64, name=INPUT_IDS_INPUT)
+    pixels = augmentation.build_augmentation()(images)
+    logits = caption_model({IMAGE_FEATURES_INPUT: feature_extractor(pixels, training=False),
+                            INPUT_IDS_INPUT: input_ids})
+    training_model = keras.Model({IMAGE_FEATURES_INPUT: images, INPUT_IDS_INPUT: input_ids}, logits)
+  training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=summed_caption_loss)
+  return caption_model, training_model
+
+
 def summed_caption_loss(y_true, logits):
   """Cross-entropy summed over the real time steps of each caption.
 
@@ -217,12 +264,16 @@ class CaptionDecoder(tf.Module):
     logits = tf.cast(self.output_layer(outputs), tf.float32)
     return tf.nn.log_softmax(logits, axis=-1), states
 
-  def generate(self, image_features, beam_width, max_length):
+  def generate(self, image_features, beam_width, max_length, top_k=None):
     """Beam-search captions for a batch of image features (see beam_search.beam_search).
 
-    Returns (ids int32 [n, max_length], lengths int32 [n], log_probs float32 [n]).
+    Returns (ids int32 [n, max_length], lengths int32 [n], log_probs float32 [n]);
+    with top_k, the top_k best of each (beam_search.beam_search_top_k):
+    (ids [n, top_k, max_length], lengths [n, top_k], log_probs [n, top_k]).
     """
-    return beam_search_lib.beam_search(
-        initial_states=self.initial_state(image_features), step_fn=self.step,
-        batch_size=tf.shape(image_features)[0], beam_width=beam_width, max_length=max_length,
-        start_id=features.START_ID, end_id=features.END_ID)
+    arguments = dict(initial_states=self.initial_state(image_features), step_fn=self.step,
+                     batch_size=tf.shape(image_features)[0], beam_width=beam_width, max_length=max_length,
+                     start_id=features.START_ID, end_id=features.END_ID)
+    if top_k is None:
+      return beam_search_lib.beam_search(**arguments)
+    return beam_search_lib.beam_search_top_k(**arguments, top_k=top_k)

@@ -1,0 +1,294 @@
+"""ImageFeatureGen: the frozen backbone, run once per image of every split, as an artifact.
+
+The backbone is frozen, so without augmentation its output is a pure function
+of the image. Computing it inside the Trainer meant computing it again in every
+run that retrains (a new `--epochs` recomputed every feature: 50 minutes of
+VGG16 on Flickr8k on 2 cores), and again in the evaluator and the gallery.
+Here it runs once, in Beam (RunInference: model loading per worker, batching,
+metrics; Dataflow fans it out over workers), and its inputs are the examples
+and the encoder settings only, so TFX's cache reuses it across every rerun that
+changes only decoder or training settings.
+
+Output `image_features` (components.artifacts.ImageFeatures):
+  <uri>/names.BACKBONE_DIR/   the frozen feature extractor as a tf_keras
+      SavedModel, weights included (random ones too), so that the Trainer
+      exports exactly the network that produced the features. Its
+      serving_default signature is what the feature pass runs:
+        features.IMAGES_INPUT        string [None]  encoded image bytes
+        -> features.IMAGE_FEATURES_KEY float32 [None, feature_dim]
+      (decode and resize as the serving graph does, then the backbone).
+  <uri>/names.ENCODER_FILE    JSON `EncoderInfo`: backbone, weights,
+      weights_fingerprint, image_size, pooling, feature_dim.
+  <uri>/Split-<split>/names.FEATURES_FILE_PREFIX-*.gz  per split of the
+      examples, gzipped TFRecords of tf.Example, one per image:
+        features.IMAGE_ID_KEY        bytes [1]
+        features.IMAGE_FEATURES_KEY  float [feature_dim]
+  Custom properties: the EncoderInfo fields, `split_names`,
+  BACKBONE_PASSES_PROPERTY (images run through the backbone, from Beam's
+  RunInference counter) and FEATURE_PASS_SECONDS_PROPERTY.
+
+Progress: every PROGRESS_EVERY images each Beam worker logs how many it has
+done and at what rate.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+from absl import logging
+import apache_beam as beam
+from apache_beam.ml.inference import base as inference_base
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from tfx import v1 as tfx
+from tfx.types import artifact
+from tfx.types import artifact_utils
+
+from components import features
+from components import names
+from components import records
+from components.artifacts import ImageFeatures
+from components.encoder import image_features as image_features_lib
+
+# Images per backbone call; RunInference batches up to this many.
+DEFAULT_BATCH_SIZE = 32
+# A progress line per worker every this many images.
+PROGRESS_EVERY = 256
+# RunInference's counters: `num_inferences` (images run through the backbone) in this namespace.
+METRICS_NAMESPACE = 'captioner_backbone'
+_INFERENCE_COUNTER = 'num_inferences'
+# Custom properties of the output besides the EncoderInfo fields.
+BACKBONE_PASSES_PROPERTY = 'backbone_passes'  # images run through the backbone (Beam counter)
+FEATURE_PASS_SECONDS_PROPERTY = 'feature_pass_seconds'  # wall time of the Beam pass, start-up included
+_SPLIT_NAMES_PROPERTY = 'split_names'
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderInfo:
+  """What produced the features; a SavedModel trained on them carries a copy."""
+  backbone: str  # a key of image_features_lib.BACKBONES
+  weights: str  # 'imagenet', a weights file path, or 'none' (random)
+  weights_fingerprint: str  # sha256 of the backbone's weight values, in layer order
+  image_size: int  # square input side in pixels
+  pooling: str  # one of image_features_lib.POOLINGS
+  feature_dim: int
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+  """sha256 over a model's weight values: equal only for the same network and weights."""
+  digest = hashlib.sha256()
+  for weight in model.weights:
+    digest.update(weight.numpy().tobytes())
+  return digest.hexdigest()
+
+
+def backbone_dir(uri: str) -> str:
+  return os.path.join(uri, names.BACKBONE_DIR)
+
+
+def read_encoder_info(path: str) -> EncoderInfo:
+  """Reads an names.ENCODER_FILE (from an ImageFeatures artifact or a serving SavedModel)."""
+  with tf.io.gfile.GFile(path) as f:
+    return EncoderInfo(**json.load(f))
+
+
+def write_encoder_info(info: EncoderInfo, path: str) -> None:
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path, 'w') as f:
+    json.dump(dataclasses.asdict(info), f, indent=2)
+
+
+def save_backbone(feature_extractor: keras.Model, export_dir: str) -> None:
+  """Saves the feature extractor with its image-bytes signature (see the module docstring)."""
+  image_size = feature_extractor.input_shape[1]
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGES_INPUT)])
+  def encode(images):
+    pixels = image_features_lib.decode_images(images, image_size)
+    return {features.IMAGE_FEATURES_KEY: feature_extractor(pixels, training=False)}
+
+  feature_extractor.save(export_dir, save_format='tf', include_optimizer=False,
+                         signatures={features.CAPTION_SIGNATURE: encode})
+
+
+def load_backbone(uri: str) -> keras.Model:
+  """The artifact's frozen feature extractor as a Keras model (pixels 0..255 -> features)."""
+  model = keras.models.load_model(backbone_dir(uri), compile=False)
+  model.trainable = False
+  return model
+
+
+class BackboneHandler(inference_base.ModelHandler):
+  """Beam RunInference handler: encoded images (bytes) -> PredictionResult(features float32 [dim]).
+
+  Loads the backbone SavedModel with core `tf.saved_model.load` and calls its
+  bytes signature on each batch. (Beam's own TFModelHandlerTensor cannot be used
+  here: its module imports tensorflow_hub, which fails to import with TF 2.16,
+  and it loads models with `tf.keras`, Keras 3 in this environment.)
+  """
+
+  def __init__(self, model_dir: str, max_batch_size: int = DEFAULT_BATCH_SIZE):
+    super().__init__()
+    self._model_dir = model_dir
+    self._max_batch_size = max_batch_size
+
+  def load_model(self):
+    return tf.saved_model.load(self._model_dir)
+
+  def run_inference(self, batch: Sequence[bytes], model, inference_args=None
+                    ) -> Iterable[inference_base.PredictionResult]:
+    outputs = model.signatures[features.CAPTION_SIGNATURE](
+        **{features.IMAGES_INPUT: tf.constant(list(batch), tf.string)})
+    vectors = outputs[features.IMAGE_FEATURES_KEY].numpy()  # float32 [batch, feature_dim]
+    return [inference_base.PredictionResult(image, vector, self._model_dir)
+            for image, vector in zip(batch, vectors)]
+
+  def batch_elements_kwargs(self):
+    return {'min_batch_size': 1, 'max_batch_size': self._max_batch_size}
+
+  def get_metrics_namespace(self) -> str:
+    return METRICS_NAMESPACE
+
+
+class _LogProgress(beam.DoFn):
+  """Passes elements through, logging images done and images/s every PROGRESS_EVERY."""
+
+  def __init__(self, split: str):
+    self._split = split
+
+  def setup(self):
+    self._count, self._start = 0, time.monotonic()
+
+  def process(self, element):
+    self._count += 1
+    if self._count % PROGRESS_EVERY == 0:
+      seconds = time.monotonic() - self._start
+      logging.info('Feature pass (split %r, this worker): %d images, %.1f images/s.',
+                   self._split, self._count, self._count / seconds)
+    yield element
+
+
+def feature_example(image_id: str, vector: np.ndarray) -> bytes:
+  """One serialized record of a features split (layout in the module docstring)."""
+  return tf.train.Example(features=tf.train.Features(feature={
+      features.IMAGE_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_id.encode('utf-8')])),
+      features.IMAGE_FEATURES_KEY: tf.train.Feature(
+          float_list=tf.train.FloatList(value=np.asarray(vector, np.float32))),
+  })).SerializeToString()
+
+
+def _id_and_image(serialized: bytes) -> Tuple[str, bytes]:
+  example = records.parse_image_example(serialized)
+  return example.image_id, example.image
+
+
+def split_dir(uri: str, split: str) -> str:
+  return os.path.join(uri, f'Split-{split}')
+
+
+def read_features(uri: str, split: str) -> Dict[str, np.ndarray]:
+  """image id -> float32 [feature_dim] for every image of `split` in an ImageFeatures artifact.
+
+  Raises:
+    FileNotFoundError: if the split has no feature file.
+    ValueError: if an image id occurs twice (naming the file).
+  """
+  paths = sorted(tf.io.gfile.glob(os.path.join(split_dir(uri, split), '*.gz')))
+  if not paths:
+    raise FileNotFoundError(f'No feature file in {split_dir(uri, split)} (split {split!r}).')
+  spec = {features.IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string),
+          features.IMAGE_FEATURES_KEY: tf.io.VarLenFeature(tf.float32)}
+  vectors = {}
+  for path in paths:
+    for record in tf.data.TFRecordDataset(path, compression_type='GZIP').as_numpy_iterator():
+      parsed = tf.io.parse_single_example(record, spec)
+      image_id = parsed[features.IMAGE_ID_KEY].numpy().decode('utf-8')
+      if image_id in vectors:
+        raise ValueError(f'Image id {image_id!r} occurs twice in the features of {path}.')
+      vectors[image_id] = parsed[features.IMAGE_FEATURES_KEY].values.numpy()
+  return vectors
+
+
+def backbone_passes(image_features_artifact: artifact.Artifact) -> int:
+  """Images the feature pass ran through the backbone (its Beam counter, kept in MLMD)."""
+  return image_features_artifact.get_int_custom_property(BACKBONE_PASSES_PROPERTY)
+
+
+def build_encoder(backbone: str, image_size: int, pooling: str,
+                  backbone_weights: Optional[str]) -> Tuple[keras.Model, EncoderInfo]:
+  """The frozen feature extractor for these settings, and its EncoderInfo."""
+  extractor = image_features_lib.build_feature_extractor(
+      backbone, image_size=image_size, weights=backbone_weights, pooling=pooling)
+  return extractor, EncoderInfo(
+      backbone=backbone, weights=backbone_weights or 'none',
+      weights_fingerprint=weights_fingerprint(extractor),
+      image_size=int(extractor.input_shape[1]), pooling=pooling,
+      feature_dim=int(extractor.output_shape[-1]))
+
+
+@tfx.dsl.components.component(use_beam=True)
+def ImageFeatureGen(
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    image_features: tfx.dsl.components.OutputArtifact[ImageFeatures],
+    backbone: tfx.dsl.components.Parameter[str],
+    image_size: tfx.dsl.components.Parameter[int],
+    pooling: tfx.dsl.components.Parameter[str],
+    backbone_weights: tfx.dsl.components.Parameter[str] = None,
+    batch_size: tfx.dsl.components.Parameter[int] = DEFAULT_BATCH_SIZE,
+    beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
+) -> None:
+  """Builds the frozen backbone, saves it, and writes every split's features.
+
+  Args:
+    examples: ExampleGen output (components/records.py layout); every split.
+    image_features: output, laid out as the module docstring says.
+    backbone: a key of image_features_lib.BACKBONES.
+    image_size: square input side in pixels (resolved: the Trainer gets the same).
+    pooling: one of image_features_lib.POOLINGS.
+    backbone_weights: 'imagenet', a local .h5 file, or None for random weights.
+    batch_size: images per backbone call.
+    beam_pipeline: injected by TFX with the pipeline's Beam arguments.
+  """
+  extractor, info = build_encoder(backbone, image_size, pooling, backbone_weights)
+  save_backbone(extractor, backbone_dir(image_features.uri))
+  del extractor  # the workers load the saved one: what they run is what the Trainer gets
+  write_encoder_info(info, os.path.join(image_features.uri, names.ENCODER_FILE))
+  logging.info('Feature pass with %s.', info)
+
+  handler = inference_base.KeyedModelHandler(
+      BackboneHandler(backbone_dir(image_features.uri), max_batch_size=batch_size))
+  for split in artifact_utils.decode_split_names(examples.split_names):
+    [examples_dir] = artifact_utils.get_split_uris([examples], split)
+    _ = (beam_pipeline
+         | f'Read[{split}]' >> beam.io.ReadFromTFRecord(
+             os.path.join(examples_dir, '*.gz'), compression_type=beam.io.filesystem.CompressionTypes.GZIP)
+         | f'IdAndImage[{split}]' >> beam.Map(_id_and_image)
+         | f'RunBackbone[{split}]' >> inference_base.RunInference(handler)
+         | f'Progress[{split}]' >> beam.ParDo(_LogProgress(split))
+         | f'ToExample[{split}]' >> beam.MapTuple(
+             lambda image_id, result: feature_example(image_id, result.inference))
+         | f'Write[{split}]' >> beam.io.WriteToTFRecord(
+             os.path.join(split_dir(image_features.uri, split), names.FEATURES_FILE_PREFIX),
+             file_name_suffix='.gz'))
+  start = time.monotonic()
+  result = beam_pipeline.run()
+  result.wait_until_finish()
+  seconds = time.monotonic() - start
+  counters = result.metrics().query(
+      beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(_INFERENCE_COUNTER)
+  )['counters']
+  passes = int(sum(counter.committed for counter in counters))
+  logging.info('Feature pass: %d images through %s in %.1f s (%.1f images/s).',
+               passes, backbone, seconds, passes / max(seconds, 1e-9))
+
+  for field, value in dataclasses.asdict(info).items():
+    if isinstance(value, int):
+      image_features.set_int_custom_property(field, value)
+    else:
+      image_features.set_string_custom_property(field, value)
+  image_features.set_int_custom_property(BACKBONE_PASSES_PROPERTY, passes)
+  image_features.set_float_custom_property(FEATURE_PASS_SECONDS_PROPERTY, seconds)
+  image_features.set_string_custom_property(_SPLIT_NAMES_PROPERTY, examples.split_names)

@@ -1,0 +1,114 @@
+"""The captioner's training datasets, built from the Transform output and the cached features.
+
+Input (Transform output, see components/training/transform.py), one example
+per image: features.IMAGE_ID_KEY, features.IMAGE_KEY (encoded bytes) and the
+captions as padded ids [captions, L]. Each (image, caption) pair is one
+training example; the model reads ids[:-1] (START .. last word) and predicts
+ids[1:] (first word .. END).
+
+What stands for the image is chosen per Trainer:
+  * `with_cached_features`: the ImageFeatureGen's vector for the image id (the
+    default: the frozen backbone never runs in the Trainer);
+  * `with_pixels`: the decoded pixels, for augmentation and the backbone on the
+    fly (`--augment`);
+  * `without_image`: the image bytes, unread (the captions-only baseline).
+`run_fn` (components/training/trainer.py) and bench/training.py build their
+datasets with these functions.
+"""
+from typing import List, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from components import features
+from components.encoder import image_features
+from components.training import model as model_lib
+
+# Shuffle buffer in (image, caption) pairs: a few epochs' worth of Flickr8k batches.
+SHUFFLE_BUFFER = 10000
+
+
+def tfrecord_files(patterns: List[str]) -> List[str]:
+  files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
+  if not files:
+    raise FileNotFoundError(f'No transformed examples match {patterns}')
+  return files
+
+
+def images_and_captions(patterns: List[str], tf_transform_output) -> tf.data.Dataset:
+  """Per image: (image id string [], image bytes string [], caption ids int64 [captions, L])."""
+  feature_spec = tf_transform_output.transformed_feature_spec()
+
+  def parse(serialized):
+    parsed = tf.io.parse_single_example(serialized, feature_spec)
+    ids = tf.sparse.to_dense(parsed[features.CAPTION_IDS_KEY])
+    ids = tf.reshape(ids, [-1, parsed[features.SEQUENCE_LENGTH_KEY]])
+    return (tf.reshape(parsed[features.IMAGE_ID_KEY], []), tf.reshape(parsed[features.IMAGE_KEY], []),
+            ids)
+
+  return (tf.data.TFRecordDataset(tfrecord_files(patterns), compression_type='GZIP')
+          .map(parse, num_parallel_calls=tf.data.AUTOTUNE))
+
+
+def vocabulary(tf_transform_output) -> List[str]:
+  """Words in id order: the special tokens, then the learned vocabulary."""
+  learned = tf_transform_output.vocabulary_by_name(features.VOCABULARY_NAME)
+  return list(features.SPECIAL_TOKENS) + [w.decode('utf-8') for w in learned]
+
+
+def sequence_length(per_image: tf.data.Dataset) -> int:
+  for _, _, ids in per_image.take(1):
+    return int(ids.shape[1])
+  raise ValueError('The training split holds no examples')
+
+
+def with_cached_features(per_image: tf.data.Dataset, vectors: Mapping[str, np.ndarray],
+                         source: str) -> tf.data.Dataset:
+  """(id, bytes, ids) -> (features float32 [feature_dim], ids), joined on the image id.
+
+  Holds the split's features in memory: 6,000 Flickr8k images of VGG16's
+  4,096-d fc2 take 98 MB.
+
+  Raises:
+    ValueError: naming `source` and the ids, if an image has no features.
+  """
+  ids_per_image = [(image_id.decode('utf-8'), ids)
+                   for image_id, _, ids in per_image.as_numpy_iterator()]
+  missing = [image_id for image_id, _ in ids_per_image if image_id not in vectors]
+  if missing:
+    raise ValueError(f'{len(missing)} images have no features in {source}, e.g. {missing[:5]}.')
+  matrix = np.stack([vectors[image_id] for image_id, _ in ids_per_image]).astype(np.float32)
+  ids = tf.RaggedTensor.from_row_lengths(np.concatenate([ids for _, ids in ids_per_image]),
+                                         [len(ids) for _, ids in ids_per_image])
+  return tf.data.Dataset.from_tensor_slices((matrix, ids))
+
+
+def with_pixels(per_image: tf.data.Dataset, image_size: int) -> tf.data.Dataset:
+  """(id, bytes, ids) -> (pixels float32 [s, s, 3], ids), decoded as the serving graph does."""
+  return per_image.map(
+      lambda _, image, ids: (image_features.decode_images(image[tf.newaxis], image_size)[0], ids),
+      num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def without_image(per_image: tf.data.Dataset) -> tf.data.Dataset:
+  """(id, bytes, ids) -> (bytes, ids): the baseline's decoder never reads the image."""
+  return per_image.map(lambda _, image, ids: (image, ids))
+
+
+def _teacher_forcing(image_input, ids, use_image: bool):
+  """(image input, ids [L]) -> ({image input, ids[:-1]}, ids[1:])."""
+  inputs = {model_lib.INPUT_IDS_INPUT: ids[:-1]}
+  if use_image:
+    inputs[model_lib.IMAGE_FEATURES_INPUT] = image_input
+  return inputs, ids[1:]
+
+
+def training_batches(per_image: tf.data.Dataset, batch_size: int, shuffle: bool,
+                     use_image: bool) -> tf.data.Dataset:
+  """(image input, ids [captions, L]) per image -> batches of teacher-forcing pairs, one per caption."""
+  pairs = per_image.flat_map(lambda image_input, ids: tf.data.Dataset.from_tensor_slices(ids).map(
+      lambda caption: (image_input, caption)))
+  if shuffle:
+    pairs = pairs.shuffle(SHUFFLE_BUFFER, reshuffle_each_iteration=True)
+  return (pairs.map(lambda image_input, ids: _teacher_forcing(image_input, ids, use_image))
+          .batch(batch_size).prefetch(tf.data.AUTOTUNE))

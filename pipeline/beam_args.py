@@ -1,0 +1,58 @@
+"""The Beam options of the Beam-backed components, one builder per Beam runner.
+
+The ExampleGen, StatisticsGen, Transform and the other Beam-backed components
+all run with the pipeline's `beam_pipeline_args`; the runners build them here
+from their flags: the local runner on the DirectRunner, the Kubeflow runner on
+the DirectRunner in the component pod, on Dataflow or on a Flink cluster.
+"""
+from typing import List, Optional
+
+BEAM_RUNNERS = ('direct', 'dataflow', 'flink')
+FLINK_ENVIRONMENT_TYPES = ('EXTERNAL', 'DOCKER', 'PROCESS')
+# The address of a Beam SDK worker pool running next to each Flink task manager.
+DEFAULT_FLINK_WORKER_POOL = 'localhost:50000'
+
+
+def direct_beam_args(num_workers: int) -> List[str]:
+  """Beam's DirectRunner in multi-processing mode; 0 workers means one per core."""
+  return ['--direct_running_mode=multi_processing', f'--direct_num_workers={num_workers}']
+
+
+def dataflow_beam_args(project: str, region: str, temp_location: str, image: str,
+                       max_num_workers: Optional[int] = None,
+                       service_account: Optional[str] = None) -> List[str]:
+  """Beam on Dataflow, with the pipeline image as the workers' SDK container.
+
+  The workers then have the same code and pinned packages as the component
+  pods (Flickr8kExampleGen's DoFns and the Transform module live in this
+  project); --sdk_location=container stops Dataflow staging another SDK.
+  """
+  args = ['--runner=DataflowRunner', f'--project={project}', f'--region={region}',
+          f'--temp_location={temp_location}', f'--sdk_container_image={image}',
+          '--sdk_location=container']
+  if max_num_workers is not None:
+    args.append(f'--max_num_workers={max_num_workers}')
+  if service_account:
+    args.append(f'--service_account_email={service_account}')
+  return args
+
+
+def flink_beam_args(flink_master: str, environment_type: str, environment_config: str,
+                    flink_version: Optional[str] = None,
+                    parallelism: Optional[int] = None) -> List[str]:
+  """Beam on a Flink cluster through its REST endpoint.
+
+  --flink_submit_uber_jar uploads the job as one jar, so the component pod
+  needs no Java job server. The Python workers run in `environment_type`:
+  EXTERNAL is a Beam worker pool (the pipeline image started with
+  `/opt/apache/beam/boot --worker_pool`) next to each task manager, DOCKER
+  starts the image per task manager, PROCESS runs a boot command there.
+  """
+  args = ['--runner=FlinkRunner', f'--flink_master={flink_master}', '--flink_submit_uber_jar',
+          f'--environment_type={environment_type}',
+          f'--environment_config={environment_config}']
+  if flink_version:
+    args.append(f'--flink_version={flink_version}')
+  if parallelism is not None:
+    args.append(f'--parallelism={parallelism}')
+  return args

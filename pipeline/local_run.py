@@ -1,0 +1,121 @@
+"""One local run, once its log is open: dataset, pipeline, LocalDagRunner, summary.
+
+pipeline/local_runner.py parses the flags and opens the run's log
+(pipeline/run_log.py) before it imports this module, because importing
+TensorFlow and TFX already prints lines that belong in the log.
+"""
+import argparse
+import json
+import logging
+import os
+import shutil
+
+from ml_metadata import metadata_store
+from tfx import v1 as tfx
+
+from components import names
+from components.ingestion import layouts, shapes_dataset
+from components import config as config_lib
+from components import progress
+from pipeline import beam_args
+from pipeline import component_progress
+from pipeline import interrupted
+from pipeline import pipeline as pipeline_lib
+from pipeline import run_log
+from pipeline import settings
+from pipeline import summary as summary_lib
+
+# Nodes whose output record order the Trainers see.
+_ORDERED_OUTPUT_NODES = (names.EXAMPLE_GEN, names.TRANSFORM)
+
+
+def _ensure_embedded_dataset(data_dir: str, num_images: int, seed: int) -> None:
+  """Generates the embedded dataset unless `data_dir` already holds it with these settings.
+
+  The settings are kept beside the folder (`<data_dir>.json`); a folder
+  generated with other settings is deleted first, so no image of a larger
+  earlier dataset is left without captions.
+  """
+  settings_path = data_dir + '.json'
+  wanted = {'num_images': num_images, 'image_size': config_lib.EMBEDDED_DATASET.image_size,
+            'seed': seed}
+  if os.path.exists(settings_path):
+    with open(settings_path) as f:
+      if json.load(f) == wanted:
+        return
+  progress.logger.info('Generating the embedded dataset (%d images, seed %d) into %s',
+                       num_images, seed, data_dir)
+  shutil.rmtree(data_dir, ignore_errors=True)
+  shapes_dataset.generate(data_dir, **wanted)
+  with open(settings_path, 'w') as f:
+    json.dump(wanted, f)
+
+
+def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
+  """Runs the pipeline the flags describe; see local_runner.main for the exit codes."""
+  embedded = args.data_dir is None
+  data_dir = (os.path.join(output_dir, 'data', 'shapes') if embedded
+              else os.path.abspath(args.data_dir))
+  trainer_config = settings.trainer_config(
+      args, config_lib.EMBEDDED_TRAINER if embedded else config_lib.TrainerConfig())
+  if embedded:
+    _ensure_embedded_dataset(data_dir, args.num_images, trainer_config.seed)
+
+  try:
+    layouts.detect_layout(data_dir)  # fail before any component runs
+  except layouts.LayoutError as error:
+    print(f'error: {error}', file=log.errors)
+    return 2
+
+  serving_model_dir = os.path.join(output_dir, 'serving', args.model_name)
+  metadata_path = os.path.join(output_dir, 'metadata.sqlite')
+  pipeline_root = os.path.join(output_dir, 'pipeline_root')
+  connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
+  pipeline = pipeline_lib.create_pipeline(
+      pipeline_name=args.pipeline_name,
+      pipeline_root=pipeline_root,
+      data_root=data_dir,
+      schema_path=names.SCHEMA_PATH,
+      serving_model_dir=serving_model_dir,
+      transform_config=config_lib.TransformConfig(),
+      trainer_config=trainer_config,
+      baseline_config=settings.baseline_config(trainer_config),
+      evaluation_config=settings.evaluation_config(
+          args, config_lib.EMBEDDED_EVALUATION if embedded else config_lib.EvaluationConfig()),
+      metadata_connection_config=connection_config,
+      beam_pipeline_args=beam_args.direct_beam_args(args.beam_workers),
+      enable_cache=not args.no_cache,
+      restval_split=args.restval_split)
+  # ExampleGen and Transform write records in the order their Beam workers
+  # finish, and the Trainers' seeded shuffle starts from that order: with more
+  # than one worker, two runs of one command would train on different batches.
+  for component in pipeline.components:
+    if component.id in _ORDERED_OUTPUT_NODES:
+      component.with_beam_pipeline_args(beam_args.direct_beam_args(1))
+
+  def settle() -> None:
+    store = metadata_store.MetadataStore(connection_config)
+    for line in interrupted.settle_interrupted(store, args.pipeline_name, pipeline_root):
+      progress.logger.info('  %s', line)
+
+  settle()  # what a killed earlier run left RUNNING, and folders no artifact owns
+  with component_progress.reporting([c.id for c in pipeline.components]) as components:
+    try:
+      tfx.orchestration.LocalDagRunner().run(pipeline)
+    except KeyboardInterrupt:
+      settle()
+      print(f'interrupted during {components.current or "the pipeline"}; run the same command '
+            f'again to resume (full log: {log.path})', file=log.errors)
+      return 130
+    except Exception as error:  # pylint: disable=broad-except
+      logging.exception('The pipeline failed in %s', components.current)
+      settle()  # a failure before the executor ran leaves the execution RUNNING
+      message = str(error).strip().splitlines()
+      print(f'error: {components.current or "the pipeline"} failed: {type(error).__name__}: '
+            f'{message[0] if message else ""} (full log: {log.path})', file=log.errors)
+      return 1
+
+  summary = summary_lib.write_summary(
+      metadata_path, args.pipeline_name, os.path.join(output_dir, 'summary.json'))
+  print(summary_lib.render(summary), file=log.console)
+  return 0
