@@ -28,9 +28,11 @@ Output `rejects` (IngestionReport artifact):
                  totals that reconcile (see `summarise`); also logged and
                  copied to the artifact's custom properties.
 
-How it streams: the text files are parsed once, in the driver process, into
-one small record per image (id, path, split, captions: no image bytes), which
-are written to a JSON-lines file in a work folder. Beam reads that file,
+How it streams (the Beam stages are in components/ingestion/verify.py, which
+imports no TFX so that workers start faster): the text files are parsed once,
+in the driver process, into one small record per image (id, path, split,
+captions: no image bytes), which are written to a JSON-lines file in a work
+folder. Beam reads that file,
 spreads the records over the workers (a Reshuffle of these small records only),
 and each worker reads, checks and converts its images and writes them
 straight into its own TFRecord shards. The image bytes never travel back to
@@ -47,21 +49,12 @@ splits, in none, ...).
 """
 
 import collections
-import dataclasses
 import json
 import os
-import re
-import struct
 import tempfile
-from typing import Any, Dict, Iterable, Iterator, List, Tuple, Union
-import zlib
+from typing import Any, Dict, Iterable, List
 
 from absl import logging
-import apache_beam as beam
-from apache_beam.io import filesystem
-from apache_beam.io import fileio
-from apache_beam.options.value_provider import StaticValueProvider
-import google_crc32c
 import tensorflow as tf
 from tfx import types
 from tfx.components.example_gen import driver
@@ -81,36 +74,17 @@ from tfx.utils import io_utils
 from tfx.utils import proto_utils
 
 from components import features
-from components import image_limits
 from components import names
-from components import records
 from components.artifacts import IngestionReport
 from components.ingestion import layouts
 from components.ingestion import rules
+from components.ingestion import verify
 
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
 REJECTS_KEY = 'rejects'
 RESTVAL_SPLIT_KEY = 'restval_split'
 
 _OUTPUT_FILE_FORMAT = example_gen_pb2.FORMAT_TFRECORDS_GZIP
-_REJECTED_TAG = 'rejected'
-_TALLY_TAG = 'tally'
-# Files in the executor's work folder.
-_RECORDS_FILE = 'records.jsonl'
-_IMAGE_REJECTS_PREFIX = 'image_rejects'
-_TALLY_FILE = 'tally.json'
-# TF error messages carry op boilerplate: '{{function_node ...}} <message>
-# [Op:DecodeImage]'; the report keeps <message>.
-_OP_BOILERPLATE = re.compile(r'^\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]$')
-# JPEG files start with an SOI marker followed by another marker.
-_JPEG_MAGIC = b'\xff\xd8\xff'
-# Deflate level of the gzipped TFRecords. The records are encoded images,
-# already compressed: level 6 (zlib's default, Beam's WriteToTFRecord) saves
-# ~1.5% of the bytes for ~15x the CPU of storing them (level 0), which would
-# cost as much as decoding the image. The files stay gzip, read as before.
-_GZIP_LEVEL = 0
-
-
 class EmptySplitError(ValueError):
   """A split the pipeline needs (train, eval or demo) holds no image."""
 
@@ -145,158 +119,6 @@ def executor_exec_properties(
       standard_component_specs.OUTPUT_FILE_FORMAT_KEY: _OUTPUT_FILE_FORMAT,
       RESTVAL_SPLIT_KEY: restval_split,
   }
-
-
-class _ReadAndVerifyImage(beam.DoFn):
-  """ImageRecord -> serialized tf.Example in its split's output, or a Reject.
-
-  Also emits (split, num_captions) to the tally output for the summary.
-  """
-
-  def process(
-      self, record: rules.ImageRecord
-  ) -> Iterator[Union[bytes, beam.pvalue.TaggedOutput]]:
-    def reject(reason: str, detail: str):
-      return beam.pvalue.TaggedOutput(
-          _REJECTED_TAG,
-          rules.Reject(rules.IMAGE_LEVEL, record.image_id, record.file, 0, reason,
-                       detail, len(record.captions)))
-
-    def op_error_detail(error: tf.errors.OpError) -> str:
-      lines = (error.message or '').strip().splitlines()
-      return _OP_BOILERPLATE.sub('', lines[0]) if lines else ''
-
-    try:
-      with tf.io.gfile.GFile(record.path, 'rb') as f:
-        image = f.read()
-    except tf.errors.OpError as error:
-      yield reject(rules.UNREADABLE_IMAGE, op_error_detail(error))
-      return
-    too_large = image_limits.oversize(image, names.MAX_IMAGE_PIXELS)
-    if too_large:
-      yield reject(rules.IMAGE_TOO_LARGE,
-                   f'{too_large}, over the limit of {names.MAX_IMAGE_PIXELS}')
-      return
-    try:
-      _check_decodes(image)
-    except tf.errors.OpError as error:
-      yield reject(rules.NOT_AN_IMAGE, op_error_detail(error))
-      return
-    example = records.image_example(image, record.image_id, record.captions)
-    yield beam.pvalue.TaggedOutput(record.split, example.SerializeToString())
-    yield beam.pvalue.TaggedOutput(_TALLY_TAG, (record.split, len(record.captions)))
-
-
-def _check_decodes(image: bytes) -> None:
-  """Raises tf.errors.OpError unless tf.io.decode_image(channels=3) decodes `image`.
-
-  JPEGs are decoded at 1/8 scale: libjpeg still parses every marker and
-  every entropy-coded byte (where truncation and corruption show, with the
-  same errors as at full scale) and skips most of the inverse DCT and colour
-  conversion, which cannot fail; that halves the cost of the check.
-  """
-  if image.startswith(_JPEG_MAGIC):
-    tf.io.decode_jpeg(image, channels=3, ratio=8)
-  else:
-    tf.io.decode_image(image, channels=3, expand_animations=False)
-
-
-def _masked_crc32c(data: bytes) -> bytes:
-  """The masked CRC-32C of TFRecord framing (tensorflow/core/lib/hash/crc32c.h)."""
-  crc = google_crc32c.value(data)
-  return struct.pack('<I', (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff)
-
-
-class _GzipTFRecordSink(fileio.FileSink):
-  """Writes serialized records as a gzipped TFRecord file at _GZIP_LEVEL.
-
-  The framing of tf.io.TFRecordWriter: uint64 length, masked CRC of the
-  length, the bytes, masked CRC of the bytes (little-endian).
-  """
-
-  def create_metadata(self, destination: str, full_file_name: str) -> fileio.FileMetadata:
-    return fileio.FileMetadata(mime_type='application/octet-stream',
-                               compression_type=filesystem.CompressionTypes.UNCOMPRESSED)
-
-  def open(self, fh) -> None:
-    self._fh = fh
-    self._gzip = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-
-  def write(self, record: bytes) -> None:
-    length = struct.pack('<Q', len(record))
-    self._fh.write(self._gzip.compress(
-        length + _masked_crc32c(length) + record + _masked_crc32c(record)))
-
-  def flush(self) -> None:
-    """Ends the gzip stream: WriteToFiles calls this once, right before it
-    closes the file."""
-    self._fh.write(self._gzip.flush())
-    self._fh.flush()
-
-
-class _TallyFn(beam.CombineFn):
-  """(split, num_captions) per written image -> {split: [images, captions]}."""
-
-  def create_accumulator(self) -> Dict[str, List[int]]:
-    return {split: [0, 0] for split in features.SPLITS}
-
-  def add_input(self, accumulator, element: Tuple[str, int]):
-    split, num_captions = element
-    accumulator[split][0] += 1
-    accumulator[split][1] += num_captions
-    return accumulator
-
-  def merge_accumulators(self, accumulators):
-    merged = self.create_accumulator()
-    for accumulator in accumulators:
-      for split, (images, captions) in accumulator.items():
-        merged[split][0] += images
-        merged[split][1] += captions
-    return merged
-
-  def extract_output(self, accumulator):
-    return accumulator
-
-
-def _write_json(value: Any, path: str) -> None:
-  with tf.io.gfile.GFile(path, 'w') as f:
-    f.write(json.dumps(value))
-
-
-def _verify_and_write(pipeline: beam.Pipeline, work_dir: str,
-                      split_uris: Dict[str, str]) -> None:
-  """The Beam part: records file -> verified images in TFRecord shards.
-
-  Writes to `work_dir` the image rejects (JSON lines, with num_captions) and
-  the tally {split: [images, captions]} of what was written.
-  """
-  outputs = (
-      pipeline
-      | 'ReadRecords' >> beam.io.ReadFromText(os.path.join(work_dir, _RECORDS_FILE))
-      | 'ParseRecords' >> beam.Map(lambda line: rules.ImageRecord.from_json_dict(json.loads(line)))
-      | 'SpreadRecords' >> beam.Reshuffle()  # small records: no image bytes yet
-      | 'ReadAndVerifyImages' >> beam.ParDo(_ReadAndVerifyImage()).with_outputs(
-          _REJECTED_TAG, _TALLY_TAG, *features.SPLITS))
-  for split in features.SPLITS:  # each worker writes its own shards: no reshuffle
-    _ = outputs[split] | f'WriteSplit[{split}]' >> fileio.WriteToFiles(
-        split_uris[split], sink=_GzipTFRecordSink(),
-        file_naming=fileio.default_file_naming(write_split.DEFAULT_FILE_NAME, '.gz'),
-        temp_directory=StaticValueProvider(str, os.path.join(work_dir, f'tmp-{split}')))
-  _ = (outputs[_REJECTED_TAG]
-       | 'RejectsToJson' >> beam.Map(lambda r: json.dumps(dataclasses.asdict(r)))
-       | 'WriteImageRejects' >> beam.io.WriteToText(
-           os.path.join(work_dir, _IMAGE_REJECTS_PREFIX), file_name_suffix='.jsonl'))
-  _ = (outputs[_TALLY_TAG]
-       | 'Tally' >> beam.CombineGlobally(_TallyFn())
-       | 'WriteTally' >> beam.Map(_write_json, os.path.join(work_dir, _TALLY_FILE)))
-
-
-def _read_image_rejects(work_dir: str) -> List[rules.Reject]:
-  rejects = []
-  for path in tf.io.gfile.glob(os.path.join(work_dir, _IMAGE_REJECTS_PREFIX + '*')):
-    with tf.io.gfile.GFile(path) as f:
-      rejects.extend(rules.Reject(**json.loads(line)) for line in f)
-  return rejects
 
 
 def summarise(dataset: rules.Dataset, tally: Dict[str, List[int]],
@@ -442,13 +264,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                   for split in features.SPLITS}
     work_dir = self._work_dir()
     try:
-      with tf.io.gfile.GFile(os.path.join(work_dir, _RECORDS_FILE), 'w') as f:
-        for record in dataset.records:
-          f.write(json.dumps(record.to_json_dict()) + '\n')
+      verify.write_records(dataset.records, work_dir)
       with self._make_beam_pipeline() as pipeline:
-        _verify_and_write(pipeline, work_dir, split_uris)
-      rejects = dataset.rejects + _read_image_rejects(work_dir)
-      tally = json.loads(io_utils.read_string_file(os.path.join(work_dir, _TALLY_FILE)))
+        verify.verify_and_write(pipeline, work_dir, split_uris, write_split.DEFAULT_FILE_NAME)
+      tally, image_rejects = verify.read_results(work_dir)
+      rejects = dataset.rejects + image_rejects
     finally:
       tf.io.gfile.rmtree(work_dir)
     examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
