@@ -28,16 +28,17 @@ Output `image_features` (components.artifacts.ImageFeatures):
   RunInference counter) and FEATURE_PASS_SECONDS_PROPERTY.
 
 Progress: every PROGRESS_EVERY images each Beam worker logs how many it has
-done and at what rate.
+done and at what rate, with Python's `logging` (as the trainer logs), which
+Beam forwards from its workers into the runner's output.
 """
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import time
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
-from absl import logging
 import apache_beam as beam
 from apache_beam.ml.inference import base as inference_base
 import numpy as np
