@@ -28,16 +28,17 @@ Output `image_features` (components.artifacts.ImageFeatures):
   RunInference counter) and FEATURE_PASS_SECONDS_PROPERTY.
 
 Progress: every PROGRESS_EVERY images each Beam worker logs how many it has
-done and at what rate.
+done and at what rate, with Python's `logging` (as the trainer logs), which
+Beam forwards from its workers into the runner's output.
 """
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import time
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
-from absl import logging
 import apache_beam as beam
 from apache_beam.ml.inference import base as inference_base
 import numpy as np
@@ -53,7 +54,7 @@ from components import records
 from components.artifacts import ImageFeatures
 from components.encoder import image_features as image_features_lib
 
-# Images per backbone call; RunInference batches up to this many.
+# Images per backbone call (RunInference's batches; the last one of a bundle may be smaller).
 DEFAULT_BATCH_SIZE = 32
 # A progress line per worker every this many images.
 PROGRESS_EVERY = 256
@@ -130,10 +131,10 @@ class BackboneHandler(inference_base.ModelHandler):
   and it loads models with `tf.keras`, Keras 3 in this environment.)
   """
 
-  def __init__(self, model_dir: str, max_batch_size: int = DEFAULT_BATCH_SIZE):
+  def __init__(self, model_dir: str, batch_size: int = DEFAULT_BATCH_SIZE):
     super().__init__()
     self._model_dir = model_dir
-    self._max_batch_size = max_batch_size
+    self._batch_size = batch_size
 
   def load_model(self):
     return tf.saved_model.load(self._model_dir)
@@ -147,7 +148,8 @@ class BackboneHandler(inference_base.ModelHandler):
             for image, vector in zip(batch, vectors)]
 
   def batch_elements_kwargs(self):
-    return {'min_batch_size': 1, 'max_batch_size': self._max_batch_size}
+    # Fixed batches: BatchElements would otherwise start at one image and grow slowly.
+    return {'min_batch_size': self._batch_size, 'max_batch_size': self._batch_size}
 
   def get_metrics_namespace(self) -> str:
     return METRICS_NAMESPACE
@@ -156,9 +158,6 @@ class BackboneHandler(inference_base.ModelHandler):
 class _LogProgress(beam.DoFn):
   """Passes elements through, logging images done and images/s every PROGRESS_EVERY."""
 
-  def __init__(self, split: str):
-    self._split = split
-
   def setup(self):
     self._count, self._start = 0, time.monotonic()
 
@@ -166,8 +165,8 @@ class _LogProgress(beam.DoFn):
     self._count += 1
     if self._count % PROGRESS_EVERY == 0:
       seconds = time.monotonic() - self._start
-      logging.info('Feature pass (split %r, this worker): %d images, %.1f images/s.',
-                   self._split, self._count, self._count / seconds)
+      logging.info('Feature pass (this worker): %d images, %.1f images/s.',
+                   self._count, self._count / seconds)
     yield element
 
 
@@ -180,9 +179,10 @@ def feature_example(image_id: str, vector: np.ndarray) -> bytes:
   })).SerializeToString()
 
 
-def _id_and_image(serialized: bytes) -> Tuple[str, bytes]:
+def _keyed_image(serialized: bytes, split: str) -> Tuple[Tuple[str, str], bytes]:
+  """An ExampleGen record -> ((split, image id), encoded image)."""
   example = records.parse_image_example(serialized)
-  return example.image_id, example.image
+  return (split, example.image_id), example.image
 
 
 def split_dir(uri: str, split: str) -> str:
@@ -259,17 +259,26 @@ def ImageFeatureGen(
   logging.info('Feature pass with %s.', info)
 
   handler = inference_base.KeyedModelHandler(
-      BackboneHandler(backbone_dir(image_features.uri), max_batch_size=batch_size))
-  for split in artifact_utils.decode_split_names(examples.split_names):
-    [examples_dir] = artifact_utils.get_split_uris([examples], split)
-    _ = (beam_pipeline
-         | f'Read[{split}]' >> beam.io.ReadFromTFRecord(
-             os.path.join(examples_dir, '*.gz'), compression_type=beam.io.filesystem.CompressionTypes.GZIP)
-         | f'IdAndImage[{split}]' >> beam.Map(_id_and_image)
-         | f'RunBackbone[{split}]' >> inference_base.RunInference(handler)
-         | f'Progress[{split}]' >> beam.ParDo(_LogProgress(split))
+      BackboneHandler(backbone_dir(image_features.uri), batch_size=batch_size))
+  splits = artifact_utils.decode_split_names(examples.split_names)
+  # One RunInference over every split (one model load per worker), keyed by (split, image id).
+  keyed_images = [
+      beam_pipeline
+      | f'Read[{split}]' >> beam.io.ReadFromTFRecord(
+          os.path.join(artifact_utils.get_split_uri([examples], split), '*.gz'),
+          compression_type=beam.io.filesystem.CompressionTypes.GZIP)
+      | f'Key[{split}]' >> beam.Map(_keyed_image, split)
+      for split in splits]
+  vectors = (keyed_images
+             | 'Flatten' >> beam.Flatten()
+             | 'RunBackbone' >> inference_base.RunInference(handler)
+             | 'Progress' >> beam.ParDo(_LogProgress()))
+  per_split = vectors | 'BySplit' >> beam.Partition(
+      lambda keyed, _: splits.index(keyed[0][0]), len(splits))
+  for split, split_vectors in zip(splits, per_split):
+    _ = (split_vectors
          | f'ToExample[{split}]' >> beam.MapTuple(
-             lambda image_id, result: feature_example(image_id, result.inference))
+             lambda key, result: feature_example(key[1], result.inference))
          | f'Write[{split}]' >> beam.io.WriteToTFRecord(
              os.path.join(split_dir(image_features.uri, split), names.FEATURES_FILE_PREFIX),
              file_name_suffix='.gz'))
