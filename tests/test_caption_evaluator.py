@@ -354,6 +354,7 @@ def test_decide_blessing_against_the_captions_only_baseline(candidate_bleu4, bas
       'PASS: BLEU-4 0.8000 vs min_bleu4 0.5000',
       'PASS: CIDEr-D 2.0000 vs min_cider 1.0000',
       f"{'PASS' if blessed else 'FAIL'}: BLEU-4 0.8000 vs 2 x captions-only baseline {baseline_bleu4:.4f}",
+      DIVERSE_REASON,
       'NOTE: no previously blessed model, so no regression check',
   ]
 

@@ -825,7 +825,7 @@ def test_curl_commands_of_the_readmes_caption_an_image(server, model, tmp_path):
   """Every :predict curl call README.md and serving/README.md show, run as printed (host and port aside)."""
   assert shutil.which('curl'), 'curl is needed to check the documented commands'
   photo = tmp_path / 'photo.jpg'
-  photo.write_bytes(block_image(90, 'JPEG'))
+  photo.write_bytes(block_image(90, image_format='JPEG'))
   commands = []
   for readme in (os.path.join(DEPLOY_DIR, os.pardir, 'README.md'), os.path.join(DEPLOY_DIR, os.pardir, os.pardir,
                                                                                   'README.md')):
@@ -840,7 +840,7 @@ def test_curl_commands_of_the_readmes_caption_an_image(server, model, tmp_path):
                                        text=True).stdout)
     [row] = answer['predictions']
     _assert_same([(row[features.CAPTION_OUTPUT], row[features.LOG_PROBABILITY_OUTPUT])],
-                 _direct(model, [block_image(90, 'JPEG')]))
+                 _direct(model, [block_image(90, image_format='JPEG')]))
 
 
 # --- Warm-up ---
