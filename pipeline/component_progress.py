@@ -8,8 +8,12 @@ in a Launcher subclass for the duration of a run that reports each launch as
 or was published from the cache:
 
   [ 6/11] CaptionTrainer started
+    CaptionTrainer epoch 1/25: ...
   [ 6/11] CaptionTrainer ran in 93.2 s (run 2:41)
-  [ 2/11] StatisticsGen reused from the cache in 0.4 s (run 0:03)
+  [ 2/11] StatisticsGen started, reused from the cache in 0.4 s (run 0:03)
+
+(on the console a component that printed nothing in between gets one line,
+see run_log's OPEN_LINE).
 
 The launcher is wrapped rather than TFX's "Component %s is running." log
 lines read because the libraries a component loads may change absl's log
@@ -27,6 +31,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration.portable import launcher
 
 from components import progress
+from pipeline import run_log
 
 
 def _clock(seconds: float) -> str:
@@ -48,13 +53,14 @@ class Reporter:
 
   def started(self, node_id: str) -> None:
     self.current = node_id
-    progress.logger.info('%s started', self._label(node_id))
+    progress.logger.info('%s started', self._label(node_id), extra={run_log.OPEN_LINE: True})
 
   def finished(self, node_id: str, seconds: float, cached: bool) -> None:
     self.current = None
-    progress.logger.info('%s %s in %.1f s (run %s)', self._label(node_id),
-                         'reused from the cache' if cached else 'ran', seconds,
-                         _clock(time.monotonic() - self._run_start))
+    outcome = (f'{"reused from the cache" if cached else "ran"} in {seconds:.1f} s '
+               f'(run {_clock(time.monotonic() - self._run_start)})')
+    progress.logger.info('%s %s', self._label(node_id), outcome,
+                         extra={run_log.CONTINUATION: outcome})
 
 
 @contextlib.contextmanager

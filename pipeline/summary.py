@@ -81,7 +81,7 @@ def write_summary(metadata_path: str, pipeline_name: str, summary_path: str) -> 
       'reject_report': _uri(ingestion, 'rejects') or None,
   }
   trained = {role: report for role, report in summary['training'].items() if report}
-  summary['seed'] = next((report['config']['seed'] for report in trained.values()), None)
+  summary['seed'] = next((report['config'].get('seed') for report in trained.values()), None)
   # Trainers that continued an interrupted training from its backup: role -> epochs restored.
   summary['resumed'] = {role: report['resumed_from_epoch'] for role, report in trained.items()
                         if report.get('resumed_from_epoch')}

@@ -133,13 +133,23 @@ class TrainingRun:
 
   def __init__(self, fn_args: FnArgs):
     self._epoch_line = _EpochLine(node_id(fn_args))
-    self._backup = keras.callbacks.BackupAndRestore(backup_dir(fn_args))
+    self._backup_dir = backup_dir(fn_args)
+    self._backup = keras.callbacks.BackupAndRestore(self._backup_dir)
+    # Keras deletes the checkpoint inside the backup folder when training ends;
+    # the folders around it go too, so a finished training leaves nothing behind.
+    self._tidy = keras.callbacks.LambdaCallback(on_train_end=lambda logs: self._remove_backup_dir())
     kill_after = os.environ.get(KILL_AFTER_EPOCH_ENV)
     self._kill = _KillAfterEpoch(int(kill_after)) if kill_after else None
 
   def callbacks(self) -> List[keras.callbacks.Callback]:
     """To append after the Trainer's own callbacks; the kill hook comes after the backup."""
-    return [c for c in (self._backup, self._epoch_line, self._kill) if c]
+    return [c for c in (self._backup, self._tidy, self._epoch_line, self._kill) if c]
+
+  def _remove_backup_dir(self) -> None:
+    tf.io.gfile.rmtree(self._backup_dir)
+    parent = os.path.dirname(self._backup_dir)
+    if not tf.io.gfile.listdir(parent):  # no other configuration's backup is waiting there
+      tf.io.gfile.rmtree(parent)
 
   @property
   def resumed_from_epoch(self) -> int:
