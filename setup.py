@@ -13,6 +13,8 @@ setuptools.setup(
     python_requires='>=3.10,<3.11',
     packages=setuptools.find_packages(include=['pipeline', 'pipeline.*', 'components', 'components.*',
                                                'serving', 'serving.*', 'bench', 'bench.*']),
+    # The gallery's stylesheet and script, read with importlib.resources.
+    package_data={'components.evaluation': ['gallery_assets/*']},
     install_requires=[
         'tfx[kfp]==1.16.0',
         'tensorflow==2.16.2',
@@ -29,6 +31,8 @@ setuptools.setup(
         'nltk',
         'tqdm',
         'pyyaml',  # the Kubeflow runner reads and writes pipeline specs
+        'google-crc32c',  # the ExampleGen's TFRecord sink
+        'psutil',  # bench/ingestion.py's peak-memory sampling
     ],
     extras_require={'test': ['pytest']},
 )

@@ -13,7 +13,6 @@ from components import features
 from components.encoder import image_features
 from components.encoder.feature_gen import ImageFeatureGen
 from components.evaluation.caption_evaluator import CaptionEvaluator
-from components.ingestion import layouts
 from components.ingestion.example_gen import ImageCaptionExampleGen
 from components.evaluation.gallery import DemoGallery
 from components.training.trainer_component import CaptionTrainer

@@ -14,9 +14,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from components import names
-from components.evaluation import caption_evaluator, caption_metrics, gallery
-from components.ingestion import example_gen
-from components.training import trainer
+from components.evaluation import caption_evaluator, caption_metrics
 
 # Nodes whose outputs the summary reports (ids from pipeline/pipeline.py).
 _TRAINERS = {'captioner': names.CAPTION_TRAINER, 'baseline': names.BASELINE_TRAINER}

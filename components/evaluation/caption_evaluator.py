@@ -34,16 +34,14 @@ them must not bless everything.
 """
 import json
 import os
-from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.types import artifact
-from tfx.types import artifact_utils
 from tfx.utils import io_utils
-from tfx.utils import path_utils
 
 from components.evaluation import caption_metrics
 from components.evaluation import captioning

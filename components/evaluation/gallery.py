@@ -32,7 +32,6 @@ from PIL import Image
 from PIL import ImageOps
 import tensorflow as tf
 from tfx import v1 as tfx
-from tfx.types import artifact
 from tfx.utils import io_utils
 
 from components.evaluation import caption_evaluator
