@@ -60,14 +60,7 @@ def detect(root: str) -> Optional[rules.Layout]:
 
 
 def _read_results(builder: rules.DatasetBuilder, path: str) -> None:
-  lines = rules.lines(path)
-  first = next(lines, None)
-  header = first and tuple(
-      f.strip().lower() for f in first[1].decode('utf-8', errors='replace').split('|'))
-  if header != HEADER:
-    raise rules.LayoutError(
-        f'{path}: does not start with the header "{"| ".join(HEADER)}" ({FLICKR30K_EXPECTS})')
-  for number, raw in lines:
+  for number, raw in rules.lines_after_header(path, '|', HEADER, FLICKR30K_EXPECTS):
     fields = raw.split(b'|', 2)
     image_id = rules.decode_id(fields[0])
     if len(fields) == 3 and fields[1].strip().isdigit():

@@ -107,14 +107,7 @@ def _read_token_lines(builder: rules.DatasetBuilder, path: str) -> None:
 
 def _read_kaggle_lines(builder: rules.DatasetBuilder, path: str) -> None:
   """Header 'image,caption', then '<id>,<caption>' lines (CSV quoting allowed)."""
-  lines = rules.lines(path)
-  first = next(lines, None)
-  header = first and tuple(
-      f.strip().lower() for f in first[1].decode('utf-8', errors='replace').split(','))
-  if header != KAGGLE_HEADER:
-    raise rules.LayoutError(
-        f'{path}: does not start with the header "image,caption" ({KAGGLE_EXPECTS})')
-  for number, raw in lines:
+  for number, raw in rules.lines_after_header(path, ',', KAGGLE_HEADER, KAGGLE_EXPECTS):
     image_id, comma, caption = raw.partition(b',')
     image_id = rules.decode_id(image_id) if comma else ''
     try:  # captions containing commas are quoted in the Kaggle CSV

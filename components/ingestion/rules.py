@@ -190,6 +190,21 @@ def lines(path: str) -> Iterator[Tuple[int, bytes]]:
         yield number, raw
 
 
+def lines_after_header(path: str, separator: str, header: Tuple[str, ...],
+                       expects: str) -> Iterator[Tuple[int, bytes]]:
+  """`lines(path)` after a first line that must be `header` (fields split at
+  `separator`, compared stripped and lower-case); LayoutError naming the file
+  and what the layout `expects` otherwise."""
+  numbered = lines(path)
+  first = next(numbered, None)
+  found = first and tuple(
+      f.strip().lower() for f in first[1].decode('utf-8', errors='replace').split(separator))
+  if found != header:
+    raise LayoutError(
+        f'{path}: does not start with the header "{(separator + " ").join(header)}" ({expects})')
+  return numbered
+
+
 def decode_id(raw: Union[bytes, str]) -> str:
   """An id from a text field; '' (malformed) if it is not valid UTF-8."""
   if isinstance(raw, bytes):
