@@ -178,7 +178,7 @@ def main():
   parser.add_argument('--jpeg_width', type=int, default=500)
   parser.add_argument('--jpeg_height', type=int, default=375)
   parser.add_argument('--image_size', type=int, default=64, help='Model input side (default %(default)s).')
-  parser.add_argument('--pooling', default='flatten', choices=image_features.POOLINGS)
+  parser.add_argument('--pooling', default='flatten', choices=config_lib.POOLINGS)
   parser.add_argument('--epochs', type=int, default=1, help='First run; the rerun uses one more.')
   args = parser.parse_args()
 

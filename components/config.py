@@ -25,6 +25,10 @@ class TransformConfig:
   sequence_length: Optional[int] = None
 
 
+# How the frozen backbone's output becomes one vector per image (components/encoder/image_features.py).
+POOLINGS = ('fc2', 'avg', 'flatten')
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
   """Model and training hyperparameters (see components/training/trainer.py)."""

@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 
 from components import names
-from components.encoder import image_features
 from components import config as config_lib
 
 # TrainerConfig fields that are None-able overrides: the flag wins when given,
@@ -33,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="'imagenet', a local .h5 path, or 'none' (random). "
                            "'auto': the runner's default (none on the local runner's "
                            'embedded dataset, imagenet otherwise).')
-  parser.add_argument('--pooling', default=None, choices=image_features.POOLINGS,
+  parser.add_argument('--pooling', default=None, choices=config_lib.POOLINGS,
                       help="The image feature vector: 'fc2' VGG16's 4,096-d last hidden layer at "
                            "224 px (the paper's); 'avg' the pooled last conv block (InceptionV3's "
                            "2,048-d pool, the paper's for it); 'flatten' keeps where things are. "

@@ -74,7 +74,7 @@ class EncoderInfo:
   weights: str  # 'imagenet', a weights file path, or 'none' (random)
   weights_fingerprint: str  # sha256 of the backbone's weight values, in layer order
   image_size: int  # square input side in pixels
-  pooling: str  # one of image_features_lib.POOLINGS
+  pooling: str  # one of config_lib.POOLINGS
   feature_dim: int
 
 
@@ -247,7 +247,7 @@ def ImageFeatureGen(
     image_features: output, laid out as the module docstring says.
     backbone: a key of image_features_lib.BACKBONES.
     image_size: square input side in pixels (resolved: the Trainer gets the same).
-    pooling: one of image_features_lib.POOLINGS.
+    pooling: one of config_lib.POOLINGS.
     backbone_weights: 'imagenet', a local .h5 file, or None for random weights.
     batch_size: images per backbone call.
     beam_pipeline: injected by TFX with the pipeline's Beam arguments.

@@ -25,6 +25,8 @@ import collections
 import tensorflow as tf
 import tf_keras as keras
 
+from components import config as config_lib
+
 Backbone = collections.namedtuple('Backbone', ['constructor', 'preprocess_input', 'default_image_size'])
 
 BACKBONES = {
@@ -32,7 +34,6 @@ BACKBONES = {
     'inception_v3': Backbone(keras.applications.InceptionV3, keras.applications.inception_v3.preprocess_input, 299),
 }
 DEFAULT_BACKBONE = 'vgg16'
-POOLINGS = ('fc2', 'avg', 'flatten')
 # The fully connected layers of VGG16 take exactly this input side.
 FC2_IMAGE_SIZE = 224
 _FC2_LAYER = 'fc2'
@@ -103,7 +104,7 @@ def build_feature_extractor(backbone=DEFAULT_BACKBONE, image_size=None, weights=
     weights: None (random initialisation), 'imagenet' (Keras download), or the
       path of a local .h5 weights file: the full VGG16 file (with its fully
       connected layers) for 'fc2', the headless ("notop") file otherwise.
-    pooling: one of POOLINGS (see the module docstring); 'fc2' is VGG16 only.
+    pooling: one of config_lib.POOLINGS (see the module docstring); 'fc2' is VGG16 only.
 
   Returns:
     A non-trainable keras Model: float32 [batch, size, size, 3] (0..255) ->
@@ -111,8 +112,8 @@ def build_feature_extractor(backbone=DEFAULT_BACKBONE, image_size=None, weights=
     (4096 for 'fc2'; for 'avg' 512 / 2048; for 'flatten' h' * w' * channels).
   """
   spec = get_backbone(backbone)
-  if pooling not in POOLINGS:
-    raise ValueError(f'Unknown pooling {pooling!r}; choose one of {POOLINGS}.')
+  if pooling not in config_lib.POOLINGS:
+    raise ValueError(f'Unknown pooling {pooling!r}; choose one of {config_lib.POOLINGS}.')
   if weights not in (None, 'imagenet') and not tf.io.gfile.exists(weights):
     raise ValueError(f'Backbone weights file {weights!r} does not exist.')
   image_size = image_size_of(backbone, image_size)
