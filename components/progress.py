@@ -9,6 +9,8 @@ ordinary INFO log lines.
 `track(items, total, description)` reports a loop over images: a record at
 most every `_INTERVAL_SECONDS` and one at the end, each carrying a
 `Progress` (in the record's `progress` attribute) a console can draw as a bar.
+A loop that ends within its first interval reports nothing: a bar is for the
+loops a person waits on.
 """
 import logging
 import time
@@ -39,11 +41,12 @@ def track(items: Iterable[_T], total: Optional[int], description: str,
 
   An item counts as handled when the loop asks for the next one; the last
   record (`finished`) comes when `items` ends, also for a loop of unknown
-  length (`total=None`).
+  length (`total=None`), unless the loop ended before its first record.
   """
   start = time.monotonic()
   last_report = start
   done = 0
+  reported = False
 
   def report(finished: bool) -> None:
     state = Progress(description, done, total, time.monotonic() - start, unit, finished)
@@ -57,5 +60,7 @@ def track(items: Iterable[_T], total: Optional[int], description: str,
     now = time.monotonic()
     if now - last_report >= _INTERVAL_SECONDS:
       last_report = now
+      reported = True
       report(finished=False)
-  report(finished=True)
+  if reported:
+    report(finished=True)

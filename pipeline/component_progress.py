@@ -24,6 +24,7 @@ A node that started and did not finish is the one that failed or was
 interrupted: `Reporter.current`.
 """
 import contextlib
+import logging
 import time
 from typing import Iterator, Optional, Sequence
 
@@ -67,11 +68,17 @@ class Reporter:
 def reporting(node_ids: Sequence[str]) -> Iterator[Reporter]:
   """Reports every node LocalDagRunner launches inside the `with` block."""
   reporter = Reporter(node_ids)
+  # The run's logging (run_log.capture), restored before every node: a Beam run in
+  # multi-processing mode leaves the root logger reconfigured, and the full log
+  # would lose every later component's INFO lines.
+  root = logging.getLogger()
+  run_handlers, run_level = root.handlers[:], root.level
 
   class ReportingLauncher(launcher.Launcher):
     """TFX's launcher, announcing the node before and after its launch."""
 
     def launch(self):
+      root.handlers, root.level = run_handlers[:], run_level
       node_id = self._pipeline_node.node_info.id
       reporter.started(node_id)
       start = time.monotonic()

@@ -86,6 +86,7 @@ def create_pipeline(
       backbone=trainer_config.backbone,
       image_size=image_features.image_size_of(trainer_config.backbone, trainer_config.image_size),
       pooling=trainer_config.pooling,
+      seed=trainer_config.seed,
       backbone_weights=trainer_config.backbone_weights).with_id(names.FEATURE_GEN)
   # The Show-and-Tell captioner, trained from the cached features (or on the fly with
   # augmentation), exported with the caption signatures and the backbone inside.

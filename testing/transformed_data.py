@@ -123,7 +123,8 @@ def build_image_features(examples_uri: str, out_dir: str,
       {'examples': examples}, {'image_features': artifacts.ImageFeatures},
       {'backbone': trainer_config.backbone,
        'image_size': image_features.image_size_of(trainer_config.backbone, trainer_config.image_size),
-       'pooling': trainer_config.pooling, 'backbone_weights': trainer_config.backbone_weights},
+       'pooling': trainer_config.pooling, 'seed': trainer_config.seed,
+       'backbone_weights': trainer_config.backbone_weights},
       out_dir)['image_features']
 
 

@@ -35,7 +35,7 @@ from pipeline import local_runner
 from testing import colour_dataset
 
 _GATE = config_lib.EMBEDDED_EVALUATION
-_TINY_RUN = ['--backbone_weights', 'none', '--image_size', '32', '--lstm_units', '32', '--epochs', '30',
+_TINY_RUN = ['--backbone_weights', 'none', '--pooling', 'flatten', '--image_size', '32', '--lstm_units', '32', '--epochs', '30',
              '--batch_size', '8', '--beam_width', '2', '--beam_workers', '1',
              '--min_bleu4', str(_GATE.min_bleu4), '--min_cider', str(_GATE.min_cider),
              '--min_baseline_ratio', str(_GATE.min_baseline_ratio),

@@ -50,6 +50,7 @@ from tfx.types import artifact_utils
 
 from components import features
 from components import names
+from components import progress
 from components import records
 from components.artifacts import ImageFeatures
 from components.encoder import image_features as image_features_lib
@@ -236,6 +237,7 @@ def ImageFeatureGen(
     backbone: tfx.dsl.components.Parameter[str],
     image_size: tfx.dsl.components.Parameter[int],
     pooling: tfx.dsl.components.Parameter[str],
+    seed: tfx.dsl.components.Parameter[int],
     backbone_weights: tfx.dsl.components.Parameter[str] = None,
     batch_size: tfx.dsl.components.Parameter[int] = DEFAULT_BATCH_SIZE,
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
@@ -248,10 +250,13 @@ def ImageFeatureGen(
     backbone: a key of image_features_lib.BACKBONES.
     image_size: square input side in pixels (resolved: the Trainer gets the same).
     pooling: one of config_lib.POOLINGS.
+    seed: initialises random backbone weights (TrainerConfig.seed), so that two
+      runs of one command train on the same features.
     backbone_weights: 'imagenet', a local .h5 file, or None for random weights.
     batch_size: images per backbone call.
     beam_pipeline: injected by TFX with the pipeline's Beam arguments.
   """
+  keras.utils.set_random_seed(seed)
   extractor, info = build_encoder(backbone, image_size, pooling, backbone_weights)
   save_backbone(extractor, backbone_dir(image_features.uri))
   del extractor  # the workers load the saved one: what they run is what the Trainer gets
@@ -290,8 +295,8 @@ def ImageFeatureGen(
       beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(_INFERENCE_COUNTER)
   )['counters']
   passes = int(sum(counter.committed for counter in counters))
-  logging.info('Feature pass: %d images through %s in %.1f s (%.1f images/s).',
-               passes, backbone, seconds, passes / max(seconds, 1e-9))
+  progress.logger.info('  feature pass: %d images through %s in %.1f s (%.1f images/s)',
+                       passes, backbone, seconds, passes / max(seconds, 1e-9))
 
   for field, value in dataclasses.asdict(info).items():
     if isinstance(value, int):
