@@ -68,17 +68,18 @@ class Reporter:
 def reporting(node_ids: Sequence[str]) -> Iterator[Reporter]:
   """Reports every node LocalDagRunner launches inside the `with` block."""
   reporter = Reporter(node_ids)
-  # The run's logging (run_log.capture), restored before every node: a Beam run in
-  # multi-processing mode leaves the root logger reconfigured, and the full log
-  # would lose every later component's INFO lines.
-  root = logging.getLogger()
-  run_handlers, run_level = root.handlers[:], root.level
+  # The run's logging (run_log.capture), restored before every node: saving a
+  # tf_keras model raises the 'absl' logger to WARNING, and the full log would
+  # lose every later component's TFX INFO lines.
+  root, absl_logger = logging.getLogger(), logging.getLogger('absl')
+  run_handlers, run_level, absl_level = root.handlers[:], root.level, absl_logger.level
 
   class ReportingLauncher(launcher.Launcher):
     """TFX's launcher, announcing the node before and after its launch."""
 
     def launch(self):
       root.handlers, root.level = run_handlers[:], run_level
+      absl_logger.setLevel(absl_level)
       node_id = self._pipeline_node.node_info.id
       reporter.started(node_id)
       start = time.monotonic()
