@@ -34,7 +34,7 @@ from pipeline import local_runner
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINY_RUN = ['--num_images', '40', '--image_size', '32', '--epochs', '3', '--lstm_units', '16',
              '--batch_size', '16', '--beam_width', '2', '--min_bleu4', '0', '--min_cider', '0',
-             '--min_baseline_ratio', '0', '--seed', '7']
+             '--min_baseline_ratio', '0', '--min_distinct_caption_share', '0', '--seed', '7']
 _NODES = [names.EXAMPLE_GEN, names.STATISTICS_GEN, names.SCHEMA_GEN, names.EXAMPLE_VALIDATOR,
           names.TRANSFORM, names.CAPTION_TRAINER, names.BASELINE_TRAINER,
           names.LATEST_BLESSED_MODEL_RESOLVER, names.CAPTION_EVALUATOR, names.PUSHER,
