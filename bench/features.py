@@ -7,10 +7,11 @@ The local runner runs the whole pipeline on it twice in one output folder:
 first with `--epochs E`, then with `--epochs E+1` and nothing else changed.
 
 From ML Metadata (the runs' executions and their output artifacts) it prints,
-per run: the ImageFeatureGen's state (COMPLETE or CACHED) and its backbone
-passes (Beam's RunInference counter, kept on its artifact), the evaluator's and
-the gallery's backbone passes (the parity samples, or every image of a model
-captioned from bytes), their sum and the wall time.
+per run: the ImageFeatureGen's state (COMPLETE or CACHED), its backbone passes
+(Beam's RunInference counter, kept on its artifact) and its parity sample's
+(images re-encoded by feature_gen.check_parity), the evaluator's and the
+gallery's backbone passes (every image of a model captioned from bytes; none
+for a model captioned from the cached features), their sum and the wall time.
 
 Then speed, on the same images (every split of the run's examples):
   * `pipeline_feature_pass_images_per_second`: the first run's pass count over
@@ -50,6 +51,7 @@ from components import artifacts
 from components import config as config_lib
 from components import features
 from components import names
+from components import records
 from components.encoder import feature_gen
 from components.encoder import image_features
 from components.evaluation import caption_evaluator
@@ -97,11 +99,12 @@ def _run_figures(store, new_ids: Set[int], seconds: float) -> Dict:
     node = _node(store, execution)
     if node == names.FEATURE_GEN:
       figures['feature_gen_state'] = _STATES.get(execution.last_known_state, str(execution.last_known_state))
-      count = sum(_int_property(a, feature_gen.BACKBONE_PASSES_PROPERTY)
-                  for a in _outputs(store, execution.id)) if (
-                      execution.last_known_state == metadata_store_pb2.Execution.COMPLETE) else 0
-      figures['feature_pass_backbone_passes'] = count
-      passes += count
+      ran = execution.last_known_state == metadata_store_pb2.Execution.COMPLETE
+      for name, key in ((feature_gen.BACKBONE_PASSES_PROPERTY, 'feature_pass_backbone_passes'),
+                        (feature_gen.PARITY_PASSES_PROPERTY, 'feature_pass_parity_passes')):
+        count = sum(_int_property(a, name) for a in _outputs(store, execution.id)) if ran else 0
+        figures[key] = count
+        passes += count
     elif node in (names.CAPTION_EVALUATOR, names.DEMO_GALLERY) and (
         execution.last_known_state == metadata_store_pb2.Execution.COMPLETE):
       count = sum(_int_property(a, caption_evaluator.BACKBONE_PASSES_PROPERTY)
@@ -144,7 +147,7 @@ def _bare_predict_rate(backbone, images: List[bytes], batch_size: int) -> float:
 def _speed(examples_uri: str, image_features_uri: str, config: config_lib.TrainerConfig, work_dir: str) -> Dict:
   examples = _examples(examples_uri)
   images = [record.image for split in features.SPLITS
-            for record in captioning.iter_split_examples(examples, split)]
+            for record in records.iter_split_examples(examples, split)]
   backbone = feature_gen.load_backbone(image_features_uri)
   bare_before = _bare_predict_rate(backbone, images, feature_gen.DEFAULT_BATCH_SIZE)
   rerun = transformed_data.build_image_features(examples_uri, work_dir, config)

@@ -5,9 +5,11 @@ folder (timed apart: generation is not ingestion), then, in the same run and
 on the same files:
   * runs the ExampleGen executor (text pass, image header + decode check,
     tf.Example serialisation, gzipped TFRecord writing) on Beam's DirectRunner
-    in multi-processing mode with --workers worker processes, start-up
-    included, sampling the resident memory (RSS) of the driver process and of
-    each worker every 0.2 s;
+    with --workers workers, start-up included, as the local runner runs it
+    (--mode threads: threads of one process, pipeline/beam_args.py says why;
+    --mode processes: worker processes, as Beam-backed components run
+    elsewhere), sampling the resident memory (RSS) of the driver process and
+    of each worker process every 0.2 s;
   * the same on the first quarter of the images (a folder generated with
     num_images / 4, whose images are the same bytes), so the memory peaks can
     be compared across dataset sizes: flat memory gives a ratio near 1;
@@ -25,7 +27,7 @@ images; --layout official uses Flickr8k's (500x375). On a shared machine the
 figures are noisy: other processes compete for the same cores.
 
 Usage: .venv/bin/python -m bench.ingestion [--layout coco] [--num_images 20000]
-           [--workers 2] [--processes 2]
+           [--workers 2] [--mode threads] [--processes 2]
 """
 
 import argparse
@@ -41,10 +43,13 @@ import psutil
 import tensorflow as tf
 
 from components.ingestion import shapes_dataset
+from pipeline import beam_args
 from testing import executors
 from testing import timing
 
 # Width x height of each benchmarked layout's real images.
+# How the DirectRunner runs the ExampleGen's workers.
+_MODES = {'threads': beam_args.direct_thread_beam_args, 'processes': beam_args.direct_beam_args}
 IMAGE_SIZES = {
     shapes_dataset.COCO: (640, 480),  # the most common MS COCO size
     shapes_dataset.OFFICIAL: (500, 375),  # the most common Flickr8k size
@@ -88,11 +93,10 @@ def _image_paths(data_dir: str) -> List[str]:
   return sorted(paths)
 
 
-def _run_example_gen(data_dir: str, out_dir: str, workers: int) -> Dict[str, float]:
+def _run_example_gen(data_dir: str, out_dir: str, options: List[str]) -> Dict[str, float]:
   with _PeakMemory() as memory:
     with timing.Stopwatch() as watch:
-      _, report = executors.run_example_gen(data_dir, out_dir, beam_args=[
-          '--direct_running_mode=multi_processing', f'--direct_num_workers={workers}'])
+      _, report = executors.run_example_gen(data_dir, out_dir, beam_args=options)
   written = report.get_int_custom_property('written_images')
   if written != report.get_int_custom_property('input_images'):
     raise RuntimeError(f'ExampleGen rejected images of a clean dataset: {written} written')
@@ -117,7 +121,10 @@ def main() -> None:
   parser.add_argument('--num_images', type=int, default=20000,
                       help='Images to generate, >= 400 (default %(default)s).')
   parser.add_argument('--workers', type=int, default=2,
-                      help='Beam worker processes of the ExampleGen (default %(default)s).')
+                      help='Beam workers of the ExampleGen (default %(default)s).')
+  parser.add_argument('--mode', choices=sorted(_MODES), default='threads',
+                      help='Beam workers as threads (the local runner) or processes '
+                           '(default %(default)s).')
   parser.add_argument('--processes', type=int, default=multiprocessing.cpu_count(),
                       help='Processes generating the images (default: one per core).')
   args = parser.parse_args()
@@ -134,10 +141,10 @@ def main() -> None:
     generation_seconds = time.perf_counter() - start
     paths = _image_paths(os.path.join(tmp, 'full'))
     megabytes = sum(os.path.getsize(p) for p in paths) / 2**20
+    options = _MODES[args.mode](args.workers)
     small = _run_example_gen(os.path.join(tmp, 'quarter'), os.path.join(tmp, 'out_quarter'),
-                             args.workers)
-    full = _run_example_gen(os.path.join(tmp, 'full'), os.path.join(tmp, 'out_full'),
-                            args.workers)
+                             options)
+    full = _run_example_gen(os.path.join(tmp, 'full'), os.path.join(tmp, 'out_full'), options)
     loop_seconds = _time_decode_loop(paths)
 
   beam_rate = args.num_images / full['seconds']
@@ -152,6 +159,7 @@ def main() -> None:
       'dataset_mb': round(megabytes, 1),
       'cores': multiprocessing.cpu_count(),
       'workers': args.workers,
+      'mode': args.mode,
       'generation_seconds': round(generation_seconds, 1),
       'example_gen_seconds': round(full['seconds'], 1),
       'decode_loop_seconds': round(loop_seconds, 1),
@@ -166,7 +174,9 @@ def main() -> None:
       'quarter_peak_driver_rss_mb': round(small['driver_rss_mb']),
       'quarter_peak_worker_rss_mb': round(small['worker_rss_mb']),
       'ratio_driver_rss_full_to_quarter': round(full['driver_rss_mb'] / small['driver_rss_mb'], 3),
-      'ratio_worker_rss_full_to_quarter': round(full['worker_rss_mb'] / small['worker_rss_mb'], 3),
+      # No worker process in threads mode: null.
+      'ratio_worker_rss_full_to_quarter': (round(full['worker_rss_mb'] / small['worker_rss_mb'], 3)
+                                           if small['worker_rss_mb'] else None),
   }))
 
 

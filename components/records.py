@@ -5,12 +5,15 @@
   features.CAPTIONS_KEY  bytes [num_captions]  its captions, UTF-8
 
 The ExampleGen writes it, the `from_examples` serving signature parses it (by
-IMAGE_KEY alone), and the evaluator, the gallery, the client and the tests read
-or build it through these two functions.
+IMAGE_KEY alone), and the feature pass, the evaluator, the gallery, the client
+and the tests read or build it through the functions below.
 """
-from typing import List, NamedTuple, Sequence
+import os
+from typing import Iterator, List, NamedTuple, Sequence
 
 import tensorflow as tf
+from tfx.types import artifact
+from tfx.types import artifact_utils
 
 from components import features
 
@@ -47,3 +50,35 @@ def parse_image_example(serialized: bytes, where: str = 'record') -> ImageExampl
       image_id=feature[features.IMAGE_ID_KEY].bytes_list.value[0].decode('utf-8'),
       image=feature[features.IMAGE_KEY].bytes_list.value[0],
       references=[c.decode('utf-8') for c in feature[features.CAPTIONS_KEY].bytes_list.value])
+
+
+def split_files(examples: artifact.Artifact, split: str) -> List[str]:
+  """The gzipped TFRecord files of one split of an Examples artifact, sorted.
+
+  Raises:
+    FileNotFoundError: if the split directory holds no *.gz file.
+  """
+  [split_uri] = artifact_utils.get_split_uris([examples], split)
+  paths = sorted(tf.io.gfile.glob(os.path.join(split_uri, '*.gz')))
+  if not paths:
+    raise FileNotFoundError(f'No *.gz TFRecord file in {split_uri} (split {split!r}).')
+  return paths
+
+
+def split_size(examples: artifact.Artifact, split: str) -> int:
+  """Records in a split: a quick pass over its files, so a progress bar knows how long is left."""
+  return sum(int(tf.data.TFRecordDataset(path, compression_type='GZIP').reduce(0, lambda n, _: n + 1))
+             for path in split_files(examples, split))
+
+
+def iter_split_examples(examples: artifact.Artifact, split: str) -> Iterator[ImageExample]:
+  """Yields the images of one split of an Examples artifact, file by file (bounded memory).
+
+  Raises:
+    FileNotFoundError: if the split directory holds no *.gz file.
+    ValueError: if a record lacks a feature (naming the file and record).
+  """
+  for path in split_files(examples, split):
+    dataset = tf.data.TFRecordDataset(path, compression_type='GZIP')
+    for index, record in enumerate(dataset.as_numpy_iterator()):
+      yield parse_image_example(record, where=f'{path}: record {index}')

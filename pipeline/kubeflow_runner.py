@@ -98,6 +98,7 @@ def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
       metadata_connection_config=None,
       beam_pipeline_args=_beam_args(args),
       enable_cache=not args.no_cache,
+      restval_split=args.restval_split,
       # Open-source KFP rejects TFX resolver tasks; Vertex AI Pipelines runs them.
       resolve_last_blessed_model=args.target == 'vertex')
   resources = trainer_resources(args.gpu_type, args.gpu_count, args.trainer_cpu_limit,
@@ -197,7 +198,8 @@ def _parser() -> argparse.ArgumentParser:
   compile_.add_argument('--pipeline_root', required=True, type=_object_store_uri,
                         help='Where component outputs go, e.g. gs://bucket/captioner/root.')
   compile_.add_argument('--data_root', required=True, type=_object_store_uri,
-                        help='The Flickr8k folder (official or Kaggle layout).')
+                        help='The dataset folder, in any layout the local runner reads (README: '
+                             'Flickr8k, Flickr30k, MS COCO 2014, Karpathy split files).')
   compile_.add_argument('--serving_dir', required=True, type=_object_store_uri,
                         help='TF Serving base directory; the Pusher writes '
                              '<serving_dir>/<model_name>/<version>/.')

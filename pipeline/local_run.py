@@ -25,8 +25,11 @@ from pipeline import run_log
 from pipeline import settings
 from pipeline import summary as summary_lib
 
-# Nodes whose output record order the Trainers see.
-_ORDERED_OUTPUT_NODES = (names.EXAMPLE_GEN, names.TRANSFORM)
+# Nodes whose output record order the Trainers see and which would write it in
+# the order their Beam worker processes finish (see `run`).
+_ORDERED_OUTPUT_NODES = (names.TRANSFORM,)
+# Nodes whose Beam work is TensorFlow ops that release the GIL: threads, not processes.
+_THREADED_NODES = (names.EXAMPLE_GEN,)
 
 
 def _ensure_embedded_dataset(data_dir: str, num_images: int, seed: int) -> None:
@@ -86,12 +89,15 @@ def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
       beam_pipeline_args=beam_args.direct_beam_args(args.beam_workers),
       enable_cache=not args.no_cache,
       restval_split=args.restval_split)
-  # ExampleGen and Transform write records in the order their Beam workers
-  # finish, and the Trainers' seeded shuffle starts from that order: with more
-  # than one worker, two runs of one command would train on different batches.
+  # The Transform writes records in the order its Beam workers finish, and the
+  # Trainers' seeded shuffle starts from that order: with more than one worker,
+  # two runs of one command would train on different batches. The ExampleGen's
+  # threads write the same files in the same order on every run.
   for component in pipeline.components:
     if component.id in _ORDERED_OUTPUT_NODES:
       component.with_beam_pipeline_args(beam_args.direct_beam_args(1))
+    elif component.id in _THREADED_NODES:
+      component.with_beam_pipeline_args(beam_args.direct_thread_beam_args(args.beam_workers))
 
   def settle() -> None:
     store = metadata_store.MetadataStore(connection_config)

@@ -33,7 +33,6 @@ import sys
 from typing import List, Optional
 
 from components import config as config_lib
-from components import features
 from components import progress
 from pipeline import run_log
 from pipeline import settings
@@ -47,14 +46,11 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   parser.add_argument('--data_dir', default=None,
                       help='A Flickr8k, Flickr30k, MS COCO 2014 or Karpathy-split dataset folder '
                            '(layouts above). Default: the embedded dataset, generated on first use.')
-  parser.add_argument('--restval_split', default=features.DEFAULT_RESTVAL_SPLIT,
-                      choices=features.SPLITS,
-                      help="Where a Karpathy split file's 'restval' images go (default: %(default)s, "
-                           'as im2txt does).')
   parser.add_argument('--num_images', type=int, default=config_lib.EMBEDDED_DATASET.num_images,
                       help='Size of the generated embedded dataset.')
   parser.add_argument('--beam_workers', type=int, default=0,
-                      help='Beam DirectRunner worker processes; 0 means one per core.')
+                      help='Beam DirectRunner workers (processes; threads for the ExampleGen); '
+                           '0 means one per core.')
   parser.add_argument('--verbose', action='store_true',
                       help='Show the whole log (TensorFlow, TFX, Beam) on the terminal, not only '
                            'progress; it is written to <output_dir>/logs/ either way.')

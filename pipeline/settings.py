@@ -9,8 +9,9 @@ both build their Beam options with pipeline/beam_args.py.
 import argparse
 import dataclasses
 
-from components import names
 from components import config as config_lib
+from components import features
+from components import names
 
 # TrainerConfig fields that are None-able overrides: the flag wins when given,
 # otherwise the runner's defaults (then the dataclass defaults) apply.
@@ -24,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   trainer_defaults = config_lib.TrainerConfig()
   evaluation_defaults = config_lib.EvaluationConfig()
   parser.add_argument('--pipeline_name', default=names.PIPELINE_NAME)
+  parser.add_argument('--restval_split', default=features.DEFAULT_RESTVAL_SPLIT,
+                      choices=features.SPLITS,
+                      help="Where a Karpathy split file's 'restval' images go (default: %(default)s, "
+                           'as im2txt does).')
   parser.add_argument('--model_name', default=names.MODEL_NAME,
                       help='Name TF Serving serves the pushed model under.')
   parser.add_argument('--backbone', default=trainer_defaults.backbone,

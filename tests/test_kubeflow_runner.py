@@ -88,7 +88,7 @@ def dataflow_job(tmp_path_factory):
   """PipelineJob JSON for Vertex AI (with the resolver), Beam on Dataflow, 1 GPU per Trainer."""
   path = _compile(tmp_path_factory, 'captioner.json', '--target', 'vertex', '--beam_runner', 'dataflow',
                   '--gcp_project', 'my-project', '--gcp_region', 'europe-west1',
-                  '--dataflow_max_workers', '8', '--epochs', '7')
+                  '--dataflow_max_workers', '8', '--epochs', '7', '--restval_split', 'eval')
   with open(path) as f:
     return json_format.Parse(f.read(), pipeline_spec_pb2.PipelineJob())
 
@@ -162,6 +162,7 @@ def test_artifacts_flow_from_the_right_producers(dataflow_spec):
 def test_paths_and_configs_reach_the_components(dataflow_job, dataflow_spec):
   assert dataflow_job.runtime_config.gcs_output_directory == _ROOT
   assert _parameter(dataflow_spec, names.EXAMPLE_GEN, 'input_base') == _DATA
+  assert _parameter(dataflow_spec, names.EXAMPLE_GEN, 'restval_split') == 'eval'
   assert _parameter(dataflow_spec, names.SCHEMA_GEN, 'schema_file') == (
       kubeflow_runner.IMAGE_SCHEMA_PATH)
   push = json.loads(_parameter(dataflow_spec, names.PUSHER, 'push_destination'))
@@ -240,7 +241,8 @@ def test_direct_runner_on_cpu(tmp_path_factory):
     spec = json_format.ParseDict(yaml.safe_load(f), pipeline_spec_pb2.PipelineSpec())
   for name in kubeflow_runner.TRAINER_IDS:
     assert 'resources' not in _container(spec, name)
-  assert _container(spec, names.TRANSFORM)['args'][-2:] == beam_args.direct_beam_args(4)
+  direct = beam_args.direct_beam_args(4)
+  assert _container(spec, names.TRANSFORM)['args'][-len(direct):] == direct
 
 
 @pytest.mark.parametrize('flags, message', [

@@ -11,11 +11,13 @@ output folder, each a fixture on top of the one before:
 
   1. captions that follow the image: the captioner clears the gate, is pushed
      and captions image bytes;
-  2. the same again: everything up to the evaluation is reused from the cache;
+  2. the same with one more epoch: everything up to the Trainers is reused from
+     the cache, the backbone features too, and no node runs the backbone;
   3. captions that ignore the image (every image has the same five): the
      captioner cannot beat the baseline, every node runs again, and no new
      version reaches the serving directory.
 """
+import collections
 import json
 import os
 
@@ -28,6 +30,8 @@ from tfx.types import standard_artifacts
 from components import config as config_lib
 from components import features
 from components import names
+from components.encoder import feature_gen
+from components.evaluation import caption_evaluator
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.ingestion import flickr8k
@@ -35,7 +39,9 @@ from pipeline import local_runner
 from testing import colour_dataset
 
 _GATE = config_lib.EMBEDDED_EVALUATION
-_TINY_RUN = ['--backbone_weights', 'none', '--pooling', 'flatten', '--image_size', '32', '--lstm_units', '32', '--epochs', '30',
+_EPOCHS = 30
+_TINY_RUN = ['--backbone_weights', 'none', '--pooling', 'flatten', '--image_size', '32', '--lstm_units', '32',
+             '--epochs', str(_EPOCHS),
              '--batch_size', '8', '--beam_width', '2', '--beam_workers', '1',
              '--min_bleu4', str(_GATE.min_bleu4), '--min_cider', str(_GATE.min_cider),
              '--min_baseline_ratio', str(_GATE.min_baseline_ratio),
@@ -59,17 +65,39 @@ def _executions_per_node(output_dir, state):
   return counts
 
 
-def _run(output_dir, data_dir):
-  """Runs the pipeline; returns (node ids that ran, node ids reused from the cache, the summary)."""
+def _run(output_dir, data_dir, flags=()):
+  """Runs the pipeline; returns (node ids that ran, node ids reused from the cache, the summary,
+  node id -> backbone passes)."""
   ran_before = _executions_per_node(output_dir, metadata_store_pb2.Execution.COMPLETE)
   reused_before = _executions_per_node(output_dir, metadata_store_pb2.Execution.CACHED)
-  assert local_runner.main(['--output_dir', output_dir, '--data_dir', data_dir] + _TINY_RUN) == 0
+  assert local_runner.main(['--output_dir', output_dir, '--data_dir', data_dir] + _TINY_RUN + list(flags)) == 0
   ran = _executions_per_node(output_dir, metadata_store_pb2.Execution.COMPLETE)
   reused = _executions_per_node(output_dir, metadata_store_pb2.Execution.CACHED)
   with open(os.path.join(output_dir, 'summary.json')) as f:
     summary = json.load(f)
   return ({node for node in ran if ran[node] > ran_before.get(node, 0)},
-          {node for node in reused if reused[node] > reused_before.get(node, 0)}, summary)
+          {node for node in reused if reused[node] > reused_before.get(node, 0)}, summary,
+          _backbone_passes(output_dir))
+
+
+def _backbone_passes(output_dir):
+  """Node id -> images its latest execution ran through the backbone, from ML Metadata."""
+  store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      os.path.join(output_dir, 'metadata.sqlite')))
+  passes = {}
+  for node, names_ in ((names.FEATURE_GEN, (feature_gen.BACKBONE_PASSES_PROPERTY, feature_gen.PARITY_PASSES_PROPERTY)),
+                       (names.CAPTION_EVALUATOR, (caption_evaluator.BACKBONE_PASSES_PROPERTY,)),
+                       (names.DEMO_GALLERY, (caption_evaluator.BACKBONE_PASSES_PROPERTY,))):
+    [context] = [c for c in store.get_contexts_by_type('node') if c.name.split('.', 1)[1] == node]
+    latest = max(store.get_executions_by_context(context.id), key=lambda e: e.id)
+    if latest.last_known_state != metadata_store_pb2.Execution.COMPLETE:
+      passes[node] = 0  # reused from the cache: nothing ran
+      continue
+    outputs = [e.artifact_id for e in store.get_events_by_execution_ids([latest.id])
+               if e.type == metadata_store_pb2.Event.OUTPUT]
+    passes[node] = sum(a.custom_properties[name].int_value for a in store.get_artifacts_by_id(outputs)
+                       for name in names_ if name in a.custom_properties)
+  return passes
 
 
 def _versions(output_dir):
@@ -98,7 +126,7 @@ def first_run(output_dir, colour_data):
 @pytest.fixture(scope='module')
 def rerun(first_run, output_dir, colour_data):
   versions_before = _versions(output_dir)
-  return _run(output_dir, colour_data[0]) + (versions_before,)
+  return _run(output_dir, colour_data[0], ['--epochs', str(_EPOCHS + 1)]) + (versions_before,)
 
 
 @pytest.fixture(scope='module')
@@ -110,7 +138,7 @@ def unpushable_run(rerun, output_dir, tmp_path_factory):
 
 
 def test_first_run_runs_every_node_and_pushes_the_blessed_captioner(first_run, output_dir):
-  ran, reused, summary = first_run
+  ran, reused, summary, _ = first_run
   assert ran == _NODES and not reused
   evaluation = summary['evaluation']
   assert evaluation['thresholds'] == config_lib.to_custom_config(_GATE)
@@ -158,18 +186,30 @@ def test_summary_reports_ingestion_training_gallery_and_rejects(first_run):
   assert summary['training']['baseline']['config']['use_image'] is False
 
 
-def test_rerun_reuses_everything_up_to_the_evaluation(rerun):
-  ran, reused, summary, versions_before = rerun
-  # The first run's blessing is a new input (the last blessed model) to the
-  # evaluation, so it and what follows it run again; nothing upstream does.
-  assert ran == {names.LATEST_BLESSED_MODEL_RESOLVER, names.CAPTION_EVALUATOR, names.PUSHER, names.DEMO_GALLERY}
+def test_the_first_run_runs_the_backbone_once_per_image_and_a_parity_sample(first_run, colour_data):
+  *_, passes = first_run
+  split_sizes = collections.Counter(image.split for image in colour_data[1].values())
+  parity = sum(min(feature_gen.DEFAULT_PARITY_SAMPLE, count) for count in split_sizes.values())
+  # The evaluator and the gallery caption from the cached features.
+  assert passes == {names.FEATURE_GEN: _NUM_IMAGES + parity, names.CAPTION_EVALUATOR: 0, names.DEMO_GALLERY: 0}
+
+
+def test_an_epochs_only_rerun_reuses_the_features_and_runs_no_backbone(rerun):
+  ran, reused, summary, passes, versions_before = rerun
+  # New training settings: the Trainers and what follows them run again (the
+  # first run's blessing is a new input to the evaluation); the features are reused.
+  assert ran == {names.CAPTION_TRAINER, names.BASELINE_TRAINER, names.LATEST_BLESSED_MODEL_RESOLVER,
+                 names.CAPTION_EVALUATOR, names.PUSHER, names.DEMO_GALLERY}
   assert reused == _NODES - ran
-  assert summary['pushed'] is True  # the same model again, as a new version
+  assert passes == {names.FEATURE_GEN: 0, names.CAPTION_EVALUATOR: 0, names.DEMO_GALLERY: 0}
+  # The new captioner and the last blessed one were both captioned from the cache.
+  assert summary['evaluation']['last_blessed'] is not None
+  assert summary['pushed'] is True, summary['evaluation']['reasons']
   assert len(versions_before) == 1
 
 
-def test_captioner_that_cannot_beat_the_baseline_is_not_pushed(unpushable_run, first_run, output_dir):
-  ran, reused, summary, versions_before = unpushable_run
+def test_captioner_that_cannot_beat_the_baseline_is_not_pushed(unpushable_run, rerun, output_dir):
+  ran, reused, summary, _, versions_before = unpushable_run
   # New data: every node runs, the Pusher too; only the checked-in schema is the same.
   assert ran == _NODES - {names.SCHEMA_GEN} and reused == {names.SCHEMA_GEN}
   assert summary['pushed'] is False and summary['pushed_model'] is None
@@ -181,8 +221,8 @@ def test_captioner_that_cannot_beat_the_baseline_is_not_pushed(unpushable_run, f
   assert captioner_bleu4 < _GATE.min_baseline_ratio * baseline_bleu4
   assert (f'FAIL: BLEU-4 {captioner_bleu4:.4f} vs {_GATE.min_baseline_ratio:g} x captions-only baseline '
           f'{baseline_bleu4:.4f}') in evaluation['reasons']
-  # The first run's captioner (blessed again by the rerun), re-scored on the new data.
-  assert evaluation['last_blessed']['model_uri'] == first_run[2]['evaluation']['captioner']['model_uri']
+  # The rerun's captioner (the last one blessed), re-scored on the new data.
+  assert evaluation['last_blessed']['model_uri'] == rerun[2]['evaluation']['captioner']['model_uri']
 
 
 def test_a_folder_that_is_not_flickr8k_fails_before_any_component_runs(tmp_path, capsys):

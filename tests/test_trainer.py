@@ -8,6 +8,7 @@ demo split's JPEG bytes. The ImageFeatureGen's artifact and captioning from it
 (components/evaluation/captioning.py, with its parity check) are tested here too,
 on the same artifacts, since they need a captioner trained from it.
 """
+import dataclasses
 import glob
 import json
 import math
@@ -243,7 +244,7 @@ def test_artifact_records_and_carries_its_backbone(transformed, image_features):
   for field in ('backbone', 'weights_fingerprint', 'pooling'):
     assert image_features.get_string_custom_property(field) == getattr(info, field)
   backbone = feature_gen.load_backbone(image_features.uri)
-  assert feature_gen.weights_fingerprint(backbone) == info.weights_fingerprint
+  assert feature_gen.weights_fingerprint(backbone.weights) == info.weights_fingerprint
   # The saved backbone recomputes the cached vectors from the image bytes.
   ids, images = _ids(transformed, features.EVAL_SPLIT), transformed.images(features.EVAL_SPLIT)
   cached = feature_gen.read_features(image_features.uri, features.EVAL_SPLIT)
@@ -256,28 +257,54 @@ def test_captions_from_the_cache_equal_captions_from_bytes(captioner, examples, 
   model_dir = captioner.serving_model_dir
   from_bytes = captioning.caption_split(model_dir, examples, features.DEMO_SPLIT, batch_size=2)
   from_cache = captioning.caption_split(model_dir, examples, features.DEMO_SPLIT, batch_size=2,
-                                        image_features_uri=image_features.uri, parity_sample=3)
+                                        image_features_uri=image_features.uri)
   assert from_cache.captions == from_bytes.captions
   assert from_cache.log_probabilities == from_bytes.log_probabilities
-  assert from_bytes.serving_images == NUM_IMAGES // 8 and from_cache.serving_images == 3
+  assert from_bytes.serving_images == NUM_IMAGES // 8 and from_cache.serving_images == 0
 
 
-def test_parity_failure_names_the_images(captioner, examples, image_features, tmp_path):
+def _tampered_copy(image_features, split, image_id, tmp_path):
+  """A copy of the artifact in which `image_id`'s vector of `split` is changed."""
   tampered = str(tmp_path / 'features')
   shutil.copytree(image_features.uri, tampered)
-  first = next(captioning.iter_split_examples(examples, features.DEMO_SPLIT)).image_id
-  split_dir = feature_gen.split_dir(tampered, features.DEMO_SPLIT)
+  split_dir = feature_gen.split_dir(tampered, split)
   shutil.rmtree(split_dir)
   os.makedirs(split_dir)
-  vectors = feature_gen.read_features(image_features.uri, features.DEMO_SPLIT)
-  ids = sorted(vectors)
+  vectors = feature_gen.read_features(image_features.uri, split)
   with tf.io.TFRecordWriter(os.path.join(split_dir, 'features-00000-of-00001.gz'), 'GZIP') as writer:
-    for image_id in ids:
-      changed = vectors[image_id] * 50.0 + 1.0 if image_id == first else vectors[image_id]
-      writer.write(feature_gen.feature_example(image_id, changed))
-  with pytest.raises(captioning.ParityError, match=rf"disagree on 1 of 2 images: \['{first}'\]"):
-    captioning.caption_split(captioner.serving_model_dir, examples, features.DEMO_SPLIT,
-                             image_features_uri=tampered, parity_sample=2)
+    for key in sorted(vectors):
+      changed = vectors[key] * 50.0 + 1.0 if key == image_id else vectors[key]
+      writer.write(feature_gen.feature_example(key, changed))
+  return tampered
+
+
+def test_the_feature_pass_checked_parity_on_every_split(transformed, image_features):
+  expected = sum(min(feature_gen.DEFAULT_PARITY_SAMPLE, len(_ids(transformed, split))) for split in features.SPLITS)
+  assert 0 < expected == image_features.get_int_custom_property(feature_gen.PARITY_PASSES_PROPERTY)
+
+
+def test_parity_failure_names_the_images(examples, image_features, tmp_path):
+  first = next(records.iter_split_examples(examples, features.DEMO_SPLIT)).image_id
+  tampered = _tampered_copy(image_features, features.DEMO_SPLIT, first, tmp_path)
+  assert feature_gen.check_parity(image_features.uri, examples, features.SPLITS, 2) == 2 * len(features.SPLITS)
+  with pytest.raises(feature_gen.ParityError,
+                     match=rf"disagree on 1 of 2 images of split 'demo': \['{first}'\] \(largest difference"):
+    feature_gen.check_parity(tampered, examples, [features.DEMO_SPLIT], 2)
+
+
+def test_a_model_whose_encoder_weights_differ_is_refused(captioner, examples, image_features, tmp_path):
+  """A model that claims the artifact's encoder is checked against its weights, not its claim."""
+  claimed = dataclasses.replace(
+      feature_gen.read_encoder_info(os.path.join(image_features.uri, names.ENCODER_FILE)),
+      weights_fingerprint='0' * 64)
+  other_features, other_model = str(tmp_path / 'features'), str(tmp_path / 'model')
+  shutil.copytree(image_features.uri, other_features)
+  shutil.copytree(captioner.serving_model_dir, other_model)
+  feature_gen.write_encoder_info(claimed, os.path.join(other_features, names.ENCODER_FILE))
+  feature_gen.write_encoder_info(claimed, os.path.join(other_model, names.SERVING_ENCODER_FILE))
+  assert captioning.embeds_encoder_of(other_model, other_features)
+  with pytest.raises(feature_gen.ParityError, match='encoder weights .* are not the ones'):
+    captioning.caption_split(other_model, examples, features.DEMO_SPLIT, image_features_uri=other_features)
 
 
 def test_a_model_with_another_encoder_is_captioned_from_bytes(captioner, examples, image_features, tmp_path):

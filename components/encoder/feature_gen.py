@@ -25,7 +25,19 @@ Output `image_features` (components.artifacts.ImageFeatures):
         features.IMAGE_FEATURES_KEY  float [feature_dim]
   Custom properties: the EncoderInfo fields, `split_names`,
   BACKBONE_PASSES_PROPERTY (images run through the backbone, from Beam's
-  RunInference counter) and FEATURE_PASS_SECONDS_PROPERTY.
+  RunInference counter), FEATURE_PASS_SECONDS_PROPERTY and
+  PARITY_PASSES_PROPERTY (images re-encoded by the parity check).
+
+Parity, checked once per artifact (not once per model that uses it): after the
+Beam pass, the first `parity_sample` images of every split are encoded again
+from their bytes the way the exported serving graph encodes them (the saved
+backbone loaded as the Trainer loads it, then
+image_features.encode_images, the function the exporter puts in front of the
+decoder), in one batch, and must equal the cached vectors exactly; otherwise
+the component fails with ParityError naming the images. A model trained on the
+artifact embeds this backbone; the evaluator and the gallery check that by
+comparing its encoder weights with `weights_fingerprint` (no image encoded),
+so a rerun that retrains only the decoder runs no backbone at all.
 
 Progress: every PROGRESS_EVERY images each Beam worker logs how many it has
 done and at what rate, with Python's `logging` (as the trainer logs), which
@@ -33,11 +45,12 @@ Beam forwards from its workers into the runner's output.
 """
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
 import time
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Collection, Dict, Iterable, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.ml.inference import base as inference_base
@@ -65,7 +78,14 @@ _INFERENCE_COUNTER = 'num_inferences'
 # Custom properties of the output besides the EncoderInfo fields.
 BACKBONE_PASSES_PROPERTY = 'backbone_passes'  # images run through the backbone (Beam counter)
 FEATURE_PASS_SECONDS_PROPERTY = 'feature_pass_seconds'  # wall time of the Beam pass, start-up included
+PARITY_PASSES_PROPERTY = 'parity_backbone_passes'  # images re-encoded by the parity check
+# Images per split re-encoded as the serving graph encodes them, compared with the cache.
+DEFAULT_PARITY_SAMPLE = 32
 _SPLIT_NAMES_PROPERTY = 'split_names'
+
+
+class ParityError(ValueError):
+  """Features of the same image bytes differ between the cache and the serving graph's encoder."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +99,12 @@ class EncoderInfo:
   feature_dim: int
 
 
-def weights_fingerprint(model: keras.Model) -> str:
-  """sha256 over a model's weight values: equal only for the same network and weights."""
+def weights_fingerprint(variables: Sequence[tf.Variable]) -> str:
+  """sha256 over weight values in order (a Keras model's `weights`, or the
+  `encoder_variables` an exported SavedModel keeps in the same order): equal
+  only for the same network and weights."""
   digest = hashlib.sha256()
-  for weight in model.weights:
+  for weight in variables:
     digest.update(weight.numpy().tobytes())
   return digest.hexdigest()
 
@@ -105,12 +127,10 @@ def write_encoder_info(info: EncoderInfo, path: str) -> None:
 
 def save_backbone(feature_extractor: keras.Model, export_dir: str) -> None:
   """Saves the feature extractor with its image-bytes signature (see the module docstring)."""
-  image_size = feature_extractor.input_shape[1]
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGES_INPUT)])
   def encode(images):
-    pixels = image_features_lib.decode_images(images, image_size)
-    return {features.IMAGE_FEATURES_KEY: feature_extractor(pixels, training=False)}
+    return {features.IMAGE_FEATURES_KEY: image_features_lib.encode_images(feature_extractor, images)}
 
   feature_extractor.save(export_dir, save_format='tf', include_optimizer=False,
                          signatures={features.CAPTION_SIGNATURE: encode})
@@ -190,8 +210,10 @@ def split_dir(uri: str, split: str) -> str:
   return os.path.join(uri, f'Split-{split}')
 
 
-def read_features(uri: str, split: str) -> Dict[str, np.ndarray]:
-  """image id -> float32 [feature_dim] for every image of `split` in an ImageFeatures artifact.
+def read_features(uri: str, split: str, image_ids: Optional[Collection[str]] = None
+                  ) -> Dict[str, np.ndarray]:
+  """image id -> float32 [feature_dim] for every image of `split` in an ImageFeatures
+  artifact, or for those of `image_ids` only.
 
   Raises:
     FileNotFoundError: if the split has no feature file.
@@ -209,8 +231,47 @@ def read_features(uri: str, split: str) -> Dict[str, np.ndarray]:
       image_id = parsed[features.IMAGE_ID_KEY].numpy().decode('utf-8')
       if image_id in vectors:
         raise ValueError(f'Image id {image_id!r} occurs twice in the features of {path}.')
-      vectors[image_id] = parsed[features.IMAGE_FEATURES_KEY].values.numpy()
+      if image_ids is None or image_id in image_ids:
+        vectors[image_id] = parsed[features.IMAGE_FEATURES_KEY].values.numpy()
   return vectors
+
+
+def check_parity(uri: str, examples: artifact.Artifact, splits: Sequence[str], sample: int) -> int:
+  """Re-encodes the first `sample` images of each split as the serving graph
+  does and compares them with the cached vectors (see the module docstring).
+
+  Returns:
+    The number of images re-encoded (backbone passes of the check).
+
+  Raises:
+    ParityError: naming the split, the images that differ and the largest difference.
+  """
+  backbone = load_backbone(uri)
+  passes = 0
+  for split in splits:
+    batch = list(itertools.islice(records.iter_split_examples(examples, split), sample))
+    if not batch:
+      continue
+    ids = [example.image_id for example in batch]
+    cached = read_features(uri, split, set(ids))
+    missing = [image_id for image_id in ids if image_id not in cached]
+    if missing:
+      raise ParityError(f'Images {missing} of split {split!r} have no features in {uri}.')
+    served = image_features_lib.encode_images(
+        backbone, tf.constant([example.image for example in batch])).numpy()
+    passes += len(batch)
+    differing = [image_id for image_id, vector in zip(ids, served)
+                 if not np.array_equal(vector, cached[image_id])]
+    if differing:
+      largest = max(float(np.max(np.abs(vector - cached[image_id])))
+                    for image_id, vector in zip(ids, served))
+      raise ParityError(
+          f'{uri}: the serving graph\'s encoder and the cached features disagree on '
+          f'{len(differing)} of {len(ids)} images of split {split!r}: {differing} '
+          f'(largest difference {largest:g}).')
+  logging.info('Parity: the serving graph\'s encoder reproduces the cached features of %d images.',
+               passes)
+  return passes
 
 
 def backbone_passes(image_features_artifact: artifact.Artifact) -> int:
@@ -225,7 +286,7 @@ def build_encoder(backbone: str, image_size: int, pooling: str,
       backbone, image_size=image_size, weights=backbone_weights, pooling=pooling)
   return extractor, EncoderInfo(
       backbone=backbone, weights=backbone_weights or 'none',
-      weights_fingerprint=weights_fingerprint(extractor),
+      weights_fingerprint=weights_fingerprint(extractor.weights),
       image_size=int(extractor.input_shape[1]), pooling=pooling,
       feature_dim=int(extractor.output_shape[-1]))
 
@@ -240,9 +301,10 @@ def ImageFeatureGen(
     seed: tfx.dsl.components.Parameter[int],
     backbone_weights: tfx.dsl.components.Parameter[str] = None,
     batch_size: tfx.dsl.components.Parameter[int] = DEFAULT_BATCH_SIZE,
+    parity_sample: tfx.dsl.components.Parameter[int] = DEFAULT_PARITY_SAMPLE,
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
-  """Builds the frozen backbone, saves it, and writes every split's features.
+  """Builds the frozen backbone, saves it, writes every split's features and checks their parity.
 
   Args:
     examples: ExampleGen output (components/records.py layout); every split.
@@ -254,6 +316,7 @@ def ImageFeatureGen(
       runs of one command train on the same features.
     backbone_weights: 'imagenet', a local .h5 file, or None for random weights.
     batch_size: images per backbone call.
+    parity_sample: images per split re-encoded by `check_parity`.
     beam_pipeline: injected by TFX with the pipeline's Beam arguments.
   """
   keras.utils.set_random_seed(seed)
@@ -305,4 +368,8 @@ def ImageFeatureGen(
       image_features.set_string_custom_property(field, value)
   image_features.set_int_custom_property(BACKBONE_PASSES_PROPERTY, passes)
   image_features.set_float_custom_property(FEATURE_PASS_SECONDS_PROPERTY, seconds)
+  parity_passes = check_parity(image_features.uri, examples, splits, parity_sample)
+  progress.logger.info('  parity: the serving graph\'s encoder reproduces %d cached features exactly',
+                       parity_passes)
+  image_features.set_int_custom_property(PARITY_PASSES_PROPERTY, parity_passes)
   image_features.set_string_custom_property(_SPLIT_NAMES_PROPERTY, examples.split_names)

@@ -70,6 +70,17 @@ def decode_images(image_bytes, image_size):
                    fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
 
 
+def encode_images(feature_extractor, image_bytes):
+  """Encoded images string [batch] -> float32 [batch, feature_dim] through `feature_extractor`.
+
+  The one path from bytes to features: the ImageFeatureGen's cached features,
+  its parity check and the exported serving graph all run it, so a model
+  trained on the cache sees at serving time what it saw in training.
+  """
+  pixels = decode_images(image_bytes, feature_extractor.input_shape[1])
+  return feature_extractor(pixels, training=False)
+
+
 @keras.saving.register_keras_serializable(package='captioner')
 class BackbonePreprocessing(keras.layers.Layer):
   """Applies the named backbone's own `preprocess_input` to 0..255 RGB pixels.

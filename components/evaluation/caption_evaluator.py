@@ -10,9 +10,9 @@ blessed model (re-scored on the same split, so both numbers come from the same
 code and data), measures the diversity of each model's captions (`diversity`:
 distinct captions per image, distinct words, share copied verbatim from the
 train split's references). Given the ImageFeatureGen's artifact, a model that
-embeds its encoder is captioned from the cached features after a parity check
-on `parity_sample` images (captioning.caption_split); any other model (an
-older last blessed one, the baseline) through its serving signature. It writes:
+embeds its encoder (weights checked by fingerprint) is captioned from the
+cached features, with no backbone pass (captioning.caption_split); any other
+model (an older last blessed one, the baseline) through its serving signature. It writes:
 
 * `evaluation` (CaptionEvaluation): names.EVALUATION_METRICS_FILE, the report people and the
   next run read (see `CaptionEvaluator`), and names.EVALUATION_CAPTIONS_FILE, every hypothesis
@@ -155,7 +155,6 @@ def CaptionEvaluator(
     image_features: tfx.dsl.components.InputArtifact[ImageFeatures] = None,
     split: tfx.dsl.components.Parameter[str] = features.EVAL_SPLIT,
     batch_size: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_BATCH_SIZE,
-    parity_sample: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_PARITY_SAMPLE,
 ) -> None:
   """Scores the candidate captioner (and baseline, last blessed) and blesses it or not.
 
@@ -184,7 +183,7 @@ def CaptionEvaluator(
       LatestBlessedModelStrategy); absent on the first run. Re-scored on the
       same split; when it is the candidate itself its scores are reused.
     image_features: optional ImageFeatureGen output; models that embed its
-      encoder are captioned from its cached features (with a parity check).
+      encoder are captioned from its cached features (encoder weights checked).
     split: the split to caption and score.
     max_regression: allowed BLEU-4 drop below the last blessed model's.
     min_baseline_ratio: the candidate's BLEU-4 must be at least this multiple of
@@ -192,8 +191,6 @@ def CaptionEvaluator(
     min_distinct_caption_share: the share of distinct captions among the
       candidate's captions of `split` must be at least this (0..1).
     batch_size: images per call of the caption signature.
-    parity_sample: images captioned both from bytes and from cached features,
-      which must agree exactly (captioning.check_parity).
   """
   candidates = {CAPTIONER: model, BASELINE: baseline_model, LAST_BLESSED: last_blessed_model}
   split_captions, scores = {}, {}
@@ -209,7 +206,7 @@ def CaptionEvaluator(
     logging.info('Captioning split %r with the %s model %s.', split, role, role_model.uri)
     split_captions[role], scores[role] = captioning.caption_and_score(
         captioning.serving_model_dir(role_model), examples, split, batch_size,
-        image_features.uri if image_features else None, parity_sample)
+        image_features.uri if image_features else None)
 
   training_captions = diversity.reference_captions(examples, features.TRAIN_SPLIT)
   measures = {role: diversity.caption_diversity(list(split_captions[role].captions.values()),

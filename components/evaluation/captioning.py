@@ -10,11 +10,13 @@ all go through it, so they agree on the serving contract
 With an ImageFeatureGen artifact whose encoder the model embeds (its
 names.SERVING_ENCODER_FILE equals the artifact's), `caption_split` captions
 from the cached features through the model's from_features signature, so the
-backbone does not run again; it first checks parity on a sample: the model's
-serving_default signature on those images' bytes must give exactly the same
-captions and log-probabilities as from_features on their cached features.
+backbone does not run at all. What makes that equal to serving_default on the
+bytes: the ImageFeatureGen checked, once per artifact, that the serving
+graph's encoder reproduces its cached features exactly
+(feature_gen.check_parity); here the model's own encoder weights are compared
+with the artifact's by fingerprint (`FeaturesCaptioner.check_encoder`, no image
+encoded); and both signatures run the exporter's one decoder function.
 """
-import itertools
 import os
 from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -22,7 +24,6 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 from tfx.types import artifact
-from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components import features
@@ -38,40 +39,6 @@ INPUT_OF_SIGNATURE = {
     features.EXAMPLES_SIGNATURE: features.EXAMPLES_INPUT,
 }
 DEFAULT_BATCH_SIZE = 32
-# Images of a split captioned both ways (from bytes and from cached features) to check parity.
-DEFAULT_PARITY_SAMPLE = 32
-
-
-class ParityError(ValueError):
-  """The serving signature and the cached features disagree on some images."""
-
-
-def _split_files(examples: artifact.Artifact, split: str) -> List[str]:
-  [split_uri] = artifact_utils.get_split_uris([examples], split)
-  paths = sorted(tf.io.gfile.glob(os.path.join(split_uri, '*.gz')))
-  if not paths:
-    raise FileNotFoundError(f'No *.gz TFRecord file in {split_uri} (split {split!r}).')
-  return paths
-
-
-def _split_size(examples: artifact.Artifact, split: str) -> int:
-  """Records in a split: a quick pass over its files, so the progress bar knows how long is left."""
-  return sum(int(tf.data.TFRecordDataset(path, compression_type='GZIP').reduce(0, lambda n, _: n + 1))
-             for path in _split_files(examples, split))
-
-
-def iter_split_examples(examples: artifact.Artifact, split: str) -> Iterator[records.ImageExample]:
-  """Yields the images of one split of an Examples artifact, file by file (bounded memory).
-
-  Raises:
-    FileNotFoundError: if the split directory holds no *.gz file.
-    ValueError: if a record lacks a feature (naming the file and record).
-  """
-  for path in _split_files(examples, split):
-    dataset = tf.data.TFRecordDataset(path, compression_type='GZIP')
-    for index, record in enumerate(dataset.as_numpy_iterator()):
-      yield records.parse_image_example(record, where=f'{path}: record {index}')
-
 
 def batched(items: Iterable, batch_size: int) -> Iterator[list]:
   """Yields lists of `batch_size` consecutive items (the last one may be shorter)."""
@@ -194,6 +161,20 @@ class FeaturesCaptioner:
                        f'(it has {sorted(self._loaded.signatures)}).')
     self._signature = self._loaded.signatures[features.FEATURES_SIGNATURE]
 
+  def check_encoder(self, image_features_uri: str) -> None:
+    """Raises feature_gen.ParityError unless the model's encoder weights are
+    those that computed the artifact's features (compared by fingerprint: no
+    image is encoded)."""
+    expected = feature_gen.read_encoder_info(
+        os.path.join(image_features_uri, names.ENCODER_FILE)).weights_fingerprint
+    variables = getattr(self._loaded, 'encoder_variables', None)
+    actual = None if variables is None else feature_gen.weights_fingerprint(variables)
+    if actual != expected:
+      raise feature_gen.ParityError(
+          f'{self.model_dir} says it embeds the encoder of {image_features_uri}, but its encoder '
+          f'weights (fingerprint {actual}) are not the ones that computed those features '
+          f'({expected}).')
+
   def __call__(self, vectors: Sequence[np.ndarray]) -> Captions:
     """Captions a batch of feature vectors (float32 [feature_dim] each)."""
     outputs = self._signature(**{features.FEATURES_INPUT: tf.constant(np.stack(vectors), tf.float32)})
@@ -208,23 +189,6 @@ def embeds_encoder_of(model_dir: str, image_features_uri: str) -> bool:
       os.path.join(image_features_uri, names.ENCODER_FILE))
 
 
-def check_parity(captioner: FeaturesCaptioner, sample: Sequence[records.ImageExample],
-                 vectors: Sequence[np.ndarray]) -> None:
-  """Raises ParityError naming the image ids whose caption or log-probability differs
-  between serving_default on the bytes and from_features on their cached features."""
-  model_dir = captioner.model_dir
-  served = SavedModelCaptioner(model_dir)([example.image for example in sample])
-  cached = captioner(vectors)
-  differing = [example.image_id for index, example in enumerate(sample)
-               if (served.captions[index], served.log_probabilities[index])
-               != (cached.captions[index], cached.log_probabilities[index])]
-  if differing:
-    raise ParityError(f'{model_dir}: serving_default on the image bytes and from_features on the '
-                      f'cached features disagree on {len(differing)} of {len(sample)} images: '
-                      f'{differing}.')
-  logging.info('Parity: serving_default and from_features agree on %d images.', len(sample))
-
-
 class SplitCaptions(NamedTuple):
   """A model's captions for every image of a split."""
   captions: Dict[str, str]  # image id -> generated caption
@@ -233,7 +197,7 @@ class SplitCaptions(NamedTuple):
   # image id -> the beam search's k best captions, best first (Captions.top_captions)
   top_captions: Dict[str, List[str]]
   # Images sent through the serving signature as bytes (so through the backbone,
-  # when the model has one): the whole split, or the parity sample with cached features.
+  # when the model has one): the whole split, or none with cached features.
   serving_images: int = 0
 
 
@@ -246,32 +210,30 @@ def _cached_vectors(cached: Mapping[str, np.ndarray], batch: Sequence[records.Im
 
 
 def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
-                  batch_size: int = DEFAULT_BATCH_SIZE, image_features_uri: Optional[str] = None,
-                  parity_sample: int = DEFAULT_PARITY_SAMPLE) -> SplitCaptions:
+                  batch_size: int = DEFAULT_BATCH_SIZE,
+                  image_features_uri: Optional[str] = None) -> SplitCaptions:
   """Captions every image of `split` with the SavedModel in `model_dir`, in batches.
 
   From the cached features of `image_features_uri` when the model embeds their
-  encoder (after `check_parity` on the first `parity_sample` images), otherwise
-  from the image bytes through serving_default.
+  encoder (checked by `FeaturesCaptioner.check_encoder`), otherwise from the
+  image bytes through serving_default.
 
   Raises:
     ValueError: if an image id occurs twice in the split, or has no cached feature.
-    ParityError: if the parity check fails.
+    feature_gen.ParityError: if the model claims the artifact's encoder but
+      its encoder weights differ.
   """
   cached = None
   if image_features_uri is not None and embeds_encoder_of(model_dir, image_features_uri):
+    captioner = FeaturesCaptioner(model_dir)
+    captioner.check_encoder(image_features_uri)
     cached = feature_gen.read_features(image_features_uri, split)
     logging.info('Captioning split %r from the cached features in %s.', split, image_features_uri)
+  else:
+    captioner = SavedModelCaptioner(model_dir)
   result = SplitCaptions({}, {}, {}, {})
   serving_images = 0
-  if cached is None:
-    captioner = SavedModelCaptioner(model_dir)
-  else:
-    captioner = FeaturesCaptioner(model_dir)
-    sample = list(itertools.islice(iter_split_examples(examples, split), parity_sample))
-    check_parity(captioner, sample, _cached_vectors(cached, sample, split, image_features_uri))
-    serving_images = len(sample)
-  images = progress.track(iter_split_examples(examples, split), _split_size(examples, split),
+  images = progress.track(records.iter_split_examples(examples, split), records.split_size(examples, split),
                           f'captioning {split}')
   for batch in batched(images, batch_size):
     if cached is None:
@@ -300,10 +262,9 @@ class ScoredSplit(NamedTuple):
 
 
 def caption_and_score(model_dir: str, examples: artifact.Artifact, split: str,
-                      batch_size: int = DEFAULT_BATCH_SIZE, image_features_uri: Optional[str] = None,
-                      parity_sample: int = DEFAULT_PARITY_SAMPLE) -> ScoredSplit:
+                      batch_size: int = DEFAULT_BATCH_SIZE,
+                      image_features_uri: Optional[str] = None) -> ScoredSplit:
   """Captions `split` with the model (see `caption_split`) and scores the captions."""
-  split_captions = caption_split(model_dir, examples, split, batch_size, image_features_uri,
-                                 parity_sample)
+  split_captions = caption_split(model_dir, examples, split, batch_size, image_features_uri)
   return ScoredSplit(split_captions,
                      caption_metrics.score_captions(split_captions.captions, split_captions.references))

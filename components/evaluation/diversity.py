@@ -29,6 +29,7 @@ import tensorflow as tf
 from tfx.types import artifact
 
 from components import features
+from components import records
 from components.evaluation import captioning
 from components.training import transform
 
@@ -55,10 +56,10 @@ def reference_captions(examples: artifact.Artifact,
                        split: str = features.TRAIN_SPLIT) -> FrozenSet[Words]:
   """The normalised reference captions of every image of `split`.
 
-  Raises what captioning.iter_split_examples raises for a missing or broken split.
+  Raises what records.iter_split_examples raises for a missing or broken split.
   """
   captions = set()
-  for batch in captioning.batched(captioning.iter_split_examples(examples, split),
+  for batch in captioning.batched(records.iter_split_examples(examples, split),
                                   _IMAGES_PER_BATCH):
     captions.update(normalize([reference for example in batch for reference in example.references]))
   return frozenset(captions)

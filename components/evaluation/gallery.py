@@ -18,7 +18,8 @@ and a few lines of vanilla JS; thumbnails are lazily loaded, so 1,000 images
 stay fast. When the Pusher did not push (the model was not blessed), the
 candidate model is captioned instead and the page says so in red. Given the
 ImageFeatureGen's artifact, the shown model captions from the cached features
-after a parity check (captioning.caption_split), as in the CaptionEvaluator.
+when it embeds their encoder (captioning.caption_split), as in the
+CaptionEvaluator: no backbone pass.
 """
 import html
 import importlib.resources
@@ -34,12 +35,13 @@ import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.utils import io_utils
 
+from components import features
+from components import names
+from components import records
 from components.evaluation import caption_evaluator
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.evaluation import diversity
-from components import features
-from components import names
 from components.artifacts import CaptionGallery
 from components.artifacts import ImageFeatures
 
@@ -201,7 +203,6 @@ def DemoGallery(
     image_features: tfx.dsl.components.InputArtifact[ImageFeatures] = None,
     split: tfx.dsl.components.Parameter[str] = features.DEMO_SPLIT,
     batch_size: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_BATCH_SIZE,
-    parity_sample: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_PARITY_SAMPLE,
 ) -> None:
   """Captions `split` with the pushed model and writes the gallery page.
 
@@ -221,8 +222,6 @@ def DemoGallery(
       from its cached features when it embeds their encoder.
     split: the split to show.
     batch_size: images per call of the caption signature.
-    parity_sample: images captioned both from bytes and from cached features,
-      which must agree exactly (captioning.check_parity).
   """
   pushed = pushed_model.get_int_custom_property(_PUSHED_KEY) == 1
   if pushed:
@@ -237,8 +236,7 @@ def DemoGallery(
         f'model {model.uri}, which is not being served.']
   caption_metrics.warm_up()  # METEOR loads while the model captions
   split_captions, scores = captioning.caption_and_score(
-      model_dir, examples, split, batch_size, image_features.uri if image_features else None,
-      parity_sample)
+      model_dir, examples, split, batch_size, image_features.uri if image_features else None)
   gallery.set_int_custom_property(caption_evaluator.BACKBONE_PASSES_PROPERTY, split_captions.serving_images)
   baseline_captions, baseline_scores = None, None
   if baseline_model is not None:
@@ -277,7 +275,7 @@ def DemoGallery(
                           baseline_captions.captions[example.image_id]
                           if baseline_captions else None,
                           split_captions.top_captions[example.image_id][1:])
-             for example in captioning.iter_split_examples(examples, split))
+             for example in records.iter_split_examples(examples, split))
   index_path = render_gallery(entries, metrics, gallery.uri,
                               title=f'Captioner demo gallery: split {split!r}',
                               notes=notes, warnings=warnings)

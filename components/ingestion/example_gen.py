@@ -267,6 +267,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       verify.write_records(dataset.records, work_dir)
       with self._make_beam_pipeline() as pipeline:
         verify.verify_and_write(pipeline, work_dir, split_uris, write_split.DEFAULT_FILE_NAME)
+      for split_uri in split_uris.values():
+        verify.order_shards(split_uri)
       tally, image_rejects = verify.read_results(work_dir)
       rejects = dataset.rejects + image_rejects
     finally:

@@ -5,6 +5,7 @@ Input: a work folder holding records.jsonl, one rules.ImageRecord per line
   <split_uri>/<file_prefix>-NNNNN-of-NNNNN.gz   gzipped TFRecord shards, one
       serialized tf.Example per image in the layout of components/records.py,
       written by the worker that checked the images (no reshuffle of image bytes)
+      and numbered by `order_shards` in the order of their first image id
   <work folder>/image_rejects*.jsonl     the image-level rejects found here
   <work folder>/tally.json               {split: [images written, captions written]}
 read back in the driver by `read_results`.
@@ -89,7 +90,8 @@ class _ReadAndVerifyImage(beam.DoFn):
       yield reject(rules.NOT_AN_IMAGE, op_error_detail(error))
       return
     example = records.image_example(image, record.image_id, record.captions)
-    yield beam.pvalue.TaggedOutput(record.split, example.SerializeToString())
+    # deterministic: the same bytes on every run (the feature map's order is otherwise arbitrary)
+    yield beam.pvalue.TaggedOutput(record.split, example.SerializeToString(deterministic=True))
     yield beam.pvalue.TaggedOutput(_TALLY_TAG, (record.split, len(record.captions)))
 
 
@@ -202,6 +204,28 @@ def verify_and_write(pipeline: beam.Pipeline, work_dir: str, split_uris: Dict[st
   _ = (outputs[_TALLY_TAG]
        | 'Tally' >> beam.CombineGlobally(_TallyFn())
        | 'WriteTally' >> beam.Map(_write_json, os.path.join(work_dir, _TALLY_FILE)))
+
+
+def order_shards(split_uri: str) -> None:
+  """Renumbers a split's shards in the order of their first image id.
+
+  Each worker writes its part of the records, and the runner hands the
+  workers the same parts on every run, but it numbers the shards in the order
+  the workers finish. Readers concatenate shards in name order, so without
+  this a seeded run could see the same records in another order.
+  """
+  paths = tf.io.gfile.glob(os.path.join(split_uri, '*'))
+  first_ids = {}
+  for path in paths:
+    for record in tf.data.TFRecordDataset(path, compression_type='GZIP').take(1):
+      first_ids[path] = records.parse_image_example(record.numpy(), path).image_id
+  ordered = sorted(paths, key=lambda path: first_ids.get(path, ''))
+  staged = [path + '.renumbering' for path in ordered]
+  for path, temporary in zip(ordered, staged):
+    tf.io.gfile.rename(path, temporary)
+  for index, (path, temporary) in enumerate(zip(ordered, staged)):
+    name = re.sub(r'-\d{5}-of-(\d{5})', f'-{index:05d}-of-\\1', os.path.basename(path))
+    tf.io.gfile.rename(temporary, os.path.join(split_uri, name))
 
 
 def read_results(work_dir: str) -> Tuple[Dict[str, List[int]], List[rules.Reject]]:

@@ -53,13 +53,11 @@ def _caption_fns(feature_extractor, decoder, vocabulary, max_length, beam_width)
   caption_images: images -> outputs; caption_features: float32 [batch, feature_dim] -> outputs),
   outputs being the caption outputs above (k = beam_width)."""
   vocabulary = tf.constant(vocabulary, dtype=tf.string)  # string [vocab_size], by id
-  image_size = feature_extractor.input_shape[1]  # square input, fixed when it was built
   feature_dim = feature_extractor.output_shape[-1]
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-  def encode(images):
-    pixels = image_features.decode_images(images, image_size)  # float32 [batch, s, s, 3]
-    return feature_extractor(pixels, training=False)  # float32 [batch, feature_dim]
+  def encode(images):  # string [batch] -> float32 [batch, feature_dim]
+    return image_features.encode_images(feature_extractor, images)
 
   def caption_batch(image_vectors):
     ids, lengths, log_probs = decoder.generate(image_vectors, beam_width, max_length, top_k=beam_width)
