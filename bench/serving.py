@@ -170,6 +170,24 @@ def _base_path(args, tmp, parser):
   return base_path
 
 
+def _protocols(base_path, version_dir, options, images, args):
+  """_latency_and_throughput of gRPC and REST through the local server and of in-process
+  calls of the loaded SavedModel, which is released on return."""
+  signature = tf.saved_model.load(version_dir).signatures[features.CAPTION_SIGNATURE]
+
+  def in_process(batch):
+    outputs = signature(**{features.IMAGES_INPUT: tf.constant(batch)})
+    return {alias: tensor.numpy() for alias, tensor in outputs.items()}
+
+  with server_lib.LocalModelServer(base_path, port=0, rest_port=0, batching_options=options) as server, \
+      client_lib.CaptionClient(f'127.0.0.1:{server.port}', server.manager.model_name, timeout_s=600) as grpc_client, \
+      client_lib.CaptionClient(f'127.0.0.1:{server.rest_port}', server.manager.model_name, protocol='rest',
+                               timeout_s=600) as rest_client:
+    return _latency_and_throughput(
+        {'grpc': grpc_client.caption, 'rest': rest_client.caption, 'in_process': in_process},
+        images, args.requests, args.batches)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--requests', type=int, default=100, help='Batch-1 calls per way (default %(default)s).')
@@ -188,22 +206,8 @@ def main():
     base_path = _base_path(args, tmp, parser)
     version = servables.list_versions(base_path)[-1]
     version_dir = os.path.join(base_path, str(version))
-    model = tf.saved_model.load(version_dir)
-    signature = model.signatures[features.CAPTION_SIGNATURE]
-
-    def in_process(batch):
-      outputs = signature(**{features.IMAGES_INPUT: tf.constant(batch)})
-      return {alias: tensor.numpy() for alias, tensor in outputs.items()}
-
     options = batching.BatchingOptions()
-    with server_lib.LocalModelServer(base_path, port=0, rest_port=0, batching_options=options) as server, \
-        client_lib.CaptionClient(f'127.0.0.1:{server.port}', server.manager.model_name, timeout_s=600) as grpc_client, \
-        client_lib.CaptionClient(f'127.0.0.1:{server.rest_port}', server.manager.model_name, protocol='rest',
-                                 timeout_s=600) as rest_client:
-      figures = _latency_and_throughput(
-          {'grpc': grpc_client.caption, 'rest': rest_client.caption, 'in_process': in_process},
-          images, args.requests, args.batches)
-    del model, signature
+    figures = _protocols(base_path, version_dir, options, images, args)
 
     first_cold = _first_request_seconds(version_dir, False, images[0], tmp)
     first_warm = _first_request_seconds(version_dir, True, images[0], tmp)

@@ -25,7 +25,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from apache_beam.options import pipeline_options as beam_options
 import kfp
@@ -45,6 +45,10 @@ IMAGE_WORKDIR = '/pipeline'
 IMAGE_SCHEMA_PATH = f'{IMAGE_WORKDIR}/{names.SCHEMA_RELATIVE_PATH}'
 # The nodes that train (ids given in pipeline/pipeline.py); they get the GPU.
 TRAINER_IDS = (names.CAPTION_TRAINER, names.BASELINE_TRAINER)
+# The node that runs the frozen backbone over every image: with Beam in its own
+# pod (--beam_runner direct) it gets the Trainers' GPU too; on Dataflow or
+# Flink the backbone runs on that runner's workers instead.
+FEATURE_GEN_ID = names.FEATURE_GEN
 # Kubernetes' extended resource name of NVIDIA GPUs, which open-source KFP puts
 # in the pod's limits. Vertex AI wants its machine names (NVIDIA_TESLA_T4, ...).
 DEFAULT_GPU_TYPE = 'nvidia.com/gpu'
@@ -70,15 +74,21 @@ def trainer_resources(gpu_type: str, gpu_count: int, cpu_limit: Optional[float] 
   return spec if spec.ByteSize() else None
 
 
-def request_trainer_resources(pipeline: tfx.dsl.Pipeline, resources: ResourceSpec) -> None:
-  """Attaches `resources` to the Trainer nodes, which KubeflowV2DagRunner
+def gpu_node_ids(beam_runner: str) -> Tuple[str, ...]:
+  """The nodes that get the Trainers' resources under `beam_runner`."""
+  return TRAINER_IDS + (FEATURE_GEN_ID,) if beam_runner == 'direct' else TRAINER_IDS
+
+
+def request_trainer_resources(pipeline: tfx.dsl.Pipeline, resources: ResourceSpec,
+                              node_ids: Sequence[str] = TRAINER_IDS) -> None:
+  """Attaches `resources` to the nodes `node_ids`, which KubeflowV2DagRunner
   compiles into their executors' container.resources."""
   nodes = {node.id: node for node in pipeline.components}
-  missing = [node_id for node_id in TRAINER_IDS if node_id not in nodes]
+  missing = [node_id for node_id in node_ids if node_id not in nodes]
   if missing:
     raise ValueError(f'Pipeline {pipeline.pipeline_info.pipeline_name} has no nodes {missing} '
                      f'to request resources for; its nodes are {sorted(nodes)}')
-  for node_id in TRAINER_IDS:
+  for node_id in node_ids:
     nodes[node_id].with_platform_config(resources)
 
 
@@ -104,7 +114,7 @@ def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
   resources = trainer_resources(args.gpu_type, args.gpu_count, args.trainer_cpu_limit,
                                 args.trainer_memory_limit)
   if resources is not None:
-    request_trainer_resources(pipeline, resources)
+    request_trainer_resources(pipeline, resources, gpu_node_ids(args.beam_runner))
   return pipeline
 
 

@@ -12,6 +12,7 @@ from components import names
 from components import features
 from components.encoder import image_features
 from components.encoder.feature_gen import ImageFeatureGen
+from components.encoder.feature_gen import weights_file_digest
 from components.evaluation.caption_evaluator import CaptionEvaluator
 from components.ingestion.example_gen import ImageCaptionExampleGen
 from components.evaluation.gallery import DemoGallery
@@ -87,7 +88,9 @@ def create_pipeline(
       image_size=image_features.image_size_of(trainer_config.backbone, trainer_config.image_size),
       pooling=trainer_config.pooling,
       seed=trainer_config.seed,
-      backbone_weights=trainer_config.backbone_weights).with_id(names.FEATURE_GEN)
+      backbone_weights=trainer_config.backbone_weights,
+      backbone_weights_sha256=weights_file_digest(
+          trainer_config.backbone_weights)).with_id(names.FEATURE_GEN)
   # The Show-and-Tell captioner, trained from the cached features (or on the fly with
   # augmentation), exported with the caption signatures and the backbone inside.
   trainer = _trainer(transform, schema_gen, trainer_config,

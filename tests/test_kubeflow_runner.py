@@ -217,6 +217,15 @@ def test_gpu_is_requested_for_the_trainers_only(dataflow_spec, flink_spec):
     assert 'resources' not in _container(dataflow_spec, name), name
 
 
+def test_the_feature_pass_gets_the_gpu_when_beam_runs_in_its_pod(tmp_path_factory):
+  path = _compile(tmp_path_factory, 'direct_gpu.yml', '--gpu_count', '1')
+  with open(path) as f:
+    spec = json_format.ParseDict(yaml.safe_load(f), pipeline_spec_pb2.PipelineSpec())
+  for name in kubeflow_runner.TRAINER_IDS + (names.FEATURE_GEN,):
+    assert _container(spec, name)['resources'] == {'accelerator': {'type': 'nvidia.com/gpu', 'count': '1'}}
+  assert 'resources' not in _container(spec, names.TRANSFORM)
+
+
 def test_dataflow_beam_args(dataflow_spec):
   expected = ['--runner=DataflowRunner', '--project=my-project', '--region=europe-west1',
               f'--temp_location={_ROOT}/tmp/dataflow', f'--sdk_container_image={_IMAGE}',
@@ -237,6 +246,7 @@ def test_flink_beam_args_and_yaml_pipeline_root(flink_spec):
 
 def test_direct_runner_on_cpu(tmp_path_factory):
   path = _compile(tmp_path_factory, 'cpu.yml', '--gpu_count', '0', '--beam_workers', '4')
+  # (No GPU: no resources on the feature pass either.)
   with open(path) as f:
     spec = json_format.ParseDict(yaml.safe_load(f), pipeline_spec_pb2.PipelineSpec())
   for name in kubeflow_runner.TRAINER_IDS:

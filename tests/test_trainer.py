@@ -10,6 +10,7 @@ on the same artifacts, since they need a captioner trained from it.
 """
 import dataclasses
 import glob
+import hashlib
 import json
 import math
 import os
@@ -23,7 +24,9 @@ import tensorflow_transform as tft
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 
+from testing import executors
 from testing import transformed_data
+from components import artifacts
 from components import names
 from components import features
 from components import records
@@ -315,3 +318,23 @@ def test_a_model_with_another_encoder_is_captioned_from_bytes(captioner, example
   result = captioning.caption_split(other, examples, features.DEMO_SPLIT,
                                     image_features_uri=image_features.uri)
   assert result.serving_images == NUM_IMAGES // 8
+
+
+def test_a_local_weights_file_keys_the_feature_cache_on_its_content(transformed, tmp_path):
+  weights = tmp_path / 'vgg16_notop.h5'
+  weights.write_bytes(b'first weights')
+  first = feature_gen.weights_file_digest(str(weights))
+  assert first == hashlib.sha256(b'first weights').hexdigest()
+  assert feature_gen.weights_file_digest('imagenet') is None and feature_gen.weights_file_digest(None) is None
+  weights.write_bytes(b'other weights')  # replaced at the same path: another cache key
+  assert feature_gen.weights_file_digest(str(weights)) != first
+  # Replaced between building the pipeline and running the component: refused.
+  examples = standard_artifacts.Examples()
+  examples.uri = transformed.examples_uri
+  examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
+  with pytest.raises(ValueError, match='vgg16_notop.h5 changed after the pipeline was built'):
+    executors.run_executor(
+        feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context()),
+        {'examples': examples}, {'image_features': artifacts.ImageFeatures},
+        {'backbone': 'vgg16', 'image_size': IMAGE_SIZE, 'pooling': 'flatten', 'seed': 0,
+         'backbone_weights': str(weights), 'backbone_weights_sha256': first}, str(tmp_path / 'out'))

@@ -279,6 +279,22 @@ def backbone_passes(image_features_artifact: artifact.Artifact) -> int:
   return image_features_artifact.get_int_custom_property(BACKBONE_PASSES_PROPERTY)
 
 
+def weights_file_digest(backbone_weights: Optional[str]) -> Optional[str]:
+  """sha256 of a local weights file, None for 'imagenet' (Keras' fixed download) or random weights.
+
+  Passed to ImageFeatureGen as `backbone_weights_sha256`, so that TFX's cache
+  keys the features on the file's content: a file replaced at the same path
+  recomputes them.
+  """
+  if backbone_weights in (None, 'imagenet'):
+    return None
+  digest = hashlib.sha256()
+  with tf.io.gfile.GFile(backbone_weights, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 24), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
 def build_encoder(backbone: str, image_size: int, pooling: str,
                   backbone_weights: Optional[str]) -> Tuple[keras.Model, EncoderInfo]:
   """The frozen feature extractor for these settings, and its EncoderInfo."""
@@ -300,6 +316,7 @@ def ImageFeatureGen(
     pooling: tfx.dsl.components.Parameter[str],
     seed: tfx.dsl.components.Parameter[int],
     backbone_weights: tfx.dsl.components.Parameter[str] = None,
+    backbone_weights_sha256: tfx.dsl.components.Parameter[str] = None,
     batch_size: tfx.dsl.components.Parameter[int] = DEFAULT_BATCH_SIZE,
     parity_sample: tfx.dsl.components.Parameter[int] = DEFAULT_PARITY_SAMPLE,
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
@@ -315,10 +332,15 @@ def ImageFeatureGen(
     seed: initialises random backbone weights (TrainerConfig.seed), so that two
       runs of one command train on the same features.
     backbone_weights: 'imagenet', a local .h5 file, or None for random weights.
+    backbone_weights_sha256: `weights_file_digest(backbone_weights)`, so that
+      the cache tells weights files at the same path apart; checked here.
     batch_size: images per backbone call.
     parity_sample: images per split re-encoded by `check_parity`.
     beam_pipeline: injected by TFX with the pipeline's Beam arguments.
   """
+  if backbone_weights_sha256 != weights_file_digest(backbone_weights):
+    raise ValueError(f'Backbone weights file {backbone_weights} changed after the pipeline was '
+                     f'built (sha256 {backbone_weights_sha256} expected); build it again.')
   keras.utils.set_random_seed(seed)
   extractor, info = build_encoder(backbone, image_size, pooling, backbone_weights)
   save_backbone(extractor, backbone_dir(image_features.uri))

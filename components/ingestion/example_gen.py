@@ -31,12 +31,12 @@ Output `rejects` (IngestionReport artifact):
 How it streams (the Beam stages are in components/ingestion/verify.py, which
 imports no TFX so that workers start faster): the text files are parsed once,
 in the driver process, into one small record per image (id, path, split,
-captions: no image bytes), which are written to a JSON-lines file in a work
-folder. Beam reads that file,
-spreads the records over the workers (a Reshuffle of these small records only),
-and each worker reads, checks and converts its images and writes them
-straight into its own TFRecord shards. The image bytes never travel back to
-the driver, and no Beam element holds more than one image: memory per process
+captions: no image bytes), which are written as JSON lines into up to a few
+hundred files in a work folder. Beam spreads those file names
+over the workers, and each worker streams the records of its files, reads,
+checks and converts their images and writes them straight into its own
+TFRecord shards. Neither the image bytes nor the records travel through the
+runner, and no Beam element holds more than one image: memory per process
 stays flat as the dataset grows (the driver keeps the text index, a few
 hundred bytes per caption). TFX's stock WriteSplit is not used because it
 reshuffles the serialized examples, which the local DirectRunner holds in the

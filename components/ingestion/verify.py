@@ -1,7 +1,7 @@
 """The ExampleGen's Beam stages: what runs on the workers, free of TFX imports.
 
-Input: a work folder holding records.jsonl, one rules.ImageRecord per line
-(written by `write_records` in the driver). Output:
+Input: a work folder holding records-NNNNN.jsonl files, one rules.ImageRecord
+per line (written by `write_records` in the driver). Output:
   <split_uri>/<file_prefix>-NNNNN-of-NNNNN.gz   gzipped TFRecord shards, one
       serialized tf.Example per image in the layout of components/records.py,
       written by the worker that checked the images (no reshuffle of image bytes)
@@ -39,7 +39,11 @@ from components.ingestion import rules
 _REJECTED_TAG = 'rejected'
 _TALLY_TAG = 'tally'
 # Files in the executor's work folder.
-RECORDS_FILE = 'records.jsonl'
+_RECORDS_PREFIX = 'records'
+# The records are spread over at most this many files, the units the runner
+# hands its workers: enough to keep every worker busy, few enough that the
+# runner's own buffers (a file name each) stay small for any dataset size.
+_MAX_RECORD_FILES = 256
 _IMAGE_REJECTS_PREFIX = 'image_rejects'
 _TALLY_FILE = 'tally.json'
 # TF error messages carry op boilerplate: '{{function_node ...}} <message>
@@ -172,10 +176,20 @@ def _write_json(value: Any, path: str) -> None:
 
 
 def write_records(image_records: List[rules.ImageRecord], work_dir: str) -> None:
-  """Writes records.jsonl, the Beam pipeline's input, into `work_dir`."""
-  with tf.io.gfile.GFile(os.path.join(work_dir, RECORDS_FILE), 'w') as f:
-    for record in image_records:
-      f.write(json.dumps(record.to_json_dict()) + '\n')
+  """Writes the Beam pipeline's input into `work_dir`: the records in order,
+  in up to _MAX_RECORD_FILES files of consecutive records."""
+  per_file = max(1, -(-len(image_records) // _MAX_RECORD_FILES))
+  for index, start in enumerate(range(0, len(image_records), per_file)):
+    path = os.path.join(work_dir, f'{_RECORDS_PREFIX}-{index:05d}.jsonl')
+    with tf.io.gfile.GFile(path, 'w') as f:
+      for record in image_records[start:start + per_file]:
+        f.write(json.dumps(record.to_json_dict()) + '\n')
+
+
+def _read_record_file(path: str) -> Iterator[rules.ImageRecord]:
+  with tf.io.gfile.GFile(path) as f:
+    for line in f:
+      yield rules.ImageRecord.from_json_dict(json.loads(line))
 
 
 def verify_and_write(pipeline: beam.Pipeline, work_dir: str, split_uris: Dict[str, str],
@@ -185,11 +199,14 @@ def verify_and_write(pipeline: beam.Pipeline, work_dir: str, split_uris: Dict[st
   Writes to `work_dir` the image rejects (JSON lines, with num_captions) and
   the tally {split: [images, captions]} of what was written.
   """
+  # Only the file names pass through the runner; each worker streams the
+  # records of its files straight into the image checks and its own shards.
+  record_files = sorted(tf.io.gfile.glob(os.path.join(work_dir, f'{_RECORDS_PREFIX}-*.jsonl')))
   outputs = (
       pipeline
-      | 'ReadRecords' >> beam.io.ReadFromText(os.path.join(work_dir, RECORDS_FILE))
-      | 'ParseRecords' >> beam.Map(lambda line: rules.ImageRecord.from_json_dict(json.loads(line)))
-      | 'SpreadRecords' >> beam.Reshuffle()  # small records: no image bytes yet
+      | 'ListRecordFiles' >> beam.Create(record_files)
+      | 'SpreadRecordFiles' >> beam.Reshuffle()
+      | 'ReadRecords' >> beam.FlatMap(_read_record_file)
       | 'ReadAndVerifyImages' >> beam.ParDo(_ReadAndVerifyImage()).with_outputs(
           _REJECTED_TAG, _TALLY_TAG, *features.SPLITS))
   for split in features.SPLITS:  # each worker writes its own shards: no reshuffle
