@@ -8,12 +8,19 @@ the DirectRunner in the component pod, on Dataflow or on a Flink cluster.
 import os
 from typing import List, Optional
 
+from tfx import v1 as tfx
+
+from components import names
+
 BEAM_RUNNERS = ('direct', 'dataflow', 'flink')
 FLINK_ENVIRONMENT_TYPES = ('EXTERNAL', 'DOCKER', 'PROCESS')
 # The address of a Beam SDK worker pool running next to each Flink task manager.
 DEFAULT_FLINK_WORKER_POOL = 'localhost:50000'
 
 
+# Nodes whose Beam work is TensorFlow ops that release the GIL: on the
+# DirectRunner they run on threads (see `direct_thread_beam_args`).
+THREADED_NODE_IDS = (names.EXAMPLE_GEN,)
 # This project's setup.py: present in a clone and in the pipeline image (/pipeline).
 _SETUP_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'setup.py')
 
@@ -87,3 +94,10 @@ def flink_beam_args(flink_master: str, environment_type: str, environment_config
   if parallelism is not None:
     args.append(f'--parallelism={parallelism}')
   return args
+
+
+def use_direct_threads(pipeline: tfx.dsl.Pipeline, num_workers: int) -> None:
+  """Runs the THREADED_NODE_IDS of `pipeline` on DirectRunner threads, `num_workers` of them."""
+  for component in pipeline.components:
+    if component.id in THREADED_NODE_IDS:
+      component.with_beam_pipeline_args(direct_thread_beam_args(num_workers))

@@ -111,6 +111,8 @@ def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
       restval_split=args.restval_split,
       # Open-source KFP rejects TFX resolver tasks; Vertex AI Pipelines runs them.
       resolve_last_blessed_model=args.target == 'vertex')
+  if args.beam_runner == 'direct':
+    beam_args.use_direct_threads(pipeline, args.beam_workers)
   resources = trainer_resources(args.gpu_type, args.gpu_count, args.trainer_cpu_limit,
                                 args.trainer_memory_limit)
   if resources is not None:
@@ -225,7 +227,8 @@ def _parser() -> argparse.ArgumentParser:
   beam.add_argument('--beam_runner', choices=beam_args.BEAM_RUNNERS, default='direct',
                     help='direct: in the component pod; dataflow or flink: a distributed runner.')
   beam.add_argument('--beam_workers', type=_non_negative_int, default=0,
-                    help='direct: worker processes; 0 means one per core of the pod.')
+                    help='direct: worker processes (threads for the ExampleGen); 0 means one per '
+                         'core of the pod.')
   beam.add_argument('--gcp_project', help='dataflow: the Google Cloud project.')
   beam.add_argument('--gcp_region', help='dataflow: the region, e.g. europe-west1.')
   beam.add_argument('--dataflow_temp_location', type=_object_store_uri,

@@ -28,8 +28,6 @@ from pipeline import summary as summary_lib
 # Nodes whose output record order the Trainers see and which would write it in
 # the order their Beam worker processes finish (see `run`).
 _ORDERED_OUTPUT_NODES = (names.TRANSFORM,)
-# Nodes whose Beam work is TensorFlow ops that release the GIL: threads, not processes.
-_THREADED_NODES = (names.EXAMPLE_GEN,)
 
 
 def _ensure_embedded_dataset(data_dir: str, num_images: int, seed: int) -> None:
@@ -96,8 +94,7 @@ def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
   for component in pipeline.components:
     if component.id in _ORDERED_OUTPUT_NODES:
       component.with_beam_pipeline_args(beam_args.direct_beam_args(1))
-    elif component.id in _THREADED_NODES:
-      component.with_beam_pipeline_args(beam_args.direct_thread_beam_args(args.beam_workers))
+  beam_args.use_direct_threads(pipeline, args.beam_workers)
 
   def settle() -> None:
     store = metadata_store.MetadataStore(connection_config)

@@ -253,6 +253,8 @@ def test_direct_runner_on_cpu(tmp_path_factory):
     assert 'resources' not in _container(spec, name)
   direct = beam_args.direct_beam_args(4)
   assert _container(spec, names.TRANSFORM)['args'][-len(direct):] == direct
+  threads = beam_args.direct_thread_beam_args(4)
+  assert _container(spec, names.EXAMPLE_GEN)['args'][-len(threads):] == threads
 
 
 @pytest.mark.parametrize('flags, message', [
