@@ -217,7 +217,8 @@ def read_features(uri: str, split: str, image_ids: Optional[Collection[str]] = N
 
   Raises:
     FileNotFoundError: if the split has no feature file.
-    ValueError: if an image id occurs twice (naming the file).
+    ValueError: if an image id occurs twice among the records read (every
+      record without `image_ids`), naming the file.
   """
   paths = sorted(tf.io.gfile.glob(os.path.join(split_dir(uri, split), '*.gz')))
   if not paths:
@@ -233,6 +234,8 @@ def read_features(uri: str, split: str, image_ids: Optional[Collection[str]] = N
         raise ValueError(f'Image id {image_id!r} occurs twice in the features of {path}.')
       if image_ids is None or image_id in image_ids:
         vectors[image_id] = parsed[features.IMAGE_FEATURES_KEY].values.numpy()
+        if image_ids is not None and len(vectors) == len(image_ids):
+          return vectors  # all found: the rest of a large split need not be parsed
   return vectors
 
 
