@@ -48,9 +48,9 @@ def direct_thread_beam_args(num_threads: int) -> List[str]:
   For Beam work that is mostly TensorFlow ops, which release the GIL (the
   ExampleGen's image decoding): threads of the component's own process run it
   in parallel without starting worker processes that import TensorFlow again
-  (about 3 s each on 2 cores), and the output is the same for any number of
-  threads (the runner splits a stage's input round-robin and merges the parts
-  in order).
+  (about 3 s each on 2 cores). Two runs with the same number of threads write
+  the same output: the runner splits a stage's input round-robin, and the
+  ExampleGen numbers the shards its threads write by their content.
   """
   return ['--direct_running_mode=multi_threading', f'--direct_num_workers={num_threads}',
           *_local_dependency_args()]
