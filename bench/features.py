@@ -54,11 +54,11 @@ from components import names
 from components import records
 from components.encoder import feature_gen
 from components.encoder import image_features
-from components.evaluation import caption_evaluator
 from components.evaluation import captioning
 from components.ingestion import flickr8k
 from components.ingestion import shapes_dataset
 from pipeline import local_runner
+from testing import metadata
 from testing import transformed_data
 
 _STATES = {metadata_store_pb2.Execution.COMPLETE: 'COMPLETE', metadata_store_pb2.Execution.CACHED: 'CACHED'}
@@ -75,42 +75,22 @@ def _stand_in(data_dir: str, num_images: int, width: int, height: int) -> None:
     resized.save(path, format='JPEG', quality=90)
 
 
-def _node(store, execution) -> str:
-  [context] = [c for c in store.get_contexts_by_execution(execution.id)
-               if store.get_context_types_by_id([c.type_id])[0].name == 'node']
-  return context.name.split('.', 1)[1]
-
-
-def _outputs(store, execution_id: int) -> List:
-  events = store.get_events_by_execution_ids([execution_id])
-  ids = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
-  return store.get_artifacts_by_id(ids)
-
-
-def _int_property(artifact, name: str) -> int:
-  return artifact.custom_properties[name].int_value if name in artifact.custom_properties else 0
-
-
 def _run_figures(store, new_ids: Set[int], seconds: float) -> Dict:
   """Backbone passes of the executions in `new_ids` (one pipeline run)."""
   figures = {'seconds': round(seconds, 1)}
   passes = 0
   for execution in store.get_executions_by_id(sorted(new_ids)):
-    node = _node(store, execution)
+    node = metadata.node_id(store, execution)
     if node == names.FEATURE_GEN:
       figures['feature_gen_state'] = _STATES.get(execution.last_known_state, str(execution.last_known_state))
-      ran = execution.last_known_state == metadata_store_pb2.Execution.COMPLETE
-      for name, key in ((feature_gen.BACKBONE_PASSES_PROPERTY, 'feature_pass_backbone_passes'),
+      for name, key in ((names.BACKBONE_PASSES_PROPERTY, 'feature_pass_backbone_passes'),
                         (feature_gen.PARITY_PASSES_PROPERTY, 'feature_pass_parity_passes')):
-        count = sum(_int_property(a, name) for a in _outputs(store, execution.id)) if ran else 0
-        figures[key] = count
-        passes += count
+        figures[key] = metadata.output_count(store, execution, name)
+        passes += figures[key]
     elif node in (names.CAPTION_EVALUATOR, names.DEMO_GALLERY) and (
         execution.last_known_state == metadata_store_pb2.Execution.COMPLETE):
-      count = sum(_int_property(a, caption_evaluator.BACKBONE_PASSES_PROPERTY)
-                  for a in _outputs(store, execution.id))
-      figures[f'{node}_backbone_passes'] = count
-      passes += count
+      figures[f'{node}_backbone_passes'] = metadata.output_count(store, execution, names.BACKBONE_PASSES_PROPERTY)
+      passes += figures[f'{node}_backbone_passes']
   figures['backbone_passes'] = passes
   return figures
 
@@ -164,7 +144,7 @@ def _speed(examples_uri: str, image_features_uri: str, config: config_lib.Traine
 def _rate(features_artifact) -> float:
   """A feature pass's images/s, from its artifact's custom properties."""
   properties = features_artifact.custom_properties
-  return (properties[feature_gen.BACKBONE_PASSES_PROPERTY].int_value
+  return (properties[names.BACKBONE_PASSES_PROPERTY].int_value
           / properties[feature_gen.FEATURE_PASS_SECONDS_PROPERTY].double_value)
 
 

@@ -52,6 +52,9 @@ SERVING_ENCODER_FILE = os.path.join('assets.extra', ENCODER_FILE)
 IMAGE_FEATURES_URI_KEY = 'image_features_uri'
 # Trainer `model_run`: vocabulary size, sequence length, the loss history.
 TRAINING_REPORT_FILE = 'training_report.json'
+# Custom property of the ImageFeatureGen's, the CaptionEvaluator's and the
+# DemoGallery's outputs: images the execution ran through a backbone.
+BACKBONE_PASSES_PROPERTY = 'backbone_passes'
 # CaptionEvaluation (CaptionEvaluator `evaluation`)
 EVALUATION_METRICS_FILE = 'metrics.json'
 EVALUATION_CAPTIONS_FILE = 'captions.jsonl'

@@ -31,12 +31,12 @@ from components import config as config_lib
 from components import features
 from components import names
 from components.encoder import feature_gen
-from components.evaluation import caption_evaluator
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.ingestion import flickr8k
 from pipeline import local_runner
 from testing import colour_dataset
+from testing import metadata
 
 _GATE = config_lib.EMBEDDED_EVALUATION
 _EPOCHS = 30
@@ -84,20 +84,11 @@ def _backbone_passes(output_dir):
   """Node id -> images its latest execution ran through the backbone, from ML Metadata."""
   store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(
       os.path.join(output_dir, 'metadata.sqlite')))
-  passes = {}
-  for node, names_ in ((names.FEATURE_GEN, (feature_gen.BACKBONE_PASSES_PROPERTY, feature_gen.PARITY_PASSES_PROPERTY)),
-                       (names.CAPTION_EVALUATOR, (caption_evaluator.BACKBONE_PASSES_PROPERTY,)),
-                       (names.DEMO_GALLERY, (caption_evaluator.BACKBONE_PASSES_PROPERTY,))):
-    [context] = [c for c in store.get_contexts_by_type('node') if c.name.split('.', 1)[1] == node]
-    latest = max(store.get_executions_by_context(context.id), key=lambda e: e.id)
-    if latest.last_known_state != metadata_store_pb2.Execution.COMPLETE:
-      passes[node] = 0  # reused from the cache: nothing ran
-      continue
-    outputs = [e.artifact_id for e in store.get_events_by_execution_ids([latest.id])
-               if e.type == metadata_store_pb2.Event.OUTPUT]
-    passes[node] = sum(a.custom_properties[name].int_value for a in store.get_artifacts_by_id(outputs)
-                       for name in names_ if name in a.custom_properties)
-  return passes
+  counters = {names.FEATURE_GEN: (names.BACKBONE_PASSES_PROPERTY, feature_gen.PARITY_PASSES_PROPERTY),
+              names.CAPTION_EVALUATOR: (names.BACKBONE_PASSES_PROPERTY,),
+              names.DEMO_GALLERY: (names.BACKBONE_PASSES_PROPERTY,)}
+  return {node: sum(metadata.output_count(store, metadata.latest_execution(store, node), name) for name in properties)
+          for node, properties in counters.items()}
 
 
 def _versions(output_dir):

@@ -24,7 +24,7 @@ Output `image_features` (components.artifacts.ImageFeatures):
         features.IMAGE_ID_KEY        bytes [1]
         features.IMAGE_FEATURES_KEY  float [feature_dim]
   Custom properties: the EncoderInfo fields, `split_names`,
-  BACKBONE_PASSES_PROPERTY (images run through the backbone, from Beam's
+  names.BACKBONE_PASSES_PROPERTY (images run through the backbone, from Beam's
   RunInference counter), FEATURE_PASS_SECONDS_PROPERTY and
   PARITY_PASSES_PROPERTY (images re-encoded by the parity check).
 
@@ -76,7 +76,6 @@ PROGRESS_EVERY = 256
 METRICS_NAMESPACE = 'captioner_backbone'
 _INFERENCE_COUNTER = 'num_inferences'
 # Custom properties of the output besides the EncoderInfo fields.
-BACKBONE_PASSES_PROPERTY = 'backbone_passes'  # images run through the backbone (Beam counter)
 FEATURE_PASS_SECONDS_PROPERTY = 'feature_pass_seconds'  # wall time of the Beam pass, start-up included
 PARITY_PASSES_PROPERTY = 'parity_backbone_passes'  # images re-encoded by the parity check
 # Images per split re-encoded as the serving graph encodes them, compared with the cache.
@@ -279,7 +278,7 @@ def check_parity(uri: str, examples: artifact.Artifact, splits: Sequence[str], s
 
 def backbone_passes(image_features_artifact: artifact.Artifact) -> int:
   """Images the feature pass ran through the backbone (its Beam counter, kept in MLMD)."""
-  return image_features_artifact.get_int_custom_property(BACKBONE_PASSES_PROPERTY)
+  return image_features_artifact.get_int_custom_property(names.BACKBONE_PASSES_PROPERTY)
 
 
 def weights_file_digest(backbone_weights: Optional[str]) -> Optional[str]:
@@ -391,7 +390,7 @@ def ImageFeatureGen(
       image_features.set_int_custom_property(field, value)
     else:
       image_features.set_string_custom_property(field, value)
-  image_features.set_int_custom_property(BACKBONE_PASSES_PROPERTY, passes)
+  image_features.set_int_custom_property(names.BACKBONE_PASSES_PROPERTY, passes)
   image_features.set_float_custom_property(FEATURE_PASS_SECONDS_PROPERTY, seconds)
   parity_passes = check_parity(image_features.uri, examples, splits, parity_sample)
   progress.logger.info('  parity: the serving graph\'s encoder reproduces %d cached features exactly',

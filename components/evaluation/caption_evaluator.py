@@ -58,9 +58,6 @@ CAPTIONER = 'captioner'
 BASELINE = 'baseline'
 LAST_BLESSED = 'last_blessed'
 ROLES = (CAPTIONER, BASELINE, LAST_BLESSED)
-# Custom property of `evaluation`: images this run sent through a captioner's backbone
-# (serving_default on bytes; the baseline's graph has none).
-BACKBONE_PASSES_PROPERTY = 'backbone_passes'
 
 
 def decide_blessing(candidate: Mapping[str, float], candidate_diversity: Mapping[str, float],
@@ -173,7 +170,8 @@ def CaptionEvaluator(
       'image_id', 'references', and per present role {'caption',
       'log_probability', 'scores': {metric: per-image score}}. Also 'serving_images'
       ({role: images sent as bytes through serving_default}). Custom property
-      BACKBONE_PASSES_PROPERTY: those of the captioner and last blessed model.
+      names.BACKBONE_PASSES_PROPERTY: images of the captioner and last blessed model
+      sent through serving_default as bytes (the baseline's graph has no backbone).
     blessing: output ModelBlessing for the Pusher and LatestBlessedModelStrategy.
     min_bleu4: absolute BLEU-4 threshold (0..1).
     min_cider: absolute CIDEr-D threshold (0..10).
@@ -246,7 +244,7 @@ def CaptionEvaluator(
                       'scores': scores[role]['per_image'][image_id]}
       f.write(json.dumps(line) + '\n')
 
-  evaluation.set_int_custom_property(BACKBONE_PASSES_PROPERTY, sum(
+  evaluation.set_int_custom_property(names.BACKBONE_PASSES_PROPERTY, sum(
       split_captions[role].serving_images for role in (CAPTIONER, LAST_BLESSED) if role in split_captions))
   blessing.set_string_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY,
                                       model.uri)

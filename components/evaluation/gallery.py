@@ -237,7 +237,7 @@ def DemoGallery(
   caption_metrics.warm_up()  # METEOR loads while the model captions
   split_captions, scores = captioning.caption_and_score(
       model_dir, examples, split, batch_size, image_features.uri if image_features else None)
-  gallery.set_int_custom_property(caption_evaluator.BACKBONE_PASSES_PROPERTY, split_captions.serving_images)
+  gallery.set_int_custom_property(names.BACKBONE_PASSES_PROPERTY, split_captions.serving_images)
   baseline_captions, baseline_scores = None, None
   if baseline_model is not None:
     baseline_captions, baseline_scores = captioning.caption_and_score(
