@@ -201,10 +201,13 @@ def verify_and_write(pipeline: beam.Pipeline, work_dir: str, split_uris: Dict[st
   """
   # Only the file names pass through the runner; each worker streams the
   # records of its files straight into the image checks and its own shards.
+  # One Reshuffle, fed by a single worker in file order: the runner then hands
+  # the files out round-robin in that order, the same on every run (Create's
+  # own reshuffle would let two workers feed it in whatever order they finish).
   record_files = sorted(tf.io.gfile.glob(os.path.join(work_dir, f'{_RECORDS_PREFIX}-*.jsonl')))
   outputs = (
       pipeline
-      | 'ListRecordFiles' >> beam.Create(record_files)
+      | 'ListRecordFiles' >> beam.Create(record_files, reshuffle=False)
       | 'SpreadRecordFiles' >> beam.Reshuffle()
       | 'ReadRecords' >> beam.FlatMap(_read_record_file)
       | 'ReadAndVerifyImages' >> beam.ParDo(_ReadAndVerifyImage()).with_outputs(
