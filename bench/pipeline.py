@@ -14,6 +14,7 @@ import os
 import tempfile
 
 from components.evaluation import caption_metrics
+from components.evaluation import report as report_lib
 from pipeline import local_runner
 from testing import timing
 
@@ -30,9 +31,10 @@ def main() -> None:
         raise SystemExit('the pipeline run failed')
     with open(os.path.join(output_dir, 'summary.json')) as f:
       summary = json.load(f)
+  evaluation = report_lib.from_json_dict(summary['evaluation'])
   bleu4 = {
-      'eval': (summary['evaluation']['captioner']['metrics'][caption_metrics.BLEU_4],
-               summary['evaluation']['baseline']['metrics'][caption_metrics.BLEU_4]),
+      'eval': (evaluation.captioner.metrics[caption_metrics.BLEU_4],
+               evaluation.baseline.metrics[caption_metrics.BLEU_4]),
       'demo': (summary['demo']['shown_model'][caption_metrics.BLEU_4],
                summary['demo']['baseline'][caption_metrics.BLEU_4]),
   }

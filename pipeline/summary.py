@@ -7,7 +7,7 @@ writes them, with the captioner's and the baseline's metrics, as one JSON file.
 import collections
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -15,9 +15,10 @@ from tfx import v1 as tfx
 
 from components import names
 from components.evaluation import caption_evaluator, caption_metrics
+from components.evaluation import report as report_lib
 
-# Nodes whose outputs the summary reports (ids from pipeline/pipeline.py).
-_TRAINERS = {'captioner': names.CAPTION_TRAINER, 'baseline': names.BASELINE_TRAINER}
+# The Trainers' reports, labelled with the role of the model each trains.
+_TRAINERS = dict(zip((report_lib.CAPTIONER, report_lib.BASELINE), names.TRAINERS))
 _DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
 
 
@@ -54,6 +55,15 @@ def _artifact_json(outputs, key: str, file_name: str) -> Any:
     return json.load(f)
 
 
+def _evaluation_report(outputs) -> Optional[Dict[str, Any]]:
+  """The CaptionEvaluator's report (read through its type, so a malformed one fails here) as
+  the JSON object of its file, or None when the evaluator has not run."""
+  uri = _uri(outputs, 'evaluation')
+  if not uri or not os.path.exists(report_lib.path(uri)):
+    return None
+  return report_lib.to_json_dict(report_lib.read(uri))
+
+
 def write_summary(metadata_path: str, pipeline_name: str, summary_path: str) -> Dict[str, Any]:
   """Collects the run's results from ML Metadata and writes them to `summary_path`."""
   store = metadata_store.MetadataStore(
@@ -65,7 +75,7 @@ def write_summary(metadata_path: str, pipeline_name: str, summary_path: str) -> 
   ingestion = latest_outputs(store, pipeline_name, names.EXAMPLE_GEN)
   push = pushed[0].custom_properties if pushed else {}
   summary = {
-      'evaluation': _artifact_json(evaluation, 'evaluation', names.EVALUATION_METRICS_FILE),
+      'evaluation': _evaluation_report(evaluation),
       'demo': _artifact_json(gallery_outputs, 'gallery', names.GALLERY_METRICS_FILE),
       'pushed': bool(push['pushed'].int_value) if 'pushed' in push else False,
       'pushed_model': push['pushed_destination'].string_value if 'pushed_destination' in push else None,
@@ -93,7 +103,7 @@ def render(summary: Dict[str, Any]) -> str:
   """The summary as text for a terminal: both models' metrics, the decision, the paths."""
   lines = []
   if summary.get('evaluation'):
-    lines.append(caption_evaluator.format_report(summary['evaluation']))
+    lines.append(caption_evaluator.format_report(report_lib.from_json_dict(summary['evaluation'])))
   demo = summary.get('demo') or {}
   if demo.get('shown_model'):
     baseline = (demo.get('baseline') or {}).get(caption_metrics.BLEU_4)

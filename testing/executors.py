@@ -6,6 +6,9 @@ artifacts it would get in a run and output artifacts whose folders exist
 writes there and the custom properties it sets are what the tests check.
 Beam runs on the in-memory DirectRunner with one worker unless a caller asks
 otherwise: test data is tiny and worker processes cost more than they save.
+A pipeline node's parameters come from pipeline.create_pipeline itself
+(`node_parameters`), so a test runs an executor with the pipeline's wiring,
+not a second copy of it that could drift.
 """
 import os
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type
@@ -21,8 +24,10 @@ from tfx.utils import proto_utils
 from components import artifacts as artifacts_lib
 from components import config as config_lib
 from components import features
+from components import names
 from components.evaluation import caption_evaluator
 from components.ingestion import example_gen
+from pipeline import pipeline as pipeline_lib
 
 IN_MEMORY_BEAM_ARGS = ('--direct_num_workers=1',)
 
@@ -30,6 +35,26 @@ IN_MEMORY_BEAM_ARGS = ('--direct_num_workers=1',)
 def beam_context(beam_args: Sequence[str] = IN_MEMORY_BEAM_ARGS) -> base_beam_executor.BaseBeamExecutor.Context:
   """The context a Beam executor is constructed with."""
   return base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=list(beam_args))
+
+
+def node_parameters(node_id: str, **pipeline_args: Any) -> Dict[str, Any]:
+  """The exec_properties the orchestrator hands node `node_id` of the pipeline.
+
+  Built by pipeline.create_pipeline, called with `pipeline_args` (its
+  arguments; defaults for the others), so that every parameter the pipeline
+  derives from a config (the backbone's image size, the weights file's
+  digest, ...) is derived here by the same code. Parameters left None are
+  dropped, as the TFX compiler drops them: the executor then uses the
+  component's default.
+  """
+  args = dict(pipeline_name=names.PIPELINE_NAME, pipeline_root='pipeline_root', data_root='data',
+              schema_path=names.SCHEMA_PATH, serving_model_dir='serving',
+              transform_config=config_lib.TransformConfig(), trainer_config=config_lib.TrainerConfig(),
+              baseline_config=config_lib.TrainerConfig(use_image=False),
+              evaluation_config=config_lib.EvaluationConfig())
+  built = pipeline_lib.create_pipeline(**{**args, **pipeline_args})
+  [node] = [node for node in built.components if node.id == node_id]
+  return {key: value for key, value in node.exec_properties.items() if value is not None}
 
 
 def run_executor(executor, inputs: Mapping[str, Optional[artifact.Artifact]],
@@ -62,7 +87,7 @@ def run_example_gen(data_dir: str, out_dir: str, beam_args: Sequence[str] = IN_M
       example_gen.Executor(beam_context(beam_args)), {},
       {example_gen.EXAMPLES_KEY: standard_artifacts.Examples,
        example_gen.REJECTS_KEY: example_gen.IngestionReport},
-      example_gen.executor_exec_properties(str(data_dir), restval_split), out_dir)
+      node_parameters(names.EXAMPLE_GEN, data_root=str(data_dir), restval_split=restval_split), out_dir)
   return outputs[example_gen.EXAMPLES_KEY], outputs[example_gen.REJECTS_KEY]
 
 
@@ -72,13 +97,13 @@ def run_caption_evaluator(out_dir: str, examples: standard_artifacts.Examples, m
                           last_blessed_model: Optional[standard_artifacts.Model] = None,
                           batch_size: int = 5
                           ) -> Tuple[artifact.Artifact, standard_artifacts.ModelBlessing]:
-  """Runs CaptionEvaluator on the eval split; returns its (evaluation, blessing)."""
+  """Runs CaptionEvaluator with the pipeline's parameters for `thresholds`; returns its (evaluation, blessing)."""
   outputs = run_executor(
       caption_evaluator.CaptionEvaluator.EXECUTOR_SPEC.executor_class(),
       {'examples': examples, 'model': model, 'baseline_model': baseline_model,
        'last_blessed_model': last_blessed_model},
       {'evaluation': artifacts_lib.CaptionEvaluation, 'blessing': standard_artifacts.ModelBlessing},
-      {'split': features.EVAL_SPLIT, 'batch_size': batch_size, **config_lib.to_custom_config(thresholds)},
+      {**node_parameters(names.CAPTION_EVALUATOR, evaluation_config=thresholds), 'batch_size': batch_size},
       out_dir)
   return outputs['evaluation'], outputs['blessing']
 

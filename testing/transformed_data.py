@@ -8,8 +8,7 @@ and in the pipeline's order:
   ImageCaptionExampleGen executor         -> raw Examples, Split-{train,eval,demo}/*.gz
   ImageFeatureGen executor (on request)   -> the backbone's features and the backbone
   the stock TFX Transform executor        -> transform_graph + transformed Examples
-      (components.training.transform.preprocessing_fn, schemas/schema.pbtxt, analyze
-      train, transform train and eval: the settings of pipeline/pipeline.py;
+      (with the parameters pipeline/pipeline.py gives it, see executors.node_parameters;
       statistics disabled, they are not the trainer's input)
 
 and builds the `FnArgs` the TFX Trainer executor would pass to run_fn (file
@@ -78,18 +77,13 @@ def _run_transform(examples: standard_artifacts.Examples, out_dir: str,
   schema.uri = os.path.join(out_dir, 'schema')  # the executor wants the schema file alone in a folder
   tf.io.gfile.makedirs(schema.uri)
   shutil.copy(names.SCHEMA_PATH, schema.uri)
-  splits_config = transform_pb2.SplitsConfig(
-      analyze=[features.TRAIN_SPLIT], transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT])
   outputs = executors.run_executor(
       transform_executor.Executor(executors.beam_context()),
       {standard_component_specs.EXAMPLES_KEY: examples, standard_component_specs.SCHEMA_KEY: schema},
       {standard_component_specs.TRANSFORM_GRAPH_KEY: standard_artifacts.TransformGraph,
        standard_component_specs.TRANSFORMED_EXAMPLES_KEY: standard_artifacts.Examples},
-      {standard_component_specs.PREPROCESSING_FN_KEY: names.PREPROCESSING_FN,
-       standard_component_specs.CUSTOM_CONFIG_KEY: json.dumps(config_lib.to_custom_config(transform_config)),
-       standard_component_specs.SPLITS_CONFIG_KEY: proto_utils.proto_to_json(splits_config),
-       standard_component_specs.DISABLE_STATISTICS_KEY: 1,
-       standard_component_specs.FORCE_TF_COMPAT_V1_KEY: 0},
+      {**executors.node_parameters(names.TRANSFORM, transform_config=transform_config),
+       standard_component_specs.DISABLE_STATISTICS_KEY: 1},
       out_dir)
   return TransformedData(
       examples_uri=examples.uri,
@@ -114,17 +108,14 @@ def build_transformed_data(work_dir: str, num_images: int, image_size: int, seed
 def build_image_features(examples_uri: str, out_dir: str,
                          trainer_config: config_lib.TrainerConfig) -> standard_artifacts.Artifact:
   """Runs the ImageFeatureGen executor on the raw Examples at `examples_uri` (every split)
-  with `trainer_config`'s encoder settings, on the in-process DirectRunner."""
+  with the parameters the pipeline gives it for `trainer_config`, on the in-process DirectRunner."""
   examples = standard_artifacts.Examples()
   examples.uri = examples_uri
   examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
   return executors.run_executor(
       feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context()),
       {'examples': examples}, {'image_features': artifacts.ImageFeatures},
-      {'backbone': trainer_config.backbone,
-       'image_size': image_features.image_size_of(trainer_config.backbone, trainer_config.image_size),
-       'pooling': trainer_config.pooling, 'seed': trainer_config.seed,
-       'backbone_weights': trainer_config.backbone_weights},
+      executors.node_parameters(names.FEATURE_GEN, trainer_config=trainer_config),
       out_dir)['image_features']
 
 

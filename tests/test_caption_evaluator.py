@@ -25,6 +25,7 @@ from components.evaluation import caption_evaluator
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.evaluation import diversity
+from components.evaluation import report as report_lib
 from components import config as config_lib
 from components import features
 from pipeline import summary
@@ -175,8 +176,26 @@ def test_report_records_baseline_beside_captioner(world, first_runs):
     assert list(report[role]['metrics']) == list(caption_metrics.METRIC_NAMES)
   for name in caption_metrics.METRIC_NAMES:
     assert report['captioner']['metrics'][name] > report['baseline']['metrics'][name], name
-  table = caption_evaluator.format_report(report)
+  table = caption_evaluator.format_report(report_lib.read(first_runs['good']['evaluation'].uri))
   assert 'captioner' in table and 'baseline' in table and 'Blessed: YES' in table
+
+
+def test_typed_report_reads_the_file_and_writes_the_same_bytes_back(first_runs, tmp_path):
+  evaluation = first_runs['good']['evaluation']
+  raw = read_report(evaluation)
+  typed = report_lib.read(evaluation.uri)
+
+  assert typed.split == raw['split'] and typed.num_images == raw['num_images']
+  assert typed.captioner == report_lib.ModelReport(**raw['captioner'])
+  assert typed.baseline.metrics == raw['baseline']['metrics']
+  assert typed.last_blessed is None
+  assert list(typed.models()) == [report_lib.CAPTIONER, report_lib.BASELINE]
+  assert typed.thresholds == THRESHOLDS
+  assert typed.serving_images == raw['serving_images']
+  assert (typed.blessed, typed.reasons) == (raw['blessed'], raw['reasons'])
+  report_lib.write(typed, str(tmp_path))
+  assert ((tmp_path / names.EVALUATION_METRICS_FILE).read_bytes()
+          == pathlib.Path(report_lib.path(evaluation.uri)).read_bytes())
 
 
 def test_captions_file_has_every_hypothesis_and_reference(world, first_runs):
@@ -248,7 +267,7 @@ def test_report_and_summary_give_each_models_caption_diversity(first_runs):
       '  distinct_words                     11             6',
       '  copied_caption_share           0.5000        1.0000',
   ]
-  table = caption_evaluator.format_report(report)
+  table = caption_evaluator.format_report(report_lib.read(first_runs['good']['evaluation'].uri))
   assert '\n'.join(table_lines) in table
   # The run summary prints the evaluator's report.
   text = summary.render({'evaluation': report, 'pushed': False, 'pushed_model': None,

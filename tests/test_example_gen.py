@@ -435,7 +435,7 @@ def test_driver_fingerprint_covers_image_files(tmp_path):
 
   def fingerprint():
     properties = driver.resolve_exec_properties(
-        example_gen.executor_exec_properties(str(root)), None, None)
+        executors.node_parameters(names.EXAMPLE_GEN, data_root=str(root)), None, None)
     return properties['input_fingerprint']
 
   before = fingerprint()

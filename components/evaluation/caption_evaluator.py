@@ -14,8 +14,8 @@ embeds its encoder (weights checked by fingerprint) is captioned from the
 cached features, with no backbone pass (captioning.caption_split); any other
 model (an older last blessed one, the baseline) through its serving signature. It writes:
 
-* `evaluation` (CaptionEvaluation): names.EVALUATION_METRICS_FILE, the report people and the
-  next run read (see `CaptionEvaluator`), and names.EVALUATION_CAPTIONS_FILE, every hypothesis
+* `evaluation` (CaptionEvaluation): names.EVALUATION_METRICS_FILE, the report (a
+  report.CaptionReport) that people, the gallery and the run summary read, and names.EVALUATION_CAPTIONS_FILE, every hypothesis
   with its references and per-image scores.
 * `blessing` (the standard ModelBlessing), set as TFX's Evaluator sets it, so
   that the standard Pusher pushes only a blessed model and a Resolver with
@@ -46,18 +46,13 @@ from tfx.utils import io_utils
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.evaluation import diversity
+from components.evaluation import report as report_lib
+from components.evaluation.report import BASELINE, CAPTIONER, LAST_BLESSED
 from components import config as config_lib
 from components import features
 from components import names
 from components.artifacts import CaptionEvaluation
 from components.artifacts import ImageFeatures
-
-
-# Roles of the scored models, the keys of names.EVALUATION_METRICS_FILE and names.EVALUATION_CAPTIONS_FILE.
-CAPTIONER = 'captioner'
-BASELINE = 'baseline'
-LAST_BLESSED = 'last_blessed'
-ROLES = (CAPTIONER, BASELINE, LAST_BLESSED)
 
 
 def decide_blessing(candidate: Mapping[str, float], candidate_diversity: Mapping[str, float],
@@ -108,32 +103,117 @@ def decide_blessing(candidate: Mapping[str, float], candidate_diversity: Mapping
   return all(ok for ok, _ in checks), reasons
 
 
-def format_report(report: Mapping) -> str:
-  """Renders names.EVALUATION_METRICS_FILE content as a text table (models side by side) plus the decision."""
-  roles = [role for role in ROLES if report.get(role)]
-  lines = [f"Caption metrics on split {report['split']!r} ({report['num_images']} images, "
-           f"tokenizer {report['tokenizer']}):",
-           f"  {'metric':<9}" + ''.join(f'{role:>14}' for role in roles)]
+def format_report(report: report_lib.CaptionReport) -> str:
+  """Renders the report as a text table (models side by side) plus the decision."""
+  models = report.models()
+  lines = [f"Caption metrics on split {report.split!r} ({report.num_images} images, "
+           f"tokenizer {report.tokenizer}):",
+           f"  {'metric':<9}" + ''.join(f'{role:>14}' for role in models)]
   for name in caption_metrics.METRIC_NAMES:
-    if name in report[CAPTIONER]['metrics']:
+    if name in report.captioner.metrics:
       lines.append(f'  {name:<9}' + ''.join(
-          f"{report[role]['metrics'][name]:>14.4f}" for role in roles))
-  for name, reason in report['skipped_metrics'].items():
+          f"{model.metrics[name]:>14.4f}" for model in models.values()))
+  for name, reason in report.skipped_metrics.items():
     lines.append(f'  {name} skipped: {reason}')
-  lines.append(f'  {"diversity":<23}' + ''.join(f'{role:>14}' for role in roles))
+  lines.append(f'  {"diversity":<23}' + ''.join(f'{role:>14}' for role in models))
   for name in diversity.MEASURES:
     spec = '>14d' if name == diversity.DISTINCT_WORDS else '>14.4f'  # a count or a share
     lines.append(f'  {name:<23}' + ''.join(
-        format(report[role]['diversity'][name], spec) for role in roles))
-  lines.append('Blessed: ' + ('YES' if report['blessed'] else 'NO'))
-  lines += [f'  {reason}' for reason in report['reasons']]
+        format(model.diversity[name], spec) for model in models.values()))
+  lines.append('Blessed: ' + ('YES' if report.blessed else 'NO'))
+  lines += [f'  {reason}' for reason in report.reasons]
   return '\n'.join(lines)
 
 
-def _model_entry(model: artifact.Artifact, scores: Dict, measures: Dict[str, float]) -> Dict:
-  """One model's part of names.EVALUATION_METRICS_FILE."""
-  return {'model_uri': model.uri, 'model_id': model.id, 'metrics': scores['corpus'],
-          'diversity': measures}
+def _caption_and_score(candidates: Mapping[str, Optional[artifact.Artifact]], examples: artifact.Artifact,
+                       split: str, batch_size: int, image_features_uri: Optional[str]
+                       ) -> Tuple[Dict[str, captioning.SplitCaptions], Dict[str, Dict]]:
+  """(captions, scores) by role of every model present in `candidates`.
+
+  A last blessed model that is the candidate itself (a rerun with nothing
+  retrained) reuses the candidate's captions and scores: captioning it again
+  would cost a pass over the split and give the same numbers.
+  """
+  split_captions, scores = {}, {}
+  caption_metrics.warm_up()  # METEOR loads while the models caption
+  for role, role_model in candidates.items():
+    if role_model is None:
+      continue
+    if role == LAST_BLESSED and role_model.uri == candidates[CAPTIONER].uri:
+      logging.info('The last blessed model is the candidate itself (%s).', role_model.uri)
+      split_captions[role] = split_captions[CAPTIONER]._replace(serving_images=0)
+      scores[role] = scores[CAPTIONER]
+      continue
+    logging.info('Captioning split %r with the %s model %s.', split, role, role_model.uri)
+    split_captions[role], scores[role] = captioning.caption_and_score(
+        captioning.serving_model_dir(role_model), examples, split, batch_size, image_features_uri)
+  return split_captions, scores
+
+
+def _model_report(model: artifact.Artifact, scores: Dict, measures: Dict[str, float]
+                  ) -> report_lib.ModelReport:
+  """One model's part of the report."""
+  return report_lib.ModelReport(model_uri=model.uri, model_id=model.id, metrics=scores['corpus'],
+                                diversity=measures)
+
+
+def _write_captions(evaluation_uri: str, split_captions: Mapping[str, captioning.SplitCaptions],
+                    scores: Mapping[str, Dict]) -> None:
+  """names.EVALUATION_CAPTIONS_FILE: per image, its references and each model's caption and
+  scores, so that a person can see which images a metric punishes."""
+  references = split_captions[CAPTIONER].references
+  with tf.io.gfile.GFile(os.path.join(evaluation_uri, names.EVALUATION_CAPTIONS_FILE), 'w') as f:
+    for image_id in sorted(references):
+      line = {'image_id': image_id, 'references': references[image_id]}
+      for role in scores:
+        line[role] = {'caption': split_captions[role].captions[image_id],
+                      'log_probability': split_captions[role].log_probabilities[image_id],
+                      'scores': scores[role]['per_image'][image_id]}
+      f.write(json.dumps(line) + '\n')
+
+
+def _record_blessing(blessing: artifact.Artifact, model: artifact.Artifact, blessed: bool,
+                     reasons: List[str]) -> None:
+  """Marks the ModelBlessing as TFX's Evaluator does: the standard Pusher and
+  LatestBlessedModelStrategy read exactly these custom properties and file."""
+  blessing.set_string_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY,
+                                      model.uri)
+  blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY,
+                                   model.id)
+  blessing.set_string_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSING_MESSAGE_KEY,
+                                      '; '.join(reasons))
+  blessing.set_int_custom_property(
+      evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+      evaluator_constants.BLESSED_VALUE if blessed else evaluator_constants.NOT_BLESSED_VALUE)
+  io_utils.write_string_file(
+      os.path.join(blessing.uri, evaluator_constants.BLESSED_FILE_NAME if blessed
+                   else evaluator_constants.NOT_BLESSED_FILE_NAME), '')
+
+
+def _evaluate(candidates: Mapping[str, Optional[artifact.Artifact]], examples: artifact.Artifact,
+             split: str, batch_size: int, image_features_uri: Optional[str],
+             thresholds: config_lib.EvaluationConfig
+             ) -> Tuple[report_lib.CaptionReport, Dict[str, captioning.SplitCaptions], Dict[str, Dict]]:
+  """Captions and scores `split` with every model of `candidates` (role -> Model or None),
+  measures their diversity and applies the gate; returns (report, captions, scores by role)."""
+  split_captions, scores = _caption_and_score(candidates, examples, split, batch_size,
+                                              image_features_uri)
+  training_captions = diversity.reference_captions(examples, features.TRAIN_SPLIT)
+  measures = {role: diversity.caption_diversity(list(split_captions[role].captions.values()),
+                                                training_captions) for role in scores}
+  blessed, reasons = decide_blessing(
+      scores[CAPTIONER]['corpus'], measures[CAPTIONER],
+      scores[LAST_BLESSED]['corpus'] if LAST_BLESSED in scores else None,
+      scores[BASELINE]['corpus'] if BASELINE in scores else None,
+      thresholds)
+  models = {role: _model_report(candidates[role], scores[role], measures[role])
+            if role in scores else None for role in report_lib.ROLES}
+  report = report_lib.CaptionReport(
+      split=split, num_images=scores[CAPTIONER]['num_images'],
+      tokenizer=scores[CAPTIONER]['tokenizer'], skipped_metrics=scores[CAPTIONER]['skipped'],
+      **models, serving_images={role: captions.serving_images for role, captions in split_captions.items()},
+      thresholds=thresholds, blessed=blessed, reasons=reasons)
+  return report, split_captions, scores
 
 
 @tfx.dsl.components.component
@@ -159,106 +239,36 @@ def CaptionEvaluator(
     examples: ExampleGen output; `split` is captioned, the train split's
       references tell which captions are copied (diversity.reference_captions).
     model: the candidate captioner (Trainer output, SavedModel at Format-Serving).
-    evaluation: output; names.EVALUATION_METRICS_FILE is a JSON object with keys
-      'split', 'num_images', 'tokenizer', 'skipped_metrics' ({metric: reason});
-      CAPTIONER, BASELINE, LAST_BLESSED: {'model_uri', 'model_id', 'metrics':
-      {metric: corpus score}, 'diversity': {diversity.MEASURES name: value}}
-      or null when that model is absent; 'thresholds': {'min_bleu4',
-      'min_cider', 'max_regression', 'min_baseline_ratio',
-      'min_distinct_caption_share'}; 'blessed' (bool);
-      'reasons' (list of str). names.EVALUATION_CAPTIONS_FILE has one JSON object per image:
+    evaluation: output; names.EVALUATION_METRICS_FILE holds a report.CaptionReport
+      (see `report`), names.EVALUATION_CAPTIONS_FILE one JSON object per image:
       'image_id', 'references', and per present role {'caption',
-      'log_probability', 'scores': {metric: per-image score}}. Also 'serving_images'
-      ({role: images sent as bytes through serving_default}). Custom property
+      'log_probability', 'scores': {metric: per-image score}}. Custom property
       names.BACKBONE_PASSES_PROPERTY: images of the captioner and last blessed model
       sent through serving_default as bytes (the baseline's graph has no backbone).
     blessing: output ModelBlessing for the Pusher and LatestBlessedModelStrategy.
-    min_bleu4: absolute BLEU-4 threshold (0..1).
-    min_cider: absolute CIDEr-D threshold (0..10).
+    min_bleu4, min_cider, max_regression, min_baseline_ratio,
+      min_distinct_caption_share: the gate's thresholds (config.EvaluationConfig,
+      `decide_blessing`).
     baseline_model: optional captions-only language model (same serving
       contract); scored and recorded, never gated.
     last_blessed_model: optional latest blessed model (Resolver with
-      LatestBlessedModelStrategy); absent on the first run. Re-scored on the
-      same split; when it is the candidate itself its scores are reused.
+      LatestBlessedModelStrategy); absent on the first run.
     image_features: optional ImageFeatureGen output; models that embed its
       encoder are captioned from its cached features (encoder weights checked).
     split: the split to caption and score.
-    max_regression: allowed BLEU-4 drop below the last blessed model's.
-    min_baseline_ratio: the candidate's BLEU-4 must be at least this multiple of
-      the baseline's (checked only with a `baseline_model`).
-    min_distinct_caption_share: the share of distinct captions among the
-      candidate's captions of `split` must be at least this (0..1).
     batch_size: images per call of the caption signature.
   """
-  candidates = {CAPTIONER: model, BASELINE: baseline_model, LAST_BLESSED: last_blessed_model}
-  split_captions, scores = {}, {}
-  caption_metrics.warm_up()  # METEOR loads while the models caption
-  for role, role_model in candidates.items():
-    if role_model is None:
-      continue
-    if role == LAST_BLESSED and role_model.uri == model.uri:
-      logging.info('The last blessed model is the candidate itself (%s).', model.uri)
-      split_captions[role] = split_captions[CAPTIONER]._replace(serving_images=0)
-      scores[role] = scores[CAPTIONER]
-      continue
-    logging.info('Captioning split %r with the %s model %s.', split, role, role_model.uri)
-    split_captions[role], scores[role] = captioning.caption_and_score(
-        captioning.serving_model_dir(role_model), examples, split, batch_size,
-        image_features.uri if image_features else None)
-
-  training_captions = diversity.reference_captions(examples, features.TRAIN_SPLIT)
-  measures = {role: diversity.caption_diversity(list(split_captions[role].captions.values()),
-                                                training_captions) for role in scores}
-
   thresholds = config_lib.EvaluationConfig(
       min_bleu4=min_bleu4, min_cider=min_cider, max_regression=max_regression,
-      min_baseline_ratio=min_baseline_ratio,
-      min_distinct_caption_share=min_distinct_caption_share)
-  blessed, reasons = decide_blessing(
-      scores[CAPTIONER]['corpus'], measures[CAPTIONER],
-      scores[LAST_BLESSED]['corpus'] if LAST_BLESSED in scores else None,
-      scores[BASELINE]['corpus'] if BASELINE in scores else None,
-      thresholds)
-
-  report = {
-      'split': split,
-      'num_images': scores[CAPTIONER]['num_images'],
-      'tokenizer': scores[CAPTIONER]['tokenizer'],
-      'skipped_metrics': scores[CAPTIONER]['skipped'],
-      **{role: (_model_entry(candidates[role], scores[role], measures[role])
-                if role in scores else None) for role in ROLES},
-      'serving_images': {role: split_captions[role].serving_images for role in split_captions},
-      'thresholds': config_lib.to_custom_config(thresholds),
-      'blessed': blessed,
-      'reasons': reasons,
-  }
-  io_utils.write_string_file(os.path.join(evaluation.uri, names.EVALUATION_METRICS_FILE),
-                             json.dumps(report, indent=2) + '\n')
-  references = split_captions[CAPTIONER].references
-  with tf.io.gfile.GFile(os.path.join(evaluation.uri, names.EVALUATION_CAPTIONS_FILE), 'w') as f:
-    for image_id in sorted(references):
-      line = {'image_id': image_id, 'references': references[image_id]}
-      for role in scores:
-        line[role] = {'caption': split_captions[role].captions[image_id],
-                      'log_probability': split_captions[role].log_probabilities[image_id],
-                      'scores': scores[role]['per_image'][image_id]}
-      f.write(json.dumps(line) + '\n')
-
+      min_baseline_ratio=min_baseline_ratio, min_distinct_caption_share=min_distinct_caption_share)
+  report, split_captions, scores = _evaluate(
+      {CAPTIONER: model, BASELINE: baseline_model, LAST_BLESSED: last_blessed_model}, examples,
+      split, batch_size, image_features.uri if image_features else None, thresholds)
+  report_lib.write(report, evaluation.uri)
+  _write_captions(evaluation.uri, split_captions, scores)
   evaluation.set_int_custom_property(names.BACKBONE_PASSES_PROPERTY, sum(
       split_captions[role].serving_images for role in (CAPTIONER, LAST_BLESSED) if role in split_captions))
-  blessing.set_string_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY,
-                                      model.uri)
-  blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY,
-                                   model.id)
-  blessing.set_string_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSING_MESSAGE_KEY,
-                                      '; '.join(reasons))
-  blessing.set_int_custom_property(
-      evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,
-      evaluator_constants.BLESSED_VALUE if blessed else evaluator_constants.NOT_BLESSED_VALUE)
-  io_utils.write_string_file(
-      os.path.join(blessing.uri, evaluator_constants.BLESSED_FILE_NAME if blessed
-                   else evaluator_constants.NOT_BLESSED_FILE_NAME), '')
-
+  _record_blessing(blessing, model, report.blessed, report.reasons)
   logging.info('%s\nModel %s is %s; report in %s.', format_report(report), model.uri,
-               'BLESSED' if blessed else 'NOT BLESSED (it will not be pushed)',
-               os.path.join(evaluation.uri, names.EVALUATION_METRICS_FILE))
+               'BLESSED' if report.blessed else 'NOT BLESSED (it will not be pushed)',
+               report_lib.path(evaluation.uri))

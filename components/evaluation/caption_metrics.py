@@ -190,6 +190,56 @@ def _check_inputs(hypotheses: Mapping[str, str],
   return sorted(hypotheses)
 
 
+def _java_choice(use_java: Optional[bool]) -> Tuple[bool, Dict[str, str]]:
+  """(whether to run the Java parts, {METEOR: why skipped} when not).
+
+  The COCO toolkit's PTB tokenizer and METEOR are Java; without Java the other
+  metrics still run on the simple tokenizer, and the report says METEOR is
+  missing instead of failing the evaluation.
+  """
+  skipped = {}
+  if use_java is None:
+    use_java = java_available()
+    if not use_java:
+      skipped[METEOR] = 'no java executable on the PATH'
+  elif not use_java:
+    skipped[METEOR] = 'Java not used (use_java=False)'
+  if not use_java:
+    logging.warning('%s: METEOR is skipped and captions are tokenised by the simple '
+                    'fallback rule, not PTB.', skipped[METEOR])
+  return use_java, skipped
+
+
+def _compute_metrics(image_ids: Sequence[str], gts: Dict, res: Dict, use_java: bool,
+                     skipped: Dict[str, str]) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
+  """(corpus scores, per-image scores) of the tokenised captions, by metric name.
+
+  A METEOR failure is recorded in `skipped` rather than raised: one broken Java
+  subprocess should not cost the evaluation its other metrics.
+  """
+  corpus = {}
+  per_image = {image_id: {} for image_id in image_ids}
+
+  def record(name, corpus_score, image_scores):
+    corpus[name] = float(corpus_score)
+    for image_id, value in zip(image_ids, image_scores):
+      per_image[image_id][name] = float(value)
+
+  bleu, bleu_per_image = Bleu(4).compute_score(gts, res, verbose=0)
+  for name, corpus_score, image_scores in zip(BLEU_NAMES, bleu, bleu_per_image):
+    record(name, corpus_score, image_scores)
+  if use_java:
+    meteor, failure = _meteor_scores(gts, res)
+    if meteor is None:
+      logging.warning('METEOR skipped: %s', failure)
+      skipped[METEOR] = failure
+    else:
+      record(METEOR, *meteor)
+  record(ROUGE_L, *Rouge().compute_score(gts, res))
+  record(CIDER_D, *Cider().compute_score(gts, res))
+  return corpus, per_image
+
+
 def score_captions(hypotheses: Mapping[str, str],
                    references: Mapping[str, Sequence[str]],
                    use_java: Optional[bool] = None) -> Dict:
@@ -220,39 +270,9 @@ def score_captions(hypotheses: Mapping[str, str],
     RuntimeError: if the PTB tokenizer loses captions.
   """
   image_ids = _check_inputs(hypotheses, references)
-  skipped = {}
-  if use_java is None:
-    use_java = java_available()
-    if not use_java:
-      skipped[METEOR] = 'no java executable on the PATH'
-  elif not use_java:
-    skipped[METEOR] = 'Java not used (use_java=False)'
-  if not use_java:
-    logging.warning('%s: METEOR is skipped and captions are tokenised by the simple '
-                    'fallback rule, not PTB.', skipped[METEOR])
+  use_java, skipped = _java_choice(use_java)
   gts, res = _tokenize(image_ids, hypotheses, references, use_java)
-
-  corpus = {}
-  per_image = {image_id: {} for image_id in image_ids}
-
-  def record(name, corpus_score, image_scores):
-    corpus[name] = float(corpus_score)
-    for image_id, value in zip(image_ids, image_scores):
-      per_image[image_id][name] = float(value)
-
-  bleu, bleu_per_image = Bleu(4).compute_score(gts, res, verbose=0)
-  for name, corpus_score, image_scores in zip(BLEU_NAMES, bleu, bleu_per_image):
-    record(name, corpus_score, image_scores)
-  if use_java:
-    meteor, failure = _meteor_scores(gts, res)
-    if meteor is None:
-      logging.warning('METEOR skipped: %s', failure)
-      skipped[METEOR] = failure
-    else:
-      record(METEOR, *meteor)
-  record(ROUGE_L, *Rouge().compute_score(gts, res))
-  record(CIDER_D, *Cider().compute_score(gts, res))
-
+  corpus, per_image = _compute_metrics(image_ids, gts, res, use_java, skipped)
   return {
       'corpus': {name: corpus[name] for name in METRIC_NAMES if name in corpus},
       'per_image': per_image,

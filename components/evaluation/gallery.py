@@ -26,22 +26,24 @@ import importlib.resources
 import io
 import json
 import os
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 from PIL import Image
 from PIL import ImageOps
 import tensorflow as tf
 from tfx import v1 as tfx
+from tfx.types import artifact
 from tfx.utils import io_utils
 
 from components import features
 from components import names
 from components import records
-from components.evaluation import caption_evaluator
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.evaluation import diversity
+from components.evaluation import report as report_lib
+from components.artifacts import CaptionEvaluation
 from components.artifacts import CaptionGallery
 from components.artifacts import ImageFeatures
 
@@ -123,28 +125,14 @@ def _card(entry: GalleryEntry, thumbnail: Optional[Tuple[str, int, int]], error:
           f'<p class="id">{html.escape(entry.image_id)}</p></figcaption></figure>')
 
 
-def render_gallery(entries: Iterable[GalleryEntry], metrics: Mapping[str, Mapping[str, float]],
-                   out_dir: str, *, title: str = 'Caption gallery',
-                   notes: Sequence[str] = (), warnings: Sequence[str] = (),
-                   sort_metric: str = caption_metrics.BLEU_4) -> str:
-  """Writes the gallery page and its thumbnails; returns the path of names.GALLERY_INDEX_FILE.
+def _write_cards(entries: Iterable[GalleryEntry], out_dir: str) -> Tuple[List[str], List[str]]:
+  """Writes each entry's thumbnail as it comes; returns (the cards' HTML, the metrics they score).
 
-  Entries are consumed one by one (thumbnails are written as they come), so a
-  generator keeps memory flat for large splits. An image that cannot be decoded
-  gets a card saying why instead of a thumbnail, and a logged warning.
-
-  Args:
-    entries: the image cards, in any order: the page sorts them when it loads
-      (by `sort_metric`, best first).
-    metrics: overall metrics, row label -> {caption_metrics name: score}.
-    out_dir: output directory (local or any tf.io.gfile filesystem).
-    title: page title.
-    notes: lines shown under the title (e.g. which model, the blessing).
-    warnings: lines shown under the title in red (e.g. "NOT pushed").
-    sort_metric: the metric the page sorts by initially.
+  One entry at a time, so that a generator keeps memory flat for large splits;
+  an image that cannot be decoded gets a card saying why, and a logged warning.
   """
   tf.io.gfile.makedirs(os.path.join(out_dir, names.GALLERY_THUMBS_DIR))
-  cards, sort_metrics = [], []
+  cards, scored = [], []
   for index, entry in enumerate(entries):
     relative_path = f'{names.GALLERY_THUMBS_DIR}/{index:06d}.jpg'
     try:
@@ -156,13 +144,20 @@ def render_gallery(entries: Iterable[GalleryEntry], metrics: Mapping[str, Mappin
       with tf.io.gfile.GFile(os.path.join(out_dir, relative_path), 'wb') as f:
         f.write(jpeg)
       cards.append(_card(entry, (relative_path, width, height), ''))
-    sort_metrics += [n for n in entry.scores if n not in sort_metrics]
+    scored += [n for n in entry.scores if n not in scored]
+  return cards, scored
+
+
+def _page(title: str, notes: Sequence[str], warnings: Sequence[str],
+          metrics: Mapping[str, Mapping[str, float]], cards: Sequence[str],
+          sort_metrics: Sequence[str], sort_metric: str) -> str:
+  """The whole page, its stylesheet and script inlined: it loads nothing from the network."""
   options = ''.join(
       f'<option value="{html.escape(n)}"{" selected" if n == sort_metric else ""}>'
       f'{html.escape(n)}</option>' for n in caption_metrics.METRIC_NAMES if n in sort_metrics)
   note_lines = ''.join(f'<p>{html.escape(line)}</p>' for line in notes)
   note_lines += ''.join(f'<p class="warning">{html.escape(line)}</p>' for line in warnings)
-  page = f"""<!DOCTYPE html>
+  return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title><style>{_asset('gallery.css')}</style></head>
@@ -185,11 +180,84 @@ generated caption and the image id.</p>
 <script>{_asset('gallery.js')}</script>
 </body></html>
 """
+
+
+def render_gallery(entries: Iterable[GalleryEntry], metrics: Mapping[str, Mapping[str, float]],
+                   out_dir: str, *, title: str = 'Caption gallery',
+                   notes: Sequence[str] = (), warnings: Sequence[str] = (),
+                   sort_metric: str = caption_metrics.BLEU_4) -> str:
+  """Writes the gallery page and its thumbnails; returns the path of names.GALLERY_INDEX_FILE.
+
+  Entries are consumed one by one (thumbnails are written as they come), so a
+  generator keeps memory flat for large splits. An image that cannot be decoded
+  gets a card saying why instead of a thumbnail, and a logged warning.
+
+  Args:
+    entries: the image cards, in any order: the page sorts them when it loads
+      (by `sort_metric`, best first).
+    metrics: overall metrics, row label -> {caption_metrics name: score}.
+    out_dir: output directory (local or any tf.io.gfile filesystem).
+    title: page title.
+    notes: lines shown under the title (e.g. which model, the blessing).
+    warnings: lines shown under the title in red (e.g. "NOT pushed").
+    sort_metric: the metric the page sorts by initially.
+  """
+  cards, sort_metrics = _write_cards(entries, out_dir)
   index_path = os.path.join(out_dir, names.GALLERY_INDEX_FILE)
   with tf.io.gfile.GFile(index_path, 'w') as f:
-    f.write(page)
+    f.write(_page(title, notes, warnings, metrics, cards, sort_metrics, sort_metric))
   logging.info('Gallery of %d images written to %s', len(cards), index_path)
   return index_path
+
+
+class _ShownModel(NamedTuple):
+  """The model whose captions the page shows, and what the page says about it."""
+  model_dir: str  # its SavedModel
+  pushed: bool
+  destination: Optional[str]  # where the Pusher pushed it, None when it did not
+  notes: List[str]
+  warnings: List[str]
+
+
+def _shown_model(pushed_model: artifact.Artifact, model: artifact.Artifact) -> _ShownModel:
+  """The pushed model; the candidate, with a warning, when the Pusher pushed nothing (not
+  blessed), so that a rejected model's captions can still be looked at."""
+  if pushed_model.get_int_custom_property(_PUSHED_KEY) == 1:
+    destination = pushed_model.get_string_custom_property(_PUSHED_DESTINATION_KEY)
+    # The Pusher's own output holds a copy identical to what it pushed.
+    return _ShownModel(pushed_model.uri, True, destination,
+                       [f'Captions by the pushed model, serving from {destination}.'], [])
+  return _ShownModel(captioning.serving_model_dir(model), False, None, [], [
+      f'The model was NOT pushed (not blessed): these captions come from the candidate '
+      f'model {model.uri}, which is not being served.'])
+
+
+def _evaluation_metrics(report: report_lib.CaptionReport) -> Dict[str, Mapping[str, float]]:
+  """The evaluator's corpus metrics of the captioner and the baseline, labelled with their split."""
+  return {f'{role} ({report.split} split)': model.metrics
+          for role, model in report.models().items()
+          if role in (report_lib.CAPTIONER, report_lib.BASELINE)}
+
+
+def _evaluation_notes(report: report_lib.CaptionReport) -> List[str]:
+  """The blessing and its reasons, and each model's caption diversity, from the evaluator's report."""
+  return [f"Blessed: {'yes' if report.blessed else 'no'} ({'; '.join(report.reasons)})"] + [
+      f'Caption diversity of the {role} on the {report.split} split: '
+      f'{diversity.describe(model.diversity)}'
+      for role, model in report.models().items()
+      if role in (report_lib.CAPTIONER, report_lib.BASELINE)]
+
+
+def _entries(examples: artifact.Artifact, split: str, shown: captioning.ScoredSplit,
+             baseline_captions: Optional[captioning.SplitCaptions]) -> Iterator[GalleryEntry]:
+  """The cards, from a second pass over the split for the image bytes: a generator, so that
+  the images are never all in memory (the page sorts the cards itself)."""
+  split_captions, scores = shown
+  for example in records.iter_split_examples(examples, split):
+    yield GalleryEntry(example.image_id, example.image, split_captions.captions[example.image_id],
+                       example.references, scores['per_image'][example.image_id],
+                       baseline_captions.captions[example.image_id] if baseline_captions else None,
+                       split_captions.top_captions[example.image_id][1:])
 
 
 @tfx.dsl.components.component
@@ -197,7 +265,7 @@ def DemoGallery(
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
     pushed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.PushedModel],
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
-    evaluation: tfx.dsl.components.InputArtifact[caption_evaluator.CaptionEvaluation],
+    evaluation: tfx.dsl.components.InputArtifact[CaptionEvaluation],
     gallery: tfx.dsl.components.OutputArtifact[CaptionGallery],
     baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     image_features: tfx.dsl.components.InputArtifact[ImageFeatures] = None,
@@ -223,60 +291,28 @@ def DemoGallery(
     split: the split to show.
     batch_size: images per call of the caption signature.
   """
-  pushed = pushed_model.get_int_custom_property(_PUSHED_KEY) == 1
-  if pushed:
-    destination = pushed_model.get_string_custom_property(_PUSHED_DESTINATION_KEY)
-    # The Pusher's own output holds a copy identical to what it pushed.
-    model_dir, notes, warnings = (
-        pushed_model.uri, [f'Captions by the pushed model, serving from {destination}.'], [])
-  else:
-    destination = None
-    model_dir, notes, warnings = captioning.serving_model_dir(model), [], [
-        f'The model was NOT pushed (not blessed): these captions come from the candidate '
-        f'model {model.uri}, which is not being served.']
+  shown = _shown_model(pushed_model, model)
   caption_metrics.warm_up()  # METEOR loads while the model captions
-  split_captions, scores = captioning.caption_and_score(
-      model_dir, examples, split, batch_size, image_features.uri if image_features else None)
-  gallery.set_int_custom_property(names.BACKBONE_PASSES_PROPERTY, split_captions.serving_images)
-  baseline_captions, baseline_scores = None, None
-  if baseline_model is not None:
-    baseline_captions, baseline_scores = captioning.caption_and_score(
-        captioning.serving_model_dir(baseline_model), examples, split, batch_size)
-
-  with tf.io.gfile.GFile(os.path.join(evaluation.uri, names.EVALUATION_METRICS_FILE)) as f:
-    report = json.load(f)
-  metrics = {f"{role} ({report['split']} split)": report[role]['metrics']
-             for role in (caption_evaluator.CAPTIONER, caption_evaluator.BASELINE)
-             if report.get(role)}
-  metrics[f'shown model ({split} split, this page)'] = scores['corpus']
-  if baseline_scores is not None:
-    metrics[f'baseline ({split} split)'] = baseline_scores['corpus']
-  notes.append(f"Blessed: {'yes' if report['blessed'] else 'no'} ({'; '.join(report['reasons'])})")
-  notes += [f"Caption diversity of the {role} on the {report['split']} split: "
-            f"{diversity.describe(report[role]['diversity'])}"
-            for role in (caption_evaluator.CAPTIONER, caption_evaluator.BASELINE) if report.get(role)]
-  notes += [f'{name} not computed: {reason}' for name, reason in scores['skipped'].items()]
-
+  captioned = captioning.caption_and_score(
+      shown.model_dir, examples, split, batch_size, image_features.uri if image_features else None)
+  gallery.set_int_custom_property(names.BACKBONE_PASSES_PROPERTY, captioned.split_captions.serving_images)
+  baseline = None if baseline_model is None else captioning.caption_and_score(
+      captioning.serving_model_dir(baseline_model), examples, split, batch_size)
+  report = report_lib.read(evaluation.uri)
+  metrics = _evaluation_metrics(report)
+  metrics[f'shown model ({split} split, this page)'] = captioned.scores['corpus']
+  if baseline is not None:
+    metrics[f'baseline ({split} split)'] = baseline.scores['corpus']
+  notes = shown.notes + _evaluation_notes(report) + [
+      f'{name} not computed: {reason}' for name, reason in captioned.scores['skipped'].items()]
   io_utils.write_string_file(os.path.join(gallery.uri, names.GALLERY_METRICS_FILE), json.dumps({
-      'split': split,
-      'model_dir': model_dir,
-      'pushed': pushed,
-      'pushed_destination': destination,
-      'skipped_metrics': scores['skipped'],
-      'shown_model': scores['corpus'],
-      'baseline': None if baseline_scores is None else baseline_scores['corpus'],
+      'split': split, 'model_dir': shown.model_dir, 'pushed': shown.pushed,
+      'pushed_destination': shown.destination, 'skipped_metrics': captioned.scores['skipped'],
+      'shown_model': captioned.scores['corpus'],
+      'baseline': None if baseline is None else baseline.scores['corpus'],
   }, indent=2) + '\n')
-
-  # A second pass over the split for the image bytes, consumed as a generator
-  # so the images are never all in memory; the page sorts the cards itself.
-  entries = (GalleryEntry(example.image_id, example.image,
-                          split_captions.captions[example.image_id], example.references,
-                          scores['per_image'][example.image_id],
-                          baseline_captions.captions[example.image_id]
-                          if baseline_captions else None,
-                          split_captions.top_captions[example.image_id][1:])
-             for example in records.iter_split_examples(examples, split))
-  index_path = render_gallery(entries, metrics, gallery.uri,
-                              title=f'Captioner demo gallery: split {split!r}',
-                              notes=notes, warnings=warnings)
+  index_path = render_gallery(
+      _entries(examples, split, captioned, baseline.split_captions if baseline else None),
+      metrics, gallery.uri, title=f'Captioner demo gallery: split {split!r}',
+      notes=notes, warnings=shown.warnings)
   logging.info('Demo gallery: %s', index_path)

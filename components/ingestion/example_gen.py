@@ -52,7 +52,7 @@ import collections
 import json
 import os
 import tempfile
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -71,7 +71,6 @@ from tfx.types import standard_component_specs
 from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils
-from tfx.utils import proto_utils
 
 from components import features
 from components import names
@@ -85,40 +84,10 @@ REJECTS_KEY = 'rejects'
 RESTVAL_SPLIT_KEY = 'restval_split'
 
 _OUTPUT_FILE_FORMAT = example_gen_pb2.FORMAT_TFRECORDS_GZIP
+
+
 class EmptySplitError(ValueError):
   """A split the pipeline needs (train, eval or demo) holds no image."""
-
-
-def _output_config() -> example_gen_pb2.Output:
-  """Names the output splits. Membership comes from the dataset's split
-  files (or id hash), not from these hash buckets, which only mirror the
-  6000:1000:1000 proportion of rules.HASH_SPLIT_BUCKETS."""
-  buckets = dict(rules.HASH_SPLIT_BUCKETS)
-  return example_gen_pb2.Output(
-      split_config=example_gen_pb2.SplitConfig(splits=[
-          example_gen_pb2.SplitConfig.Split(
-              name=split, hash_buckets=buckets[split] // 1000)
-          for split in features.SPLITS
-      ]))
-
-
-def executor_exec_properties(
-    input_base: str, restval_split: str = features.DEFAULT_RESTVAL_SPLIT) -> Dict[str, Any]:
-  """exec_properties as the orchestrator hands them to `Executor.Do`.
-
-  For callers that run the executor without a pipeline (tests, benchmarks).
-  """
-  return {
-      standard_component_specs.INPUT_BASE_KEY: input_base,
-      standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(
-          utils.make_default_input_config()),
-      standard_component_specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(
-          _output_config()),
-      standard_component_specs.OUTPUT_DATA_FORMAT_KEY:
-          example_gen_pb2.FORMAT_TF_EXAMPLE,
-      standard_component_specs.OUTPUT_FILE_FORMAT_KEY: _OUTPUT_FILE_FORMAT,
-      RESTVAL_SPLIT_KEY: restval_split,
-  }
 
 
 def summarise(dataset: rules.Dataset, tally: Dict[str, List[int]],
@@ -199,13 +168,6 @@ def _empty_split_error(counts: Dict[str, int], stage: str,
 
 
 def _check_exec_properties(exec_properties: Dict[str, Any]) -> None:
-  output_config = example_gen_pb2.Output()
-  proto_utils.json_to_proto(
-      exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
-  split_names = [s.name for s in output_config.split_config.splits]
-  if sorted(split_names) != sorted(features.SPLITS):
-    raise ValueError(f'output_config must name the splits {features.SPLITS}, '
-                     f'got {split_names}')
   file_format = exec_properties.get(standard_component_specs.OUTPUT_FILE_FORMAT_KEY)
   if file_format != _OUTPUT_FILE_FORMAT:
     raise ValueError(f'output_file_format must be FORMAT_TFRECORDS_GZIP, got {file_format}')
@@ -233,8 +195,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     Args:
       input_dict: unused (the input is the folder `input_base`).
       output_dict: EXAMPLES_KEY: [Examples]; REJECTS_KEY: [IngestionReport].
-      exec_properties: see `executor_exec_properties`; input_base is the
-        dataset folder, restval_split the split of Karpathy's restval.
+      exec_properties: the component's parameters; input_base is the dataset
+        folder, restval_split the split of Karpathy's restval.
 
     Raises:
       rules.LayoutError: input_base is not a dataset folder (raised before
@@ -247,18 +209,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     _check_exec_properties(exec_properties)
     examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
     report = artifact_utils.get_single_instance(output_dict[REJECTS_KEY])
-    dataset = layouts.read_dataset(
-        exec_properties[standard_component_specs.INPUT_BASE_KEY],
-        exec_properties.get(RESTVAL_SPLIT_KEY) or features.DEFAULT_RESTVAL_SPLIT)
-    passed = collections.Counter(r.split for r in dataset.records)
-    logging.info('Read %s-layout dataset %s: %d images pass the text checks %s.',
-                 dataset.layout.name, dataset.layout.root, len(dataset.records), dict(passed))
-    if not all(passed[split] for split in features.SPLITS):
-      empty_tally = {split: [0, 0] for split in features.SPLITS}
-      _write_report(report.uri, dataset.rejects,
-                    summarise(dataset, empty_tally, dataset.rejects, len(dataset.records)))
-      raise _empty_split_error(passed, 'after the text checks', report.uri)
+    dataset = _read_dataset(exec_properties, report.uri)
+    tally, image_rejects = self._write_examples(dataset, examples)
+    _finish_report(report, dataset, tally, dataset.rejects + image_rejects)
 
+  def _write_examples(self, dataset: rules.Dataset, examples: types.Artifact
+                      ) -> Tuple[Dict[str, List[int]], List[rules.Reject]]:
+    """Reads, checks and writes every image in Beam; returns ({split: [images, captions]
+    written}, the images' rejects). The records go to Beam through files in a work folder,
+    removed afterwards, so that neither they nor the images travel through the runner."""
     examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
     split_uris = {split: artifact_utils.get_split_uri([examples], split)
                   for split in features.SPLITS}
@@ -269,30 +228,55 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         verify.verify_and_write(pipeline, work_dir, split_uris, write_split.DEFAULT_FILE_NAME)
       for split_uri in split_uris.values():
         verify.order_shards(split_uri)
-      tally, image_rejects = verify.read_results(work_dir)
-      rejects = dataset.rejects + image_rejects
+      results = verify.read_results(work_dir)
     finally:
       tf.io.gfile.rmtree(work_dir)
     examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
     examples_utils.set_file_format(examples, write_split.to_file_format_str(_OUTPUT_FILE_FORMAT))
+    return results
 
-    summary = summarise(dataset, tally, rejects)
-    _write_report(report.uri, rejects, summary)
-    images = summary['images']
-    logging.info(
-        'ImageCaptionExampleGen totals: %d input images = %d written %s + %d '
-        'rejected %s; caption lines %s', images['input'],
-        images['total_written'], images['written'], images['total_rejected'],
-        images['rejected'], summary['caption_lines'])
-    report.set_int_custom_property('input_images', images['input'])
-    report.set_int_custom_property('written_images', images['total_written'])
-    report.set_int_custom_property('rejected_images', images['total_rejected'])
-    if not summary['reconciled']:
-      raise RuntimeError(
-          f'Ingestion counts of {summary["input_base"]} do not reconcile: '
-          f'{json.dumps(summary)}')
-    if not all(images['written'].values()):
-      raise _empty_split_error(images['written'], 'after the image checks', report.uri)
+
+def _read_dataset(exec_properties: Dict[str, Any], report_uri: str) -> rules.Dataset:
+  """The text pass over the folder, in the driver process.
+
+  A split left empty by the text checks fails here, with the report written,
+  before any image is read: reading them all would not change the outcome.
+  """
+  dataset = layouts.read_dataset(
+      exec_properties[standard_component_specs.INPUT_BASE_KEY],
+      exec_properties.get(RESTVAL_SPLIT_KEY) or features.DEFAULT_RESTVAL_SPLIT)
+  passed = collections.Counter(r.split for r in dataset.records)
+  logging.info('Read %s-layout dataset %s: %d images pass the text checks %s.',
+               dataset.layout.name, dataset.layout.root, len(dataset.records), dict(passed))
+  if not all(passed[split] for split in features.SPLITS):
+    empty_tally = {split: [0, 0] for split in features.SPLITS}
+    _write_report(report_uri, dataset.rejects,
+                  summarise(dataset, empty_tally, dataset.rejects, len(dataset.records)))
+    raise _empty_split_error(passed, 'after the text checks', report_uri)
+  return dataset
+
+
+def _finish_report(report: types.Artifact, dataset: rules.Dataset, tally: Dict[str, List[int]],
+                   rejects: List[rules.Reject]) -> None:
+  """Writes the reject report and its totals, then fails if a count is lost or a split empty:
+  every input record must be accounted for."""
+  summary = summarise(dataset, tally, rejects)
+  _write_report(report.uri, rejects, summary)
+  images = summary['images']
+  logging.info(
+      'ImageCaptionExampleGen totals: %d input images = %d written %s + %d '
+      'rejected %s; caption lines %s', images['input'],
+      images['total_written'], images['written'], images['total_rejected'],
+      images['rejected'], summary['caption_lines'])
+  report.set_int_custom_property('input_images', images['input'])
+  report.set_int_custom_property('written_images', images['total_written'])
+  report.set_int_custom_property('rejected_images', images['total_rejected'])
+  if not summary['reconciled']:
+    raise RuntimeError(
+        f'Ingestion counts of {summary["input_base"]} do not reconcile: '
+        f'{json.dumps(summary)}')
+  if not all(images['written'].values()):
+    raise _empty_split_error(images['written'], 'after the image checks', report.uri)
 
 
 class Driver(driver.FileBasedDriver):
@@ -317,9 +301,18 @@ class Driver(driver.FileBasedDriver):
 
 
 class ImageCaptionExampleGenSpec(types.ComponentSpec):
-  """FileBasedExampleGen's parameters and restval_split, plus the reject report output."""
-  PARAMETERS = dict(standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
-                    **{RESTVAL_SPLIT_KEY: ExecutionParameter(type=str, optional=True)})
+  """FileBasedExampleGen's parameters and restval_split, plus the reject report output.
+
+  Not its output_config: there it names the output splits and the hash buckets
+  that share one input among them, while here the dataset's own split files
+  (or rules.hash_split) decide each image's split and the splits are always
+  features.SPLITS, so a config could only repeat them or contradict them.
+  """
+  PARAMETERS = {
+      **{key: parameter
+         for key, parameter in standard_component_specs.FileBasedExampleGenSpec.PARAMETERS.items()
+         if key != standard_component_specs.OUTPUT_CONFIG_KEY},
+      RESTVAL_SPLIT_KEY: ExecutionParameter(type=str, optional=True)}
   INPUTS = {}
   OUTPUTS = {
       EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -349,7 +342,6 @@ class ImageCaptionExampleGen(base_beam_component.BaseBeamComponent):
     spec = ImageCaptionExampleGenSpec(
         input_base=input_base,
         input_config=utils.make_default_input_config(),
-        output_config=_output_config(),
         output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
         output_file_format=_OUTPUT_FILE_FORMAT,
         restval_split=restval_split,
