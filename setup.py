@@ -11,8 +11,10 @@ setuptools.setup(
     version='0.1.0',
     description='Show-and-Tell image captioning as a TFX pipeline, served by TF Serving.',
     python_requires='>=3.10,<3.11',
+    # testing/ too: bench/ builds its data and runs executors with it.
     packages=setuptools.find_packages(include=['pipeline', 'pipeline.*', 'components', 'components.*',
-                                               'serving', 'serving.*', 'bench', 'bench.*']),
+                                               'serving', 'serving.*', 'bench', 'bench.*',
+                                               'testing', 'testing.*']),
     # The gallery's stylesheet and script, read with importlib.resources.
     package_data={'components.evaluation': ['gallery_assets/*']},
     install_requires=[
@@ -33,6 +35,7 @@ setuptools.setup(
         'pyyaml',  # the Kubeflow runner reads and writes pipeline specs
         'google-crc32c',  # the ExampleGen's TFRecord sink
         'psutil',  # bench/ingestion.py's peak-memory sampling
+        'ijson',  # streams the large COCO and Karpathy JSON files (components/ingestion/json_stream.py)
     ],
     extras_require={'test': ['pytest']},
 )

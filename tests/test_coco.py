@@ -158,7 +158,7 @@ def test_unparseable_or_incomplete_coco_folders_fail_naming_the_file(tmp_path):
   root = _generate(tmp_path / 'data')
   val_file = root / coco.ANNOTATIONS_DIR / VAL_FILE
   val_file.write_text(val_file.read_text()[:-40])  # cut short
-  with pytest.raises(layouts.LayoutError, match=f'{val_file}: not valid JSON near character'):
+  with pytest.raises(layouts.LayoutError, match=f'{val_file}: not valid JSON between bytes'):
     layouts.read_dataset(str(root))
   os.rename(root / VAL_DIR, tmp_path / 'elsewhere')
   with pytest.raises(layouts.LayoutError, match='incomplete COCO folder.*val2014'):

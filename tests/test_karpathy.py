@@ -108,27 +108,35 @@ def test_a_folder_with_two_split_files_or_no_images_fails_naming_them(tmp_path):
 
 
 @pytest.mark.parametrize('chunk_bytes', [1, 3, 7, 1 << 20])
-def test_json_members_stream_entries_across_chunk_boundaries(tmp_path, monkeypatch, chunk_bytes):
+def test_json_array_entries_stream_across_chunk_boundaries(tmp_path, monkeypatch, chunk_bytes):
   monkeypatch.setattr(json_stream, '_CHUNK_BYTES', chunk_bytes)
   value = {'info': {'year': 2014}, 'images': [{'id': 123456789, 'name': 'caf\u00e9'}, {'id': 2}],
-           'count': 9876543210, 'empty': [], 'annotations': [1.5, 'two', None]}
+           'count': 9876543210, 'empty': [], 'annotations': [1.5, 'two', None, ['LATIN1']],
+           'marks': ['\ufdd0\ue0e9 and \ufdd0\ufdd0 as the file holds them', {'\ufdd0': 'LATIN1'}]}
   path = tmp_path / 'a.json'
-  path.write_bytes(BOM + json.dumps(value, indent=1).encode())
-  assert list(json_stream.members(str(path))) == [
-      ('info', 0, {'year': 2014}), ('images', 1, {'id': 123456789, 'name': 'caf\u00e9'}),
-      ('images', 2, {'id': 2}), ('count', 0, 9876543210), ('annotations', 1, 1.5),
-      ('annotations', 2, 'two'), ('annotations', 3, None)]
+  path.write_bytes(BOM + json.dumps(value, indent=1, ensure_ascii=False).encode().replace(
+      b'LATIN1', b'caf\xe9'))
+
+  def entries(key):
+    return list(json_stream.array_entries(str(path), key))
+
+  assert entries('images') == [(1, {'id': 123456789, 'name': 'caf\u00e9'}), (2, {'id': 2})]
+  # The byte that is not UTF-8 comes back as a lone surrogate, for the rules to reject.
+  assert entries('annotations') == [(1, 1.5), (2, 'two'), (3, None), (4, ['caf\udce9'])]
+  assert entries('marks') == [(1, value['marks'][0]), (2, {'\ufdd0': 'caf\udce9'})]
+  assert entries('empty') == entries('count') == entries('missing') == []
 
 
-@pytest.mark.parametrize('text, problem', [
-    ('[1, 2]', "expected '{'"),
-    ('{"images": [{"id": 1} {"id": 2}]}', "expected ','"),
-    ('{"images": [{"id": 1}', 'the end of the file'),
-    ('{"a": tru}', 'Expecting value'),
+@pytest.mark.parametrize('text, problem, where', [
+    ('[1, 2]', "expected an object ('{'), found '['", ''),
+    ('{"images": [{"id": 1} {"id": 2}]}', "after array element, I expect ',' or ']'",
+     'between bytes 0 and 33'),
+    ('{"images": [{"id": 1}', 'premature EOF', 'between bytes 21 and 21'),  # at the end
+    ('{"a": tru}', 'invalid string in json text', 'between bytes 0 and 10'),
 ])
-def test_json_members_name_the_file_and_position_of_an_error(tmp_path, text, problem):
+def test_json_array_entries_name_the_file_and_bytes_of_an_error(tmp_path, text, problem, where):
   path = tmp_path / 'bad.json'
   path.write_text(text)
-  with pytest.raises(rules.LayoutError, match=f'{path}: not valid JSON near character') as error:
-    list(json_stream.members(str(path)))
-  assert problem in str(error.value)
+  with pytest.raises(rules.LayoutError, match=f'{path}: not valid JSON') as error:
+    list(json_stream.array_entries(str(path), 'images'))
+  assert problem in str(error.value) and where in str(error.value)

@@ -12,7 +12,8 @@ Splits without a Karpathy file: COCO train -> 'train', and COCO val divided
 by rules.hash_split into 'eval' and 'demo' (half each), as COCO's test
 captions are not public.
 
-Both files are streamed entry by entry (json_stream), never loaded whole; the
+Both files are streamed entry by entry (json_stream), never loaded whole, in
+two passes (the images, then the annotations, which may come first); the
 report's line of an entry is its 1-based position in its array. An image
 entry without a string "file_name", or an annotation without an integer
 "image_id", is a 'malformed line'; an annotation whose image_id is not in
@@ -20,7 +21,7 @@ the file's images list is 'caption of an unknown image' (detail: the id).
 """
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional
 
 from components import features
 from components.ingestion import json_stream
@@ -70,32 +71,25 @@ def _read_captions(builder: rules.DatasetBuilder, path: str, image_dir: str,
                    split_of) -> None:
   """Streams one captions file; split_of(id) is the split without Karpathy."""
   file_names: Dict[int, str] = {}
-  pending: List[Tuple[int, int, str]] = []  # (entry number, image_id, caption)
-  for key, number, entry in json_stream.members(path):
-    if key == 'images' and number:
-      file_name = entry.get('file_name') if isinstance(entry, dict) else None
-      image_id = rules.decode_id(file_name) if isinstance(file_name, str) else ''
-      numeric_id = entry.get('id') if isinstance(entry, dict) else None
-      if not image_id or not isinstance(numeric_id, int):
-        builder.reject_line(path, number, rules.MALFORMED_LINE)
-        continue
-      file_names[numeric_id] = image_id
-      builder.name_image(image_id, os.path.join(image_dir, image_id))
-    elif key == 'annotations' and number:
-      numeric_id = entry.get('image_id') if isinstance(entry, dict) else None
-      caption = entry.get('caption') if isinstance(entry, dict) else None
-      if not isinstance(numeric_id, int) or not isinstance(caption, str):
-        builder.reject_line(path, number, rules.MALFORMED_LINE)
-      elif numeric_id in file_names:
-        builder.add_caption(path, number, file_names[numeric_id], caption)
-      else:  # kept until the end: the images may follow the annotations
-        pending.append((number, numeric_id, caption))
-  for number, numeric_id, caption in pending:
-    image_id = file_names.get(numeric_id)
-    if image_id is None:
-      builder.reject_line(path, number, rules.UNKNOWN_IMAGE, detail=f'image_id {numeric_id}')
+  for number, entry in json_stream.array_entries(path, 'images'):
+    file_name = entry.get('file_name') if isinstance(entry, dict) else None
+    image_id = rules.decode_id(file_name) if isinstance(file_name, str) else ''
+    numeric_id = entry.get('id') if isinstance(entry, dict) else None
+    if not image_id or not isinstance(numeric_id, int):
+      builder.reject_line(path, number, rules.MALFORMED_LINE)
+      continue
+    file_names[numeric_id] = image_id
+    builder.name_image(image_id, os.path.join(image_dir, image_id))
+  # A second pass, as the annotations may come before the images in the file.
+  for number, entry in json_stream.array_entries(path, 'annotations'):
+    numeric_id = entry.get('image_id') if isinstance(entry, dict) else None
+    caption = entry.get('caption') if isinstance(entry, dict) else None
+    if not isinstance(numeric_id, int) or not isinstance(caption, str):
+      builder.reject_line(path, number, rules.MALFORMED_LINE)
+    elif numeric_id in file_names:
+      builder.add_caption(path, number, file_names[numeric_id], caption)
     else:
-      builder.add_caption(path, number, image_id, caption)
+      builder.reject_line(path, number, rules.UNKNOWN_IMAGE, detail=f'image_id {numeric_id}')
   if split_of:
     for image_id in file_names.values():
       builder.assign_split(image_id, split_of(image_id))

@@ -86,9 +86,7 @@ def read_entries(builder: rules.DatasetBuilder, path: str, restval_split: str,
   Assigns each entry's split; with_captions: also adds its sentences.
   """
   splits = dict(SPLITS, **{RESTVAL: restval_split})
-  for key, number, entry in json_stream.members(path):
-    if key != 'images' or not number:
-      continue
+  for number, entry in json_stream.array_entries(path, 'images'):
     filename = entry.get('filename') if isinstance(entry, dict) else None
     image_id = rules.decode_id(filename) if isinstance(filename, str) else ''
     if not image_id:
