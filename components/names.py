@@ -11,7 +11,7 @@ PIPELINE_NAME = 'captioner'
 # TF Serving serves `<serving dir>/<MODEL_NAME>/<version>` under this name.
 MODEL_NAME = 'captioner'
 
-# --- Node ids, in pipeline order ---
+# --- Node ids (the local runner numbers them in the order TFX launches them) ---
 EXAMPLE_GEN = 'Flickr8kExampleGen'
 STATISTICS_GEN = 'StatisticsGen'
 SCHEMA_GEN = 'ImportSchemaGen'
@@ -24,6 +24,7 @@ LATEST_BLESSED_MODEL_RESOLVER = 'LatestBlessedModelResolver'
 CAPTION_EVALUATOR = 'CaptionEvaluator'
 PUSHER = 'Pusher'
 DEMO_GALLERY = 'DemoGallery'
+# The Trainers: the captioner's, then the captions-only baseline's.
 TRAINERS = (CAPTION_TRAINER, BASELINE_TRAINER)
 
 # --- Module code the TFX executors import ---

@@ -3,9 +3,9 @@
 The one implementation of: read the images of an Examples split, call a
 caption signature on image bytes or on tf.Examples, decode its outputs, and
 score the captions against the references. The CaptionEvaluator, the
-DemoGallery, the run summary, the serving client, the benches and the tests
-all go through it, so they agree on the serving contract
-(components/features.py) by construction.
+DemoGallery, the serving client, the benches and the tests all go through
+it, so they agree on the serving contract (components/features.py) by
+construction.
 
 With an ImageFeatureGen artifact whose encoder the model embeds (its
 names.SERVING_ENCODER_FILE equals the artifact's), `caption_split` captions
