@@ -114,7 +114,7 @@ def _time_decode_loop(paths: List[str]) -> float:
   return watch.seconds
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--layout', choices=sorted(IMAGE_SIZES), default=shapes_dataset.COCO,
                       help='Dataset layout and image size (default %(default)s).')
@@ -130,37 +130,19 @@ def main() -> None:
   args = parser.parse_args()
   if args.num_images < 400:
     parser.error('--num_images must be at least 400')
-  width, height = IMAGE_SIZES[args.layout]
+  return args
+
+
+def _figures(args: argparse.Namespace, full: Dict, small: Dict, loop_seconds: float) -> Dict:
+  """The ExampleGen's rates against the decode loop's, and its memory on the full dataset
+  against a quarter of it (flat memory: ratios near 1)."""
   quarter = args.num_images // 4
-
-  with tempfile.TemporaryDirectory(prefix='ingestion_bench_') as tmp:
-    start = time.perf_counter()
-    for name, num_images in (('full', args.num_images), ('quarter', quarter)):
-      shapes_dataset.generate(os.path.join(tmp, name), num_images, width, layout=args.layout,
-                              image_height=height, processes=args.processes)
-    generation_seconds = time.perf_counter() - start
-    paths = _image_paths(os.path.join(tmp, 'full'))
-    megabytes = sum(os.path.getsize(p) for p in paths) / 2**20
-    options = _MODES[args.mode](args.workers)
-    small = _run_example_gen(os.path.join(tmp, 'quarter'), os.path.join(tmp, 'out_quarter'),
-                             options)
-    full = _run_example_gen(os.path.join(tmp, 'full'), os.path.join(tmp, 'out_full'), options)
-    loop_seconds = _time_decode_loop(paths)
-
   beam_rate = args.num_images / full['seconds']
   loop_rate = args.num_images / loop_seconds
   # The images the full run processed beyond the quarter run, over the extra
   # time they took: the ExampleGen's rate without its fixed start-up cost.
   marginal_rate = (args.num_images - quarter) / (full['seconds'] - small['seconds'])
-  print(json.dumps({
-      'layout': args.layout,
-      'images': args.num_images,
-      'image_size': f'{width}x{height}',
-      'dataset_mb': round(megabytes, 1),
-      'cores': multiprocessing.cpu_count(),
-      'workers': args.workers,
-      'mode': args.mode,
-      'generation_seconds': round(generation_seconds, 1),
+  return {
       'example_gen_seconds': round(full['seconds'], 1),
       'decode_loop_seconds': round(loop_seconds, 1),
       'example_gen_images_per_second': round(beam_rate, 1),
@@ -177,6 +159,35 @@ def main() -> None:
       # No worker process in threads mode: null.
       'ratio_worker_rss_full_to_quarter': (round(full['worker_rss_mb'] / small['worker_rss_mb'], 3)
                                            if small['worker_rss_mb'] else None),
+  }
+
+
+def main() -> None:
+  args = _parse_args()
+  width, height = IMAGE_SIZES[args.layout]
+  with tempfile.TemporaryDirectory(prefix='ingestion_bench_') as tmp:
+    start = time.perf_counter()
+    for name, num_images in (('full', args.num_images), ('quarter', args.num_images // 4)):
+      shapes_dataset.generate(os.path.join(tmp, name), num_images, width, layout=args.layout,
+                              image_height=height, processes=args.processes)
+    generation_seconds = time.perf_counter() - start
+    paths = _image_paths(os.path.join(tmp, 'full'))
+    megabytes = sum(os.path.getsize(p) for p in paths) / 2**20
+    options = _MODES[args.mode](args.workers)
+    small = _run_example_gen(os.path.join(tmp, 'quarter'), os.path.join(tmp, 'out_quarter'),
+                             options)
+    full = _run_example_gen(os.path.join(tmp, 'full'), os.path.join(tmp, 'out_full'), options)
+    loop_seconds = _time_decode_loop(paths)
+  print(json.dumps({
+      'layout': args.layout,
+      'images': args.num_images,
+      'image_size': f'{width}x{height}',
+      'dataset_mb': round(megabytes, 1),
+      'cores': multiprocessing.cpu_count(),
+      'workers': args.workers,
+      'mode': args.mode,
+      'generation_seconds': round(generation_seconds, 1),
+      **_figures(args, full, small, loop_seconds),
   }))
 
 

@@ -308,6 +308,55 @@ def _image_dir(output_dir: str, layout: str, split: str) -> str:
   return os.path.join(output_dir, folder)
 
 
+class _TextFiles:
+  """Every layout's text files of the same images and captions, filled image by image.
+
+  Kept for all layouts whatever the one written, so that every layout names
+  the same images, captions and splits (the tests compare the readers on them).
+  """
+
+  def __init__(self):
+    self.token_lines, self.kaggle_lines, self.results_lines = [], [KAGGLE_HEADER], [FLICKR30K_HEADER]
+    self.coco_files = {name: {'images': [], 'annotations': []} for name in COCO_SETS}
+    self.karpathy_entries = []
+    self.splits = {name: [] for name, _ in _SPLIT_PROPORTIONS}
+
+  def add(self, index: int, name: str, split: str, captions: Sequence[str], width: int,
+          height: int) -> None:
+    """Image `index`, file `name`, in every layout's files."""
+    self.splits[split].append(name)
+    coco_file = self.coco_files[COCO_SET_OF_SPLIT[split]]
+    for n, caption in enumerate(captions):
+      self.token_lines.append(f'{name}#{n}\t{caption}')
+      self.kaggle_lines.append(f'{name},{caption}')
+      self.results_lines.append(f'{name}| {n}| {caption}')
+      coco_file['annotations'].append(
+          {'image_id': index, 'id': index * len(captions) + n, 'caption': caption})
+    coco_file['images'].append({'id': index, 'file_name': name, 'width': width, 'height': height})
+    self.karpathy_entries.append({
+        'imgid': index, 'filename': name, 'split': KARPATHY_SPLITS[split],
+        'sentences': [{'raw': c, 'tokens': c.split()} for c in captions]})
+
+  def write(self, output_dir: str, layout: str) -> None:
+    """Writes the text files of `layout` into `output_dir`."""
+    if layout == OFFICIAL:
+      _write_lines(os.path.join(output_dir, OFFICIAL_TOKEN_FILE), self.token_lines)
+      for split, file_name in OFFICIAL_SPLIT_FILES.items():
+        _write_lines(os.path.join(output_dir, file_name), self.splits[split])
+    elif layout == KAGGLE:
+      _write_lines(os.path.join(output_dir, KAGGLE_CAPTIONS_FILE), self.kaggle_lines)
+    elif layout == FLICKR30K:
+      _write_lines(os.path.join(output_dir, FLICKR30K_RESULTS_FILE), self.results_lines)
+    elif layout == COCO:
+      for name, (captions_file, image_dir) in COCO_SETS.items():
+        os.makedirs(os.path.join(output_dir, image_dir), exist_ok=True)
+        _write_json(os.path.join(output_dir, COCO_ANNOTATIONS_DIR, captions_file),
+                    dict({'info': {'description': 'shapes'}}, **self.coco_files[name]))
+    else:
+      _write_json(os.path.join(output_dir, KARPATHY_SPLIT_FILE),
+                  {'images': self.karpathy_entries, 'dataset': 'flickr8k'})
+
+
 def generate(output_dir: str,
              num_images: int = 2000,
              image_size: int = 96,
@@ -340,10 +389,7 @@ def generate(output_dir: str,
     raise ValueError(f'image sides must be >= 16, got {image_size}x{height}')
 
   tasks = [(seed, index, image_size, height) for index in range(num_images)]
-  token_lines, kaggle_lines, results_lines = [], [KAGGLE_HEADER], [FLICKR30K_HEADER]
-  coco_files = {name: {'images': [], 'annotations': []} for name in COCO_SETS}
-  karpathy_entries = []
-  splits = {name: [] for name, _ in _SPLIT_PROPORTIONS}
+  text_files = _TextFiles()
   with multiprocessing.Pool(processes) if processes > 1 else contextlib.nullcontext() as pool:
     drawn = pool.imap(_draw, tasks, chunksize=16) if pool else map(_draw, tasks)
     for index, (captions, jpeg) in enumerate(progress.track(drawn, num_images, 'generating images')):
@@ -353,37 +399,10 @@ def generate(output_dir: str,
       os.makedirs(image_dir, exist_ok=True)
       with open(os.path.join(image_dir, name), 'wb') as f:
         f.write(jpeg)
-      splits[split].append(name)
-      for n, caption in enumerate(captions):
-        token_lines.append(f'{name}#{n}\t{caption}')
-        kaggle_lines.append(f'{name},{caption}')
-        results_lines.append(f'{name}| {n}| {caption}')
-        coco_files[COCO_SET_OF_SPLIT[split]]['annotations'].append(
-            {'image_id': index, 'id': index * len(captions) + n, 'caption': caption})
-      coco_files[COCO_SET_OF_SPLIT[split]]['images'].append(
-          {'id': index, 'file_name': name, 'width': image_size, 'height': height})
-      karpathy_entries.append({
-          'imgid': index, 'filename': name, 'split': KARPATHY_SPLITS[split],
-          'sentences': [{'raw': c, 'tokens': c.split()} for c in captions]})
-
-  if layout == OFFICIAL:
-    _write_lines(os.path.join(output_dir, OFFICIAL_TOKEN_FILE), token_lines)
-    for split, file_name in OFFICIAL_SPLIT_FILES.items():
-      _write_lines(os.path.join(output_dir, file_name), splits[split])
-  elif layout == KAGGLE:
-    _write_lines(os.path.join(output_dir, KAGGLE_CAPTIONS_FILE), kaggle_lines)
-  elif layout == FLICKR30K:
-    _write_lines(os.path.join(output_dir, FLICKR30K_RESULTS_FILE), results_lines)
-  elif layout == COCO:
-    for name, (captions_file, image_dir) in COCO_SETS.items():
-      os.makedirs(os.path.join(output_dir, image_dir), exist_ok=True)
-      _write_json(os.path.join(output_dir, COCO_ANNOTATIONS_DIR, captions_file),
-                  dict({'info': {'description': 'shapes'}}, **coco_files[name]))
-  else:
-    _write_json(os.path.join(output_dir, KARPATHY_SPLIT_FILE),
-                {'images': karpathy_entries, 'dataset': 'flickr8k'})
-  counts = {'images': num_images, 'captions': len(token_lines)}
-  counts.update({split: len(ids) for split, ids in splits.items()})
+      text_files.add(index, name, split, captions, image_size, height)
+  text_files.write(output_dir, layout)
+  counts = {'images': num_images, 'captions': len(text_files.token_lines)}
+  counts.update({split: len(ids) for split, ids in text_files.splits.items()})
   return counts
 
 
