@@ -191,9 +191,9 @@ def _record_blessing(blessing: artifact.Artifact, model: artifact.Artifact, bles
 
 
 def _evaluate(candidates: Mapping[str, Optional[artifact.Artifact]], examples: artifact.Artifact,
-             split: str, batch_size: int, image_features_uri: Optional[str],
-             thresholds: config_lib.EvaluationConfig
-             ) -> Tuple[report_lib.CaptionReport, Dict[str, captioning.SplitCaptions], Dict[str, Dict]]:
+              split: str, batch_size: int, image_features_uri: Optional[str],
+              thresholds: config_lib.EvaluationConfig
+              ) -> Tuple[report_lib.CaptionReport, Dict[str, captioning.SplitCaptions], Dict[str, Dict]]:
   """Captions and scores `split` with every model of `candidates` (role -> Model or None),
   measures their diversity and applies the gate; returns (report, captions, scores by role)."""
   split_captions, scores = _caption_and_score(candidates, examples, split, batch_size,
@@ -211,7 +211,8 @@ def _evaluate(candidates: Mapping[str, Optional[artifact.Artifact]], examples: a
   report = report_lib.CaptionReport(
       split=split, num_images=scores[CAPTIONER]['num_images'],
       tokenizer=scores[CAPTIONER]['tokenizer'], skipped_metrics=scores[CAPTIONER]['skipped'],
-      **models, serving_images={role: captions.serving_images for role, captions in split_captions.items()},
+      **models,
+      serving_images={role: captions.serving_images for role, captions in split_captions.items()},
       thresholds=thresholds, blessed=blessed, reasons=reasons)
   return report, split_captions, scores
 
