@@ -217,7 +217,9 @@ class _Connection(web_protocol.RequestHandler):
   def handle_error(self, request, status=500, exc=None, message=None):
     """A request aiohttp could not parse (status 400), or a bug in the handler (500): one log line, no traceback."""
     code = grpc.StatusCode.INVALID_ARGUMENT if status < 500 else grpc.StatusCode.INTERNAL
-    text = f'Malformed HTTP request: {message or exc}' if status < 500 else f'Internal error: {exc!r}'
+    # llhttp's message quotes the bad line over several lines with a caret under the bad byte.
+    detail = ' '.join(str(message or exc).replace('^', ' ').split())
+    text = f'Malformed HTTP request: {detail}' if status < 500 else f'Internal error: {exc!r}'
     errors.log_request_error('REST', ServingError(code, text))
     response = error_response(status, text)
     response.force_close()
@@ -291,7 +293,7 @@ class RestServer:
         raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f'No handler for {request.method} {path}')
       return web.Response(text=text, content_type='application/json')
     except ServingError as e:
-      return self._failed(request, rest_api.http_status(e.code), e)
+      return self._failed(request, rest_api.http_status(e.code), errors.detached(e))
     except _RequestTimeout as e:
       return self._failed(request, int(http.HTTPStatus.REQUEST_TIMEOUT),
                           ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)))

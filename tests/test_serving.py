@@ -342,7 +342,7 @@ BAD_REQUESTS = {
         Code.RESOURCE_EXHAUSTED, '1000x1000 = 1000000 pixels'),
     'decompression bomb header': (
         lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([_png_start(40000, 40000)])}),
-        Code.RESOURCE_EXHAUSTED, 'could be decompression bomb'),
+        Code.RESOURCE_EXHAUSTED, '(40000x40000 = 1600000000 pixels)'),
     'image inside a tf.Example over the pixel limit': (
         lambda: dict(inputs={features.EXAMPLES_INPUT: _string_tensor([records.image_example(
             block_image(2, (100, 100))).SerializeToString()])},
@@ -781,7 +781,7 @@ BAD_REST_CALLS = {
                                    429, '100x100 = 10000 pixels'),
     'decompression bomb header': (dict(method='POST', path=_PREDICT,
                                        body={'instances': [_b64(_png_start(40000, 40000))]}),
-                                  429, 'could be decompression bomb'),
+                                  429, '(40000x40000 = 1600000000 pixels)'),
     'more images than the per-request limit': (
         dict(method='POST', path=_PREDICT, body={'instances': [_b64(block_image(0))] * (MAX_IMAGES_PER_REQUEST + 1)}),
         400, f'accepts at most {MAX_IMAGES_PER_REQUEST} per request'),
