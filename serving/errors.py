@@ -31,7 +31,8 @@ _OP_SUFFIX = re.compile(r'\s*\[Op:[^\]]*\]\s*$')
 # message ("{{function_node __inference_signature_wrapper_3402}}",
 # "[[{{node map/while/decode_image/DecodeImage}}]]"): they say where in the
 # model the op failed, which is no use to a client.
-_GRAPH_NAMES = re.compile(r'\{\{function_node [^}]*\}\}\s*|\s*\[\[\{\{node [^}]*\}\}\]\]')
+_FUNCTION_NAME = re.compile(r'\{\{function_node [^}]*\}\}\s*')
+_NODE_NAME = re.compile(r'\s*\[\[\{\{node [^}]*\}\}\]\]')
 
 
 # Bad requests are logged at most this many lines per second; the next line
@@ -53,7 +54,7 @@ class ServingError(Exception):
 def _op_message(message):
   """The op's own message, without the eager-mode context around it."""
   message = _OP_SUFFIX.sub('', _CREATION_STACK.sub('', _EAGER_PREAMBLE.sub('', message)))
-  return _GRAPH_NAMES.sub('', message).strip()
+  return _NODE_NAME.sub('', _FUNCTION_NAME.sub('', message)).strip()
 
 
 def from_op_error(error):

@@ -139,6 +139,13 @@ HOSTILE = {
     'PUT': (b'PUT /v1/models/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n', 501, 'No handler for PUT'),
     'unknown model': (_post(b'{"instances": ["a"]}').replace(b'/echo:', b'/nope:'), 404,
                       'Servable not found for request: Latest(nope)'),
+    'version over int64': (b'GET /v1/models/echo/versions/99999999999999999999 HTTP/1.1\r\nHost: x\r\n\r\n', 400,
+                           'Failed to convert version: 99999999999999999999 to numeric.'),
+    'no model name': (b'GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'Missing model name in request.'),
+    'malformed URL': (_post(b'{}').replace(b'/echo:predict', b'/echo/predict'), 400,
+                      'Malformed request: POST /v1/models/echo/predict'),
+    'classify': (_post(b'{}').replace(b':predict', b':classify'), 501, 'classify is not implemented'),
+    'not under /v1': (b'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n', 404, 'No handler for GET /metrics'),
 }
 
 
