@@ -36,7 +36,6 @@ import time
 import urllib.parse
 
 import aiohttp
-import async_timeout
 import grpc
 from aiohttp import web
 from aiohttp import web_protocol
@@ -166,23 +165,21 @@ async def read_body(request, max_bytes, deadline):
     raise _too_large(f'Request body of {length} bytes')
   body = bytearray(length) if length is not None else bytearray()
   received = 0
-  try:
-    async with async_timeout.timeout_at(asyncio.get_running_loop().time() + deadline - time.monotonic()):
-      while True:
-        chunk = await request.content.readany()
-        if not chunk:
-          break
-        if received + len(chunk) > max_bytes:
-          raise _too_large(f'Request body of more than {max_bytes} bytes')
-        if length is None:
-          body += chunk
-        else:
-          body[received:received + len(chunk)] = chunk
-        received += len(chunk)
-  except asyncio.TimeoutError:
-    raise _RequestTimeout(f'Timed out reading the request body ({received} of '
-                          f'{length if length is not None else "?"} bytes arrived)') from None
-  return body
+  while True:
+    try:
+      chunk = await asyncio.wait_for(request.content.readany(), timeout=max(0.0, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+      raise _RequestTimeout(f'Timed out reading the request body ({received} of '
+                            f'{length if length is not None else "?"} bytes arrived)') from None
+    if not chunk:
+      return body
+    if received + len(chunk) > max_bytes:
+      raise _too_large(f'Request body of more than {max_bytes} bytes')
+    if length is None:
+      body += chunk
+    else:
+      body[received:received + len(chunk)] = chunk
+    received += len(chunk)
 
 
 def _too_large(what):
