@@ -205,7 +205,8 @@ def _malformed_cases(probe):
       ok = status == 200 and answer['predictions'][0][features.CAPTION_OUTPUT] == probe.want[1]
     else:
       ok = status is not None and 400 <= status < 500 and _is_error_json(answer)
-    results[name] = {'status': status, 'answered_as_tf_serving': ok, 'good_request_after': probe.good_rest() == probe.want}
+    results[name] = {'status': status, 'answered_as_tf_serving': ok,
+                     'good_request_after': probe.good_rest() == probe.want}
   return results
 
 
@@ -234,21 +235,23 @@ def _half_sent_bodies(probe):
 
 
 def _large_failed_requests(probe):
-  """RSS before and after failed 60 MiB requests (REST and gRPC); they fail at the image decoder."""
-  before = probe.rss_mb()
+  """RSS before and after three failed 60 MiB REST requests, then a failed 45 MiB gRPC one (the image decoder
+  refuses them), each measured a second after its answer."""
   garbage = bytes(_LARGE_BYTES * 3 // 4)  # base64 makes it 60 MiB
-  statuses = []
-  for _ in range(3):
-    status, _ = _post(probe.port, json.dumps({'instances': [{'b64': base64.b64encode(garbage).decode()}]}).encode())
-    statuses.append(status)
+  body = json.dumps({'instances': [{'b64': base64.b64encode(garbage).decode()}]}).encode()
+  before = probe.rss_mb()
+  answers = [_post(probe.port, body)[0] for _ in range(3)]
+  time.sleep(1)
+  after_rest = probe.rss_mb()
   try:
     probe.grpc_predict([garbage])
   except grpc.RpcError as e:
-    statuses.append(e.code().name)
+    answers.append(e.code().name)
   time.sleep(1)
-  after = probe.rss_mb()
-  return {'large_request_answers': statuses, 'rss_mb_before': round(before), 'rss_mb_after': round(after),
-          'rss_ratio_after_to_before': round(after / before, 3), 'good_request_after': probe.good_rest() == probe.want}
+  after_grpc = probe.rss_mb()
+  return {'large_request_answers': answers, 'rss_mb_before': round(before), 'rss_mb_after_rest': round(after_rest),
+          'rss_mb_after_grpc': round(after_grpc), 'rss_ratio_after_rest': round(after_rest / before, 3),
+          'rss_ratio_after_grpc': round(after_grpc / before, 3), 'good_request_after': probe.good_rest() == probe.want}
 
 
 def _bad_requests(probe):
@@ -270,8 +273,8 @@ def _bad_requests(probe):
           'client_messages_naming_internals': sum('function_node' in str(a) or '{{node' in str(a) for a in answers),
           'server_lines': len(lines), 'server_lines_per_bad_request': round(len(lines) / _BAD_REQUESTS, 3),
           'tracebacks': sum('Traceback' in line for line in lines),
-          'tensorflow_or_libjpeg_lines': sum(bool(re.search(r'tensorflow/|JPEG|jpeg', line)) and 'failed with' not in line
-                                             for line in lines)}
+          'tensorflow_or_libjpeg_lines': sum(
+              bool(re.search(r'tensorflow/|JPEG|jpeg', line)) and 'failed with' not in line for line in lines)}
 
 
 def _grpc_error(probe, values, signature=features.CAPTION_SIGNATURE):

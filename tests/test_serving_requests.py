@@ -60,11 +60,13 @@ REFUSED = {
     'wrong dtype': ({IMAGES: tf.make_tensor_proto([1.0, 2.0], dtype=tf.float32)},
                     Code.INVALID_ARGUMENT, 'Expects arg[0] to be string but float is provided'),
     'wrong shape': ({IMAGES: tf.make_tensor_proto([[b'a']], dtype=tf.string)},
-                    Code.INVALID_ARGUMENT, "Input 'images' has shape [1,1], which does not match the signature's shape [?]"),
+                    Code.INVALID_ARGUMENT,
+                    "Input 'images' has shape [1,1], which does not match the signature's shape [?]"),
     'a scalar': ({IMAGES: tf.make_tensor_proto(b'a', dtype=tf.string)}, Code.INVALID_ARGUMENT, "has shape []"),
     'more values than the shape holds': (
         {IMAGES: tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=tf.TensorShape([1]).as_proto(),
-                                        string_val=[b'a', b'b'])}, Code.INVALID_ARGUMENT, 'tensor parsing error: images'),
+                                        string_val=[b'a', b'b'])},
+        Code.INVALID_ARGUMENT, 'tensor parsing error: images'),
     'a shape far larger than the values sent': (
         {IMAGES: tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=tf.TensorShape([10 ** 12]).as_proto(),
                                         string_val=[b'a'])}, Code.INVALID_ARGUMENT, 'tensor parsing error: images'),
@@ -124,7 +126,8 @@ def test_good_request_gives_its_inputs_and_the_outputs_asked_for():
 def test_op_error_reaches_the_client_as_the_ops_own_words():
   message = ('Graph execution error:\n\nDetected at node map/while/decode_image/DecodeImage defined at (most recent '
              'call last):\n<stack traces unavailable>\n{{function_node __inference_signature_wrapper_3402}} Unknown '
-             'image file format. One of JPEG, PNG, GIF, BMP required.\n\t [[{{function_node __inference_map_while_body_2301_652}}'
+             'image file format. One of JPEG, PNG, GIF, BMP required.\n\t '
+             '[[{{function_node __inference_map_while_body_2301_652}}'
              '{{node map/while/decode_image/DecodeImage}}]] '
              '[Op:__inference_signature_wrapper_9537]')
 
