@@ -269,9 +269,10 @@ class RestServer:
     self.port = self._listener.sockets[0].getsockname()[1]
 
   async def _close(self):
-    self._listener.close()
-    await self._listener.wait_closed()
-    await self._server.shutdown(timeout=1)
+    if self._listener is not None:  # None when the port could not be bound
+      self._listener.close()
+      await self._listener.wait_closed()
+      await self._server.shutdown(timeout=1)
 
   async def _handle(self, request):
     """One HTTP request -> TF Serving's answer; every failure is one log line and {"error": ...}."""
