@@ -22,7 +22,6 @@ Usage: bash run.sh bench serving [--requests 100] [--batches 10] [--model_base_p
 """
 import argparse
 import concurrent.futures
-import io
 import json
 import multiprocessing
 import os
@@ -34,9 +33,7 @@ import tempfile
 import time
 
 import grpc
-import numpy as np
 import tensorflow as tf
-from PIL import Image
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 
@@ -56,34 +53,6 @@ _WARMUP_CALLS = 5
 _BATCH = 32
 _CONCURRENT_CLIENTS = 16
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
-
-
-def _images(count, size):
-  """`count` distinct JPEGs of size x size: a coloured background with a coloured block."""
-  images = []
-  for seed in range(count):
-    rng = np.random.RandomState(seed)
-    pixels = np.zeros((size, size, 3), np.uint8)
-    pixels[...] = rng.randint(0, 256, 3)
-    pixels[rng.randint(0, size // 2):, rng.randint(0, size // 2):] = rng.randint(0, 256, 3)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, 'JPEG')
-    images.append(buffer.getvalue())
-  return images
-
-
-def _seconds_per_call(calls, batches):
-  """Times each of `calls` on every batch, alternating, after a warm-up; {name: array of seconds}."""
-  for batch in batches[:_WARMUP_CALLS]:
-    for call in calls.values():
-      call(batch)
-  times = {name: [] for name in calls}
-  for batch in batches:
-    for name, call in calls.items():
-      start = time.perf_counter()
-      call(batch)
-      times[name].append(time.perf_counter() - start)
-  return {name: np.array(seconds) for name, seconds in times.items()}
 
 
 def _latency_and_throughput(calls, images, requests, batches):

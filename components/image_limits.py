@@ -7,10 +7,30 @@ decodes the image. The limit is names.MAX_IMAGE_PIXELS.
 import io
 from typing import Optional
 
+from PIL import BmpImagePlugin
+from PIL import GifImagePlugin
 from PIL import Image
+from PIL import JpegImagePlugin
+from PIL import PngImagePlugin
 
 # The formats tf.io.decode_image reads; PIL is asked about these only.
 IMAGE_FORMATS = ('JPEG', 'PNG', 'GIF', 'BMP')
+# Their header readers: constructing one reads the header and nothing else,
+# without the bomb check of Image.open, which over 2 * Image.MAX_IMAGE_PIXELS
+# (about 179 megapixels) raises instead of reporting the size.
+_HEADER_READERS = (JpegImagePlugin.JpegImageFile, PngImagePlugin.PngImageFile, GifImagePlugin.GifImageFile,
+                   BmpImagePlugin.BmpImageFile)
+
+
+def _size_over_pil_limit(encoded: bytes):
+  """(width, height) of an image Image.open refused as a decompression bomb."""
+  for reader in _HEADER_READERS:
+    try:
+      with reader(io.BytesIO(encoded)) as image:
+        return image.size
+    except (SyntaxError, OSError, ValueError):  # not this format
+      continue
+  raise ValueError('no header reader recognises the image')
 
 
 def oversize(encoded: bytes, max_pixels: int) -> Optional[str]:
@@ -22,8 +42,8 @@ def oversize(encoded: bytes, max_pixels: int) -> Optional[str]:
   try:
     with Image.open(io.BytesIO(encoded), formats=IMAGE_FORMATS) as image:  # reads the header only
       width, height = image.size
-  except Image.DecompressionBombError as error:  # over PIL's own limit, 2 * Image.MAX_IMAGE_PIXELS
-    return str(error)
+  except Image.DecompressionBombError:  # over PIL's own limit, 2 * Image.MAX_IMAGE_PIXELS
+    width, height = _size_over_pil_limit(encoded)
   except (OSError, ValueError):
     return None
   if width * height > max_pixels:

@@ -117,7 +117,7 @@ class _ChunkedRequest:
       result = {alias: np.concatenate([outputs[alias] for outputs in self._outputs])
                 for alias in self._outputs[0]}
     except errors.ServingError as e:
-      self._settle(self.future.set_exception, e)
+      self._settle(self.future.set_exception, errors.detached(e))
       return
     self._settle(self.future.set_result, result)
 
@@ -254,6 +254,6 @@ class Batcher:
     try:
       task.future.set_result(run_model(task.function, task.inputs))
     except errors.ServingError as e:
-      task.future.set_exception(e)
+      task.future.set_exception(errors.detached(e))
     except Exception as e:  # pylint: disable=broad-except; this request's alone: INTERNAL, to its sender
       task.future.set_exception(errors.ServingError(grpc.StatusCode.INTERNAL, f'{type(e).__name__}: {e}'))

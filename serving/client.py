@@ -44,18 +44,12 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import grpc
 import numpy as np
-import tensorflow as tf
 import tqdm
-from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2
-from tensorflow_serving.apis import predict_pb2
-from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from components import names
+from components import caption_signatures
 from components import features
-from components.evaluation import captioning
-from serving import rest
-from serving import tensors
+from components import names
+from serving import rest_api
 
 _LOG = logging.getLogger(__name__)
 
@@ -68,12 +62,6 @@ _PER_IMAGE_OVERHEAD_BYTES = 16
 # Request failures that belong to the contents of the request, so another
 # request without the offending image can succeed.
 _CONTENT_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
-# REST: the status code behind TF Serving's HTTP status (the first code mapped
-# to it: 400 reads as INVALID_ARGUMENT).
-_CODE_OF_HTTP_STATUS = {}
-for _code in grpc.StatusCode:
-  _CODE_OF_HTTP_STATUS.setdefault(rest.http_status(_code), _code)
-
 
 @dataclasses.dataclass(frozen=True)
 class Caption:
@@ -113,10 +101,27 @@ class _CallError(Exception):
     self.details = details
 
 
+def _import_tensorflow_serving_apis():
+  """TensorFlow and tensorflow-serving-api's protos, imported when a gRPC call needs them.
+
+  The protos import TensorFlow (seconds, and its C++ start-up messages), which
+  --help and REST never need; those messages are kept quiet unless asked for.
+  """
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+  from tensorflow_serving.apis import get_model_metadata_pb2
+  from tensorflow_serving.apis import predict_pb2
+  from tensorflow_serving.apis import prediction_service_pb2_grpc
+  return tf, get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+
+
 class _GrpcTransport:
   """Predict and GetModelMetadata over gRPC."""
 
   def __init__(self, target, max_message_bytes, initial_backoff_s, max_backoff_s):
+    (self._tf, self._metadata_pb2, self._predict_pb2,
+     prediction_service_pb2_grpc) = _import_tensorflow_serving_apis()
     backoff_ms = int(initial_backoff_s * 1000)
     self._channel = grpc.insecure_channel(target, options=[
         ('grpc.max_send_message_length', max_message_bytes),
@@ -139,17 +144,18 @@ class _GrpcTransport:
     except grpc.RpcError as e:
       raise _CallError(e.code(), e.details()) from None
 
-  def signature_defs(self, client, timeout_s):
-    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[features.SIGNATURE_DEF_METADATA_FIELD])
+  def signature_names(self, client, timeout_s):
+    request = self._metadata_pb2.GetModelMetadataRequest(metadata_field=[features.SIGNATURE_DEF_METADATA_FIELD])
     client.fill_model_spec(request.model_spec)
     response = self._invoke(self._stub.GetModelMetadata, request, timeout_s)
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    signature_map = self._metadata_pb2.SignatureDefMap()
     response.metadata[features.SIGNATURE_DEF_METADATA_FIELD].Unpack(signature_map)
-    return signature_map.signature_def
+    return sorted(signature_map.signature_def)
 
   def predict(self, client, input_name, values, timeout_s):
     """-> (alias -> numpy array, the version that answered)."""
-    request = predict_pb2.PredictRequest()
+    tf = self._tf
+    request = self._predict_pb2.PredictRequest()
     client.fill_model_spec(request.model_spec)
     request.inputs[input_name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)]))
     response = self._invoke(self._stub.Predict, request, timeout_s)
@@ -185,10 +191,10 @@ class _RestTransport:
         return json.loads(response.read())
     except urllib.error.HTTPError as e:
       try:
-        details = json.loads(e.read())['error']
+        details = json.loads(e.read())[rest_api.ERROR_KEY]
       except (ValueError, KeyError, TypeError):
         details = f'HTTP {e.code} {e.reason}'
-      raise _CallError(_CODE_OF_HTTP_STATUS.get(e.code, grpc.StatusCode.UNKNOWN), details) from None
+      raise _CallError(rest_api.status_code(e.code), details) from None
     except socket.timeout:
       raise _CallError(grpc.StatusCode.DEADLINE_EXCEEDED, 'Deadline Exceeded') from None
     except (urllib.error.URLError, ConnectionError) as e:  # not listening (yet), or dropped
@@ -196,24 +202,22 @@ class _RestTransport:
     except ValueError as e:
       raise _CallError(grpc.StatusCode.INTERNAL, f'unexpected response: {e}') from None
 
-  def signature_defs(self, client, timeout_s):
+  def signature_names(self, client, timeout_s):
     document = self._invoke(self._url(client, '/metadata'), None, timeout_s)
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    field = features.SIGNATURE_DEF_METADATA_FIELD  # SignatureDefMap as JSON: {"signature_def": {name: ...}}
     try:
-      json_format.ParseDict(document['metadata'][features.SIGNATURE_DEF_METADATA_FIELD], signature_map,
-                            ignore_unknown_fields=True)
-    except (KeyError, TypeError, json_format.ParseError) as e:
-      raise _CallError(grpc.StatusCode.INTERNAL, f'unexpected metadata: {e}') from None
-    return signature_map.signature_def
+      return sorted(document[rest_api.METADATA_KEY][field][field])
+    except (KeyError, TypeError) as e:
+      raise _CallError(grpc.StatusCode.INTERNAL, f'unexpected metadata: {e!r}') from None
 
   def predict(self, client, input_name, values, timeout_s):
     """-> (alias -> numpy array, None: REST answers do not name the version)."""
-    body = json.dumps({tensors.SIGNATURE_KEY: client.signature_name,
-                       tensors.INSTANCES_KEY: [{tensors.BASE64_KEY: base64.b64encode(v).decode('ascii')}
+    body = json.dumps({rest_api.SIGNATURE_KEY: client.signature_name,
+                       rest_api.INSTANCES_KEY: [{rest_api.BASE64_KEY: base64.b64encode(v).decode('ascii')}
                                                for v in values]}).encode('utf-8')
     document = self._invoke(self._url(client, ':predict'), body, timeout_s)
     try:
-      rows = document[tensors.PREDICTIONS_KEY]
+      rows = document[rest_api.PREDICTIONS_KEY]
       outputs = {alias: np.array([_string_bytes(row[alias]) for row in rows], dtype=object)
                  if alias in (features.CAPTION_OUTPUT, features.CAPTIONS_OUTPUT)
                  else np.array([row[alias] for row in rows], dtype=np.float32)
@@ -284,19 +288,18 @@ class CaptionClient:
     return (f'model {self.model_name!r}{choice} signature {self.signature_name!r} at {self.target}'
             + (' (REST)' if self.protocol == 'rest' else ''))
 
-  def signature_def(self):
-    """The SignatureDef the server has for `signature_name`; RequestError if there is none.
+  def check_signature(self):
+    """Raises RequestError unless the server has the model, version and `signature_name` asked for.
 
     A cheap first call that catches a wrong model name, version, label or
     signature before any image is sent.
     """
-    signature_defs = self._call(lambda: self._transport.signature_defs(self, self.timeout_s),
-                                f'GetModelMetadata for {self.describe()}')
-    if self.signature_name not in signature_defs:
+    signature_names = self._call(lambda: self._transport.signature_names(self, self.timeout_s),
+                                 f'GetModelMetadata for {self.describe()}')
+    if self.signature_name not in signature_names:
       raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
-                         f'the model has no signature {self.signature_name!r}; it has '
-                         f'{sorted(signature_defs)}', self.describe())
-    return signature_defs[self.signature_name]
+                         f'the model has no signature {self.signature_name!r}; it has {signature_names}',
+                         self.describe())
 
   def caption(self, images: Sequence[bytes], paths: Optional[Sequence[str]] = None) -> List[Caption]:
     """Captions encoded images (JPEG/PNG/GIF/BMP bytes) in one request.
@@ -304,13 +307,13 @@ class CaptionClient:
     `paths` only labels the results and error messages. Raises RequestError.
     """
     paths = list(paths) if paths is not None else [None] * len(images)
-    input_name, values = captioning.signature_inputs(self.signature_name, images)
+    input_name, values = caption_signatures.signature_inputs(self.signature_name, images)
     named = [p for p in paths if p is not None]
     what = f'Predict of {len(images)} image(s)' + (f' ({_abbreviate(named)})' if named else '')
     outputs, version = self._call(lambda: self._transport.predict(self, input_name, values, self.timeout_s),
                                   f'{what} on {self.describe()}')
     try:
-      answer = captioning.decode_outputs(outputs, len(images), self.describe())
+      answer = caption_signatures.decode_outputs(outputs, len(images), self.describe())
     except ValueError as e:
       raise RequestError(grpc.StatusCode.INTERNAL, f'unexpected response: {e}', what) from e
     return [Caption(path, text, log_probability, version, tuple(top), tuple(top_log_probabilities))
@@ -318,7 +321,7 @@ class CaptionClient:
                 paths, answer.captions, answer.log_probabilities, answer.top_captions,
                 answer.top_log_probabilities)]
 
-  def caption_files(self, paths: Sequence[str], batch_size=captioning.DEFAULT_BATCH_SIZE,
+  def caption_files(self, paths: Sequence[str], batch_size=caption_signatures.DEFAULT_BATCH_SIZE,
                     progress=False) -> Iterator[Union[Caption, Failure]]:
     """Captions image files, `batch_size` per request, yielding a Caption or Failure per file in order.
 
@@ -327,7 +330,7 @@ class CaptionClient:
     """
     if batch_size < 1:
       raise ValueError(f'batch_size must be at least 1, got {batch_size}.')
-    self.signature_def()
+    self.check_signature()
     with tqdm.tqdm(total=len(paths), unit='image', disable=not progress, file=sys.stderr) as bar:
       for batch in _batches(paths, batch_size, self._transport.payload_bytes):
         results = self._caption_batch(batch)
@@ -464,9 +467,9 @@ def _parse_args(argv):
   choice = parser.add_mutually_exclusive_group()
   choice.add_argument('--model_version', type=int, help='Version to ask for (default: the newest).')
   choice.add_argument('--version_label', help='Version label to ask for (TF Serving\'s version_labels).')
-  parser.add_argument('--signature_name', default=features.CAPTION_SIGNATURE, choices=sorted(captioning.INPUT_OF_SIGNATURE),
+  parser.add_argument('--signature_name', default=features.CAPTION_SIGNATURE, choices=sorted(caption_signatures.INPUT_OF_SIGNATURE),
                       help='Image bytes in, or tf.Examples holding them.')
-  parser.add_argument('--batch_size', type=_positive_int, default=captioning.DEFAULT_BATCH_SIZE,
+  parser.add_argument('--batch_size', type=_positive_int, default=caption_signatures.DEFAULT_BATCH_SIZE,
                       help='Images per request.')
   parser.add_argument('--top_k', type=_positive_int, default=1,
                       help='Print the k best captions of the beam search (at most the beam width).')

@@ -2,11 +2,13 @@
 
 Each RPC hands its request proto to the shared Service and returns its
 response; a ServingError becomes the RPC's status (code and message), logged
-in one rate-limited line, and the server carries on.
+in one rate-limited line, and the server carries on (anything else, a bug,
+becomes INTERNAL, logged the same way).
 """
 import functools
 import time
 
+import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
@@ -21,8 +23,12 @@ def _rpc(method):
     try:
       return method(self, request, context)
     except errors.ServingError as e:
-      errors.log_request_error(f'gRPC {method.__name__}', e)
+      errors.log_request_error(f'gRPC {method.__name__}', errors.detached(e))
       context.abort(e.code, e.message)
+    except Exception as e:  # pylint: disable=broad-except; a bug: one line, INTERNAL, not gRPC's traceback
+      error = errors.ServingError(grpc.StatusCode.INTERNAL, f'{type(e).__name__}: {e}')
+      errors.log_request_error(f'gRPC {method.__name__}', error)
+      context.abort(error.code, error.message)
 
   return handler
 

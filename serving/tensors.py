@@ -27,6 +27,12 @@ from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.framework import types_pb2
 
 from serving.errors import ServingError
+from serving.rest_api import BASE64_KEY
+from serving.rest_api import INPUTS_KEY
+from serving.rest_api import INSTANCES_KEY
+from serving.rest_api import OUTPUTS_KEY
+from serving.rest_api import PREDICTIONS_KEY
+from serving.rest_api import SIGNATURE_KEY
 
 # TensorProto field TF Serving writes each dtype's values to (Tensor::AsProtoField).
 VALUE_FIELDS = {
@@ -44,13 +50,8 @@ _INTEGER_TYPES = (types_pb2.DT_INT8, types_pb2.DT_INT16, types_pb2.DT_INT32, typ
                   types_pb2.DT_INT64)
 _FLOAT_TYPES = (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE)
 
-# JSON keys of TF Serving's REST API (json_tensor.cc).
-SIGNATURE_KEY = 'signature_name'
-INSTANCES_KEY = 'instances'
-INPUTS_KEY = 'inputs'
-PREDICTIONS_KEY = 'predictions'
-OUTPUTS_KEY = 'outputs'
-BASE64_KEY = 'b64'
+# TensorShape's kMaxDims: a tensor's largest rank.
+MAX_RANK = 254
 ROW_FORMAT = 'row'
 COLUMNAR_FORMAT = 'columnar'
 
@@ -109,7 +110,10 @@ def from_proto(alias, proto):
 # --- REST JSON -> TensorProto (FillPredictRequestFromJson) ---
 
 def _debug_string(value, limit=100):
-  text = json.dumps(value)
+  try:
+    text = json.dumps(value)
+  except RecursionError:
+    text = f'<{_json_type(value)} nested too deeply to show>'
   return text if len(text) <= limit else text[:limit] + '...'
 
 
@@ -190,6 +194,9 @@ def _fill_values(value, level, shape, dtype_enum, values):
 def _tensor(value, dtype_enum):
   """A JSON value -> (TensorProto of dtype_enum, its shape)."""
   shape = _dense_shape(value)
+  if len(shape) > MAX_RANK:  # also bounds the recursion of _fill_values
+    raise _invalid(f'JSON Value: {_debug_string(value)} has {len(shape)} dimensions; '
+                   f'a tensor has at most {MAX_RANK}')
   values = []
   _fill_values(value, 0, shape, dtype_enum, values)
   proto = tensor_pb2.TensorProto(dtype=dtype_enum,
@@ -262,6 +269,8 @@ def parse_predict_body(body):
     document = json.loads(body)
   except (UnicodeDecodeError, ValueError) as e:
     raise _invalid(f'JSON Parse error: {e}') from None
+  except RecursionError:
+    raise _invalid('JSON Parse error: arrays or objects are nested too deeply') from None
   if not isinstance(document, dict):
     raise _invalid(f'JSON Value: {_debug_string(document)} Is not object')
   signature_name = document.get(SIGNATURE_KEY, '')

@@ -28,7 +28,6 @@ import pytest
 import tensorflow as tf
 import yaml
 from google.protobuf import text_format
-from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
@@ -39,12 +38,12 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from components import names
 from components import features
+from components import caption_signatures
 from components import records
 from components.evaluation import captioning
 from serving import batching
 from serving import client as client_lib
 from serving import server as server_lib
-from serving.errors import ServingError
 from testing.images import block_image
 
 MODEL_NAME = names.MODEL_NAME
@@ -52,7 +51,8 @@ MAX_IMAGE_PIXELS = 64 * 64  # the test images are 32x32
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_IMAGES_PER_REQUEST = 40
 TOP_K = 2  # serving.tiny_model's beam width
-DEPLOY_DIR = os.path.join(os.path.dirname(__file__), os.pardir, 'serving', 'deploy')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEPLOY_DIR = os.path.join(REPO, 'serving', 'deploy')
 State = get_model_status_pb2.ModelVersionStatus.State
 Code = grpc.StatusCode
 
@@ -131,7 +131,7 @@ def version_dir(tiny_model_dir, tmp_path_factory):
 def model(version_dir):
   """Signature name -> the SavedModel's caption signature, called in this process."""
   return {signature: captioning.SavedModelCaptioner(str(version_dir), signature)
-          for signature in captioning.INPUT_OF_SIGNATURE}
+          for signature in caption_signatures.INPUT_OF_SIGNATURE}
 
 
 @pytest.fixture(scope='module')
@@ -266,18 +266,6 @@ def test_cli_text_output_and_progress_bar(server, model, tmp_path, capsys):
   assert '2/2' in captured.err  # tqdm's bar
 
 
-def test_client_packs_batches_under_the_message_limit(tmp_path):
-  paths = []
-  for i, size in enumerate([400, 400, 400, 50]):
-    path = tmp_path / f'{i}.png'
-    path.write_bytes(b'x' * size)
-    paths.append(str(path))
-
-  batches = list(client_lib._batches(paths, batch_size=3, max_message_bytes=4096 + 1000))
-
-  assert [[os.path.basename(p) for p, _ in batch] for batch in batches] == [['0.png', '1.png'], ['2.png', '3.png']]
-
-
 def test_client_reports_unreadable_and_missing_files(client, model, tmp_path):
   good = tmp_path / 'good.png'
   good.write_bytes(block_image(40))
@@ -294,34 +282,13 @@ def test_client_reports_unreadable_and_missing_files(client, model, tmp_path):
 
 # Each bad request, the status TF Serving gives it, and a piece of the message.
 # An unknown signature is FAILED_PRECONDITION in TF Serving
-# (servables/tensorflow/predict_util.cc), not NOT_FOUND.
+# (servables/tensorflow/predict_util.cc), not NOT_FOUND. What the validator
+# finds from the request alone (dtype, shape, limits) is tested directly in
+# tests/test_serving_requests.py; here, what needs the model or the socket.
 BAD_REQUESTS = {
     'bytes that are not an image': (
         lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([b'plain text, not an image'])}),
         Code.INVALID_ARGUMENT, 'Unknown image file format. One of JPEG, PNG, GIF, BMP required.'),
-    'wrong dtype': (
-        lambda: dict(inputs={features.IMAGES_INPUT: tf.make_tensor_proto([1.0, 2.0], dtype=tf.float32)}),
-        Code.INVALID_ARGUMENT, 'Expects arg[0] to be string but float is provided'),
-    'wrong shape': (
-        lambda: dict(inputs={features.IMAGES_INPUT: tf.make_tensor_proto([[block_image(0)]], dtype=tf.string)}),
-        Code.INVALID_ARGUMENT, "Input 'images' has shape [1,1]"),
-    'more values than the shape holds': (
-        lambda: dict(inputs={features.IMAGES_INPUT: tensor_pb2.TensorProto(
-            dtype=types_pb2.DT_STRING, tensor_shape=tf.TensorShape([1]).as_proto(), string_val=[b'a', b'b'])}),
-        Code.INVALID_ARGUMENT, 'tensor parsing error: images'),
-    'a shape far larger than the values sent': (
-        lambda: dict(inputs={features.IMAGES_INPUT: tensor_pb2.TensorProto(
-            dtype=types_pb2.DT_STRING, tensor_shape=tf.TensorShape([10 ** 12]).as_proto(), string_val=[b'a'])}),
-        Code.INVALID_ARGUMENT, 'tensor parsing error: images'),
-    'missing input': (
-        lambda: dict(inputs={}),
-        Code.INVALID_ARGUMENT, 'Missing but required: {images}'),
-    'unknown input name': (
-        lambda: dict(inputs={'pictures': _string_tensor([block_image(0)])}),
-        Code.INVALID_ARGUMENT, 'Signature input alias: images'),
-    'unknown output in output_filter': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0)])}, output_filter=['score']),
-        Code.INVALID_ARGUMENT, 'output tensor alias not found in signature: score'),
     'unknown model': (
         lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0)])}, name='no_such_model'),
         Code.NOT_FOUND, 'Servable not found for request: Latest(no_such_model)'),
@@ -337,21 +304,6 @@ BAD_REQUESTS = {
     'image over the pixel limit': (
         lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0), block_image(1, (100, 100))])}),
         Code.RESOURCE_EXHAUSTED, 'Image 1 of input \'images\' is too large (100x100 = 10000 pixels)'),
-    'start of a huge image, refused without decoding': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([_png_start(1000, 1000)])}),
-        Code.RESOURCE_EXHAUSTED, '1000x1000 = 1000000 pixels'),
-    'decompression bomb header': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([_png_start(40000, 40000)])}),
-        Code.RESOURCE_EXHAUSTED, 'could be decompression bomb'),
-    'image inside a tf.Example over the pixel limit': (
-        lambda: dict(inputs={features.EXAMPLES_INPUT: _string_tensor([records.image_example(
-            block_image(2, (100, 100))).SerializeToString()])},
-            signature=features.EXAMPLES_SIGNATURE),
-        Code.RESOURCE_EXHAUSTED, "input 'examples' is too large (100x100"),
-    'more images than the per-request limit': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0)] * (MAX_IMAGES_PER_REQUEST + 1))}),
-        Code.INVALID_ARGUMENT, f'holds {MAX_IMAGES_PER_REQUEST + 1} images; this server accepts at most '
-                               f'{MAX_IMAGES_PER_REQUEST} per request'),
     'bytes that are not a tf.Example, quoted in a message that is not UTF-8': (
         lambda: dict(inputs={features.EXAMPLES_INPUT: _string_tensor([b'\xff\xfe not an example'])},
                      signature=features.EXAMPLES_SIGNATURE),
@@ -371,6 +323,7 @@ def test_bad_request_gets_tf_serving_status_and_server_keeps_serving(case, chann
 
   assert error.value.code() == code, error.value.details()
   assert message in error.value.details()
+  assert '{{' not in error.value.details()  # no names of the graph's functions or nodes
   good = block_image(50)
   _assert_same(_pairs(client.caption([good])), _direct(model, [good]))
 
@@ -507,74 +460,6 @@ def test_client_deadline(server):
   assert error.value.code == Code.DEADLINE_EXCEEDED
 
 
-class _EchoModel:
-  """Stands in for a signature function: upper-cases each row, fails on a b'bad' row; records calls."""
-
-  def __init__(self):
-    self.calls = []
-
-  def __call__(self, images):
-    rows = images.numpy().tolist()
-    self.calls.append(rows)
-    if b'bad' in rows:
-      raise tf.errors.InvalidArgumentError(None, None, 'bad row')
-    return {'upper': tf.strings.upper(images)}
-
-
-def _rows(*values):
-  return {'images': np.array(values, dtype=object)}
-
-
-def test_batcher_merges_queued_requests_up_to_max_batch_size():
-  echo = _EchoModel()
-  batcher = batching.Batcher(batching.BatchingOptions(max_batch_size=4, batch_timeout_micros=0))
-  futures = [batcher.submit(echo, _rows(*rows)) for rows in ([b'a'], [b'b', b'c'], [b'd'], [b'e'], [b'f'])]
-  batcher.start()  # everything is queued already, so the batches are deterministic
-  try:
-    results = [future.result(timeout=60)['upper'].tolist() for future in futures]
-  finally:
-    batcher.stop()
-
-  assert echo.calls == [[b'a', b'b', b'c', b'd'], [b'e', b'f']]
-  assert results == [[b'A'], [b'B', b'C'], [b'D'], [b'E'], [b'F']]
-
-
-def test_batcher_isolates_the_request_that_breaks_a_batch():
-  echo = _EchoModel()
-  batcher = batching.Batcher(batching.BatchingOptions(max_batch_size=8, batch_timeout_micros=0))
-  futures = [batcher.submit(echo, _rows(row)) for row in (b'a', b'bad', b'c')]
-  batcher.start()
-  try:
-    first, third = futures[0].result(timeout=60), futures[2].result(timeout=60)
-    with pytest.raises(ServingError) as error:
-      futures[1].result(timeout=60)
-  finally:
-    batcher.stop()
-
-  assert echo.calls == [[b'a', b'bad', b'c'], [b'a'], [b'bad'], [b'c']]
-  assert first['upper'].tolist() == [b'A'] and third['upper'].tolist() == [b'C']
-  assert error.value.code == Code.INVALID_ARGUMENT and error.value.message == 'bad row'
-
-
-def test_batcher_refuses_when_full_and_skips_expired_requests():
-  echo = _EchoModel()
-  batcher = batching.Batcher(batching.BatchingOptions(max_enqueued_requests=2))
-  expired = batcher.submit(echo, _rows(b'late'), deadline=time.monotonic() - 1)
-  kept = batcher.submit(echo, _rows(b'a'))
-  with pytest.raises(ServingError) as error:
-    batcher.submit(echo, _rows(b'b'))
-  assert error.value.code == Code.UNAVAILABLE
-  batcher.start()
-  try:
-    assert kept.result(timeout=60)['upper'].tolist() == [b'A']
-    with pytest.raises(ServingError) as late:
-      expired.result(timeout=60)
-  finally:
-    batcher.stop()
-  assert late.value.code == Code.DEADLINE_EXCEEDED
-  assert echo.calls == [[b'a']]
-
-
 def test_serving_graph_uses_only_core_tensorflow_ops(version_dir):
   """So the stock tensorflow/serving image can load it: no tensorflow-text (or other custom) ops.
 
@@ -593,17 +478,21 @@ def test_serving_graph_uses_only_core_tensorflow_ops(version_dir):
   assert sorted(op for op in ops if not hasattr(tf.raw_ops, op)) == []
 
 
-def test_server_command_line_serves_until_interrupted(version_dir, model):
+def test_server_command_line_serves_until_interrupted(version_dir, model, tmp_path):
+  """As a person runs it: one line per failed request on the terminal, TensorFlow's and libjpeg's in the debug log."""
   port = _free_port()
+  debug_log = tmp_path / 'debug.log'
+  env = {key: value for key, value in os.environ.items() if key != 'TF_CPP_MIN_LOG_LEVEL'}
   process = subprocess.Popen(
-      [sys.executable, '-m', 'serving.server',
-       '--model_base_path', str(version_dir.parent), '--port', str(port), '--max_batch_size', '4'],
-      cwd=os.path.join(os.path.dirname(__file__), os.pardir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+      [sys.executable, '-m', 'serving.server', '--model_base_path', str(version_dir.parent), '--port', str(port),
+       '--max_batch_size', '4', '--debug_log', str(debug_log)],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
   try:
     with client_lib.CaptionClient(f'127.0.0.1:{port}', MODEL_NAME, max_attempts=200, initial_backoff_s=0.2,
                                   max_backoff_s=0.5) as connected:
       captions = connected.caption([block_image(80)])
+      with pytest.raises(client_lib.RequestError):  # a truncated JPEG: TensorFlow and libjpeg complain
+        connected.caption([block_image(81, image_format='JPEG')[:300]])
   finally:
     process.terminate()  # SIGTERM: what docker stop and Kubernetes send
     try:
@@ -614,6 +503,28 @@ def test_server_command_line_serves_until_interrupted(version_dir, model):
   _assert_same(_pairs(captions), _direct(model, [block_image(80)]))
   assert process.returncode == 0, output
   assert re.search(r'Serving version 1 of model captioner', output)
+  served = output[output.index(f'own output goes to {debug_log}'):].splitlines()[1:]
+  assert [line for line in served if 'failed with INVALID_ARGUMENT' in line], output
+  assert not [line for line in served if 'failed with' not in line and re.search(r'tensorflow|jpeg|Traceback', line,
+                                                                                   re.IGNORECASE)], output
+  assert re.search(r'DecodeImage|jpeg', debug_log.read_text(), re.IGNORECASE)
+
+
+def test_rest_client_needs_no_tensorflow(server, model, tmp_path):
+  path = tmp_path / 'photo.png'
+  path.write_bytes(block_image(95))
+  code = ('import sys\nfrom serving import client\n'
+          f'status = client.main([{str(path)!r}, "--protocol", "rest", "--server", "127.0.0.1:{server.rest_port}", '
+          '"--format", "jsonl"])\n'
+          'print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_serving")))\n'
+          'sys.exit(status)')
+
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, check=True)
+
+  line, modules = result.stdout.splitlines()
+  assert modules == '[]' and result.stderr == ''
+  answer = json.loads(line)
+  _assert_same([(answer['caption'], answer['log_probability'])], _direct(model, [block_image(95)]))
 
 
 def test_deploy_files_agree_with_each_other_and_with_the_client():
@@ -626,7 +537,7 @@ def test_deploy_files_agree_with_each_other_and_with_the_client():
   with open(os.path.join(DEPLOY_DIR, 'batching_parameters.txt')) as f:
     batching_parameters = dict(re.findall(r'^(\w+) \{ value: (\d+) \}', f.read(), re.MULTILINE))
   # TF Serving refuses requests larger than max_batch_size.
-  assert int(batching_parameters['max_batch_size']) >= captioning.DEFAULT_BATCH_SIZE
+  assert int(batching_parameters['max_batch_size']) >= caption_signatures.DEFAULT_BATCH_SIZE
 
   with open(os.path.join(DEPLOY_DIR, 'kubernetes.yaml')) as f:
     documents = {d['kind']: d for d in yaml.safe_load_all(f)}
@@ -744,50 +655,28 @@ def test_rest_status_and_metadata(server):
   assert signature['outputs'][features.CAPTIONS_OUTPUT]['dtype'] == 'DT_STRING'
 
 
-# Each bad REST call, the HTTP status TF Serving answers, and a piece of its {"error": ...} message.
+# Each bad REST call that needs the model, the HTTP status TF Serving answers, and a piece of its {"error": ...}
+# message (the JSON forms: tests/test_serving_tensors.py; URLs and malformed HTTP: tests/test_serving_rest.py).
 _PREDICT = f'/v1/models/{MODEL_NAME}:predict'
 BAD_REST_CALLS = {
-    'empty body': (dict(method='POST', path=_PREDICT, raw=b''), 400, 'JSON Parse error: The document is empty'),
-    'not JSON': (dict(method='POST', path=_PREDICT, raw=b'{"instances": [}'), 400, 'JSON Parse error'),
-    'not an object': (dict(method='POST', path=_PREDICT, body=[1]), 400, 'Is not object'),
-    'no instances or inputs': (dict(method='POST', path=_PREDICT, body={}), 400,
-                               "Missing 'inputs' or 'instances' key"),
-    'both instances and inputs': (dict(method='POST', path=_PREDICT, body={'instances': [1], 'inputs': [1]}),
-                                  400, "expecting only one of 'inputs' or 'instances' keys"),
-    'empty instances': (dict(method='POST', path=_PREDICT, body={'instances': []}), 400, "No values in 'instances'"),
-    'a number for an image': (dict(method='POST', path=_PREDICT, body={'instances': [3]}), 400,
-                              'is not of expected type: string'),
-    'bad base64': (dict(method='POST', path=_PREDICT, body={'instances': [{'b64': '%%%'}]}), 400,
-                   'Unable to base64 decode'),
     'text instead of image bytes': (dict(method='POST', path=_PREDICT, body={'instances': ['a photo']}), 400,
                                     'Unknown image file format'),
-    'signature_name not a string': (dict(method='POST', path=_PREDICT, body={'signature_name': 1, 'instances': [1]}),
-                                    400, "'signature_name' key must be a string value"),
     'unknown signature': (dict(method='POST', path=_PREDICT, body={'signature_name': 'x', 'instances': [1]}), 400,
                           'Serving signature name: "x" not found in signature def'),
     'unknown model': (dict(method='POST', path='/v1/models/nope:predict', body={'instances': [1]}), 404,
                       'Servable not found for request: Latest(nope)'),
     'unknown version': (dict(method='POST', path=f'/v1/models/{MODEL_NAME}/versions/7:predict',
                              body={'instances': [1]}), 404, f'Specific({MODEL_NAME}, 7)'),
-    'version over int64': (dict(method='GET', path=f'/v1/models/{MODEL_NAME}/versions/99999999999999999999'), 400,
-                           'Failed to convert version: 99999999999999999999 to numeric.'),
     'a version label': (dict(method='GET', path=f'/v1/models/{MODEL_NAME}/labels/stable'), 400,
                         'Unrecognized servable version label: stable'),
-    'no model name': (dict(method='GET', path='/v1/models'), 400, 'Missing model name in request.'),
-    'malformed URL': (dict(method='POST', path=f'/v1/models/{MODEL_NAME}/predict', body={}), 400,
-                      f'Malformed request: POST /v1/models/{MODEL_NAME}/predict'),
-    'classify': (dict(method='POST', path=f'/v1/models/{MODEL_NAME}:classify', body={}), 501, 'classify'),
     'image over the pixel limit': (dict(method='POST', path=_PREDICT, body={'instances': [_b64(block_image(1, size=(100, 100)))]}),
                                    429, '100x100 = 10000 pixels'),
     'decompression bomb header': (dict(method='POST', path=_PREDICT,
                                        body={'instances': [_b64(_png_start(40000, 40000))]}),
-                                  429, 'could be decompression bomb'),
+                                  429, '(40000x40000 = 1600000000 pixels)'),
     'more images than the per-request limit': (
         dict(method='POST', path=_PREDICT, body={'instances': [_b64(block_image(0))] * (MAX_IMAGES_PER_REQUEST + 1)}),
         400, f'accepts at most {MAX_IMAGES_PER_REQUEST} per request'),
-    'body over the size limit': (dict(method='POST', path=_PREDICT, raw=b' ' * (MAX_MESSAGE_BYTES + 1)), 429,
-                                 'larger than max'),
-    'not under /v1': (dict(method='GET', path='/metrics'), 404, 'No handler for GET /metrics'),
 }
 
 
@@ -942,56 +831,6 @@ def test_large_request_runs_in_chunks_and_keeps_its_order(version_dir, model):
   _assert_same(_pairs(captions), _direct(model, images))
 
 
-def test_batcher_lets_other_requests_in_between_the_chunks_of_a_large_one():
-  echo = _EchoModel()
-  batcher = batching.Batcher(batching.BatchingOptions(max_batch_size=2, batch_timeout_micros=0))
-  large = batcher.submit(echo, _rows(b'a', b'b', b'c', b'd', b'e'))
-  small = batcher.submit(echo, _rows(b's'))
-  batcher.start()
-  try:
-    assert large.result(timeout=60)['upper'].tolist() == [b'A', b'B', b'C', b'D', b'E']
-    assert small.result(timeout=60)['upper'].tolist() == [b'S']
-  finally:
-    batcher.stop()
-  assert echo.calls == [[b'a', b'b'], [b's'], [b'c', b'd'], [b'e']]
-
-
-def test_batcher_gives_a_non_serving_error_to_its_own_request_only():
-  def model_fn(images):
-    if b'boom' in images.numpy().tolist():
-      raise UnicodeDecodeError('utf-8', b'\xff bad', 0, 1, 'invalid start byte')
-    return {'upper': tf.strings.upper(images)}
-
-  batcher = batching.Batcher(batching.BatchingOptions(max_batch_size=8, batch_timeout_micros=0))
-  futures = [batcher.submit(model_fn, _rows(row)) for row in (b'a', b'boom', b'c')]
-  batcher.start()
-  try:
-    assert futures[0].result(timeout=60)['upper'].tolist() == [b'A']
-    assert futures[2].result(timeout=60)['upper'].tolist() == [b'C']
-    with pytest.raises(ServingError) as error:
-      futures[1].result(timeout=60)
-  finally:
-    batcher.stop()
-  assert error.value.code == Code.INVALID_ARGUMENT and error.value.message == '\ufffd bad'
-
-
-def test_version_folder_over_int64_is_ignored_with_a_warning(version_dir, model, tmp_path, caplog):
-  base = tmp_path / MODEL_NAME
-  shutil.copytree(version_dir, base / '1')
-  shutil.copytree(version_dir, base / ('9' * 20))
-  caplog.set_level(logging.WARNING)
-
-  with server_lib.LocalModelServer(str(base), MODEL_NAME, port=0, poll_wait_seconds=0.1) as running, \
-      grpc.insecure_channel(f'127.0.0.1:{running.port}') as channel:
-    time.sleep(0.5)  # a few polls: each must keep ignoring it
-    response = _predict(channel, {features.IMAGES_INPUT: _string_tensor([block_image(120)])})
-    status = _model_status(channel)
-
-  assert response.model_spec.version.value == 1 and status == {1: (State.AVAILABLE, 0)}
-  warnings = [r for r in caplog.records if '9' * 20 in r.getMessage()]
-  assert len(warnings) == 1 and 'int64' in warnings[0].getMessage()
-
-
 def test_bad_requests_are_logged_in_one_line_each_rate_limited(channel, caplog):
   caplog.set_level(logging.INFO)
   caplog.clear()
@@ -1005,13 +844,6 @@ def test_bad_requests_are_logged_in_one_line_each_rate_limited(channel, caplog):
   assert 1 <= len(records) < 40  # at most a few a second
   assert all('\n' not in r.getMessage() and r.exc_info is None for r in records)
   assert not [r for r in caplog.records if r.exc_info]  # no tracebacks at all
-
-
-def test_client_batch_size_zero_is_a_usage_error(capsys):
-  with pytest.raises(SystemExit) as exit_info:
-    client_lib.main(['photo.jpg', '--batch_size', '0'])
-  assert exit_info.value.code == 2
-  assert 'argument --batch_size: must be at least 1, got 0' in capsys.readouterr().err
 
 
 def test_client_text_output_escapes_a_tab_in_a_file_name(server, model, tmp_path, capsys):

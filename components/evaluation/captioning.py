@@ -3,9 +3,10 @@
 The one implementation of: read the images of an Examples split, call a
 caption signature on image bytes or on tf.Examples, decode its outputs, and
 score the captions against the references. The CaptionEvaluator, the
-DemoGallery, the serving client, the benches and the tests all go through
-it, so they agree on the serving contract (components/features.py) by
-construction.
+DemoGallery, the benches and the tests go through it; the
+signature's inputs and outputs are built and read by
+components/caption_signatures.py, which the serving client shares, so they all
+agree on the serving contract (components/features.py) by construction.
 
 With an ImageFeatureGen artifact whose encoder the model embeds (its
 names.SERVING_ENCODER_FILE equals the artifact's), `caption_split` captions
@@ -18,7 +19,7 @@ with the artifact's by fingerprint (`FeaturesCaptioner.check_encoder`, no image
 encoded); and both signatures run the exporter's one decoder function.
 """
 import os
-from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -28,17 +29,15 @@ from tfx.utils import path_utils
 
 from components import features
 from components import names
+from components.caption_signatures import Captions
+from components.caption_signatures import DEFAULT_BATCH_SIZE
+from components.caption_signatures import decode_outputs
+from components.caption_signatures import signature_inputs
 from components import progress
 from components import records
 from components.encoder import feature_gen
 from components.evaluation import caption_metrics
 
-# Which input each caption signature takes (the SavedModel contract).
-INPUT_OF_SIGNATURE = {
-    features.CAPTION_SIGNATURE: features.IMAGES_INPUT,
-    features.EXAMPLES_SIGNATURE: features.EXAMPLES_INPUT,
-}
-DEFAULT_BATCH_SIZE = 32
 
 def batched(items: Iterable, batch_size: int) -> Iterator[list]:
   """Yields lists of `batch_size` consecutive items (the last one may be shorter)."""
@@ -57,75 +56,6 @@ def batched(items: Iterable, batch_size: int) -> Iterator[list]:
 def serving_model_dir(model: artifact.Artifact) -> str:
   """The SavedModel directory of a Trainer's Model artifact (`<uri>/Format-Serving`)."""
   return path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
-
-
-def signature_inputs(signature_name: str, images: Sequence[bytes]) -> Tuple[str, List[bytes]]:
-  """(input name, values) that ask `signature_name` to caption `images`.
-
-  The from_examples signature takes the images wrapped in the ExampleGen's
-  tf.Example layout; serving_default takes the bytes as they are.
-  """
-  if signature_name not in INPUT_OF_SIGNATURE:
-    raise ValueError(f'Unknown caption signature {signature_name!r}; '
-                     f'choose one of {sorted(INPUT_OF_SIGNATURE)}.')
-  if signature_name == features.EXAMPLES_SIGNATURE:
-    return features.EXAMPLES_INPUT, [records.image_example(image).SerializeToString() for image in images]
-  return features.IMAGES_INPUT, list(images)
-
-
-class _BestCaptions(NamedTuple):
-  captions: List[str]
-  log_probabilities: List[float]
-
-
-class Captions(_BestCaptions):
-  """A caption signature's answer for a batch, in request order.
-
-  Unpacks as (captions, log_probabilities), the best caption of each image.
-  top_captions / top_log_probabilities: per image, the k best captions of the
-  beam search, best first (so [0] is the caption), without the missing ones
-  (fewer than k finished); empty lists for a model exported without them.
-  """
-
-  def __new__(cls, captions, log_probabilities, top_captions=None, top_log_probabilities=None):
-    self = super().__new__(cls, captions, log_probabilities)
-    self.top_captions = top_captions if top_captions is not None else [[] for _ in captions]
-    self.top_log_probabilities = (top_log_probabilities if top_log_probabilities is not None
-                                  else [[] for _ in captions])
-    return self
-
-
-def _decode_strings(values):
-  return [v.decode('utf-8', errors='replace') for v in values]
-
-
-def decode_outputs(outputs: Mapping[str, np.ndarray], num_images: int, source: str) -> Captions:
-  """Checks and decodes a caption signature's outputs (in-process or from TF Serving).
-
-  Raises ValueError naming `source` if an output is missing or the batch size is wrong.
-  """
-  for key in (features.CAPTION_OUTPUT, features.LOG_PROBABILITY_OUTPUT):
-    if key not in outputs:
-      raise ValueError(f'{source} returned no output {key!r} (it has {sorted(outputs)}).')
-  captions = _decode_strings(np.asarray(outputs[features.CAPTION_OUTPUT]).tolist())
-  log_probabilities = [float(p) for p in np.asarray(outputs[features.LOG_PROBABILITY_OUTPUT])]
-  if len(captions) != num_images or len(log_probabilities) != num_images:
-    raise ValueError(f'{source} returned {len(captions)} captions and {len(log_probabilities)} '
-                     f'log-probabilities for {num_images} images.')
-  if features.CAPTIONS_OUTPUT not in outputs or features.LOG_PROBABILITIES_OUTPUT not in outputs:
-    return Captions(captions, log_probabilities)
-  top_captions = np.asarray(outputs[features.CAPTIONS_OUTPUT])
-  top_log_probabilities = np.asarray(outputs[features.LOG_PROBABILITIES_OUTPUT], np.float64)
-  if (top_captions.ndim != 2 or top_captions.shape != top_log_probabilities.shape
-          or len(top_captions) != num_images):
-    raise ValueError(f'{source} returned {features.CAPTIONS_OUTPUT!r} of shape {top_captions.shape} and '
-                     f'{features.LOG_PROBABILITIES_OUTPUT!r} of shape {top_log_probabilities.shape} for '
-                     f'{num_images} images; expected [{num_images}, k] each.')
-  found = np.isfinite(top_log_probabilities)  # -inf marks a caption that never finished
-  return Captions(
-      captions, log_probabilities,
-      [_decode_strings(row[keep].tolist()) for row, keep in zip(top_captions, found)],
-      [row[keep].tolist() for row, keep in zip(top_log_probabilities, found)])
 
 
 class SavedModelCaptioner:

@@ -162,8 +162,8 @@ def _empty_split_error(counts: Dict[str, int], stage: str,
   empty = [split for split in features.SPLITS if not counts[split]]
   return EmptySplitError(
       f'Split(s) {", ".join(empty)} hold no image {stage} ({counts}); the pipeline needs '
-      f'images in each of {features.SPLITS}. Why every image was rejected: '
-      f'{os.path.join(report_uri, names.REJECTS_FILE)} and '
+      f'images in each of {features.SPLITS}. The images and caption lines that were rejected (if any), '
+      f'with the reasons, and what each split kept: {os.path.join(report_uri, names.REJECTS_FILE)} and '
       f'{os.path.join(report_uri, names.INGESTION_SUMMARY_FILE)}')
 
 
