@@ -215,9 +215,10 @@ def feature_example(image_id: str, vector: np.ndarray) -> bytes:
   })).SerializeToString()
 
 
-def _keyed_image(path: str, serialized: bytes, split_of_dir: Mapping[str, str]
+def _keyed_image(file_and_record: Tuple[str, bytes], split_of_dir: Mapping[str, str]
                  ) -> Tuple[Tuple[str, str], bytes]:
   """(ExampleGen record file, record) -> ((split, image id), encoded image)."""
+  path, serialized = file_and_record
   example = records.parse_image_example(serialized, where=path)
   return (split_of_dir[os.path.dirname(path)], example.image_id), example.image
 
@@ -401,7 +402,7 @@ def write_features(pipeline: beam.Pipeline, split_paths: Mapping[str, Sequence[s
              | 'ListExampleFiles' >> beam.Create(sorted(itertools.chain(*split_paths.values())))
              | 'ReadExamples' >> beam.io.ReadAllFromTFRecord(
                  compression_type=beam.io.filesystem.CompressionTypes.GZIP, with_filename=True)
-             | 'Key' >> beam.MapTuple(_keyed_image, split_of_dir)
+             | 'Key' >> beam.Map(_keyed_image, split_of_dir)
              | 'RunBackbone' >> inference_base.RunInference(inference_base.KeyedModelHandler(handler))
              | 'Progress' >> beam.ParDo(_Progress(total)))
   per_split = vectors | 'BySplit' >> beam.Partition(
