@@ -5,6 +5,9 @@ image's feature vector, optionally after sleeping per batch (a slow backbone)
 and optionally dropping given images (a handler that loses one), so a test can
 drive `feature_gen.write_features` without TensorFlow models. It lives here,
 not in a test file, because Beam's worker processes must import it.
+
+`predict_rate` is the benchmarks' baseline for the pass: a bare
+`model.predict` loop in one process.
 """
 import os
 import time
@@ -17,6 +20,8 @@ from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 
 from components import records
+from components.encoder import image_features
+from components.evaluation import captioning
 
 
 class FakeBackbone(inference_base.ModelHandler):
@@ -62,3 +67,16 @@ def write_repeated_examples(uri: str, split_sizes: Mapping[str, int], image: byt
           writer.write(records.image_example(image, f'{split}_{index:05d}.jpg', ['a caption'])
                        .SerializeToString())
   return examples
+
+
+def predict_rate(backbone, images: Sequence[bytes], batch_size: int) -> float:
+  """images/s of a bare `backbone.predict` loop over `images` in this process,
+  decoding and resizing included as in the feature pass (not timed: tracing)."""
+  size = backbone.input_shape[1]
+  decode = tf.function(lambda batch: image_features.decode_images(batch, size),
+                       input_signature=[tf.TensorSpec([None], tf.string)])
+  backbone.predict(decode(tf.constant(list(images[:batch_size]))), verbose=0)
+  start = time.perf_counter()
+  for batch in captioning.batched(images, batch_size):
+    backbone.predict(decode(tf.constant(batch)), verbose=0)
+  return len(images) / (time.perf_counter() - start)
