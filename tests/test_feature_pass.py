@@ -8,6 +8,7 @@ multi-thread modes lost images here is in
 `beam_args.direct_in_process_beam_args`.
 """
 import io
+import logging
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -16,6 +17,7 @@ from PIL import Image
 import pytest
 
 from components import names
+from components import progress
 from components import records
 from components.encoder import feature_gen
 from pipeline import beam_args
@@ -44,8 +46,10 @@ def _run_feature_pass(examples, handler, out_dir, options):
   return read
 
 
-def test_no_image_lost_at_flickr8k_size(tmp_path):
-  """8,000 records of ~95 KB through a slow handler, as the local runner runs the pass."""
+def test_no_image_lost_at_flickr8k_size(tmp_path, caplog):
+  """8,000 records of ~95 KB through a slow handler, as the local runner runs the pass
+  (at least 12.5 s of sleeping: the progress bar must have moved before its end)."""
+  caplog.set_level(logging.INFO, logger=progress.logger.name)
   image = _noise_jpeg()
   assert 80_000 < len(image) < 120_000
   examples = feature_pass.write_repeated_examples(tmp_path / 'examples', FLICKR8K_SPLITS, image)
@@ -56,6 +60,10 @@ def test_no_image_lost_at_flickr8k_size(tmp_path):
   assert feature_gen.reconcile(str(tmp_path / 'features'), read) == FLICKR8K_SPLITS
   vectors = feature_gen.read_features(str(tmp_path / 'features'), 'demo')
   assert len(vectors) == 1000 and all(v.tolist() == [len(image)] for v in vectors.values())
+  # In the component's process, so the console's handler of captioner.progress sees it.
+  states = [record.progress for record in caplog.records if hasattr(record, 'progress')]
+  assert len(states) >= 2 and not states[0].finished
+  assert states[-1].finished and states[-1].done == states[-1].total == sum(FLICKR8K_SPLITS.values())
 
 
 def test_a_lost_image_fails_the_pass_naming_split_and_id(tmp_path):
