@@ -38,10 +38,9 @@ import os
 import sys
 import tempfile
 import time
-from typing import Dict, List, Set
+from typing import Dict, Set
 
 from PIL import Image
-import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.types import artifact_utils
@@ -53,11 +52,10 @@ from components import features
 from components import names
 from components import records
 from components.encoder import feature_gen
-from components.encoder import image_features
-from components.evaluation import captioning
 from components.ingestion import flickr8k
 from components.ingestion import shapes_dataset
 from pipeline import local_runner
+from testing import feature_pass
 from testing import metadata
 from testing import transformed_data
 
@@ -112,26 +110,14 @@ def _run(output_dir: str, data_dir: str, args, epochs: int) -> float:
   return time.perf_counter() - start
 
 
-def _bare_predict_rate(backbone, images: List[bytes], batch_size: int) -> float:
-  """images/s of model.predict over `images`, decoding included."""
-  size = backbone.input_shape[1]
-  decode = tf.function(lambda batch: image_features.decode_images(batch, size),
-                       input_signature=[tf.TensorSpec([None], tf.string)])
-  backbone.predict(decode(tf.constant(images[:batch_size])), verbose=0)  # tracing, not timed
-  start = time.perf_counter()
-  for batch in captioning.batched(images, batch_size):
-    backbone.predict(decode(tf.constant(batch)), verbose=0)
-  return len(images) / (time.perf_counter() - start)
-
-
 def _speed(examples_uri: str, image_features_uri: str, config: config_lib.TrainerConfig, work_dir: str) -> Dict:
   examples = _examples(examples_uri)
   images = [record.image for split in features.SPLITS
             for record in records.iter_split_examples(examples, split)]
   backbone = feature_gen.load_backbone(image_features_uri)
-  bare_before = _bare_predict_rate(backbone, images, feature_gen.DEFAULT_BATCH_SIZE)
+  bare_before = feature_pass.predict_rate(backbone, images, feature_gen.DEFAULT_BATCH_SIZE)
   rerun = transformed_data.build_image_features(examples_uri, work_dir, config)
-  bare_after = _bare_predict_rate(backbone, images, feature_gen.DEFAULT_BATCH_SIZE)
+  bare_after = feature_pass.predict_rate(backbone, images, feature_gen.DEFAULT_BATCH_SIZE)
   feature_pass = _rate(rerun.mlmd_artifact)
   bare = (bare_before + bare_after) / 2
   return {

@@ -10,7 +10,8 @@ ordinary INFO log lines.
 most every `_INTERVAL_SECONDS` and one at the end, each carrying a
 `Progress` (in the record's `progress` attribute) a console can draw as a bar.
 A loop that ends within its first interval reports nothing: a bar is for the
-loops a person waits on.
+loops a person waits on. `Tracker` does the same for a loop driven from
+elsewhere (a Beam DoFn's elements), through `advance`.
 """
 import logging
 import time
@@ -35,6 +36,45 @@ class Progress(NamedTuple):
   finished: bool  # True on the loop's last record only
 
 
+class Tracker:
+  """Reports a loop that something else drives: `advance` as items are handled.
+
+  For loops that are not a Python iterable here, e.g. a Beam DoFn that sees
+  one element at a time. A record at most every `_INTERVAL_SECONDS`, and the
+  last one (`finished`) when `total` items are done or at `finish()`, unless
+  the loop ended before its first record.
+  """
+
+  def __init__(self, total: Optional[int], description: str, unit: str = 'image'):
+    self._total, self._description, self._unit = total, description, unit
+    self._start = self._last_report = time.monotonic()
+    self._done = 0
+    self._reported = False
+    self._finished = False
+
+  def advance(self, count: int = 1) -> None:
+    self._done += count
+    now = time.monotonic()
+    if self._total is not None and self._done >= self._total:
+      self.finish()
+    elif now - self._last_report >= _INTERVAL_SECONDS:
+      self._last_report = now
+      self._reported = True
+      self._report(finished=False)
+
+  def finish(self) -> None:
+    if self._reported and not self._finished:
+      self._report(finished=True)
+    self._finished = True
+
+  def _report(self, finished: bool) -> None:
+    state = Progress(self._description, self._done, self._total, time.monotonic() - self._start,
+                     self._unit, finished)
+    logger.info('%s: %d%s %ss in %.1f s', self._description, self._done,
+                f'/{self._total}' if self._total is not None else '', self._unit, state.elapsed,
+                extra={'progress': state})
+
+
 def track(items: Iterable[_T], total: Optional[int], description: str,
           unit: str = 'image') -> Iterator[_T]:
   """Yields `items`, reporting how many have been handled and for how long.
@@ -43,24 +83,8 @@ def track(items: Iterable[_T], total: Optional[int], description: str,
   record (`finished`) comes when `items` ends, also for a loop of unknown
   length (`total=None`), unless the loop ended before its first record.
   """
-  start = time.monotonic()
-  last_report = start
-  done = 0
-  reported = False
-
-  def report(finished: bool) -> None:
-    state = Progress(description, done, total, time.monotonic() - start, unit, finished)
-    logger.info('%s: %d%s %ss in %.1f s', description, done,
-                f'/{total}' if total is not None else '', unit, state.elapsed,
-                extra={'progress': state})
-
+  tracker = Tracker(total, description, unit)
   for item in items:
     yield item
-    done += 1
-    now = time.monotonic()
-    if now - last_report >= _INTERVAL_SECONDS:
-      last_report = now
-      reported = True
-      report(finished=False)
-  if reported:
-    report(finished=True)
+    tracker.advance()
+  tracker.finish()

@@ -6,7 +6,7 @@ from their flags: the local runner on the DirectRunner, the Kubeflow runner on
 the DirectRunner in the component pod, on Dataflow or on a Flink cluster.
 """
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from tfx import v1 as tfx
 
@@ -21,6 +21,10 @@ DEFAULT_FLINK_WORKER_POOL = 'localhost:50000'
 # Nodes whose Beam work is TensorFlow ops that release the GIL: on the
 # DirectRunner they run on threads (see `direct_thread_beam_args`).
 THREADED_NODE_IDS = (names.EXAMPLE_GEN,)
+# Nodes whose records (the image bytes) pass between Beam stages: on the
+# DirectRunner they run in the component's own process (see
+# `direct_in_process_beam_args`), where nothing is lost on the way.
+IN_PROCESS_NODE_IDS = (names.FEATURE_GEN,)
 # This project's setup.py: present in a clone and in the pipeline image (/pipeline).
 _SETUP_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'setup.py')
 
@@ -54,6 +58,42 @@ def direct_thread_beam_args(num_threads: int) -> List[str]:
   """
   return ['--direct_running_mode=multi_threading', f'--direct_num_workers={num_threads}',
           *_local_dependency_args()]
+
+
+def direct_in_process_beam_args() -> List[str]:
+  """Beam's DirectRunner in the component's own process (`in_memory`, one worker).
+
+  Why: in the other two modes the runner talks to its workers over the Fn
+  API's gRPC data plane, and Beam 2.61 loses data there without an error.
+  The runner's side of each stream is a
+  `apache_beam.runners.worker.data_plane.TimeBasedBufferingClosableOutputStream`
+  (fn_api_runner/worker_handlers.py creates its BeamFnDataServicer with
+  DATA_BUFFER_TIME_LIMIT_MS = 1000; multi_threading's embedded workers use the
+  same for their outputs). A PeriodicThread calls its `flush()` every second,
+  which sends `get()` and then `_clear()`s the buffer under `_flush_lock`;
+  `write()` takes no lock. `fn_runner.BundleManager._send_input_to_worker`
+  writes a stage's input buffer chunk by chunk (about 10 MB each), so a chunk
+  written between that `get()` and `_clear()` is erased unsent: the worker
+  never sees its ~111 Flickr8k-size images, and nothing fails. It takes a
+  bundle input that needs longer than the flush interval to write: with
+  8,000 records of 95 KB between two stages (the old feature pass at Flickr8k
+  size) chunks were lost in 3 of 4 runs on 2 worker processes and in 3 of 3 on
+  2 threads; with 3,000 such records in none of 4 (tests/test_feature_pass.py).
+  The in-memory mode hands buffers over with no data plane and no timer
+  (data_plane.InMemoryDataChannel).
+
+  One process costs the feature pass nothing: its work is the backbone's
+  TensorFlow ops, which use every core from one process, with one model load.
+  """
+  return ['--direct_running_mode=in_memory', '--direct_num_workers=1', *_local_dependency_args()]
+
+
+def direct_node_beam_args(num_workers: int) -> Dict[str, List[str]]:
+  """Per-node Beam options on the DirectRunner (`create_pipeline`'s
+  `node_beam_pipeline_args`): the THREADED_NODE_IDS on `num_workers`
+  threads, the IN_PROCESS_NODE_IDS in their own process."""
+  return {**{node_id: direct_thread_beam_args(num_workers) for node_id in THREADED_NODE_IDS},
+          **{node_id: direct_in_process_beam_args() for node_id in IN_PROCESS_NODE_IDS}}
 
 
 def dataflow_beam_args(project: str, region: str, temp_location: str, image: str,
@@ -94,10 +134,3 @@ def flink_beam_args(flink_master: str, environment_type: str, environment_config
   if parallelism is not None:
     args.append(f'--parallelism={parallelism}')
   return args
-
-
-def use_direct_threads(pipeline: tfx.dsl.Pipeline, num_workers: int) -> None:
-  """Runs the THREADED_NODE_IDS of `pipeline` on DirectRunner threads, `num_workers` of them."""
-  for component in pipeline.components:
-    if component.id in THREADED_NODE_IDS:
-      component.with_beam_pipeline_args(direct_thread_beam_args(num_workers))

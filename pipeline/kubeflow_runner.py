@@ -107,12 +107,12 @@ def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
       evaluation_config=settings.evaluation_config(args, config_lib.EvaluationConfig()),
       metadata_connection_config=None,
       beam_pipeline_args=_beam_args(args),
+      node_beam_pipeline_args=(beam_args.direct_node_beam_args(args.beam_workers)
+                               if args.beam_runner == 'direct' else None),
       enable_cache=not args.no_cache,
       restval_split=args.restval_split,
       # Open-source KFP rejects TFX resolver tasks; Vertex AI Pipelines runs them.
       resolve_last_blessed_model=args.target == 'vertex')
-  if args.beam_runner == 'direct':
-    beam_args.use_direct_threads(pipeline, args.beam_workers)
   resources = trainer_resources(args.gpu_type, args.gpu_count, args.trainer_cpu_limit,
                                 args.trainer_memory_limit)
   if resources is not None:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+from typing import Dict, List
 
 from ml_metadata import metadata_store
 from tfx import v1 as tfx
@@ -52,6 +53,17 @@ def _ensure_embedded_dataset(data_dir: str, num_images: int, seed: int) -> None:
     json.dump(wanted, f)
 
 
+def _node_beam_args(num_workers: int) -> Dict[str, List[str]]:
+  """The DirectRunner's per-node modes (pipeline/beam_args.py), and one
+  worker for the _ORDERED_OUTPUT_NODES: the Transform writes records in the
+  order its Beam workers finish, and the Trainers' seeded shuffle starts from
+  that order, so with more than one worker two runs of one command would
+  train on different batches. (The ExampleGen's threads write the same files
+  in the same order on every run.)"""
+  return {**beam_args.direct_node_beam_args(num_workers),
+          **{node_id: beam_args.direct_beam_args(1) for node_id in _ORDERED_OUTPUT_NODES}}
+
+
 def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
   """Runs the pipeline the flags describe; see local_runner.main for the exit codes."""
   embedded = args.data_dir is None
@@ -85,16 +97,9 @@ def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
           args, config_lib.EMBEDDED_EVALUATION if embedded else config_lib.EvaluationConfig()),
       metadata_connection_config=connection_config,
       beam_pipeline_args=beam_args.direct_beam_args(args.beam_workers),
+      node_beam_pipeline_args=_node_beam_args(args.beam_workers),
       enable_cache=not args.no_cache,
       restval_split=args.restval_split)
-  # The Transform writes records in the order its Beam workers finish, and the
-  # Trainers' seeded shuffle starts from that order: with more than one worker,
-  # two runs of one command would train on different batches. The ExampleGen's
-  # threads write the same files in the same order on every run.
-  for component in pipeline.components:
-    if component.id in _ORDERED_OUTPUT_NODES:
-      component.with_beam_pipeline_args(beam_args.direct_beam_args(1))
-  beam_args.use_direct_threads(pipeline, args.beam_workers)
 
   def settle() -> None:
     store = metadata_store.MetadataStore(connection_config)

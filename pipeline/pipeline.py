@@ -3,7 +3,7 @@
 `create_pipeline` takes every environment-specific value as an argument; the
 local and Kubeflow runners only build those values and call it.
 """
-from typing import List, Optional
+from typing import List, Mapping, Optional, Sequence
 
 from tfx import v1 as tfx
 from tfx.proto import transform_pb2
@@ -32,6 +32,7 @@ def create_pipeline(
     evaluation_config: config_lib.EvaluationConfig,
     metadata_connection_config: Optional[tfx.orchestration.metadata.ConnectionConfigType] = None,
     beam_pipeline_args: Optional[List[str]] = None,
+    node_beam_pipeline_args: Optional[Mapping[str, Sequence[str]]] = None,
     enable_cache: bool = True,
     resolve_last_blessed_model: bool = True,
     restval_split: str = features.DEFAULT_RESTVAL_SPLIT,
@@ -53,6 +54,9 @@ def create_pipeline(
     metadata_connection_config: ML Metadata store; None on Kubeflow, which
       brings its own.
     beam_pipeline_args: Beam options for the Beam-backed components.
+    node_beam_pipeline_args: node id -> Beam options for that node, after
+      (so overriding) `beam_pipeline_args` (pipeline/beam_args.py builds
+      them, e.g. the DirectRunner mode each node needs).
     enable_cache: reuse outputs of components whose inputs did not change.
     resolve_last_blessed_model: look up the last blessed captioner so a new one
       must not regress against it. Open-source Kubeflow Pipelines cannot run
@@ -136,16 +140,33 @@ def create_pipeline(
       split=features.DEMO_SPLIT,
   ).with_id(names.DEMO_GALLERY)
 
+  components = [c for c in (example_gen, statistics_gen, schema_gen, example_validator, transform,
+                            feature_gen, trainer, baseline_trainer, resolver, evaluator, pusher,
+                            gallery) if c]
+  _add_node_beam_args(components, node_beam_pipeline_args or {})
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
-      components=[c for c in (example_gen, statistics_gen, schema_gen, example_validator, transform,
-                              feature_gen, trainer, baseline_trainer, resolver, evaluator, pusher,
-                              gallery) if c],
+      components=components,
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [],
   )
+
+
+def _add_node_beam_args(components, node_beam_pipeline_args: Mapping[str, Sequence[str]]) -> None:
+  """Gives each node named in `node_beam_pipeline_args` its own Beam options.
+
+  Raises:
+    ValueError: naming the ids that are no Beam-backed node of the pipeline.
+  """
+  beam_nodes = {c.id: c for c in components if hasattr(c, 'with_beam_pipeline_args')}
+  unknown = sorted(set(node_beam_pipeline_args) - set(beam_nodes))
+  if unknown:
+    raise ValueError(f'node_beam_pipeline_args names {unknown}, which are not Beam-backed nodes '
+                     f'of the pipeline ({sorted(beam_nodes)}).')
+  for node_id, args in node_beam_pipeline_args.items():
+    beam_nodes[node_id].with_beam_pipeline_args(list(args))
 
 
 def _trainer(transform, schema_gen, trainer_config: config_lib.TrainerConfig,

@@ -255,6 +255,8 @@ def test_direct_runner_on_cpu(tmp_path_factory):
   assert _container(spec, names.TRANSFORM)['args'][-len(direct):] == direct
   threads = beam_args.direct_thread_beam_args(4)
   assert _container(spec, names.EXAMPLE_GEN)['args'][-len(threads):] == threads
+  in_process = beam_args.direct_in_process_beam_args()
+  assert _container(spec, names.FEATURE_GEN)['args'][-len(in_process):] == in_process
 
 
 @pytest.mark.parametrize('flags, message', [

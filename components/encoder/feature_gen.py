@@ -39,10 +39,19 @@ artifact embeds this backbone; the evaluator and the gallery check that by
 comparing its encoder weights with `weights_fingerprint` (no image encoded),
 so a rerun that retrains only the decoder runs no backbone at all.
 
-Progress: every PROGRESS_EVERY images each Beam worker logs how many it has
-done and at what rate, with Python's `logging` (as the trainer logs), which
-Beam forwards from its workers into the runner's output.
+Nothing lost: before the Beam pass the image ids of every split are read
+from the examples (only that feature, in C++); after it, the ids in the
+written feature files must be exactly those, once each, or the component
+fails with MissingFeaturesError naming the split and the ids (`reconcile`).
+
+Progress: the pass reports images done of the total through
+components/progress.py (`captioner.progress`), which the local runner's
+console draws as a bar with images/s and time left. The local runner runs
+this component's Beam work in its own process (pipeline/beam_args.py says
+why), so those records reach the terminal; on a runner with remote workers
+each worker reports its own share into its log.
 """
+import collections
 import dataclasses
 import hashlib
 import itertools
@@ -50,7 +59,7 @@ import json
 import logging
 import os
 import time
-from typing import Collection, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.ml.inference import base as inference_base
@@ -70,8 +79,12 @@ from components.encoder import image_features as image_features_lib
 
 # Images per backbone call (RunInference's batches; the last one of a bundle may be smaller).
 DEFAULT_BATCH_SIZE = 32
-# A progress line per worker every this many images.
-PROGRESS_EVERY = 256
+# The progress bar's description on the console.
+PROGRESS_DESCRIPTION = 'feature pass'
+# Records per tf.data batch when only the ids of a split are read.
+_ID_BATCH = 1024
+# Ids named in a MissingFeaturesError, per split.
+_IDS_SHOWN = 20
 # RunInference's counters: `num_inferences` (images run through the backbone) in this namespace.
 METRICS_NAMESPACE = 'captioner_backbone'
 _INFERENCE_COUNTER = 'num_inferences'
@@ -85,6 +98,10 @@ _SPLIT_NAMES_PROPERTY = 'split_names'
 
 class ParityError(ValueError):
   """Features of the same image bytes differ between the cache and the serving graph's encoder."""
+
+
+class MissingFeaturesError(RuntimeError):
+  """The feature files of a split do not hold exactly the images the pass read."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,18 +192,17 @@ class BackboneHandler(inference_base.ModelHandler):
     return METRICS_NAMESPACE
 
 
-class _LogProgress(beam.DoFn):
-  """Passes elements through, logging images done and images/s every PROGRESS_EVERY."""
+class _Progress(beam.DoFn):
+  """Passes elements through, reporting images done of `total` (components/progress.py)."""
+
+  def __init__(self, total: int):
+    self._total = total
 
   def setup(self):
-    self._count, self._start = 0, time.monotonic()
+    self._tracker = progress.Tracker(self._total, PROGRESS_DESCRIPTION)
 
   def process(self, element):
-    self._count += 1
-    if self._count % PROGRESS_EVERY == 0:
-      seconds = time.monotonic() - self._start
-      logging.info('Feature pass (this worker): %d images, %.1f images/s.',
-                   self._count, self._count / seconds)
+    self._tracker.advance()
     yield element
 
 
@@ -199,14 +215,21 @@ def feature_example(image_id: str, vector: np.ndarray) -> bytes:
   })).SerializeToString()
 
 
-def _keyed_image(serialized: bytes, split: str) -> Tuple[Tuple[str, str], bytes]:
-  """An ExampleGen record -> ((split, image id), encoded image)."""
-  example = records.parse_image_example(serialized)
-  return (split, example.image_id), example.image
+def _keyed_image(file_and_record: Tuple[str, bytes], split_of_dir: Mapping[str, str]
+                 ) -> Tuple[Tuple[str, str], bytes]:
+  """(ExampleGen record file, record) -> ((split, image id), encoded image)."""
+  path, serialized = file_and_record
+  example = records.parse_image_example(serialized, where=path)
+  return (split_of_dir[os.path.dirname(path)], example.image_id), example.image
 
 
 def split_dir(uri: str, split: str) -> str:
   return os.path.join(uri, f'Split-{split}')
+
+
+def feature_files(uri: str, split: str) -> List[str]:
+  """The gzipped TFRecord files of one split of an ImageFeatures artifact, sorted."""
+  return sorted(tf.io.gfile.glob(os.path.join(split_dir(uri, split), '*.gz')))
 
 
 def read_features(uri: str, split: str, image_ids: Optional[Collection[str]] = None
@@ -219,7 +242,7 @@ def read_features(uri: str, split: str, image_ids: Optional[Collection[str]] = N
     ValueError: if an image id occurs twice among the records read (every
       record without `image_ids`), naming the file.
   """
-  paths = sorted(tf.io.gfile.glob(os.path.join(split_dir(uri, split), '*.gz')))
+  paths = feature_files(uri, split)
   if not paths:
     raise FileNotFoundError(f'No feature file in {split_dir(uri, split)} (split {split!r}).')
   spec = {features.IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string),
@@ -236,6 +259,53 @@ def read_features(uri: str, split: str, image_ids: Optional[Collection[str]] = N
         if image_ids is not None and len(vectors) == len(image_ids):
           return vectors  # all found: the rest of a large split need not be parsed
   return vectors
+
+
+def image_ids(paths: Sequence[str]) -> List[str]:
+  """The features.IMAGE_ID_KEY of every record in gzipped TFRecord files of
+  tf.Example (examples or features), in file order.
+
+  Parses that feature alone, in C++ batches, so that a split of large images
+  is read at disk speed.
+  """
+  if not paths:
+    return []
+  spec = {features.IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string)}
+  dataset = tf.data.TFRecordDataset(list(paths), compression_type='GZIP').batch(_ID_BATCH).map(
+      lambda batch: tf.io.parse_example(batch, spec)[features.IMAGE_ID_KEY])
+  return [image_id.decode('utf-8') for batch in dataset.as_numpy_iterator() for image_id in batch]
+
+
+def reconcile(uri: str, read: Mapping[str, Sequence[str]]) -> Dict[str, int]:
+  """Checks that each split's feature files hold every image id read, once, and no other.
+
+  Args:
+    uri: the ImageFeatures artifact.
+    read: split -> the image ids the pass read from its examples.
+
+  Returns:
+    split -> images with features.
+
+  Raises:
+    MissingFeaturesError: naming every split that differs, how many ids are
+      missing, duplicated or unexpected, and the first _IDS_SHOWN of each.
+  """
+  problems, counts = [], {}
+  for split, read_ids in read.items():
+    written = collections.Counter(image_ids(feature_files(uri, split)))
+    missing = sorted(set(read_ids) - set(written))
+    twice = sorted(image_id for image_id, count in written.items() if count > 1)
+    unexpected = sorted(set(written) - set(read_ids))
+    counts[split] = len(written)
+    for what, ids in (('missing', missing), ('written more than once', twice),
+                      ('not among the examples', unexpected)):
+      if ids:
+        problems.append(f'split {split!r}: {len(ids)} of {len(read_ids)} images {what}: '
+                        f'{ids[:_IDS_SHOWN]}{" ..." if len(ids) > _IDS_SHOWN else ""}')
+  if problems:
+    raise MissingFeaturesError(f'The feature pass did not write one feature vector per image '
+                               f'read, in {uri}: ' + '; '.join(problems))
+  return counts
 
 
 def check_parity(uri: str, examples: artifact.Artifact, splits: Sequence[str], sample: int) -> int:
@@ -309,6 +379,43 @@ def build_encoder(backbone: str, image_size: int, pooling: str,
       feature_dim=int(extractor.output_shape[-1]))
 
 
+def write_features(pipeline: beam.Pipeline, split_paths: Mapping[str, Sequence[str]],
+                   handler: inference_base.ModelHandler, uri: str, total: int) -> None:
+  """Adds the feature pass to `pipeline`: every record of `split_paths`
+  (split -> ExampleGen record files) through `handler`, written per split
+  into `uri` as the module docstring lays out.
+
+  One read over every split's files (one RunInference, so one model load per
+  worker), keyed by (split, image id): the records stream from the files
+  through the backbone into the writers, and no image bytes wait in the
+  runner's buffers between stages (a Flatten of one read per split did that:
+  the whole dataset's JPEGs in memory).
+
+  Args:
+    handler: runs a batch of encoded images, giving PredictionResults whose
+      `inference` is the feature vector (BackboneHandler; tests pass others).
+    total: images in `split_paths`, for the progress bar.
+  """
+  splits = list(split_paths)
+  split_of_dir = {os.path.dirname(path): split for split, paths in split_paths.items() for path in paths}
+  vectors = (pipeline
+             | 'ListExampleFiles' >> beam.Create(sorted(itertools.chain(*split_paths.values())))
+             | 'ReadExamples' >> beam.io.ReadAllFromTFRecord(
+                 compression_type=beam.io.filesystem.CompressionTypes.GZIP, with_filename=True)
+             | 'Key' >> beam.Map(_keyed_image, split_of_dir)
+             | 'RunBackbone' >> inference_base.RunInference(inference_base.KeyedModelHandler(handler))
+             | 'Progress' >> beam.ParDo(_Progress(total)))
+  per_split = vectors | 'BySplit' >> beam.Partition(
+      lambda keyed, _: splits.index(keyed[0][0]), len(splits))
+  for split, split_vectors in zip(splits, per_split):
+    _ = (split_vectors
+         | f'ToExample[{split}]' >> beam.MapTuple(
+             lambda key, result: feature_example(key[1], result.inference))
+         | f'Write[{split}]' >> beam.io.WriteToTFRecord(
+             os.path.join(split_dir(uri, split), names.FEATURES_FILE_PREFIX),
+             file_name_suffix='.gz'))
+
+
 @tfx.dsl.components.component(use_beam=True)
 def ImageFeatureGen(
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
@@ -350,30 +457,12 @@ def ImageFeatureGen(
   write_encoder_info(info, os.path.join(image_features.uri, names.ENCODER_FILE))
   logging.info('Feature pass with %s.', info)
 
-  handler = inference_base.KeyedModelHandler(
-      BackboneHandler(backbone_dir(image_features.uri), batch_size=batch_size))
   splits = artifact_utils.decode_split_names(examples.split_names)
-  # One RunInference over every split (one model load per worker), keyed by (split, image id).
-  keyed_images = [
-      beam_pipeline
-      | f'Read[{split}]' >> beam.io.ReadFromTFRecord(
-          os.path.join(artifact_utils.get_split_uri([examples], split), '*.gz'),
-          compression_type=beam.io.filesystem.CompressionTypes.GZIP)
-      | f'Key[{split}]' >> beam.Map(_keyed_image, split)
-      for split in splits]
-  vectors = (keyed_images
-             | 'Flatten' >> beam.Flatten()
-             | 'RunBackbone' >> inference_base.RunInference(handler)
-             | 'Progress' >> beam.ParDo(_LogProgress()))
-  per_split = vectors | 'BySplit' >> beam.Partition(
-      lambda keyed, _: splits.index(keyed[0][0]), len(splits))
-  for split, split_vectors in zip(splits, per_split):
-    _ = (split_vectors
-         | f'ToExample[{split}]' >> beam.MapTuple(
-             lambda key, result: feature_example(key[1], result.inference))
-         | f'Write[{split}]' >> beam.io.WriteToTFRecord(
-             os.path.join(split_dir(image_features.uri, split), names.FEATURES_FILE_PREFIX),
-             file_name_suffix='.gz'))
+  split_paths = {split: records.split_files(examples, split) for split in splits}
+  read = {split: image_ids(paths) for split, paths in split_paths.items()}
+  total = sum(len(ids) for ids in read.values())
+  handler = BackboneHandler(backbone_dir(image_features.uri), batch_size=batch_size)
+  write_features(beam_pipeline, split_paths, handler, image_features.uri, total)
   start = time.monotonic()
   result = beam_pipeline.run()
   result.wait_until_finish()
@@ -382,6 +471,8 @@ def ImageFeatureGen(
       beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(_INFERENCE_COUNTER)
   )['counters']
   passes = int(sum(counter.committed for counter in counters))
+  counts = reconcile(image_features.uri, read)
+  logging.info('Feature pass: features for every image read, per split %s.', counts)
   progress.logger.info('  feature pass: %d images through %s in %.1f s (%.1f images/s)',
                        passes, backbone, seconds, passes / max(seconds, 1e-9))
 
