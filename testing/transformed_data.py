@@ -37,6 +37,7 @@ from components import artifacts
 from components import names
 from components.encoder import feature_gen
 from components.encoder import image_features
+from components.encoder import precision as precision_lib
 from components import features
 from components import records
 from components.ingestion import shapes_dataset
@@ -114,7 +115,8 @@ def build_transformed_data(work_dir: str, num_images: int, image_size: int, seed
 def build_image_features(examples_uri: str, out_dir: str,
                          trainer_config: config_lib.TrainerConfig) -> standard_artifacts.Artifact:
   """Runs the ImageFeatureGen executor on the raw Examples at `examples_uri` (every split)
-  with `trainer_config`'s encoder settings, on the in-process DirectRunner."""
+  with `trainer_config`'s encoder settings ('auto' precision resolved as the pipeline
+  resolves it), on the in-process DirectRunner."""
   examples = standard_artifacts.Examples()
   examples.uri = examples_uri
   examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
@@ -124,7 +126,8 @@ def build_image_features(examples_uri: str, out_dir: str,
       {'backbone': trainer_config.backbone,
        'image_size': image_features.image_size_of(trainer_config.backbone, trainer_config.image_size),
        'pooling': trainer_config.pooling, 'seed': trainer_config.seed,
-       'backbone_weights': trainer_config.backbone_weights},
+       'backbone_weights': trainer_config.backbone_weights,
+       'precision': precision_lib.resolve(trainer_config.precision)},
       out_dir)['image_features']
 
 
