@@ -27,6 +27,12 @@ class TransformConfig:
 
 # How the frozen backbone's output becomes one vector per image (components/encoder/image_features.py).
 POOLINGS = ('fc2', 'avg', 'flatten')
+# The frozen backbone's arithmetic (components/encoder/precision.py): 'auto' is
+# bfloat16 where the hardware has bfloat16 units (AMX/AVX512-BF16 CPUs, GPUs of
+# compute capability 8.0+), float32 elsewhere; resolved when the pipeline is built.
+AUTO_PRECISION = 'auto'
+RESOLVED_PRECISIONS = ('float32', 'bfloat16')
+PRECISIONS = (AUTO_PRECISION,) + RESOLVED_PRECISIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +49,9 @@ class TrainerConfig:
   # last conv block (InceptionV3's 2,048-d pool, the paper's for it); 'flatten'
   # keeps its spatial layout (position words need it).
   pooling: str = 'fc2'
+  # The frozen backbone's precision, one of PRECISIONS: its features (cached and
+  # served) come from this arithmetic.
+  precision: str = AUTO_PRECISION
   # Show and Tell uses 512-unit LSTMs and 512-d embeddings; the brief asks 300-d.
   embedding_dim: int = 300
   lstm_units: int = 512

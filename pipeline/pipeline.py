@@ -11,6 +11,7 @@ from tfx.proto import transform_pb2
 from components import names
 from components import features
 from components.encoder import image_features
+from components.encoder import precision as precision_lib
 from components.encoder.feature_gen import ImageFeatureGen
 from components.encoder.feature_gen import weights_file_digest
 from components.evaluation.caption_evaluator import CaptionEvaluator
@@ -93,6 +94,9 @@ def create_pipeline(
       pooling=trainer_config.pooling,
       seed=trainer_config.seed,
       backbone_weights=trainer_config.backbone_weights,
+      # 'auto' resolved here, on the machine that builds the pipeline: the cache key holds
+      # the precision that computes the features.
+      precision=precision_lib.resolve(trainer_config.precision),
       backbone_weights_sha256=weights_file_digest(
           trainer_config.backbone_weights)).with_id(names.FEATURE_GEN)
   # The Show-and-Tell captioner, trained from the cached features (or on the fly with

@@ -32,12 +32,14 @@ class TinyCaptioner(NamedTuple):
   vocabulary: List[str]  # features.SPECIAL_TOKENS, then the words
 
 
-def build_tiny_captioner(seed: int = 0, max_length: int = 7, words: Sequence[str] = WORDS) -> TinyCaptioner:
-  """Builds the tiny random-weight captioner for captions of up to `max_length` words of `words`."""
+def build_tiny_captioner(seed: int = 0, max_length: int = 7, words: Sequence[str] = WORDS,
+                         precision: str = 'float32') -> TinyCaptioner:
+  """Builds the tiny random-weight captioner for captions of up to `max_length` words of `words`,
+  its backbone computing in `precision` ('float32' or 'bfloat16')."""
   keras.utils.set_random_seed(seed)
   vocabulary = list(features.SPECIAL_TOKENS) + list(words)
   feature_extractor = image_features.build_feature_extractor(
-      'vgg16', image_size=IMAGE_SIZE, weights=None, pooling='avg')
+      'vgg16', image_size=IMAGE_SIZE, weights=None, pooling='avg', precision=precision)
   caption_model = model_lib.build_caption_model(
       vocab_size=len(vocabulary), feature_dim=feature_extractor.output_shape[-1],
       sequence_length=max_length + 1, embedding_dim=8, lstm_units=8)

@@ -35,7 +35,6 @@ from tfx.utils import proto_utils
 from components import artifacts
 from components import names
 from components.encoder import feature_gen
-from components.encoder import image_features
 from components import features
 from components import records
 from components.ingestion import shapes_dataset
@@ -108,7 +107,8 @@ def build_transformed_data(work_dir: str, num_images: int, image_size: int, seed
 def build_image_features(examples_uri: str, out_dir: str,
                          trainer_config: config_lib.TrainerConfig) -> standard_artifacts.Artifact:
   """Runs the ImageFeatureGen executor on the raw Examples at `examples_uri` (every split)
-  with the parameters the pipeline gives it for `trainer_config`, on the in-process DirectRunner."""
+  with the parameters the pipeline gives it for `trainer_config` ('auto' precision resolved
+  as the pipeline resolves it), on the in-process DirectRunner."""
   examples = standard_artifacts.Examples()
   examples.uri = examples_uri
   examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))

@@ -18,7 +18,7 @@ Output `image_features` (components.artifacts.ImageFeatures):
         -> features.IMAGE_FEATURES_KEY float32 [None, feature_dim]
       (decode and resize as the serving graph does, then the backbone).
   <uri>/names.ENCODER_FILE    JSON `EncoderInfo`: backbone, weights,
-      weights_fingerprint, image_size, pooling, feature_dim.
+      weights_fingerprint, image_size, pooling, feature_dim, precision.
   <uri>/Split-<split>/names.FEATURES_FILE_PREFIX-*.gz  per split of the
       examples, gzipped TFRecords of tf.Example, one per image:
         features.IMAGE_ID_KEY        bytes [1]
@@ -33,7 +33,9 @@ Beam pass, the first `parity_sample` images of every split are encoded again
 from their bytes the way the exported serving graph encodes them (the saved
 backbone loaded as the Trainer loads it, then
 image_features.encode_images, the function the exporter puts in front of the
-decoder), in one batch, and must equal the cached vectors exactly; otherwise
+decoder, traced into a graph as the exporter traces it: in bfloat16 TensorFlow's
+eager kernels round otherwise than the graph's fused ones), in one batch, and
+must equal the cached vectors exactly; otherwise
 the component fails with ParityError naming the images. A model trained on the
 artifact embeds this backbone; the evaluator and the gallery check that by
 comparing its encoder weights with `weights_fingerprint` (no image encoded),
@@ -76,6 +78,7 @@ from components import progress
 from components import records
 from components.artifacts import ImageFeatures
 from components.encoder import image_features as image_features_lib
+from components.encoder import precision as precision_lib
 
 # Images per backbone call (RunInference's batches; the last one of a bundle may be smaller).
 DEFAULT_BATCH_SIZE = 32
@@ -113,6 +116,9 @@ class EncoderInfo:
   image_size: int  # square input side in pixels
   pooling: str  # one of config_lib.POOLINGS
   feature_dim: int
+  # 'float32' or 'bfloat16' (resolved, components/encoder/precision.py): the
+  # backbone's arithmetic. Artifacts from before the setting computed in float32.
+  precision: str = precision_lib.FLOAT32
 
 
 def weights_fingerprint(variables: Sequence[tf.Variable]) -> str:
@@ -319,6 +325,11 @@ def check_parity(uri: str, examples: artifact.Artifact, splits: Sequence[str], s
     ParityError: naming the split, the images that differ and the largest difference.
   """
   backbone = load_backbone(uri)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def encode(images):  # a graph, as in the exporter and the saved backbone's signature
+    return image_features_lib.encode_images(backbone, images)
+
   passes = 0
   for split in splits:
     batch = list(itertools.islice(records.iter_split_examples(examples, split), sample))
@@ -329,8 +340,7 @@ def check_parity(uri: str, examples: artifact.Artifact, splits: Sequence[str], s
     missing = [image_id for image_id in ids if image_id not in cached]
     if missing:
       raise ParityError(f'Images {missing} of split {split!r} have no features in {uri}.')
-    served = image_features_lib.encode_images(
-        backbone, tf.constant([example.image for example in batch])).numpy()
+    served = encode(tf.constant([example.image for example in batch])).numpy()
     passes += len(batch)
     differing = [image_id for image_id, vector in zip(ids, served)
                  if not np.array_equal(vector, cached[image_id])]
@@ -367,16 +377,16 @@ def weights_file_digest(backbone_weights: Optional[str]) -> Optional[str]:
   return digest.hexdigest()
 
 
-def build_encoder(backbone: str, image_size: int, pooling: str,
-                  backbone_weights: Optional[str]) -> Tuple[keras.Model, EncoderInfo]:
+def build_encoder(backbone: str, image_size: int, pooling: str, backbone_weights: Optional[str],
+                  precision: str = precision_lib.FLOAT32) -> Tuple[keras.Model, EncoderInfo]:
   """The frozen feature extractor for these settings, and its EncoderInfo."""
   extractor = image_features_lib.build_feature_extractor(
-      backbone, image_size=image_size, weights=backbone_weights, pooling=pooling)
+      backbone, image_size=image_size, weights=backbone_weights, pooling=pooling, precision=precision)
   return extractor, EncoderInfo(
       backbone=backbone, weights=backbone_weights or 'none',
       weights_fingerprint=weights_fingerprint(extractor.weights),
       image_size=int(extractor.input_shape[1]), pooling=pooling,
-      feature_dim=int(extractor.output_shape[-1]))
+      feature_dim=int(extractor.output_shape[-1]), precision=precision)
 
 
 def write_features(pipeline: beam.Pipeline, split_paths: Mapping[str, Sequence[str]],
@@ -428,6 +438,7 @@ def ImageFeatureGen(
     backbone_weights_sha256: tfx.dsl.components.Parameter[str] = None,
     batch_size: tfx.dsl.components.Parameter[int] = DEFAULT_BATCH_SIZE,
     parity_sample: tfx.dsl.components.Parameter[int] = DEFAULT_PARITY_SAMPLE,
+    precision: tfx.dsl.components.Parameter[str] = precision_lib.FLOAT32,
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
   """Builds the frozen backbone, saves it, writes every split's features and checks their parity.
@@ -445,13 +456,21 @@ def ImageFeatureGen(
       the cache tells weights files at the same path apart; checked here.
     batch_size: images per backbone call.
     parity_sample: images per split re-encoded by `check_parity`.
+    precision: the backbone's arithmetic, 'float32' or 'bfloat16': resolved
+      (precision_lib.resolve) when the pipeline is built, never 'auto', so that
+      TFX's cache, keyed on the parameters, never hands features of one
+      precision to a run of the other.
     beam_pipeline: injected by TFX with the pipeline's Beam arguments.
   """
   if backbone_weights_sha256 != weights_file_digest(backbone_weights):
     raise ValueError(f'Backbone weights file {backbone_weights} changed after the pipeline was '
                      f'built (sha256 {backbone_weights_sha256} expected); build it again.')
+  if precision not in precision_lib.KERAS_POLICIES:
+    raise ValueError(f'ImageFeatureGen takes a resolved precision, one of '
+                     f'{sorted(precision_lib.KERAS_POLICIES)}, got {precision!r} (resolve it with '
+                     'components.encoder.precision.resolve when building the pipeline).')
   keras.utils.set_random_seed(seed)
-  extractor, info = build_encoder(backbone, image_size, pooling, backbone_weights)
+  extractor, info = build_encoder(backbone, image_size, pooling, backbone_weights, precision)
   save_backbone(extractor, backbone_dir(image_features.uri))
   del extractor  # the workers load the saved one: what they run is what the Trainer gets
   write_encoder_info(info, os.path.join(image_features.uri, names.ENCODER_FILE))

@@ -13,19 +13,31 @@ Poolings (what the feature vector is):
   'fc2'      VGG16's last hidden layer, 4,096-d, at 224 px: the paper's encoder
              (the classifier's softmax layer removed, its fully connected
              layers kept, so the input size is fixed at the one they were
-             trained at).
+             trained at). A batch of one image is padded to two rows before
+             those layers (`PadRows`): oneDNN multiplies a single row with
+             another kernel whose sums round differently, so an image alone
+             would get other features than in a batch.
   'avg'      the last conv block averaged over space: 512-d for VGG16, and for
              InceptionV3 its 2,048-d pool, the paper's encoder for that backbone.
   'flatten'  the last conv block flattened (7*7*512 = 25,088 values at 224 px):
              keeps where things are, at any input size; the embedded dataset's
              choice, whose captions say "left of" and "above".
+
+Precision (components/encoder/precision.py): 'bfloat16' builds the backbone
+under Keras' `mixed_bfloat16` policy, so its convolutions and dense layers
+compute in bfloat16 from float32 weights; the preprocessing before them and
+the features after them stay float32. The policy is stored in each layer's
+config, so the saved backbone, loaded by the Trainer and embedded in the
+serving graph, computes in the same precision as the feature pass.
 """
 import collections
+import contextlib
 
 import tensorflow as tf
 import tf_keras as keras
 
 from components import config as config_lib
+from components.encoder import precision as precision_lib
 
 Backbone = collections.namedtuple('Backbone', ['constructor', 'preprocess_input', 'default_image_size'])
 
@@ -37,6 +49,10 @@ DEFAULT_BACKBONE = 'vgg16'
 # The fully connected layers of VGG16 take exactly this input side.
 FC2_IMAGE_SIZE = 224
 _FC2_LAYER = 'fc2'
+# VGG16's layers around its fully connected head (keras.applications names).
+_LAST_POOL_LAYER, _FLATTEN_LAYER, _FC1_LAYER = 'block5_pool', 'flatten', 'fc1'
+# Rows the fully connected layers always see (see the module docstring, 'fc2').
+_MIN_DENSE_ROWS = 2
 
 
 def get_backbone(name):
@@ -104,7 +120,61 @@ class BackbonePreprocessing(keras.layers.Layer):
     return config
 
 
-def build_feature_extractor(backbone=DEFAULT_BACKBONE, image_size=None, weights=None, pooling='flatten'):
+@keras.saving.register_keras_serializable(package='captioner')
+class PadRows(keras.layers.Layer):
+  """Pads a batch [rows, dim] with zero rows up to `min_rows` (see the module docstring, 'fc2').
+
+  Each output row of a matrix product depends on its own input row only, and
+  from two rows on oneDNN's kernels give every row the same bits whatever the
+  batch (tests/test_feature_precision.py); padding costs next to nothing, since
+  on a CPU the dense layers are bound by reading their weights.
+  """
+
+  def __init__(self, min_rows=_MIN_DENSE_ROWS, **kwargs):
+    super().__init__(**kwargs)
+    self.min_rows = min_rows
+
+  def call(self, rows):
+    return tf.pad(rows, [[0, tf.maximum(self.min_rows - tf.shape(rows)[0], 0)], [0, 0]])
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(min_rows=self.min_rows)
+    return config
+
+
+@keras.saving.register_keras_serializable(package='captioner')
+class TakeRows(keras.layers.Layer):
+  """[padded, original] -> the first rows of `padded`, as many as `original` has (undoes PadRows)."""
+
+  def call(self, inputs):
+    padded, original = inputs
+    return padded[:tf.shape(original)[0]]
+
+
+@contextlib.contextmanager
+def _keras_policy(name):
+  """Layers created inside take the Keras dtype policy `name` (restored on exit)."""
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(name)
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def _vgg16_fc2(weights, pixels):
+  """VGG16 up to fc2 on preprocessed `pixels`, with PadRows around the fully connected layers."""
+  classifier = keras.applications.VGG16(include_top=True, weights=weights)
+  conv = keras.Model(classifier.input, classifier.get_layer(_LAST_POOL_LAYER).output, name=classifier.name)
+  conv.trainable = False
+  flat = classifier.get_layer(_FLATTEN_LAYER)(conv(pixels, training=False))
+  hidden = classifier.get_layer(_FC1_LAYER)(PadRows(name='pad_rows')(flat))
+  return TakeRows(name='take_rows')([classifier.get_layer(_FC2_LAYER)(hidden), flat])
+
+
+def build_feature_extractor(backbone=DEFAULT_BACKBONE, image_size=None, weights=None, pooling='flatten',
+                            precision=precision_lib.FLOAT32):
   """Builds the frozen encoder: pixels -> one feature vector per image.
 
   Args:
@@ -116,6 +186,9 @@ def build_feature_extractor(backbone=DEFAULT_BACKBONE, image_size=None, weights=
       path of a local .h5 weights file: the full VGG16 file (with its fully
       connected layers) for 'fc2', the headless ("notop") file otherwise.
     pooling: one of config_lib.POOLINGS (see the module docstring); 'fc2' is VGG16 only.
+    precision: 'float32' or 'bfloat16' (config_lib.RESOLVED_PRECISIONS; resolve
+      'auto' first with precision_lib.resolve): the arithmetic of the
+      convolutions and dense layers.
 
   Returns:
     A non-trainable keras Model: float32 [batch, size, size, 3] (0..255) ->
@@ -125,6 +198,9 @@ def build_feature_extractor(backbone=DEFAULT_BACKBONE, image_size=None, weights=
   spec = get_backbone(backbone)
   if pooling not in config_lib.POOLINGS:
     raise ValueError(f'Unknown pooling {pooling!r}; choose one of {config_lib.POOLINGS}.')
+  if precision not in precision_lib.KERAS_POLICIES:
+    raise ValueError(f'Unknown backbone precision {precision!r}; choose one of '
+                     f'{sorted(precision_lib.KERAS_POLICIES)} (resolve {config_lib.AUTO_PRECISION!r} first).')
   if weights not in (None, 'imagenet') and not tf.io.gfile.exists(weights):
     raise ValueError(f'Backbone weights file {weights!r} does not exist.')
   image_size = image_size_of(backbone, image_size)
@@ -136,19 +212,19 @@ def build_feature_extractor(backbone=DEFAULT_BACKBONE, image_size=None, weights=
                        f'layers are sized for it), got {image_size}.')
 
   images = keras.Input(shape=(image_size, image_size, 3), dtype=tf.float32, name='images')
-  x = BackbonePreprocessing(backbone, name='preprocess_input')(images)
-  if pooling == 'fc2':
-    classifier = spec.constructor(include_top=True, weights=weights)
-    net = keras.Model(classifier.input, classifier.get_layer(_FC2_LAYER).output, name=classifier.name)
-  else:
-    net = spec.constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3))
-  net.trainable = False
-  x = net(x, training=False)  # fc2: [batch, 4096]; otherwise [batch, h', w', channels]
-  if pooling == 'flatten':
-    x = keras.layers.Flatten(name='flatten')(x)
-  elif pooling == 'avg':
-    x = keras.layers.GlobalAveragePooling2D(name='avg_pool')(x)
-  features = keras.layers.Activation('linear', dtype='float32', name='features')(x)
+  with _keras_policy(precision_lib.KERAS_POLICIES[precision]):
+    x = BackbonePreprocessing(backbone, name='preprocess_input')(images)
+    if pooling == 'fc2':
+      x = _vgg16_fc2(weights, x)  # [batch, 4096]
+    else:
+      net = spec.constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3))
+      net.trainable = False
+      x = net(x, training=False)  # [batch, h', w', channels]
+    if pooling == 'flatten':
+      x = keras.layers.Flatten(name='flatten')(x)
+    elif pooling == 'avg':  # averaged in float32: 2,048 bfloat16 sums would lose digits
+      x = keras.layers.GlobalAveragePooling2D(dtype='float32', name='avg_pool')(x)
+    features = keras.layers.Activation('linear', dtype='float32', name='features')(x)
   model = keras.Model(images, features, name=f'{backbone}_features')
   model.trainable = False
   return model
