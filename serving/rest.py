@@ -55,6 +55,11 @@ DEFAULT_TIMEOUT_MS = 30_000  # tensorflow_model_server's --rest_api_timeout_in_m
 DEFAULT_MAX_CONNECTIONS = 512  # open REST connections; more are answered 503 and closed
 DEFAULT_IDLE_TIMEOUT_S = 30.0  # a connection that sends no request for this long is closed
 DEFAULT_WORKERS = 16  # requests whose JSON is parsed or whose model call waits at once
+# After answering a request whose body was not read (refused, or timed out),
+# what the client still sends is read and dropped for this long, so that it
+# gets to read the answer, then the connection is closed (aiohttp's default:
+# 10 s, which kept a timed-out connection open 10 s past its deadline).
+_LINGERING_S = 1.0
 
 # URL forms, from tensorflow_serving/model_servers/http_rest_api_util.cc.
 _API_PATH = re.compile(r'/v1/.*', re.IGNORECASE)
@@ -263,7 +268,7 @@ class RestServer:
     def connection():
       return _Connection(self._server, loop=self._loop, open_connections=open_connections,
                          max_connections=self._max_connections, keepalive_timeout=self._idle_timeout_s,
-                         access_log=None)
+                         lingering_time=_LINGERING_S, access_log=None)
 
     self._listener = await self._loop.create_server(connection, self._host, self._requested_port)
     self.port = self._listener.sockets[0].getsockname()[1]

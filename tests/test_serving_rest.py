@@ -29,7 +29,7 @@ MODEL = 'echo'
 PREDICT = f'/v1/models/{MODEL}:predict'.encode()
 MAX_BODY_BYTES = 1024 * 1024
 MAX_CONNECTIONS = 40
-TIMEOUT_MS = 3000
+TIMEOUT_MS = 2000
 
 
 def _signature_def():
