@@ -118,12 +118,12 @@ def _speed(examples_uri: str, image_features_uri: str, config: config_lib.Traine
   bare_before = feature_pass.predict_rate(backbone, images, feature_gen.DEFAULT_BATCH_SIZE)
   rerun = transformed_data.build_image_features(examples_uri, work_dir, config)
   bare_after = feature_pass.predict_rate(backbone, images, feature_gen.DEFAULT_BATCH_SIZE)
-  feature_pass = _rate(rerun.mlmd_artifact)
+  pass_rate = _rate(rerun.mlmd_artifact)
   bare = (bare_before + bare_after) / 2
   return {
-      'feature_pass_images_per_second': round(feature_pass, 2),
+      'feature_pass_images_per_second': round(pass_rate, 2),
       'bare_predict_images_per_second': round(bare, 2),
-      'ratio_feature_pass_to_bare_predict': round(feature_pass / bare, 2),
+      'ratio_feature_pass_to_bare_predict': round(pass_rate / bare, 2),
   }
 
 

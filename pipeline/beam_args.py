@@ -8,8 +8,6 @@ the DirectRunner in the component pod, on Dataflow or on a Flink cluster.
 import os
 from typing import Dict, List, Optional
 
-from tfx import v1 as tfx
-
 from components import names
 
 BEAM_RUNNERS = ('direct', 'dataflow', 'flink')

@@ -17,7 +17,6 @@ decoded dict). The executors run through testing/executors.py (Beam in memory,
 one worker).
 """
 import dataclasses
-import json
 import os
 import shutil
 from typing import List, Optional
@@ -25,12 +24,10 @@ from typing import List, Optional
 import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx.components.transform import executor as transform_executor
-from tfx.proto import transform_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils
-from tfx.utils import proto_utils
 
 from components import artifacts
 from components import names

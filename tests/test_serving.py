@@ -39,7 +39,6 @@ from tensorflow_serving.config import model_server_config_pb2
 from components import names
 from components import features
 from components import caption_signatures
-from components import records
 from components.evaluation import captioning
 from serving import batching
 from serving import client as client_lib
@@ -840,9 +839,9 @@ def test_bad_requests_are_logged_in_one_line_each_rate_limited(channel, caplog):
   with pytest.raises(grpc.RpcError):
     _predict(channel, {features.IMAGES_INPUT: _string_tensor([b'not an image'])})
 
-  records = [r for r in caplog.records if 'failed with INVALID_ARGUMENT' in r.getMessage()]
-  assert 1 <= len(records) < 40  # at most a few a second
-  assert all('\n' not in r.getMessage() and r.exc_info is None for r in records)
+  failures = [r for r in caplog.records if 'failed with INVALID_ARGUMENT' in r.getMessage()]
+  assert 1 <= len(failures) < 40  # at most a few a second
+  assert all('\n' not in r.getMessage() and r.exc_info is None for r in failures)
   assert not [r for r in caplog.records if r.exc_info]  # no tracebacks at all
 
 
