@@ -43,8 +43,6 @@ from pipeline import settings
 # project source; the components read the schema from there.
 IMAGE_WORKDIR = '/pipeline'
 IMAGE_SCHEMA_PATH = f'{IMAGE_WORKDIR}/{names.SCHEMA_RELATIVE_PATH}'
-# The nodes that train (ids given in pipeline/pipeline.py); they get the GPU.
-TRAINER_IDS = (names.CAPTION_TRAINER, names.BASELINE_TRAINER)
 # The node that runs the frozen backbone over every image: with Beam in its own
 # pod (--beam_runner direct) it gets the Trainers' GPU too; on Dataflow or
 # Flink the backbone runs on that runner's workers instead.
@@ -76,26 +74,15 @@ def trainer_resources(gpu_type: str, gpu_count: int, cpu_limit: Optional[float] 
 
 def gpu_node_ids(beam_runner: str) -> Tuple[str, ...]:
   """The nodes that get the Trainers' resources under `beam_runner`."""
-  return TRAINER_IDS + (FEATURE_GEN_ID,) if beam_runner == 'direct' else TRAINER_IDS
-
-
-def request_trainer_resources(pipeline: tfx.dsl.Pipeline, resources: ResourceSpec,
-                              node_ids: Sequence[str] = TRAINER_IDS) -> None:
-  """Attaches `resources` to the nodes `node_ids`, which KubeflowV2DagRunner
-  compiles into their executors' container.resources."""
-  nodes = {node.id: node for node in pipeline.components}
-  missing = [node_id for node_id in node_ids if node_id not in nodes]
-  if missing:
-    raise ValueError(f'Pipeline {pipeline.pipeline_info.pipeline_name} has no nodes {missing} '
-                     f'to request resources for; its nodes are {sorted(nodes)}')
-  for node_id in node_ids:
-    nodes[node_id].with_platform_config(resources)
+  return names.TRAINERS + (FEATURE_GEN_ID,) if beam_runner == 'direct' else names.TRAINERS
 
 
 def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
   """The pipeline of the parsed `compile` flags, resources attached."""
   trainer_config = settings.trainer_config(args, config_lib.TrainerConfig())
-  pipeline = pipeline_lib.create_pipeline(
+  resources = trainer_resources(args.gpu_type, args.gpu_count, args.trainer_cpu_limit,
+                                args.trainer_memory_limit)
+  return pipeline_lib.create_pipeline(
       pipeline_name=args.pipeline_name,
       pipeline_root=args.pipeline_root,
       data_root=args.data_root,
@@ -112,12 +99,9 @@ def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
       enable_cache=not args.no_cache,
       restval_split=args.restval_split,
       # Open-source KFP rejects TFX resolver tasks; Vertex AI Pipelines runs them.
-      resolve_last_blessed_model=args.target == 'vertex')
-  resources = trainer_resources(args.gpu_type, args.gpu_count, args.trainer_cpu_limit,
-                                args.trainer_memory_limit)
-  if resources is not None:
-    request_trainer_resources(pipeline, resources, gpu_node_ids(args.beam_runner))
-  return pipeline
+      resolve_last_blessed_model=args.target == 'vertex',
+      node_platform_configs=({node_id: resources for node_id in gpu_node_ids(args.beam_runner)}
+                             if resources is not None else None))
 
 
 def compile_pipeline(pipeline: tfx.dsl.Pipeline, image: str, output_path: str) -> Dict[str, Any]:

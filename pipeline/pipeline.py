@@ -3,7 +3,7 @@
 `create_pipeline` takes every environment-specific value as an argument; the
 local and Kubeflow runners only build those values and call it.
 """
-from typing import List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 from tfx import v1 as tfx
 from tfx.proto import transform_pb2
@@ -34,6 +34,7 @@ def create_pipeline(
     metadata_connection_config: Optional[tfx.orchestration.metadata.ConnectionConfigType] = None,
     beam_pipeline_args: Optional[List[str]] = None,
     node_beam_pipeline_args: Optional[Mapping[str, Sequence[str]]] = None,
+    node_platform_configs: Optional[Mapping[str, Any]] = None,
     enable_cache: bool = True,
     resolve_last_blessed_model: bool = True,
     restval_split: str = features.DEFAULT_RESTVAL_SPLIT,
@@ -58,6 +59,9 @@ def create_pipeline(
     node_beam_pipeline_args: node id -> Beam options for that node, after
       (so overriding) `beam_pipeline_args` (pipeline/beam_args.py builds
       them, e.g. the DirectRunner mode each node needs).
+    node_platform_configs: node id -> the orchestrator's platform config for
+      that node (e.g. the Kubeflow runner's container ResourceSpec with a
+      GPU), attached with `with_platform_config`.
     enable_cache: reuse outputs of components whose inputs did not change.
     resolve_last_blessed_model: look up the last blessed captioner so a new one
       must not regress against it. Open-source Kubeflow Pipelines cannot run
@@ -147,7 +151,11 @@ def create_pipeline(
   components = [c for c in (example_gen, statistics_gen, schema_gen, example_validator, transform,
                             feature_gen, trainer, baseline_trainer, resolver, evaluator, pusher,
                             gallery) if c]
-  _add_node_beam_args(components, node_beam_pipeline_args or {})
+  nodes = {c.id: c for c in components}
+  for node_id, args in _named_nodes(nodes, node_beam_pipeline_args, 'with_beam_pipeline_args'):
+    nodes[node_id].with_beam_pipeline_args(list(args))
+  for node_id, config in _named_nodes(nodes, node_platform_configs, 'with_platform_config'):
+    nodes[node_id].with_platform_config(config)
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
@@ -158,19 +166,21 @@ def create_pipeline(
   )
 
 
-def _add_node_beam_args(components, node_beam_pipeline_args: Mapping[str, Sequence[str]]) -> None:
-  """Gives each node named in `node_beam_pipeline_args` its own Beam options.
+def _named_nodes(nodes: Mapping[str, Any], per_node: Optional[Mapping[str, Any]],
+                 method: str) -> List[tuple]:
+  """The (node id, value) pairs of `per_node`, checked against the nodes that have `method`.
 
   Raises:
-    ValueError: naming the ids that are no Beam-backed node of the pipeline.
+    ValueError: naming the ids that are not nodes of the pipeline with `method`.
   """
-  beam_nodes = {c.id: c for c in components if hasattr(c, 'with_beam_pipeline_args')}
-  unknown = sorted(set(node_beam_pipeline_args) - set(beam_nodes))
+  per_node = per_node or {}
+  unknown = sorted(node_id for node_id in per_node
+                   if not hasattr(nodes.get(node_id), method))
   if unknown:
-    raise ValueError(f'node_beam_pipeline_args names {unknown}, which are not Beam-backed nodes '
-                     f'of the pipeline ({sorted(beam_nodes)}).')
-  for node_id, args in node_beam_pipeline_args.items():
-    beam_nodes[node_id].with_beam_pipeline_args(list(args))
+    eligible = sorted(node_id for node_id, node in nodes.items() if hasattr(node, method))
+    raise ValueError(f'Per-node settings name {unknown}, which are not nodes of the pipeline '
+                     f'with {method} ({eligible}).')
+  return list(per_node.items())
 
 
 def _trainer(transform, schema_gen, trainer_config: config_lib.TrainerConfig,

@@ -155,7 +155,7 @@ def test_artifacts_flow_from_the_right_producers(dataflow_spec):
   assert _producer(dataflow_spec, names.PUSHER, 'model') == (names.CAPTION_TRAINER, 'model')
   assert _producer(dataflow_spec, names.PUSHER, 'model_blessing') == (names.CAPTION_EVALUATOR, 'blessing')
   assert _producer(dataflow_spec, names.TRANSFORM, 'examples') == (names.EXAMPLE_GEN, 'examples')
-  for trainer in kubeflow_runner.TRAINER_IDS:
+  for trainer in names.TRAINERS:
     assert _producer(dataflow_spec, trainer, 'examples') == (names.TRANSFORM, 'transformed_examples')
 
 
@@ -208,12 +208,12 @@ def test_the_pod_entrypoint_loads_every_executor_and_artifact_type(dataflow_spec
 
 
 def test_gpu_is_requested_for_the_trainers_only(dataflow_spec, flink_spec):
-  for name in kubeflow_runner.TRAINER_IDS:
+  for name in names.TRAINERS:
     assert _container(dataflow_spec, name)['resources'] == {
         'accelerator': {'type': 'nvidia.com/gpu', 'count': '1'}}
     assert _container(flink_spec, name)['resources'] == {
         'accelerator': {'type': 'nvidia.com/gpu', 'count': '2'}, 'memoryLimit': 32.0}
-  for name in _CONTAINER_TASKS - set(kubeflow_runner.TRAINER_IDS):
+  for name in _CONTAINER_TASKS - set(names.TRAINERS):
     assert 'resources' not in _container(dataflow_spec, name), name
 
 
@@ -221,7 +221,7 @@ def test_the_feature_pass_gets_the_gpu_when_beam_runs_in_its_pod(tmp_path_factor
   path = _compile(tmp_path_factory, 'direct_gpu.yml', '--gpu_count', '1')
   with open(path) as f:
     spec = json_format.ParseDict(yaml.safe_load(f), pipeline_spec_pb2.PipelineSpec())
-  for name in kubeflow_runner.TRAINER_IDS + (names.FEATURE_GEN,):
+  for name in names.TRAINERS + (names.FEATURE_GEN,):
     assert _container(spec, name)['resources'] == {'accelerator': {'type': 'nvidia.com/gpu', 'count': '1'}}
   assert 'resources' not in _container(spec, names.TRANSFORM)
 
@@ -249,7 +249,7 @@ def test_direct_runner_on_cpu(tmp_path_factory):
   # (No GPU: no resources on the feature pass either.)
   with open(path) as f:
     spec = json_format.ParseDict(yaml.safe_load(f), pipeline_spec_pb2.PipelineSpec())
-  for name in kubeflow_runner.TRAINER_IDS:
+  for name in names.TRAINERS:
     assert 'resources' not in _container(spec, name)
   direct = beam_args.direct_beam_args(4)
   assert _container(spec, names.TRANSFORM)['args'][-len(direct):] == direct
