@@ -1,6 +1,7 @@
 """The backbone's precision: what 'auto' resolves to, the bfloat16 feature pass and serving
 graph (exact parity, stock TensorFlow without oneDNN), and features that do not depend on
 the batch an image lands in, in float32 and in bfloat16."""
+import argparse
 import json
 import os
 import subprocess
@@ -18,6 +19,8 @@ from components.encoder import feature_gen
 from components.encoder import image_features
 from components.encoder import precision as precision_lib
 from components.training import exporter
+from pipeline import pipeline as pipeline_lib
+from pipeline import settings
 from serving import tiny_model
 from testing import examples as test_examples
 from testing import executors
@@ -215,3 +218,21 @@ def test_bfloat16_model_captions_in_stock_tensorflow_without_onednn(bfloat16_exp
   assert len(answer['captions']) == len(paths)
   assert all(set(caption.split()) <= set(tiny_model.WORDS) and caption for caption in answer['captions'])
   assert all(np.isfinite(answer['log_probabilities'])) and max(answer['log_probabilities']) < 0
+
+
+# --- The flag, shared by both runners, and the pipeline's resolved parameter ---
+
+def test_the_flag_reaches_the_feature_pass_resolved(tmp_path):
+  parser = argparse.ArgumentParser()
+  settings.add_arguments(parser)
+  assert settings.trainer_config(parser.parse_args([]), config_lib.TrainerConfig()).precision == 'auto'
+  for flag in ('auto', 'float32', 'bfloat16'):
+    config = settings.trainer_config(parser.parse_args(['--precision', flag]), config_lib.TrainerConfig())
+    built = pipeline_lib.create_pipeline(
+        pipeline_name='p', pipeline_root=str(tmp_path), data_root=str(tmp_path), schema_path=names.SCHEMA_PATH,
+        serving_model_dir=str(tmp_path), transform_config=config_lib.TransformConfig(), trainer_config=config,
+        baseline_config=settings.baseline_config(config), evaluation_config=config_lib.EvaluationConfig())
+    [feature_pass] = [c for c in built.components if c.id == names.FEATURE_GEN]
+    assert feature_pass.exec_properties['precision'] == precision_lib.resolve(flag)
+  with pytest.raises(SystemExit):
+    parser.parse_args(['--precision', 'float16'])

@@ -84,14 +84,14 @@ def test_vgg16_fc2_is_the_classifiers_last_hidden_layer_at_224_px():
   extractor = image_features.build_feature_extractor('vgg16', pooling='fc2')
   assert extractor.input_shape == (None, 224, 224, 3) and extractor.output_shape == (None, 4096)
   assert not extractor.trainable_weights
-  backbone = extractor.get_layer('vgg16')
-  assert backbone.layers[-1].name == 'fc2'  # the 1,000-way softmax layer is gone
+  conv = extractor.get_layer('vgg16')
+  assert conv.layers[-1].name == 'block5_pool'  # then flatten, fc1, fc2; the softmax layer is gone
+  assert 'predictions' not in [layer.name for layer in extractor.layers]
   pixels = tf.random.uniform([2, 224, 224, 3], 0, 255, seed=4)
   # fc2 by hand from the same layers: flatten the last pool, two ReLU dense layers.
-  pooled = backbone.get_layer('block5_pool').output
-  conv = keras.Model(backbone.input, pooled)(keras.applications.vgg16.preprocess_input(pixels))
-  hidden = backbone.get_layer('fc1')(keras.layers.Flatten()(conv))
-  np.testing.assert_allclose(extractor(pixels), backbone.get_layer('fc2')(hidden), rtol=1e-4, atol=1e-4)
+  pooled = conv(keras.applications.vgg16.preprocess_input(pixels))
+  hidden = extractor.get_layer('fc1')(keras.layers.Flatten()(pooled))
+  np.testing.assert_allclose(extractor(pixels), extractor.get_layer('fc2')(hidden), rtol=1e-4, atol=1e-4)
 
 
 def test_fc2_refuses_other_sizes_and_backbones():
