@@ -97,7 +97,7 @@ def _clock(seconds: float) -> str:
   return f'{minutes}:{seconds:02d}'
 
 
-class _EpochLine(keras.callbacks.Callback):
+class EpochLine(keras.callbacks.Callback):
   """One progress line per epoch (loss, val_loss, seconds), and one every
   `interval_seconds` within a long epoch (batches done of the total, time left).
 
@@ -158,7 +158,7 @@ class TrainingRun:
   """The callbacks one Trainer execution fits with, and what they observed."""
 
   def __init__(self, fn_args: FnArgs):
-    self._epoch_line = _EpochLine(node_id(fn_args))
+    self._epoch_line = EpochLine(node_id(fn_args))
     self._backup_dir = backup_dir(fn_args)
     self._backup = keras.callbacks.BackupAndRestore(self._backup_dir)
     # Keras deletes the checkpoint inside the backup folder when training ends;
