@@ -45,6 +45,7 @@ from components import config as config_lib
 from components import features
 from components import names
 from components.encoder import feature_gen
+from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.training import trainer
 from testing import transformed_data
@@ -90,7 +91,7 @@ def train_and_score(data: transformed_data.TransformedData, examples: standard_a
   for split in (features.EVAL_SPLIT, features.DEMO_SPLIT):
     scored = captioning.caption_and_score(args.serving_model_dir, examples, split,
                                           image_features_uri=features_uri)
-    result[f'{split}_bleu4'] = round(scored.scores['corpus']['BLEU-4'], 4)
+    result[f'{split}_bleu4'] = round(scored.scores['corpus'][caption_metrics.BLEU_4], 4)
   return result
 
 
