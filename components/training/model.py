@@ -198,7 +198,7 @@ def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_len
   if config.augment and config.use_image:
     image_size = feature_extractor.input_shape[1]
     images = keras.Input([image_size, image_size, 3], name=IMAGE_FEATURES_INPUT)
-    input_ids = keras.Input([None], dtype=tf.int64, name=INPUT_IDS_INPUT)
+    input_ids = keras.Input([sequence_length - 1], dtype=tf.int64, name=INPUT_IDS_INPUT)
     pixels = augmentation.build_augmentation()(images)
     logits = caption_model({IMAGE_FEATURES_INPUT: feature_extractor(pixels, training=False),
                             INPUT_IDS_INPUT: input_ids})
