@@ -200,8 +200,10 @@ def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_len
     images = keras.Input([image_size, image_size, 3], name=IMAGE_FEATURES_INPUT)
     input_ids = keras.Input([sequence_length - 1], dtype=tf.int64, name=INPUT_IDS_INPUT)
     pixels = augmentation.build_augmentation()(images)
+    # The batches' ids have no static length; the nested caption model's
+    # unrolled LSTM needs one, which the reshape gives.
     logits = caption_model({IMAGE_FEATURES_INPUT: feature_extractor(pixels, training=False),
-                            INPUT_IDS_INPUT: input_ids})
+                            INPUT_IDS_INPUT: keras.layers.Reshape([sequence_length - 1])(input_ids)})
     training_model = keras.Model({IMAGE_FEATURES_INPUT: images, INPUT_IDS_INPUT: input_ids}, logits)
   training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=summed_caption_loss,
                          jit_compile=config.jit_compile)
