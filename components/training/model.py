@@ -22,7 +22,7 @@ embedding at t=0 and the model has no image input.
 `CaptionDecoder` reuses the trained layers one step at a time for beam search;
 it is a tf.Module so that a SavedModel holding it also holds their variables.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -109,7 +109,7 @@ class DropFirstStep(keras.layers.Layer):
 
 
 def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=300, lstm_units=512,
-                        num_layers=1, dropout=0.3, use_image=True, dense_dtype='float32',
+                        num_layers=1, dropout=0.3, use_image=True, dense_dtype=None,
                         lstm_unroll=False):
   """Builds the training (teacher-forcing) model.
 
@@ -124,8 +124,9 @@ def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=
     dropout: rate applied to the LSTM inputs, between layers and before the softmax.
     use_image: False builds the captions-only baseline (input `input_ids` only).
     dense_dtype: Keras dtype policy of the embeddings and the vocabulary
-      projection ('float32' or 'mixed_bfloat16'); the LSTMs stay float32
-      (tf_keras' LSTM refuses bfloat16) and the logits are float32 either way.
+      projection ('mixed_bfloat16'), or None for the global policy (float32,
+      or mixed_float16 on a GPU); the LSTMs keep the global policy (tf_keras'
+      LSTM refuses bfloat16) and the logits are float32 either way.
     lstm_unroll: unroll the LSTMs over the (fixed) time steps instead of a
       while loop.
 
@@ -210,9 +211,9 @@ def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_len
   return caption_model, training_model
 
 
-def dense_dtype_policy(config: config_lib.TrainerConfig) -> str:
-  """The Keras dtype policy of the decoder's embeddings and vocabulary projection."""
-  return 'mixed_bfloat16' if config.dense_bfloat16 else 'float32'
+def dense_dtype_policy(config: config_lib.TrainerConfig) -> Optional[str]:
+  """The Keras dtype policy of the decoder's embeddings and vocabulary projection (None: global)."""
+  return 'mixed_bfloat16' if config.dense_bfloat16 else None
 
 
 def summed_caption_loss(y_true, logits):
