@@ -149,8 +149,10 @@ def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=
   else:
     inputs = {INPUT_IDS_INPUT: input_ids}
     first = LearnedStartVector(embedding_dim, name=_START_EMBEDDING, dtype=dense_dtype)(input_ids)
+  # Batches parsed from TFRecords carry no static length; the unrolled LSTM needs one.
+  fixed_ids = keras.layers.Reshape([steps], name='fixed_length_ids')(input_ids)
   words = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name=_WORD_EMBEDDING,
-                                 dtype=dense_dtype)(input_ids)  # [batch, T, E], masked at PAD
+                                 dtype=dense_dtype)(fixed_ids)  # [batch, T, E], masked at PAD
   x = PrependStep(name='lstm_inputs', dtype=dense_dtype)([first, words])  # [batch, T+1, E]
   for index in range(num_layers):
     x = keras.layers.Dropout(dropout, name=f'dropout_{index}')(x)
@@ -201,10 +203,8 @@ def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_len
     images = keras.Input([image_size, image_size, 3], name=IMAGE_FEATURES_INPUT)
     input_ids = keras.Input([sequence_length - 1], dtype=tf.int64, name=INPUT_IDS_INPUT)
     pixels = augmentation.build_augmentation()(images)
-    # The batches' ids have no static length; the nested caption model's
-    # unrolled LSTM needs one, which the reshape gives.
     logits = caption_model({IMAGE_FEATURES_INPUT: feature_extractor(pixels, training=False),
-                            INPUT_IDS_INPUT: keras.layers.Reshape([sequence_length - 1])(input_ids)})
+                            INPUT_IDS_INPUT: input_ids})
     training_model = keras.Model({IMAGE_FEATURES_INPUT: images, INPUT_IDS_INPUT: input_ids}, logits)
   training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=summed_caption_loss,
                          jit_compile=config.jit_compile)
