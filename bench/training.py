@@ -90,6 +90,7 @@ def _time_epochs(config: config_lib.TrainerConfig, data: transformed_data.Transf
                                               tf_transform_output)
   sequence_length = datasets.sequence_length(train_images)
   captions_per_image = [int(ids.shape[0]) for _, _, ids in train_images]
+  pairs = sum(captions_per_image)
 
   strategy = tf.distribute.MirroredStrategy()
   with strategy.scope():
@@ -104,7 +105,8 @@ def _time_epochs(config: config_lib.TrainerConfig, data: transformed_data.Transf
           image_features.uri),
       'on_the_fly': datasets.with_pixels(train_images, feature_extractor.input_shape[1]),
   }
-  batches = {name: datasets.training_batches(dataset, config.batch_size, shuffle=True, use_image=True)
+  batches = {name: datasets.training_batches(dataset, config.batch_size, shuffle=True, use_image=True,
+                                             captions=pairs)
              for name, dataset in per_image.items()}
   timers = {name: _EpochTimer() for name in models}
   for epoch in range(config.epochs):
@@ -114,7 +116,6 @@ def _time_epochs(config: config_lib.TrainerConfig, data: transformed_data.Transf
 
   per_epoch = {name: float(np.median(timer.seconds[1:])) for name, timer in timers.items()}
   saved_per_epoch = per_epoch['on_the_fly'] - per_epoch['cached']
-  pairs = sum(captions_per_image)
   figures = {
       'train_images': len(captions_per_image),
       'train_pairs_per_epoch': pairs,

@@ -88,7 +88,7 @@ def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
       data_root=args.data_root,
       schema_path=args.schema_path,
       serving_model_dir=f'{args.serving_dir}/{args.model_name}',
-      transform_config=config_lib.TransformConfig(),
+      transform_config=settings.transform_config(args, config_lib.TransformConfig()),
       trainer_config=trainer_config,
       baseline_config=settings.baseline_config(trainer_config),
       evaluation_config=settings.evaluation_config(args, config_lib.EvaluationConfig()),

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import shutil
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from ml_metadata import metadata_store
 from tfx import v1 as tfx
@@ -64,13 +64,25 @@ def _node_beam_args(num_workers: int) -> Dict[str, List[str]]:
           **{node_id: beam_args.direct_beam_args(1) for node_id in _ORDERED_OUTPUT_NODES}}
 
 
+def run_configs(args: argparse.Namespace) -> Tuple[config_lib.TransformConfig, config_lib.TrainerConfig,
+                                                    config_lib.EvaluationConfig]:
+  """(Transform, captioner, evaluation) settings: the flags over the embedded
+  dataset's defaults without --data_dir, over the real-data defaults with it."""
+  if args.data_dir is None:
+    defaults = (config_lib.EMBEDDED_TRANSFORM, config_lib.EMBEDDED_TRAINER,
+                config_lib.EMBEDDED_EVALUATION)
+  else:
+    defaults = (config_lib.TransformConfig(), config_lib.TrainerConfig(), config_lib.EvaluationConfig())
+  return (settings.transform_config(args, defaults[0]), settings.trainer_config(args, defaults[1]),
+          settings.evaluation_config(args, defaults[2]))
+
+
 def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
   """Runs the pipeline the flags describe; see local_runner.main for the exit codes."""
   embedded = args.data_dir is None
   data_dir = (os.path.join(output_dir, 'data', 'shapes') if embedded
               else os.path.abspath(args.data_dir))
-  trainer_config = settings.trainer_config(
-      args, config_lib.EMBEDDED_TRAINER if embedded else config_lib.TrainerConfig())
+  transform_config, trainer_config, evaluation_config = run_configs(args)
   if embedded:
     _ensure_embedded_dataset(data_dir, args.num_images, trainer_config.seed)
 
@@ -90,11 +102,10 @@ def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
       data_root=data_dir,
       schema_path=names.SCHEMA_PATH,
       serving_model_dir=serving_model_dir,
-      transform_config=config_lib.TransformConfig(),
+      transform_config=transform_config,
       trainer_config=trainer_config,
       baseline_config=settings.baseline_config(trainer_config),
-      evaluation_config=settings.evaluation_config(
-          args, config_lib.EMBEDDED_EVALUATION if embedded else config_lib.EvaluationConfig()),
+      evaluation_config=evaluation_config,
       metadata_connection_config=connection_config,
       beam_pipeline_args=beam_args.direct_beam_args(args.beam_workers),
       node_beam_pipeline_args=_node_beam_args(args.beam_workers),

@@ -15,7 +15,10 @@ from components import names
 
 # TrainerConfig fields that are None-able overrides: the flag wins when given,
 # otherwise the runner's defaults (then the dataclass defaults) apply.
-_OPTIONAL_TRAINER_FLAGS = ('pooling', 'image_size', 'epochs', 'lstm_units')
+_OPTIONAL_TRAINER_FLAGS = ('pooling', 'image_size', 'epochs', 'lstm_units', 'batch_size', 'learning_rate',
+                           'dropout', 'embedding_dim')
+# TransformConfig fields set the same way, over the runner's TransformConfig.
+_OPTIONAL_TRANSFORM_FLAGS = ('min_word_frequency',)
 # EvaluationConfig fields set by flags of the same name, over the runner's defaults.
 _EVALUATION_FLAGS = ('min_bleu4', 'min_cider', 'min_baseline_ratio', 'min_distinct_caption_share')
 
@@ -23,6 +26,7 @@ _EVALUATION_FLAGS = ('min_bleu4', 'min_cider', 'min_baseline_ratio', 'min_distin
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   """Adds the pipeline, model and evaluation flags both runners share."""
   trainer_defaults = config_lib.TrainerConfig()
+  transform_defaults = config_lib.TransformConfig()
   evaluation_defaults = config_lib.EvaluationConfig()
   parser.add_argument('--pipeline_name', default=names.PIPELINE_NAME)
   parser.add_argument('--restval_split', default=features.DEFAULT_RESTVAL_SPLIT,
@@ -53,7 +57,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            'for bfloat16 where the machine building the pipeline has such hardware, '
                            'float32 elsewhere (default: %(default)s).')
   parser.add_argument('--epochs', type=int, default=None)
-  parser.add_argument('--batch_size', type=int, default=trainer_defaults.batch_size)
+  parser.add_argument('--batch_size', type=int, default=None,
+                      help=f"Default: the runner's ({trainer_defaults.batch_size} on real data).")
+  parser.add_argument('--learning_rate', type=float, default=None,
+                      help=f"Adam's learning rate at the first epoch (default: the runner's; "
+                           f'{trainer_defaults.learning_rate} on real data).')
+  parser.add_argument('--dropout', type=float, default=None,
+                      help=f"Dropout before each LSTM and the softmax (default: the runner's; "
+                           f'{trainer_defaults.dropout} on real data).')
+  parser.add_argument('--embedding_dim', type=int, default=None,
+                      help=f"Size of the word and image embeddings (default: the runner's; "
+                           f'{trainer_defaults.embedding_dim} on real data).')
+  parser.add_argument('--min_word_frequency', type=int, default=None,
+                      help='Words seen fewer times in the train captions become <unk> (default: '
+                           f"the runner's; {transform_defaults.min_word_frequency} on real data).")
   parser.add_argument('--lstm_units', type=int, default=None)
   parser.add_argument('--num_layers', type=int, default=trainer_defaults.num_layers)
   parser.add_argument('--beam_width', type=int, default=trainer_defaults.beam_width)
@@ -99,9 +116,17 @@ def trainer_config(args: argparse.Namespace,
     if getattr(args, name) is not None:
       values[name] = getattr(args, name)
   return dataclasses.replace(
-      defaults, backbone=args.backbone, batch_size=args.batch_size,
-      num_layers=args.num_layers, beam_width=args.beam_width, augment=args.augment,
-      mixed_precision=args.mixed_precision, precision=args.precision, seed=args.seed, **values)
+      defaults, backbone=args.backbone, num_layers=args.num_layers, beam_width=args.beam_width,
+      augment=args.augment, mixed_precision=args.mixed_precision, precision=args.precision,
+      seed=args.seed, **values)
+
+
+def transform_config(args: argparse.Namespace,
+                     defaults: config_lib.TransformConfig) -> config_lib.TransformConfig:
+  """The Transform's settings: the flags given, over the runner's `defaults`."""
+  values = {name: getattr(args, name) for name in _OPTIONAL_TRANSFORM_FLAGS
+            if getattr(args, name) is not None}
+  return dataclasses.replace(defaults, **values)
 
 
 def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConfig:

@@ -93,12 +93,13 @@ def build_transformed_data(work_dir: str, num_images: int, image_size: int, seed
   """Generates `num_images` shapes images and runs ExampleGen and Transform on them.
 
   Splits are Flickr8k's 6:1:1 (e.g. 40 images -> 30 train, 5 eval, 5 demo).
-  `transform_config` defaults to the pipeline's TransformConfig().
+  `transform_config` defaults to the embedded dataset's (config_lib.EMBEDDED_TRANSFORM), which
+  these generated shapes images are.
   """
   data_dir = os.path.join(work_dir, 'dataset')
   shapes_dataset.generate(data_dir, num_images, image_size, seed=seed)
   examples, _ = executors.run_example_gen(data_dir, work_dir)
-  return _run_transform(examples, work_dir, transform_config or config_lib.TransformConfig())
+  return _run_transform(examples, work_dir, transform_config or config_lib.EMBEDDED_TRANSFORM)
 
 
 def build_image_features(examples_uri: str, out_dir: str,

@@ -11,6 +11,7 @@ terminal would show, interpreter shut-down included:
 `fresh` and `killed` run side by side to save wall time. A fourth, in this
 process, fails in its first component.
 """
+import dataclasses
 import glob
 import json
 import os
@@ -24,6 +25,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components import config as config_lib
 from components import features
 from components import names
 from components.evaluation import caption_metrics
@@ -214,3 +216,23 @@ def test_a_failing_run_ends_with_one_error_line_naming_the_component_and_the_log
     assert 'Traceback' in f.read()  # the whole story is on record
   assert not [e for e in _store(str(output_dir)).get_executions()
               if e.last_known_state == metadata_store_pb2.Execution.RUNNING]
+
+
+def test_real_data_follows_the_published_recipe_and_the_flags_override_either_defaults():
+  # Imported here: local_run imports TFX, which local_runner defers until its log is open.
+  from pipeline import local_run  # pylint: disable=g-import-not-at-top
+  real = local_run.run_configs(local_runner._parse_args(['--data_dir', '/data/Flickr8k']))
+  assert real == (config_lib.TransformConfig(), config_lib.TrainerConfig(), config_lib.EvaluationConfig())
+  # components/config.py's RECIPE: min word count 5, beam 3, dropout 0.5, Adam 5e-4, batch 32.
+  assert (real[0].min_word_frequency, real[1].beam_width, real[1].dropout, real[1].learning_rate,
+          real[1].batch_size) == (5, 3, 0.5, 5e-4, 32)
+  embedded = local_run.run_configs(local_runner._parse_args([]))
+  assert embedded == (config_lib.EMBEDDED_TRANSFORM, config_lib.EMBEDDED_TRAINER,
+                      config_lib.EMBEDDED_EVALUATION)
+  flags = ['--learning_rate', '2e-4', '--dropout', '0.1', '--embedding_dim', '128',
+           '--min_word_frequency', '4', '--batch_size', '8']
+  for argv, (transform, trainer, evaluation) in (([], embedded), (['--data_dir', '/data/Flickr8k'], real)):
+    assert local_run.run_configs(local_runner._parse_args(argv + flags)) == (
+        dataclasses.replace(transform, min_word_frequency=4),
+        dataclasses.replace(trainer, learning_rate=2e-4, dropout=0.1, embedding_dim=128, batch_size=8),
+        evaluation)

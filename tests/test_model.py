@@ -193,3 +193,27 @@ def test_mixed_precision_keeps_float32_outputs():
   assert log_probs.dtype == tf.float32 and log_probs.shape == (3, VOCAB_SIZE)
   assert states[0][0].dtype == tf.float16
   assert sequence_log_probs.dtype == tf.float32
+
+
+def test_bfloat16_dense_layers_and_the_unrolled_lstm_match_the_float32_model():
+  """The real-data default (TrainerConfig: dense_bfloat16, lstm_unroll) against float32 and the
+  while loop, on the same weights: the same logits up to bfloat16's 8 bits, the same masking,
+  and a step-wise decoder that reproduces it."""
+  reference = _model(num_layers=2)
+  fast = model_lib.build_caption_model(vocab_size=VOCAB_SIZE, feature_dim=FEATURE_DIM,
+                                       sequence_length=SEQUENCE_LENGTH, embedding_dim=6, lstm_units=5,
+                                       num_layers=2, dropout=0.5, dense_dtype='mixed_bfloat16',
+                                       lstm_unroll=True)
+  fast.set_weights(reference.get_weights())
+  assert fast.get_layer('logits').compute_dtype == 'bfloat16'
+  assert fast.get_layer('lstm_0').compute_dtype == 'float32'
+  expected = reference(_inputs(), training=False).numpy()
+  logits = fast(_inputs(), training=False)
+  assert logits.dtype == tf.float32
+  np.testing.assert_allclose(logits.numpy(), expected, rtol=0.05, atol=0.1)
+  loss = model_lib.summed_caption_loss(CAPTION_IDS[:, 1:], logits).numpy()
+  np.testing.assert_allclose(loss, model_lib.summed_caption_loss(CAPTION_IDS[:, 1:], expected).numpy(),
+                             rtol=0.02)
+  stepped = _teacher_forced_log_probs(model_lib.CaptionDecoder(fast), _image_features(), CAPTION_IDS)
+  real = CAPTION_IDS[:, 1:] != PAD
+  np.testing.assert_allclose(stepped[real], _log_softmax(logits.numpy())[real], rtol=0.02, atol=0.05)

@@ -12,8 +12,10 @@ import dataclasses
 import glob
 import hashlib
 import json
+import logging
 import math
 import os
+import re
 
 import shutil
 
@@ -29,9 +31,13 @@ from testing import transformed_data
 from components import artifacts
 from components import names
 from components import features
+from components import progress
 from components import records
 from components.encoder import feature_gen
 from components.evaluation import captioning
+from components.training import callbacks
+from components.training import datasets
+from components.training import model as model_lib
 from components.training import trainer
 from components import config as config_lib
 
@@ -144,6 +150,33 @@ def test_training_report_matches_the_transform_output(captioner, transformed):
   assert len(history['loss']) == len(history['val_loss']) == 2
   assert all(math.isfinite(v) for v in history['loss'] + history['val_loss'])
   assert history['loss'][1] < history['loss'][0], 'the second epoch did not lower the training loss'
+  # The cosine schedule: the full rate in the first epoch, half of it in the second of two.
+  assert history['lr'] == pytest.approx([config.learning_rate, config.learning_rate / 2])
+
+
+def test_a_long_epoch_reports_its_batches_and_time_left(transformed, image_features, caplog):
+  """The in-epoch progress line, here after every batch (interval 0), with the epoch's total known."""
+  tf_transform_output = tft.TFTransformOutput(transformed.transform_graph_uri)
+  train_images = datasets.images_and_captions(transformed.transformed_files(features.TRAIN_SPLIT),
+                                              tf_transform_output)
+  captions = datasets.caption_count(train_images)
+  batches = datasets.training_batches(
+      datasets.with_cached_features(train_images, feature_gen.read_features(image_features.uri,
+                                                                            features.TRAIN_SPLIT), 'train'),
+      batch_size=16, shuffle=True, use_image=True, captions=captions)
+  steps = -(-captions // 16)
+  config = config_lib.TrainerConfig(**_TINY)
+  _, training_model = model_lib.build_models(config, len(datasets.vocabulary(tf_transform_output)),
+                                             datasets.sequence_length(train_images),
+                                             feature_gen.load_backbone(image_features.uri))
+  with caplog.at_level(logging.INFO, logger=progress.logger.name):
+    training_model.fit(batches, epochs=1, verbose=0,
+                       callbacks=[callbacks.EpochLine('CaptionTrainer', interval_seconds=0)])
+  lines = [record.getMessage() for record in caplog.records if record.name == progress.logger.name]
+  assert [re.sub(r', \d+:\d\d.*', '', line) for line in lines[:-1]] == [
+      f'  CaptionTrainer epoch 1/1: batch {done}/{steps}' for done in range(1, steps + 1)]
+  assert all(re.search(r', \d+:\d\d, about \d+:\d\d left$', line) for line in lines[:-1]), lines
+  assert re.fullmatch(r'  CaptionTrainer epoch 1/1: loss [\d.]+, val_loss nan, [\d.]+ s', lines[-1]), lines
 
 
 def test_tensorboard_logs_hold_the_epoch_losses(captioner):

@@ -86,25 +86,51 @@ def backup_dir(fn_args: FnArgs) -> str:
                       fingerprint)
 
 
-class _EpochLine(keras.callbacks.Callback):
-  """One progress line per epoch: loss, val_loss and seconds.
+# Seconds between two progress lines within an epoch: an epoch at Flickr8k's
+# scale takes minutes on a CPU, and a person watching must see it move; the
+# embedded dataset's epochs (seconds) print only their closing line.
+IN_EPOCH_INTERVAL_SECONDS = 30.0
+
+
+def _clock(seconds: float) -> str:
+  minutes, seconds = divmod(int(round(seconds)), 60)
+  return f'{minutes}:{seconds:02d}'
+
+
+class EpochLine(keras.callbacks.Callback):
+  """One progress line per epoch (loss, val_loss, seconds), and one every
+  `interval_seconds` within a long epoch (batches done of the total, time left).
 
   Also notes the first epoch `fit` runs, which is later than 0 when
   BackupAndRestore resumed an interrupted training.
   """
 
-  def __init__(self, label: str):
+  def __init__(self, label: str, interval_seconds: float = IN_EPOCH_INTERVAL_SECONDS):
     super().__init__()
     self._label = label
+    self._interval = interval_seconds
     self.first_epoch: Optional[int] = None
     self._start = 0.0
+    self._last_line = 0.0
+    self._epoch = 0
 
   def on_epoch_begin(self, epoch: int, logs=None) -> None:
     if self.first_epoch is None:
       self.first_epoch = epoch
       if epoch:
         progress.logger.info('  %s resumes from its backup after epoch %d', self._label, epoch)
-    self._start = time.monotonic()
+    self._epoch = epoch
+    self._start = self._last_line = time.monotonic()
+
+  def on_train_batch_end(self, batch: int, logs=None) -> None:
+    now = time.monotonic()
+    if now - self._last_line < self._interval:
+      return
+    self._last_line = now
+    done, total, elapsed = batch + 1, self.params.get('steps'), now - self._start
+    left = f', about {_clock(elapsed / done * (total - done))} left' if total else ''
+    progress.logger.info('  %s epoch %d/%d: batch %d/%s, %s%s', self._label, self._epoch + 1,
+                         self.params['epochs'], done, total or '?', _clock(elapsed), left)
 
   def on_epoch_end(self, epoch: int, logs=None) -> None:
     logs = logs or {}
@@ -132,7 +158,7 @@ class TrainingRun:
   """The callbacks one Trainer execution fits with, and what they observed."""
 
   def __init__(self, fn_args: FnArgs):
-    self._epoch_line = _EpochLine(node_id(fn_args))
+    self._epoch_line = EpochLine(node_id(fn_args))
     self._backup_dir = backup_dir(fn_args)
     self._backup = keras.callbacks.BackupAndRestore(self._backup_dir)
     # Keras deletes the checkpoint inside the backup folder when training ends;

@@ -103,12 +103,28 @@ def _teacher_forcing(image_input, ids, use_image: bool):
   return inputs, ids[1:]
 
 
+def caption_count(per_image: tf.data.Dataset) -> int:
+  """The captions of a per-image dataset whose elements end with ids [captions, L]: one pass over it.
+
+  Count on images_and_captions' output, before any image is decoded.
+  """
+  return int(per_image.reduce(np.int64(0),
+                              lambda n, element: n + tf.shape(element[-1], out_type=tf.int64)[0]))
+
+
 def training_batches(per_image: tf.data.Dataset, batch_size: int, shuffle: bool,
-                     use_image: bool) -> tf.data.Dataset:
-  """(image input, ids [captions, L]) per image -> batches of teacher-forcing pairs, one per caption."""
+                     use_image: bool, captions: int) -> tf.data.Dataset:
+  """(image input, ids [captions, L]) per image -> batches of teacher-forcing pairs, one per caption.
+
+  `captions` (caption_count) gives the number of batches, asserted, so Keras
+  knows an epoch's steps from the first epoch on (the progress lines' total
+  and time left, components/training/callbacks.py).
+  """
+  steps = -(-captions // batch_size)
   pairs = per_image.flat_map(lambda image_input, ids: tf.data.Dataset.from_tensor_slices(ids).map(
       lambda caption: (image_input, caption)))
   if shuffle:
     pairs = pairs.shuffle(SHUFFLE_BUFFER, reshuffle_each_iteration=True)
   return (pairs.map(lambda image_input, ids: _teacher_forcing(image_input, ids, use_image))
-          .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+          .batch(batch_size).apply(tf.data.experimental.assert_cardinality(steps))
+          .prefetch(tf.data.AUTOTUNE))

@@ -22,7 +22,7 @@ embedding at t=0 and the model has no image input.
 `CaptionDecoder` reuses the trained layers one step at a time for beam search;
 it is a tf.Module so that a SavedModel holding it also holds their variables.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -109,7 +109,8 @@ class DropFirstStep(keras.layers.Layer):
 
 
 def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=300, lstm_units=512,
-                        num_layers=1, dropout=0.3, use_image=True):
+                        num_layers=1, dropout=0.3, use_image=True, dense_dtype=None,
+                        lstm_unroll=False):
   """Builds the training (teacher-forcing) model.
 
   Args:
@@ -122,6 +123,12 @@ def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=
     num_layers: 1 to 3 stacked LSTMs.
     dropout: rate applied to the LSTM inputs, between layers and before the softmax.
     use_image: False builds the captions-only baseline (input `input_ids` only).
+    dense_dtype: Keras dtype policy of the embeddings and the vocabulary
+      projection ('mixed_bfloat16'), or None for the global policy (float32,
+      or mixed_float16 on a GPU); the LSTMs keep the global policy (tf_keras'
+      LSTM refuses bfloat16) and the logits are float32 either way.
+    lstm_unroll: unroll the LSTMs over the (fixed) time steps instead of a
+      while loop.
 
   Returns:
     keras Model: {'image_features': float32 [batch, feature_dim] (if use_image),
@@ -138,19 +145,22 @@ def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=
   if use_image:
     image_features = keras.Input(shape=(feature_dim,), dtype=tf.float32, name=IMAGE_FEATURES_INPUT)
     inputs = {IMAGE_FEATURES_INPUT: image_features, INPUT_IDS_INPUT: input_ids}
-    first = keras.layers.Dense(embedding_dim, name=_IMAGE_EMBEDDING)(image_features)
+    first = keras.layers.Dense(embedding_dim, name=_IMAGE_EMBEDDING, dtype=dense_dtype)(image_features)
   else:
     inputs = {INPUT_IDS_INPUT: input_ids}
-    first = LearnedStartVector(embedding_dim, name=_START_EMBEDDING)(input_ids)
-  words = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True,
-                                 name=_WORD_EMBEDDING)(input_ids)  # [batch, T, E], masked at PAD
-  x = PrependStep(name='lstm_inputs')([first, words])  # [batch, T+1, E]
+    first = LearnedStartVector(embedding_dim, name=_START_EMBEDDING, dtype=dense_dtype)(input_ids)
+  # Batches parsed from TFRecords carry no static length; the unrolled LSTM needs one.
+  fixed_ids = keras.layers.Reshape([steps], name='fixed_length_ids')(input_ids)
+  words = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name=_WORD_EMBEDDING,
+                                 dtype=dense_dtype)(fixed_ids)  # [batch, T, E], masked at PAD
+  x = PrependStep(name='lstm_inputs', dtype=dense_dtype)([first, words])  # [batch, T+1, E]
   for index in range(num_layers):
     x = keras.layers.Dropout(dropout, name=f'dropout_{index}')(x)
-    x = keras.layers.LSTM(lstm_units, return_sequences=True, name=_lstm_name(index))(x)
+    x = keras.layers.LSTM(lstm_units, return_sequences=True, unroll=lstm_unroll,
+                          name=_lstm_name(index))(x)
   x = DropFirstStep(name='drop_image_step')(x)  # [batch, T, units]
-  x = keras.layers.Dropout(dropout, name='dropout_logits')(x)
-  x = keras.layers.Dense(vocab_size, name=_LOGITS)(x)
+  x = keras.layers.Dropout(dropout, name='dropout_logits', dtype=dense_dtype)(x)
+  x = keras.layers.Dense(vocab_size, name=_LOGITS, dtype=dense_dtype)(x)
   logits = keras.layers.Activation('linear', dtype='float32', name='logits_float32')(x)
   name = 'show_and_tell' if use_image else 'captions_only_baseline'
   return keras.Model(inputs, logits, name=name)
@@ -185,18 +195,25 @@ def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_len
       vocab_size=vocab_size, feature_dim=feature_extractor.output_shape[-1],
       sequence_length=sequence_length, embedding_dim=config.embedding_dim,
       lstm_units=config.lstm_units, num_layers=config.num_layers, dropout=config.dropout,
-      use_image=config.use_image)
+      use_image=config.use_image, dense_dtype=dense_dtype_policy(config),
+      lstm_unroll=config.lstm_unroll)
   training_model = caption_model
   if config.augment and config.use_image:
     image_size = feature_extractor.input_shape[1]
     images = keras.Input([image_size, image_size, 3], name=IMAGE_FEATURES_INPUT)
-    input_ids = keras.Input([None], dtype=tf.int64, name=INPUT_IDS_INPUT)
+    input_ids = keras.Input([sequence_length - 1], dtype=tf.int64, name=INPUT_IDS_INPUT)
     pixels = augmentation.build_augmentation()(images)
     logits = caption_model({IMAGE_FEATURES_INPUT: feature_extractor(pixels, training=False),
                             INPUT_IDS_INPUT: input_ids})
     training_model = keras.Model({IMAGE_FEATURES_INPUT: images, INPUT_IDS_INPUT: input_ids}, logits)
-  training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=summed_caption_loss)
+  training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=summed_caption_loss,
+                         jit_compile=config.jit_compile)
   return caption_model, training_model
+
+
+def dense_dtype_policy(config: config_lib.TrainerConfig) -> Optional[str]:
+  """The Keras dtype policy of the decoder's embeddings and vocabulary projection (None: global)."""
+  return 'mixed_bfloat16' if config.dense_bfloat16 else None
 
 
 def summed_caption_loss(y_true, logits):

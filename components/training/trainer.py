@@ -21,6 +21,7 @@ The same `run_fn` trains the captions-only language model (the brief's step 2,
 """
 import json
 import logging
+import math
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -67,10 +68,25 @@ def check_encoder(config: config_lib.TrainerConfig, image_features_uri: Optional
   return info
 
 
+def learning_rate(config: config_lib.TrainerConfig, epoch: int) -> float:
+  """The learning rate of `epoch` (0-based) under `config.learning_rate_schedule`."""
+  if config.learning_rate_schedule == 'constant':
+    return config.learning_rate
+  if config.learning_rate_schedule == 'cosine':
+    return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
+  raise ValueError(f'Unknown learning_rate_schedule {config.learning_rate_schedule!r}; '
+                   f'known: {config_lib.LEARNING_RATE_SCHEDULES}')
+
+
 def callbacks(fn_args: FnArgs, config: config_lib.TrainerConfig) -> List[keras.callbacks.Callback]:
-  """Every callback of `fit`, built in one place."""
+  """Every callback of `fit`, built in one place.
+
+  The schedule sets the rate from the epoch number at each epoch's start, so a
+  training resumed from its backup continues on the same schedule.
+  """
   return [
       keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+      keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(config, epoch)),
       keras.callbacks.EarlyStopping(monitor='val_loss', patience=config.early_stopping_patience,
                                     min_delta=config.early_stopping_min_delta,
                                     restore_best_weights=True),
@@ -115,9 +131,11 @@ def run_fn(fn_args: FnArgs) -> None:
   training_run = callbacks_lib.TrainingRun(fn_args)
   history = training_model.fit(
       datasets.training_batches(train_per_image, config.batch_size, shuffle=True,
-                                use_image=config.use_image),
+                                use_image=config.use_image,
+                                captions=datasets.caption_count(train_images)),
       validation_data=datasets.training_batches(eval_per_image, config.batch_size, shuffle=False,
-                                                use_image=config.use_image),
+                                                use_image=config.use_image,
+                                                captions=datasets.caption_count(eval_images)),
       epochs=config.epochs,
       callbacks=callbacks(fn_args, config) + training_run.callbacks(),
       verbose=2)
