@@ -32,7 +32,6 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
-import time
 
 import numpy as np
 import tensorflow as tf
