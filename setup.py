@@ -28,7 +28,7 @@ setuptools.setup(
         'dill',  # imported by tensorflow-transform, no longer pulled in by apache-beam
         'tensorflow-serving-api==2.16.1',
         'grpcio',
-    'aiohttp',  # the local server's REST front end (serving/rest.py)
+        'aiohttp',  # the local server's REST front end (serving/rest.py)
         'pillow',
         'pycocoevalcap',
         'nltk',
