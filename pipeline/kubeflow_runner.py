@@ -43,10 +43,6 @@ from pipeline import settings
 # project source; the components read the schema from there.
 IMAGE_WORKDIR = '/pipeline'
 IMAGE_SCHEMA_PATH = f'{IMAGE_WORKDIR}/{names.SCHEMA_RELATIVE_PATH}'
-# The node that runs the frozen backbone over every image: with Beam in its own
-# pod (--beam_runner direct) it gets the Trainers' GPU too; on Dataflow or
-# Flink the backbone runs on that runner's workers instead.
-FEATURE_GEN_ID = names.FEATURE_GEN
 # Kubernetes' extended resource name of NVIDIA GPUs, which open-source KFP puts
 # in the pod's limits. Vertex AI wants its machine names (NVIDIA_TESLA_T4, ...).
 DEFAULT_GPU_TYPE = 'nvidia.com/gpu'
@@ -73,8 +69,10 @@ def trainer_resources(gpu_type: str, gpu_count: int, cpu_limit: Optional[float] 
 
 
 def gpu_node_ids(beam_runner: str) -> Tuple[str, ...]:
-  """The nodes that get the Trainers' resources under `beam_runner`."""
-  return names.TRAINERS + (FEATURE_GEN_ID,) if beam_runner == 'direct' else names.TRAINERS
+  """The nodes that get the Trainers' resources under `beam_runner`: with Beam in
+  its own pod (direct) the feature pass runs the backbone there and gets the GPU
+  too; on Dataflow or Flink the backbone runs on that runner's workers instead."""
+  return names.TRAINERS + (names.FEATURE_GEN,) if beam_runner == 'direct' else names.TRAINERS
 
 
 def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
