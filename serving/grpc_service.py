@@ -3,7 +3,8 @@
 Each RPC hands its request proto to the shared Service and returns its
 response; a ServingError becomes the RPC's status (code and message), logged
 in one rate-limited line, and the server carries on (anything else, a bug,
-becomes INTERNAL, logged the same way).
+becomes INTERNAL, logged the same way). After a large request the memory it
+left behind goes back to the system (serving.memory).
 """
 import functools
 import time
@@ -13,6 +14,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import errors
+from serving import memory
 
 
 def _rpc(method):
@@ -29,6 +31,8 @@ def _rpc(method):
       error = errors.ServingError(grpc.StatusCode.INTERNAL, f'{type(e).__name__}: {e}')
       errors.log_request_error(f'gRPC {method.__name__}', error)
       context.abort(error.code, error.message)
+    finally:
+      memory.release_after(request.ByteSize())
 
   return handler
 

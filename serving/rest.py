@@ -46,6 +46,7 @@ from tensorflow_serving.apis import predict_pb2
 
 from components import features
 from serving import errors
+from serving import memory
 from serving import rest_api
 from serving import tensors
 from serving.errors import ServingError
@@ -303,6 +304,8 @@ class RestServer:
     except (aiohttp.ClientConnectionError, ConnectionError):  # the client hung up mid-body: nobody will read this
       return self._failed(request, rest_api.http_status(grpc.StatusCode.CANCELLED), ServingError(
           grpc.StatusCode.CANCELLED, 'The client closed the connection before sending its whole body.'))
+    finally:
+      memory.release_after(request.content.total_bytes)
 
   async def _run(self, function, *args):
     return await self._loop.run_in_executor(self._workers, function, *args)

@@ -26,17 +26,26 @@ the status code and message TF Serving gives, then keeps serving:
 The work is split as in TF Serving: serving.requests validates,
 serving.tensors converts, serving.service runs the calls, and
 serving.grpc_service and serving.rest are the two front ends; this module
-wires them together and has the command line.
+wires them together and has the command line (which starts in serving.server_main,
+so that TensorFlow's own output goes to a debug log from its first line).
 
 Run: python -m serving.server --model_base_path <serving_dir>/captioner --port 8500 --rest_api_port 8501
 """
+import sys
+
+if __name__ == '__main__':
+  # The command line starts in serving.server_main, which points descriptor 2
+  # at the debug log before anything imports TensorFlow (whose C++ side writes
+  # there as it loads), then comes back here for parse_args and run.
+  from serving import server_main
+  sys.exit(server_main.main())
+
+# pylint: disable=wrong-import-position
 import argparse
 import concurrent.futures
 import logging
 import os
 import signal
-import sys
-import tempfile
 import threading
 
 import grpc
@@ -48,6 +57,7 @@ from serving import grpc_service
 from serving import requests
 from serving import rest
 from serving import servables
+from serving import server_main
 from serving import service as service_lib
 
 _LOG = logging.getLogger(__name__)
@@ -160,10 +170,11 @@ class LocalModelServer:
         _LOG.error('%s (still serving version %s)', e, current.version if current else None)
 
 
-def _parse_args(argv):
+def parse_args(argv):
+  """The command line's flags (tensorflow_model_server's names where it has the flag)."""
   parser = argparse.ArgumentParser(
       prog='python -m serving.server', description=__doc__.split('\n\n')[0],
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      parents=[server_main.DEBUG_LOG_FLAG], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument('--model_base_path', required=True,
                       help='The Pusher\'s <serving_dir>/<model_name>: integer version directories.')
   parser.add_argument('--model_name', help='Name clients ask for (default: the base path\'s last component).')
@@ -192,35 +203,11 @@ def _parse_args(argv):
                       help='Most images in one request; more get INVALID_ARGUMENT.')
   parser.add_argument('--file_system_poll_wait_seconds', type=float, default=1.0,
                       help='How often the base path is checked for a new version.')
-  parser.add_argument('--debug_log', default='',
-                      help='File for the output of TensorFlow, libjpeg and absl (default: '
-                           'captioner-serving-<pid>.log in the temporary folder; - leaves it on stderr).')
   return parser.parse_args(argv)
 
 
-def _send_library_output_to(path):
-  """Points file descriptor 2 at `path`; returns a stream on the terminal's stderr for the server's own log.
-
-  TensorFlow's C++ logging (a warning per failed op call), libjpeg's messages
-  about broken JPEGs and absl write straight to descriptor 2, which no Python
-  setting reaches; a thousand bad requests once wrote 1,420 such lines. They
-  go to `path` instead, in full, and the terminal keeps one line per failed
-  request (serving.errors).
-  """
-  terminal = os.fdopen(os.dup(2), 'w', buffering=1)
-  debug_log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-  os.dup2(debug_log, 2)
-  os.close(debug_log)
-  return terminal
-
-
-def main(argv=None):
-  args = _parse_args(argv)
-  debug_log = args.debug_log or os.path.join(tempfile.gettempdir(), f'captioner-serving-{os.getpid()}.log')
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s',
-                      stream=sys.stderr if debug_log == '-' else _send_library_output_to(debug_log))
-  if debug_log != '-':
-    _LOG.info('TensorFlow\'s and the libraries\' own output goes to %s', debug_log)
+def run(args):
+  """Serves until SIGTERM or Ctrl-C; returns the exit status. Logging is set up by serving.server_main."""
   server = LocalModelServer(
       args.model_base_path, args.model_name, host=args.host, port=args.port,
       rest_port=args.rest_api_port or None, rest_timeout_ms=args.rest_api_timeout_in_ms,
@@ -242,7 +229,3 @@ def main(argv=None):
   finally:
     server.stop(grace=5)
   return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())
