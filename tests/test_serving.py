@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import zlib
 
 import grpc
@@ -477,35 +478,47 @@ def test_serving_graph_uses_only_core_tensorflow_ops(version_dir):
   assert sorted(op for op in ops if not hasattr(tf.raw_ops, op)) == []
 
 
+# What TensorFlow's C++ side (its own format and absl's), libjpeg and Python write when left on the terminal.
+_LIBRARY_LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ |'
+                           r'absl|Traceback|jpeg|cuda|oneDNN|rebuild TensorFlow', re.IGNORECASE)
+
+
 def test_server_command_line_serves_until_interrupted(version_dir, model, tmp_path):
-  """As a person runs it: one line per failed request on the terminal, TensorFlow's and libjpeg's in the debug log."""
-  port = _free_port()
-  debug_log = tmp_path / 'debug.log'
-  env = {key: value for key, value in os.environ.items() if key != 'TF_CPP_MIN_LOG_LEVEL'}
-  process = subprocess.Popen(
-      [sys.executable, '-m', 'serving.server', '--model_base_path', str(version_dir.parent), '--port', str(port),
-       '--max_batch_size', '4', '--debug_log', str(debug_log)],
-      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+  """As a person runs it: from start-up on, the terminal gets the server's own log with one line per failed
+  request, and TensorFlow's and libjpeg's output goes to the debug log."""
+  port, rest_port = _free_port(), _free_port()
+  debug_log, output_path = tmp_path / 'debug.log', tmp_path / 'output.txt'
+  env = {key: value for key, value in os.environ.items() if key != 'TF_CPP_MIN_LOG_LEVEL'}  # all of TF's lines
+  with open(output_path, 'wb') as output_file:
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'serving.server', '--model_base_path', str(version_dir.parent), '--port', str(port),
+         '--rest_api_port', str(rest_port), '--max_batch_size', '4', '--debug_log', str(debug_log)],
+        cwd=REPO, stdout=output_file, stderr=subprocess.STDOUT, env=env)
   try:
     with client_lib.CaptionClient(f'127.0.0.1:{port}', MODEL_NAME, max_attempts=200, initial_backoff_s=0.2,
                                   max_backoff_s=0.5) as connected:
       captions = connected.caption([block_image(80)])
-      with pytest.raises(client_lib.RequestError):  # a truncated JPEG: TensorFlow and libjpeg complain
-        connected.caption([block_image(81, image_format='JPEG')[:300]])
+      for bad in (block_image(81, image_format='JPEG')[:300], b'not an image'):  # libjpeg and TF complain
+        with pytest.raises(client_lib.RequestError):
+          connected.caption([bad])
+    _wait_for(lambda: 'Exporting HTTP/REST API' in output_path.read_text(), 'the REST port')
+    status, _ = _rest(types.SimpleNamespace(rest_port=rest_port), 'POST', f'/v1/models/{MODEL_NAME}:predict',
+                      {'instances': [_b64(b'not an image')]})
   finally:
     process.terminate()  # SIGTERM: what docker stop and Kubernetes send
     try:
-      output = process.communicate(timeout=60)[0].decode()
+      process.wait(timeout=60)
     except subprocess.TimeoutExpired:
       process.kill()
       raise
+  output = output_path.read_text()
   _assert_same(_pairs(captions), _direct(model, [block_image(80)]))
+  assert status == 400
   assert process.returncode == 0, output
   assert re.search(r'Serving version 1 of model captioner', output)
-  served = output[output.index(f'own output goes to {debug_log}'):].splitlines()[1:]
-  assert [line for line in served if 'failed with INVALID_ARGUMENT' in line], output
-  assert not [line for line in served if 'failed with' not in line and re.search(r'tensorflow|jpeg|Traceback', line,
-                                                                                   re.IGNORECASE)], output
+  assert len([line for line in output.splitlines() if 'failed with INVALID_ARGUMENT' in line]) == 3, output
+  assert not [line for line in output.splitlines()
+              if 'failed with' not in line and _LIBRARY_LINE.search(line)], output
   assert re.search(r'DecodeImage|jpeg', debug_log.read_text(), re.IGNORECASE)
 
 
