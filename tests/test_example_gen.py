@@ -371,6 +371,41 @@ def test_a_split_emptied_by_the_image_checks_fails_naming_the_report(tmp_path):
   assert summary['images']['written'][features.DEMO_SPLIT] == 0 and summary['reconciled']
 
 
+@pytest.mark.parametrize('rejected_images', [0, 1])
+def test_empty_split_message_says_what_the_report_holds(tmp_path, rejected_images):
+  """Three images of a Kaggle file with a byte-order mark are too few for every hash split.
+
+  The message names the empty split(s) and the report, and claims no rejected
+  image the report does not hold: it once said "Why every image was rejected"
+  when none was.
+  """
+  root = _generate(tmp_path / 'data', shapes_dataset.KAGGLE)
+  captions_file = root / shapes_dataset.KAGGLE_CAPTIONS_FILE
+  header, *lines = captions_file.read_bytes().splitlines()
+  ids = sorted({line.split(b',', 1)[0].decode() for line in lines})[:3]
+  kept = ids[rejected_images:]  # an image without captions is rejected by the text checks
+  lines = [line for line in lines if line.split(b',', 1)[0].decode() in kept]
+  captions_file.write_bytes(BOM + b'\n'.join([header, *lines]) + b'\n')
+  for path in (root / shapes_dataset.KAGGLE_IMAGE_DIR).iterdir():
+    if path.name not in ids:
+      path.unlink()
+
+  with pytest.raises(example_gen.EmptySplitError) as error:
+    _run(root, tmp_path / 'out')
+
+  message = str(error.value)
+  report_dir = tmp_path / 'out' / 'rejects'
+  rejects = [json.loads(line) for line in (report_dir / names.REJECTS_FILE).read_text().splitlines()]
+  summary = json.loads((report_dir / names.INGESTION_SUMMARY_FILE).read_text())
+  assert ingestion.image_reasons(rejects) == {i: rules.NO_VALID_CAPTION for i in ids[:rejected_images]}
+  assert summary['images']['total_rejected'] == rejected_images and summary['reconciled']
+  empty = [split for split in features.SPLITS if split not in {rules.hash_split(i) for i in kept}]
+  assert empty and message.startswith(f'Split(s) {", ".join(empty)} hold no image after the text checks')
+  assert 'every image' not in message and 'rejected (if any)' in message
+  assert str(report_dir / names.REJECTS_FILE) in message
+  assert str(report_dir / names.INGESTION_SUMMARY_FILE) in message
+
+
 # --- text pass only (no Beam) --------------------------------------------------
 
 
