@@ -4,6 +4,7 @@ The model is an echo function that upper-cases its rows, so every expected
 answer follows from the request alone.
 """
 import time
+import weakref
 
 import grpc
 import numpy as np
@@ -115,3 +116,24 @@ def test_batcher_gives_a_non_serving_error_to_its_own_request_only():
   finally:
     batcher.stop()
   assert error.value.code == Code.INVALID_ARGUMENT and error.value.message == '\ufffd bad'
+
+
+def test_batcher_lets_go_of_a_requests_inputs_once_it_is_answered():
+  """Until the next request came, the batch thread kept the last batch: a failed 45 MiB request stayed in memory."""
+  echo = _EchoModel()
+  batcher = batching.Batcher(batching.BatchingOptions(batch_timeout_micros=0))
+  batcher.start()
+  try:
+    inputs = [_rows(b'bad'), _rows(b'a')]
+    held = [weakref.ref(rows['images']) for rows in inputs]
+    futures = [batcher.submit(echo, rows) for rows in inputs]
+    del inputs
+    with pytest.raises(ServingError):
+      futures[0].result(timeout=60)
+    assert futures[1].result(timeout=60)['upper'].tolist() == [b'A']
+    give_up = time.monotonic() + 60  # the batch thread lets go when it returns from the batch it answered
+    while any(ref() is not None for ref in held) and time.monotonic() < give_up:
+      time.sleep(0.05)
+    assert [ref() is None for ref in held] == [True, True]
+  finally:
+    batcher.stop()
