@@ -16,7 +16,9 @@ then:
   * sends 1,000 bad requests (bytes that are not an image, truncated JPEGs
     that make libjpeg complain, bytes that are not a tf.Example, over REST
     and gRPC) and counts the lines the server wrote to its terminal and the
-    tracebacks among them.
+    tracebacks among them;
+  * counts the lines of TensorFlow (its C++ side, absl) the server wrote as it
+    started, before any request.
 Prints one JSON line: each case's HTTP status, the checks, the RSS ratio and
 log lines per bad request.
 
@@ -54,6 +56,8 @@ _HALF_SENT = 300
 _BAD_REQUESTS = 1000
 _LARGE_BYTES = 60 * 1024 * 1024
 _MIB = 1024 * 1024
+# TensorFlow's own lines (its C++ logging, absl, CUDA and CPU notices as it loads) and libjpeg's.
+_LIBRARY_LINE = re.compile(r'tensorflow/|external/|absl|cuda|oneDNN|rebuild TensorFlow|jpeg', re.IGNORECASE)
 
 
 def _free_port():
@@ -134,8 +138,10 @@ class _Probe:
         [sys.executable, '-m', 'serving.server', '--model_base_path', base_path, '--port', str(self.grpc_port),
          '--rest_api_port', str(self.port), '--rest_api_timeout_in_ms', str(_DEADLINE_MS),
          '--debug_log', os.path.join(workdir, 'debug.log')],
-        cwd=_REPO, stdout=self._output, stderr=subprocess.STDOUT)
+        cwd=_REPO, stdout=self._output, stderr=subprocess.STDOUT,
+        env={key: value for key, value in os.environ.items() if key != 'TF_CPP_MIN_LOG_LEVEL'})  # all TF has to say
     self._wait_until_up()
+    self.start_up_lines = self.output_lines()
     self.channel = grpc.insecure_channel(f'127.0.0.1:{self.grpc_port}',
                                          options=[('grpc.max_send_message_length', 2 * _LARGE_BYTES)])
     self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
@@ -273,8 +279,17 @@ def _bad_requests(probe):
           'client_messages_naming_internals': sum('function_node' in str(a) or '{{node' in str(a) for a in answers),
           'server_lines': len(lines), 'server_lines_per_bad_request': round(len(lines) / _BAD_REQUESTS, 3),
           'tracebacks': sum('Traceback' in line for line in lines),
-          'tensorflow_or_libjpeg_lines': sum(
-              bool(re.search(r'tensorflow/|JPEG|jpeg', line)) and 'failed with' not in line for line in lines)}
+          'tensorflow_or_libjpeg_lines': _library_lines(lines)}
+
+
+def _library_lines(lines):
+  return sum(bool(_LIBRARY_LINE.search(line)) and 'failed with' not in line for line in lines)
+
+
+def _start_up(probe):
+  """What the server wrote before its first request: its own lines only."""
+  return {'server_lines': len(probe.start_up_lines), 'tensorflow_or_absl_lines': _library_lines(probe.start_up_lines),
+          'tracebacks': sum('Traceback' in line for line in probe.start_up_lines)}
 
 
 def _grpc_error(probe, values, signature=features.CAPTION_SIGNATURE):
@@ -296,8 +311,9 @@ def main(argv=None):
       tiny_model.export_tiny_model(os.path.join(base_path, '1'))
     probe = _Probe(base_path, workdir)
     try:
-      result = {'malformed': _malformed_cases(probe), 'half_sent_bodies': _half_sent_bodies(probe),
-                'large_failed_requests': _large_failed_requests(probe), 'bad_requests': _bad_requests(probe)}
+      result = {'start_up': _start_up(probe), 'malformed': _malformed_cases(probe),
+                'half_sent_bodies': _half_sent_bodies(probe), 'large_failed_requests': _large_failed_requests(probe),
+                'bad_requests': _bad_requests(probe)}
     finally:
       probe.close()
   print(json.dumps(result))
