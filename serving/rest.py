@@ -23,8 +23,9 @@ bodies forever; tornado answers a malformed request with a bare 400 and no
 body, uvicorn with a plain-text one and a logged traceback, neither can be
 told otherwise. What this module adds: the body limit (429 from the header
 alone, or as soon as a chunked body passes it), the deadline on reading the
-body (408), the bound on open connections (503), and running the model calls
-on worker threads so the event loop keeps answering.
+body (408), the bound on open connections (503), running the model calls on
+worker threads so the event loop keeps answering, and handing the memory of a
+large body back to the system once it is answered (serving.memory).
 """
 import asyncio
 import concurrent.futures
