@@ -110,7 +110,10 @@ def _exchange(port, head, body=b'', timeout=60):
     except ConnectionResetError:
       return None, b''
     finally:
-      sock.shutdown(socket.SHUT_RDWR)
+      try:
+        sock.shutdown(socket.SHUT_RDWR)
+      except OSError:
+        pass  # the server reset the connection after answering (it closes on a malformed request)
       sender.join()
 
 
