@@ -226,6 +226,9 @@ def run(args):
   except servables.ModelLoadError as e:
     _LOG.error('%s', e)
     return 1
+  except (OSError, RuntimeError) as e:  # a port taken: gRPC raises RuntimeError, asyncio (REST) OSError
+    _LOG.error('The server could not start: %s', e)
+    return 1
   finally:
     server.stop(grace=5)
   return 0

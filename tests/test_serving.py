@@ -522,6 +522,20 @@ def test_server_command_line_serves_until_interrupted(version_dir, model, tmp_pa
   assert re.search(r'DecodeImage|jpeg', debug_log.read_text(), re.IGNORECASE)
 
 
+def test_server_command_line_names_a_port_it_cannot_bind(version_dir, tmp_path):
+  with socket.socket() as taken:
+    taken.bind(('127.0.0.1', 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, '-m', 'serving.server', '--model_base_path', str(version_dir.parent), '--port', str(port),
+         '--rest_api_port', '0', '--debug_log', str(tmp_path / 'debug.log')],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 1
+  assert f'The server could not start: Failed to bind to address 127.0.0.1:{port}' in result.stderr
+  assert 'Traceback' not in result.stderr + result.stdout
+
+
 def test_rest_client_needs_no_tensorflow(server, model, tmp_path):
   path = tmp_path / 'photo.png'
   path.write_bytes(block_image(95))
