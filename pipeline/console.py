@@ -53,7 +53,10 @@ class ConsoleHandler(logging.Handler):
       self._write(record.getMessage(), 'line' if getattr(record, OPEN_LINE, False) else None)
 
   def _write(self, text: str, leave_open: Optional[str], continues: bool = False) -> None:
-    """Writes `text`, below the open line unless it `continues` it; ends the line unless `leave_open`."""
+    """Writes `text` below the open line (or after it, if it `continues` it).
+
+    Ends the line unless `leave_open`.
+    """
     start = '\n' if self._open and not continues else ''
     self._stream.write(start + text + ('' if leave_open else '\n'))
     self._stream.flush()

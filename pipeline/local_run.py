@@ -147,7 +147,7 @@ def _run_locally(pipeline: tfx.dsl.Pipeline, pipeline_name: str, outputs: _Outpu
       return 130
     except Exception as error:  # pylint: disable=broad-except
       logging.exception('The pipeline failed in %s', nodes.current)
-      _settle(pipeline_name, outputs)  # a failure before the executor ran leaves the execution RUNNING
+      _settle(pipeline_name, outputs)  # a failure before the executor ran leaves it RUNNING
       message = str(error).strip().splitlines()
       print(f'error: {nodes.current or "the pipeline"} failed: {type(error).__name__}: '
             f'{message[0] if message else ""} (full log: {log.path})', file=log.errors)

@@ -185,9 +185,10 @@ def _evaluation_nodes(example_gen, feature_gen, trainer, baseline_trainer, servi
   return resolver, evaluator, pusher, gallery
 
 
-def _set_per_node(components: Sequence[Any], node_beam_pipeline_args: Optional[Mapping[str, Sequence[str]]],
+def _set_per_node(components: Sequence[Any],
+                  node_beam_pipeline_args: Optional[Mapping[str, Sequence[str]]],
                   node_platform_configs: Optional[Mapping[str, Any]]) -> None:
-  """Gives the named nodes their Beam options and platform configs, before the Pipeline holds them."""
+  """Gives the named nodes their Beam options and platform configs, before the Pipeline exists."""
   nodes = {c.id: c for c in components}
   for node_id, args in _named_nodes(nodes, node_beam_pipeline_args, 'with_beam_pipeline_args'):
     nodes[node_id].with_beam_pipeline_args(list(args))
