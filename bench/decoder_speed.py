@@ -121,6 +121,21 @@ def _input_pipeline_seconds(train: tf.data.Dataset, batch_size: int) -> float:
   return watch.seconds
 
 
+def _seconds_per_step(runs, rounds: int, chunk_pairs: int):
+  """Each candidate's seconds per step, taking turns (see above); the first round is not timed."""
+  seconds_per_step = {name: [] for name in runs}
+  for round_index in range(rounds):
+    for name, (config, _, batches, train_step) in runs.items():
+      steps = chunk_pairs // config.batch_size
+      with timing.Stopwatch() as watch:
+        for _ in range(steps):
+          logs = train_step(batches)
+        float(logs['loss'])  # waits for the last step
+      if round_index:
+        seconds_per_step[name].append(watch.seconds / steps)
+  return seconds_per_step
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--train_images', type=int, default=6000)
@@ -154,17 +169,7 @@ def main():
                                         captions=pairs_per_epoch)
     runs[name] = (config, training_model, iter(batches.repeat()), training_model.make_train_function())
 
-  seconds_per_step = {name: [] for name in names}
-  for round_index in range(args.rounds):
-    for name, (config, _, batches, train_step) in runs.items():
-      steps = args.chunk_pairs // config.batch_size
-      with timing.Stopwatch() as watch:
-        for _ in range(steps):
-          logs = train_step(batches)
-        float(logs['loss'])  # waits for the last step
-      if round_index:
-        seconds_per_step[name].append(watch.seconds / steps)
-
+  seconds_per_step = _seconds_per_step(runs, args.rounds, args.chunk_pairs)
   figures = {}
   default_epoch = None
   for name, (config, training_model, _, _) in runs.items():

@@ -16,6 +16,13 @@ the pipeline root belongs to an artifact in the store. A Trainer's training
 backup (components/training/callbacks.py) lives beside those folders, not in
 them, and survives, so the Trainer resumes from it.
 
+Why TFX does not do it: LocalDagRunner registers a new execution for every
+node of every run and never looks at earlier ones, and its launcher cleans up
+after an executor only when the executor returns or raises in the same
+process (tfx/orchestration/portable/launcher.py); a killed process runs
+neither, and LocalDagRunner has no step that settles an earlier process's
+executions.
+
 Only the local runner calls this, at the start of a run and when a run is
 interrupted: the local runner is the only one writing to its metadata store.
 """

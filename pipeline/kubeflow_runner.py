@@ -182,8 +182,18 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest='command', required=True)
-
   compile_ = commands.add_parser('compile', help='Compile the pipeline into a KFP v2 spec file.')
+  _add_compile_arguments(compile_)
+  _add_beam_arguments(compile_.add_argument_group(
+      'Beam (Flickr8kExampleGen, StatisticsGen, Transform, ...)'))
+  _add_resource_arguments(compile_.add_argument_group(
+      'Trainer resources (CaptionTrainer, BaselineTrainer)'))
+  _add_submit_arguments(commands.add_parser('submit', help='Start a run of a compiled YAML spec.'))
+  return parser
+
+
+def _add_compile_arguments(compile_: argparse.ArgumentParser) -> None:
+  """Where the pipeline reads and writes, and the settings both runners share."""
   compile_.add_argument('--output', required=True,
                         help='Spec file to write: .yaml/.yml for Kubeflow Pipelines, '
                              '.json for a Vertex AI PipelineJob.')
@@ -205,7 +215,9 @@ def _parser() -> argparse.ArgumentParser:
                              "'vertex': Vertex AI Pipelines, with the resolver.")
   settings.add_arguments(compile_)
 
-  beam = compile_.add_argument_group('Beam (Flickr8kExampleGen, StatisticsGen, Transform, ...)')
+
+def _add_beam_arguments(beam) -> None:
+  """The Beam runner of the Beam-backed components and its options, in `compile`'s group `beam`."""
   beam.add_argument('--beam_runner', choices=beam_args.BEAM_RUNNERS, default='direct',
                     help='direct: in the component pod; dataflow or flink: a distributed runner.')
   beam.add_argument('--beam_workers', type=_non_negative_int, default=0,
@@ -233,7 +245,9 @@ def _parser() -> argparse.ArgumentParser:
                     help='An extra Beam option, appended as is (repeatable), '
                          'e.g. --beam_arg=--machine_type=n1-highmem-4.')
 
-  resources = compile_.add_argument_group('Trainer resources (CaptionTrainer, BaselineTrainer)')
+
+def _add_resource_arguments(resources) -> None:
+  """The container resources of the Trainers (and of the feature pass with Beam in-pod)."""
   resources.add_argument('--gpu_count', type=_non_negative_int, default=1,
                          help='GPUs per Trainer; 0 trains on CPU.')
   resources.add_argument('--gpu_type', default=DEFAULT_GPU_TYPE,
@@ -242,7 +256,9 @@ def _parser() -> argparse.ArgumentParser:
   resources.add_argument('--trainer_cpu_limit', type=float, default=None, help='vCPUs.')
   resources.add_argument('--trainer_memory_limit', type=float, default=None, help='GB.')
 
-  submit_ = commands.add_parser('submit', help='Start a run of a compiled YAML spec.')
+
+def _add_submit_arguments(submit_: argparse.ArgumentParser) -> None:
+  """Which compiled spec to start, and where."""
   submit_.add_argument('--package', required=True, help='The YAML written by `compile`.')
   submit_.add_argument('--host', default=None,
                        help='The KFP API endpoint, e.g. https://<host>/pipeline '
@@ -251,7 +267,6 @@ def _parser() -> argparse.ArgumentParser:
   submit_.add_argument('--run_name', default=None)
   submit_.add_argument('--namespace', default=None,
                        help='Kubeflow profile namespace (multi-user installs).')
-  return parser
 
 
 def _check_runner_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

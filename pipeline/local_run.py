@@ -79,62 +79,77 @@ def run_configs(args: argparse.Namespace) -> Tuple[config_lib.TransformConfig, c
 
 def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
   """Runs the pipeline the flags describe; see local_runner.main for the exit codes."""
-  embedded = args.data_dir is None
-  data_dir = (os.path.join(output_dir, 'data', 'shapes') if embedded
-              else os.path.abspath(args.data_dir))
   transform_config, trainer_config, evaluation_config = run_configs(args)
-  if embedded:
+  if args.data_dir is None:
+    data_dir = os.path.join(output_dir, 'data', 'shapes')
     _ensure_embedded_dataset(data_dir, args.num_images, trainer_config.seed)
-
+  else:
+    data_dir = os.path.abspath(args.data_dir)
   try:
     layouts.detect_layout(data_dir)  # fail before any component runs
   except layouts.LayoutError as error:
     print(f'error: {error}', file=log.errors)
     return 2
 
-  serving_model_dir = os.path.join(output_dir, 'serving', args.model_name)
-  metadata_path = os.path.join(output_dir, 'metadata.sqlite')
-  pipeline_root = os.path.join(output_dir, 'pipeline_root')
-  connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
+  outputs = _Outputs(output_dir, args.model_name)
   pipeline = pipeline_lib.create_pipeline(
       pipeline_name=args.pipeline_name,
-      pipeline_root=pipeline_root,
+      pipeline_root=outputs.pipeline_root,
       data_root=data_dir,
       schema_path=names.SCHEMA_PATH,
-      serving_model_dir=serving_model_dir,
+      serving_model_dir=outputs.serving_model_dir,
       transform_config=transform_config,
       trainer_config=trainer_config,
       baseline_config=settings.baseline_config(trainer_config),
       evaluation_config=evaluation_config,
-      metadata_connection_config=connection_config,
+      metadata_connection_config=outputs.connection_config,
       beam_pipeline_args=beam_args.direct_beam_args(args.beam_workers),
       node_beam_pipeline_args=_node_beam_args(args.beam_workers),
       enable_cache=not args.no_cache,
       restval_split=args.restval_split)
+  code = _run_locally(pipeline, args.pipeline_name, outputs, log)
+  if code == 0:
+    summary = summary_lib.write_summary(outputs.metadata_path, args.pipeline_name,
+                                        os.path.join(output_dir, 'summary.json'))
+    print(summary_lib.render(summary), file=log.console)
+  return code
 
-  def settle() -> None:
-    store = metadata_store.MetadataStore(connection_config)
-    for line in interrupted.settle_interrupted(store, args.pipeline_name, pipeline_root):
-      progress.logger.info('  %s', line)
 
-  settle()  # what a killed earlier run left RUNNING, and folders no artifact owns
-  with component_progress.reporting([c.id for c in pipeline.components]) as components:
+class _Outputs:
+  """Where a local run keeps its pipeline root, metadata store and pushed models."""
+
+  def __init__(self, output_dir: str, model_name: str):
+    self.pipeline_root = os.path.join(output_dir, 'pipeline_root')
+    self.metadata_path = os.path.join(output_dir, 'metadata.sqlite')
+    self.serving_model_dir = os.path.join(output_dir, 'serving', model_name)
+    self.connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        self.metadata_path)
+
+
+def _settle(pipeline_name: str, outputs: _Outputs) -> None:
+  """Cancels what an interrupted run left RUNNING and removes folders no artifact owns."""
+  store = metadata_store.MetadataStore(outputs.connection_config)
+  for line in interrupted.settle_interrupted(store, pipeline_name, outputs.pipeline_root):
+    progress.logger.info('  %s', line)
+
+
+def _run_locally(pipeline: tfx.dsl.Pipeline, pipeline_name: str, outputs: _Outputs,
+                 log: run_log.RunLog) -> int:
+  """LocalDagRunner on `pipeline`, with a progress line per node; 0, 1 (failed) or 130 (Ctrl-C)."""
+  _settle(pipeline_name, outputs)  # what a killed earlier run left behind
+  with component_progress.reporting([c.id for c in pipeline.components]) as nodes:
     try:
       tfx.orchestration.LocalDagRunner().run(pipeline)
     except KeyboardInterrupt:
-      settle()
-      print(f'interrupted during {components.current or "the pipeline"}; run the same command '
+      _settle(pipeline_name, outputs)
+      print(f'interrupted during {nodes.current or "the pipeline"}; run the same command '
             f'again to resume (full log: {log.path})', file=log.errors)
       return 130
     except Exception as error:  # pylint: disable=broad-except
-      logging.exception('The pipeline failed in %s', components.current)
-      settle()  # a failure before the executor ran leaves the execution RUNNING
+      logging.exception('The pipeline failed in %s', nodes.current)
+      _settle(pipeline_name, outputs)  # a failure before the executor ran leaves it RUNNING
       message = str(error).strip().splitlines()
-      print(f'error: {components.current or "the pipeline"} failed: {type(error).__name__}: '
+      print(f'error: {nodes.current or "the pipeline"} failed: {type(error).__name__}: '
             f'{message[0] if message else ""} (full log: {log.path})', file=log.errors)
       return 1
-
-  summary = summary_lib.write_summary(
-      metadata_path, args.pipeline_name, os.path.join(output_dir, 'summary.json'))
-  print(summary_lib.render(summary), file=log.console)
   return 0

@@ -44,31 +44,47 @@ def create_pipeline(
   Args:
     pipeline_name: name of the pipeline in ML Metadata.
     pipeline_root: where component outputs are written.
-    data_root: a dataset folder in a layout of components/ingestion/layouts.py
-      (MS COCO, Flickr30k, Flickr8k official or Kaggle, Karpathy split file).
+    data_root: a dataset folder in a layout of components/ingestion/layouts.py.
     schema_path: the curated raw-data schema (`schemas/schema.pbtxt`).
     serving_model_dir: the TF Serving base directory the Pusher writes
       versions into (`<serving_model_dir>/<version>/`).
-    transform_config: caption tokenisation and vocabulary settings.
-    trainer_config: the captioner's hyperparameters.
-    baseline_config: the captions-only language model's hyperparameters.
-    evaluation_config: blessing thresholds.
+    transform_config, trainer_config, baseline_config, evaluation_config: the
+      Transform's, the captioner's, the captions-only baseline's and the
+      blessing's settings.
     metadata_connection_config: ML Metadata store; None on Kubeflow, which
       brings its own.
     beam_pipeline_args: Beam options for the Beam-backed components.
     node_beam_pipeline_args: node id -> Beam options for that node, after
-      (so overriding) `beam_pipeline_args` (pipeline/beam_args.py builds
-      them, e.g. the DirectRunner mode each node needs).
+      (so overriding) `beam_pipeline_args` (pipeline/beam_args.py builds them).
     node_platform_configs: node id -> the orchestrator's platform config for
-      that node (e.g. the Kubeflow runner's container ResourceSpec with a
-      GPU), attached with `with_platform_config`.
+      that node (e.g. Kubeflow's container ResourceSpec with a GPU).
     enable_cache: reuse outputs of components whose inputs did not change.
     resolve_last_blessed_model: look up the last blessed captioner so a new one
       must not regress against it. Open-source Kubeflow Pipelines cannot run
       TFX resolver nodes; there the gate uses the absolute thresholds only.
-    restval_split: the split Karpathy's 'restval' images go to (datasets
-      with a Karpathy split file).
+    restval_split: the split Karpathy's 'restval' images go to.
   """
+  example_gen, statistics_gen, schema_gen, example_validator, transform = _data_nodes(
+      data_root, schema_path, transform_config, restval_split)
+  feature_gen = _feature_gen(example_gen, trainer_config)
+  trainer, baseline_trainer = _trainers(transform, schema_gen, feature_gen, trainer_config,
+                                        baseline_config)
+  resolver, evaluator, pusher, gallery = _evaluation_nodes(
+      example_gen, feature_gen, trainer, baseline_trainer, serving_model_dir, evaluation_config,
+      resolve_last_blessed_model)
+  components = [c for c in (example_gen, statistics_gen, schema_gen, example_validator, transform,
+                            feature_gen, trainer, baseline_trainer, resolver, evaluator, pusher,
+                            gallery) if c]
+  _set_per_node(components, node_beam_pipeline_args, node_platform_configs)
+  return tfx.dsl.Pipeline(
+      pipeline_name=pipeline_name, pipeline_root=pipeline_root, components=components,
+      enable_cache=enable_cache, metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args or [])
+
+
+def _data_nodes(data_root: str, schema_path: str, transform_config: config_lib.TransformConfig,
+                restval_split: str) -> tuple:
+  """ExampleGen, StatisticsGen, ImportSchemaGen, ExampleValidator and Transform."""
   # Reads the dataset folder once into train/eval/demo TFRecords + a reject report.
   example_gen = ImageCaptionExampleGen(
       input_base=data_root, restval_split=restval_split).with_id(names.EXAMPLE_GEN)
@@ -89,9 +105,16 @@ def create_pipeline(
       splits_config=transform_pb2.SplitsConfig(
           analyze=[features.TRAIN_SPLIT], transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT]),
       custom_config=config_lib.to_custom_config(transform_config)).with_id(names.TRANSFORM)
-  # The frozen backbone once per image of every split, and the backbone itself. Its inputs
-  # are the examples and the encoder settings only, so retraining reuses it from the cache.
-  feature_gen = ImageFeatureGen(
+  return example_gen, statistics_gen, schema_gen, example_validator, transform
+
+
+def _feature_gen(example_gen, trainer_config: config_lib.TrainerConfig) -> ImageFeatureGen:
+  """The frozen backbone once per image of every split, and the backbone itself.
+
+  Its inputs are the examples and the encoder settings only, so retraining
+  reuses it from the cache.
+  """
+  return ImageFeatureGen(
       examples=example_gen.outputs['examples'],
       backbone=trainer_config.backbone,
       image_size=image_features.image_size_of(trainer_config.backbone, trainer_config.image_size),
@@ -103,12 +126,24 @@ def create_pipeline(
       precision=precision_lib.resolve(trainer_config.precision),
       backbone_weights_sha256=weights_file_digest(
           trainer_config.backbone_weights)).with_id(names.FEATURE_GEN)
+
+
+def _trainers(transform, schema_gen, feature_gen, trainer_config: config_lib.TrainerConfig,
+              baseline_config: config_lib.TrainerConfig) -> tuple:
+  """The captioner's Trainer and the captions-only baseline's."""
   # The Show-and-Tell captioner, trained from the cached features (or on the fly with
   # augmentation), exported with the caption signatures and the backbone inside.
   trainer = _trainer(transform, schema_gen, trainer_config,
                      feature_gen.outputs['image_features']).with_id(names.CAPTION_TRAINER)
   # The captions-only language model: the baseline the captioner must beat (reads no image).
   baseline_trainer = _trainer(transform, schema_gen, baseline_config).with_id(names.BASELINE_TRAINER)
+  return trainer, baseline_trainer
+
+
+def _evaluation_nodes(example_gen, feature_gen, trainer, baseline_trainer, serving_model_dir: str,
+                      evaluation_config: config_lib.EvaluationConfig,
+                      resolve_last_blessed_model: bool) -> tuple:
+  """The last blessed model's resolver (or None), the evaluator, the Pusher and the gallery."""
   # The last blessed captioner, which a new one must not fall behind.
   resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -147,23 +182,18 @@ def create_pipeline(
       image_features=feature_gen.outputs['image_features'],
       split=features.DEMO_SPLIT,
   ).with_id(names.DEMO_GALLERY)
+  return resolver, evaluator, pusher, gallery
 
-  components = [c for c in (example_gen, statistics_gen, schema_gen, example_validator, transform,
-                            feature_gen, trainer, baseline_trainer, resolver, evaluator, pusher,
-                            gallery) if c]
+
+def _set_per_node(components: Sequence[Any],
+                  node_beam_pipeline_args: Optional[Mapping[str, Sequence[str]]],
+                  node_platform_configs: Optional[Mapping[str, Any]]) -> None:
+  """Gives the named nodes their Beam options and platform configs, before the Pipeline exists."""
   nodes = {c.id: c for c in components}
   for node_id, args in _named_nodes(nodes, node_beam_pipeline_args, 'with_beam_pipeline_args'):
     nodes[node_id].with_beam_pipeline_args(list(args))
   for node_id, config in _named_nodes(nodes, node_platform_configs, 'with_platform_config'):
     nodes[node_id].with_platform_config(config)
-  return tfx.dsl.Pipeline(
-      pipeline_name=pipeline_name,
-      pipeline_root=pipeline_root,
-      components=components,
-      enable_cache=enable_cache,
-      metadata_connection_config=metadata_connection_config,
-      beam_pipeline_args=beam_pipeline_args or [],
-  )
 
 
 def _named_nodes(nodes: Mapping[str, Any], per_node: Optional[Mapping[str, Any]],

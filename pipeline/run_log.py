@@ -1,18 +1,25 @@
-"""The run's log file and its console: everything on record, only progress on screen.
+"""The run's log file: everything the process writes goes there, only progress to the terminal.
 
 A pipeline run writes thousands of lines nobody watching needs: TensorFlow's
 C++ logging, absl INFO/WARNING lines from TFX and Beam, Keras' own epoch
 lines, Beam worker processes' output, and the tracebacks TensorFlow 2.16
 prints while the interpreter shuts down ("Exception ignored in:
 <function AtomicFunction.__del__>"). `capture` sends all of it to
-`<output_dir>/logs/run-<UTC time>.log` by pointing the process's file
-descriptors 1 and 2 at that file (so C++ code and child processes follow),
-and shows on the terminal only the `captioner.progress` lines
-(components/progress.py), which the runner and the components emit, plus
-whatever the runner prints to `RunLog.console` / `RunLog.errors`.
+`<output_dir>/logs/run-<UTC time>.log` and shows on the terminal only the
+`captioner.progress` lines (pipeline/console.py draws them), plus whatever
+the runner prints to `RunLog.console` / `RunLog.errors`.
 
-With `verbose`, descriptors 1 and 2 go through `tee` instead: the terminal
-sees the whole log as it is written, and the file still gets all of it.
+Why file descriptors and not only a logging.FileHandler with sys.stdout and
+sys.stderr replaced: TensorFlow's C++ logging writes to descriptor 2 itself,
+Beam's worker processes inherit descriptors 1 and 2 and write there, and the
+shut-down tracebacks come after any Python-level redirection could be undone.
+Neither TFX nor absl redirects them (LocalDagRunner runs in the caller's
+process and leaves its streams alone), so `capture` points descriptors 1 and
+2 at the file with `os.dup2`; the file handler of the root logger writes to
+that same file. With `verbose` the descriptors go through a `tee` process
+instead, so the terminal sees the whole log as it is written; a process, not
+a Python thread, because it must keep copying while the interpreter shuts
+down.
 """
 import contextlib
 import dataclasses
@@ -22,20 +29,12 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Iterator, Optional, TextIO
-
-import tqdm
+from typing import Iterator, TextIO
 
 from components import progress
+from pipeline import console as console_lib
 
 _LOG_FORMAT = '%(asctime)s %(levelname)s %(name)s: %(message)s'
-# Width of a progress bar line on the console, in characters.
-_BAR_COLUMNS = 80
-# Attributes (logging's `extra`) of progress records that share a console line:
-# a record with OPEN_LINE=True leaves its line open for the next record's
-# CONTINUATION (a string) to complete.
-OPEN_LINE = 'open_line'
-CONTINUATION = 'continuation'
 
 
 @dataclasses.dataclass
@@ -54,48 +53,75 @@ def _terminal(stream: TextIO) -> TextIO:
   return os.fdopen(os.dup(fd), 'w', buffering=1)
 
 
-class _ConsoleHandler(logging.Handler):
-  """Writes `captioner.progress` records to the terminal; loops as tqdm bars.
-
-  On a terminal a loop's bar is redrawn in place and its last state stays;
-  elsewhere (a pipe, a CI log) only the last state is written, one line per
-  loop. A record marked `OPEN_LINE` leaves its line open; if the next record
-  carries a `CONTINUATION`, that completes the line, otherwise the next
-  record starts a new one.
-  """
-
-  def __init__(self, stream: TextIO):
-    super().__init__(logging.INFO)
-    self._stream = stream
-    self._live = stream.isatty()
-    self._open: Optional[str] = None  # 'bar' or 'line' while a line awaits its end
-
-  def emit(self, record: logging.LogRecord) -> None:
-    state: Optional[progress.Progress] = getattr(record, 'progress', None)
-    continuation = getattr(record, CONTINUATION, None)
-    if state is not None:
-      if self._live or state.finished:
-        bar = tqdm.tqdm.format_meter(state.done, state.total, state.elapsed, ncols=_BAR_COLUMNS,
-                                     prefix=f'  {state.description}', unit=state.unit)
-        redraw = self._open == 'bar'
-        self._write(('\r' if redraw else '') + bar, None if state.finished else 'bar', redraw)
-    elif continuation and self._open == 'line':
-      self._write(f', {continuation}', None, continues=True)
-    else:
-      self._write(record.getMessage(), 'line' if getattr(record, OPEN_LINE, False) else None)
-
-  def _write(self, text: str, leave_open: Optional[str], continues: bool = False) -> None:
-    """Writes `text`, below the open line unless it `continues` it; ends the line unless `leave_open`."""
-    start = '\n' if self._open and not continues else ''
-    self._stream.write(start + text + ('' if leave_open else '\n'))
-    self._stream.flush()
-    self._open = leave_open
-
-
 def _is_final(record: logging.LogRecord) -> bool:
   """Keeps a loop's intermediate progress records out of the log file."""
   state = getattr(record, 'progress', None)
   return state is None or state.finished
+
+
+def _new_log_path(output_dir: str) -> str:
+  log_dir = os.path.join(output_dir, 'logs')
+  os.makedirs(log_dir, exist_ok=True)
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d-%H%M%S-%f')
+  return os.path.join(log_dir, f'run-{stamp}.log')
+
+
+@contextlib.contextmanager
+def _descriptors_to(path: str, tee: bool, restore: bool) -> Iterator[None]:
+  """Points descriptors 1 and 2 at `path` (through `tee` to the terminal too, if `tee`)."""
+  for stream in (sys.stdout, sys.stderr):
+    stream.flush()
+  saved = {fd: os.dup(fd) for fd in (1, 2)}
+  copier = None
+  if tee:
+    copier = subprocess.Popen(['tee', '-a', path], stdin=subprocess.PIPE, stdout=saved[1])
+    target = copier.stdin.fileno()
+  else:
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+  for fd in (1, 2):
+    os.dup2(target, fd)
+  if copier is None:
+    os.close(target)
+  try:
+    yield
+  finally:
+    for stream in (sys.stdout, sys.stderr):
+      stream.flush()
+    if restore:
+      for fd, copy in saved.items():
+        os.dup2(copy, fd)
+      if copier:
+        copier.stdin.close()
+        copier.wait()
+    for copy in saved.values():
+      os.close(copy)
+
+
+@contextlib.contextmanager
+def _root_logging_to_descriptor_2() -> Iterator[None]:
+  """Every logger's INFO and above, one line each, to what descriptor 2 is now."""
+  root = logging.getLogger()
+  saved_handlers, saved_level = root.handlers[:], root.level
+  file_handler = logging.StreamHandler(os.fdopen(os.dup(2), 'w', buffering=1))
+  file_handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+  file_handler.addFilter(_is_final)
+  root.handlers = [file_handler]
+  root.setLevel(logging.INFO)
+  try:
+    yield
+  finally:
+    root.handlers, root.level = saved_handlers, saved_level
+    file_handler.stream.close()
+
+
+@contextlib.contextmanager
+def _progress_to(stream: TextIO) -> Iterator[None]:
+  handler = console_lib.ConsoleHandler(stream)
+  progress.logger.addHandler(handler)
+  try:
+    yield
+  finally:
+    progress.logger.removeHandler(handler)
 
 
 @contextlib.contextmanager
@@ -112,52 +138,16 @@ def capture(output_dir: str, verbose: bool = False, restore: bool = True) -> Ite
   Yields:
     the log file's path and the terminal's streams.
   """
-  log_dir = os.path.join(output_dir, 'logs')
-  os.makedirs(log_dir, exist_ok=True)
-  stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d-%H%M%S-%f')
-  path = os.path.join(log_dir, f'run-{stamp}.log')
-  for stream in (sys.stdout, sys.stderr):
-    stream.flush()
+  path = _new_log_path(output_dir)
   run_log = RunLog(path, _terminal(sys.stdout), _terminal(sys.stderr))
-  saved = {fd: os.dup(fd) for fd in (1, 2)}
-  tee = None
-  if verbose:
-    tee = subprocess.Popen(['tee', '-a', path], stdin=subprocess.PIPE, stdout=saved[1])
-    target = tee.stdin.fileno()
-  else:
-    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-  for fd in (1, 2):
-    os.dup2(target, fd)
-  if tee is None:
-    os.close(target)
-
-  root = logging.getLogger()
-  saved_handlers, saved_level = root.handlers[:], root.level
-  file_handler = logging.StreamHandler(os.fdopen(os.dup(2), 'w', buffering=1))
-  file_handler.setFormatter(logging.Formatter(_LOG_FORMAT))
-  file_handler.addFilter(_is_final)
-  root.handlers = [file_handler]
-  root.setLevel(logging.INFO)
-  console_handler = None if verbose else _ConsoleHandler(run_log.console)
-  if console_handler:
-    progress.logger.addHandler(console_handler)
   try:
-    yield run_log
+    with contextlib.ExitStack() as stack:
+      stack.enter_context(_descriptors_to(path, tee=verbose, restore=restore))
+      stack.enter_context(_root_logging_to_descriptor_2())
+      if not verbose:
+        stack.enter_context(_progress_to(run_log.console))
+      yield run_log
   finally:
-    if console_handler:
-      progress.logger.removeHandler(console_handler)
-    root.handlers, root.level = saved_handlers, saved_level
-    file_handler.stream.close()
-    for stream in (sys.stdout, sys.stderr):
-      stream.flush()
-    if restore:
-      for fd, copy in saved.items():
-        os.dup2(copy, fd)
-      if tee:
-        tee.stdin.close()
-        tee.wait()
-    for copy in saved.values():
-      os.close(copy)
     for terminal, original in ((run_log.console, sys.stdout), (run_log.errors, sys.stderr)):
       if terminal is not original:
         terminal.close()

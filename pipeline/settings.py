@@ -25,9 +25,6 @@ _EVALUATION_FLAGS = ('min_bleu4', 'min_cider', 'min_baseline_ratio', 'min_distin
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   """Adds the pipeline, model and evaluation flags both runners share."""
-  trainer_defaults = config_lib.TrainerConfig()
-  transform_defaults = config_lib.TransformConfig()
-  evaluation_defaults = config_lib.EvaluationConfig()
   parser.add_argument('--pipeline_name', default=names.PIPELINE_NAME)
   parser.add_argument('--restval_split', default=features.DEFAULT_RESTVAL_SPLIT,
                       choices=features.SPLITS,
@@ -35,6 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            'as im2txt does).')
   parser.add_argument('--model_name', default=names.MODEL_NAME,
                       help='Name TF Serving serves the pushed model under.')
+  _add_encoder_arguments(parser)
+  _add_training_arguments(parser)
+  _add_evaluation_arguments(parser)
+  parser.add_argument('--seed', type=int, default=config_lib.TrainerConfig().seed,
+                      help='Seeds the data generation, shuffling, weight initialisation and '
+                           'dropout; the same seed gives the same metrics on a CPU.')
+  parser.add_argument('--no_cache', action='store_true',
+                      help='Re-run every component even when its inputs did not change.')
+
+
+def _add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+  """The frozen backbone's flags."""
+  trainer_defaults = config_lib.TrainerConfig()
   parser.add_argument('--backbone', default=trainer_defaults.backbone,
                       choices=['vgg16', 'inception_v3'])
   parser.add_argument('--backbone_weights', default='auto',
@@ -56,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "capability 8.0+, features within 1%% of float32's), 'float32', or 'auto' "
                            'for bfloat16 where the machine building the pipeline has such hardware, '
                            'float32 elsewhere (default: %(default)s).')
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+  """The vocabulary's and the decoder's training flags."""
+  trainer_defaults = config_lib.TrainerConfig()
+  transform_defaults = config_lib.TransformConfig()
   parser.add_argument('--epochs', type=int, default=None)
   parser.add_argument('--batch_size', type=int, default=None,
                       help=f"Default: the runner's ({trainer_defaults.batch_size} on real data).")
@@ -78,6 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Train with the brief's image augmentation (no feature cache).")
   parser.add_argument('--mixed_precision', action='store_true',
                       help='float16 compute on GPUs (ignored without one).')
+
+
+def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+  """The blessing's thresholds."""
+  evaluation_defaults = config_lib.EvaluationConfig()
   parser.add_argument('--min_bleu4', type=float, default=None,
                       help='Blessing threshold on eval BLEU-4 (default: the runner\'s; '
                            f'{evaluation_defaults.min_bleu4} on real data).')
@@ -93,11 +114,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "captioner's eval captions, 0..1: one sentence for every image fails "
                            "(default: the runner's; "
                            f'{evaluation_defaults.min_distinct_caption_share} on real data).')
-  parser.add_argument('--seed', type=int, default=trainer_defaults.seed,
-                      help='Seeds the data generation, shuffling, weight initialisation and '
-                           'dropout; the same seed gives the same metrics on a CPU.')
-  parser.add_argument('--no_cache', action='store_true',
-                      help='Re-run every component even when its inputs did not change.')
 
 
 def trainer_config(args: argparse.Namespace,

@@ -130,6 +130,8 @@ def test_a_run_prints_a_short_progress_report_and_no_traceback(runs):
   with open(log_path) as f:
     log = f.read()
   assert f'Component {names.TRANSFORM} is running.' in log  # TFX's absl INFO line
+  # ... up to the last node: no component's logging set-up took the log file away.
+  assert f'Component {names.DEMO_GALLERY} is finished.' in log
   assert 'tensorflow' in log
 
 
