@@ -38,5 +38,5 @@ setuptools.setup(
         'psutil',  # bench/ingestion.py's peak-memory sampling
         'ijson',  # streams the large COCO and Karpathy JSON files (components/ingestion/json_stream.py)
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest', 'pytest-xdist']},
 )
