@@ -105,19 +105,9 @@ def run_fn(fn_args: FnArgs) -> None:
     caption_model, training_model = model_lib.build_models(
         config, len(vocabulary), sequence_length, feature_extractor)
 
-  if not config.use_image:
-    train_per_image = datasets.without_image(train_images)
-    eval_per_image = datasets.without_image(eval_images)
-  elif config.encoder.augment:
-    image_size = feature_extractor.input_shape[1]  # the artifact's backbone's
-    train_per_image = datasets.with_pixels(train_images, image_size)
-    eval_per_image = datasets.with_pixels(eval_images, image_size)
-  else:
-    train_per_image, eval_per_image = (
-        datasets.with_cached_features(per_image, features_artifact.read_features(features_uri, split),
-                                      f'split {split!r} of {features_uri}')
-        for per_image, split in ((train_images, features.TRAIN_SPLIT), (eval_images, features.EVAL_SPLIT)))
-
+  train_per_image, eval_per_image = (
+      _image_inputs(config, per_image, split, feature_extractor, features_uri)
+      for per_image, split in ((train_images, features.TRAIN_SPLIT), (eval_images, features.EVAL_SPLIT)))
   training_run = callbacks_lib.TrainingRun(fn_args)
   history = training_model.fit(
       datasets.training_batches(train_per_image, config.batch_size, shuffle=True,
@@ -145,6 +135,18 @@ def run_fn(fn_args: FnArgs) -> None:
       'resumed_from_epoch': training_run.resumed_from_epoch,
       'history': {k: [float(v) for v in vs] for k, vs in history.history.items()},
   })
+
+
+def _image_inputs(config: config_lib.TrainerConfig, per_image: tf.data.Dataset, split: str,
+                  feature_extractor: keras.Model, features_uri: Optional[str]) -> tf.data.Dataset:
+  """What the model reads of each image of `split`: nothing (the baseline), the
+  artifact's cached features, or, with augmentation, pixels at its backbone's input size."""
+  if not config.use_image:
+    return datasets.without_image(per_image)
+  if config.encoder.augment:
+    return datasets.with_pixels(per_image, feature_extractor.input_shape[1])
+  return datasets.with_cached_features(per_image, features_artifact.read_features(features_uri, split),
+                                       f'split {split!r} of {features_uri}')
 
 
 def _write_report(model_run_dir: str, report: Dict) -> None:
