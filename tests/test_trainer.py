@@ -146,9 +146,9 @@ def test_training_report_matches_the_transform_output(captioner, transformed):
       glob.glob(captioner.train_files[0]), compression_type='GZIP').take(1)
   example = tf.train.Example.FromString(next(iter(records)).numpy())
   assert report['sequence_length'] == example.features.feature[features.SEQUENCE_LENGTH_KEY].int64_list.value[0]
-  config, image_features_uri = trainer.split_custom_config(captioner.custom_config)
-  assert report['config'] == config_lib.to_custom_config(config)
-  assert report['image_features_uri'] == image_features_uri
+  config = config_lib.from_custom_config(config_lib.TrainerConfig, captioner.custom_config)
+  assert report['config'] == captioner.custom_config
+  assert report['image_features_uri'] == captioner.image_features_uri is not None
   history = report['history']
   assert len(history['loss']) == len(history['val_loss']) == 2
   assert all(math.isfinite(v) for v in history['loss'] + history['val_loss'])
