@@ -26,6 +26,7 @@ setuptools.setup(
         'apache-beam[gcp]==2.61.0',
         'protobuf>=3.20.3,<4',  # kfp 2.5 needs protobuf 3
         'dill',  # imported by tensorflow-transform, no longer pulled in by apache-beam
+        'attrs',  # the CaptionTrainer's FnArgs subclass (components/training/trainer_component.py), as TFX's
         'tensorflow-serving-api==2.16.1',
         'grpcio',
         'aiohttp',  # the local server's REST front end (serving/rest.py)

@@ -9,7 +9,7 @@ first with `--epochs E`, then with `--epochs E+1` and nothing else changed.
 From ML Metadata (the runs' executions and their output artifacts) it prints,
 per run: the ImageFeatureGen's state (COMPLETE or CACHED), its backbone passes
 (Beam's RunInference counter, kept on its artifact) and its parity sample's
-(images re-encoded by feature_gen.check_parity), the evaluator's and the
+(images re-encoded by parity.check_parity), the evaluator's and the
 gallery's backbone passes (every image of a model captioned from bytes; none
 for a model captioned from the cached features), their sum and the wall time.
 
@@ -51,7 +51,8 @@ from components import config as config_lib
 from components import features
 from components import names
 from components import records
-from components.encoder import feature_gen
+from components.encoder import features_artifact
+from components.encoder import backbone_handler
 from components.ingestion import flickr8k
 from components.ingestion import shapes_dataset
 from pipeline import local_runner
@@ -82,7 +83,7 @@ def _run_figures(store, new_ids: Set[int], seconds: float) -> Dict:
     if node == names.FEATURE_GEN:
       figures['feature_gen_state'] = _STATES.get(execution.last_known_state, str(execution.last_known_state))
       for name, key in ((names.BACKBONE_PASSES_PROPERTY, 'feature_pass_backbone_passes'),
-                        (feature_gen.PARITY_PASSES_PROPERTY, 'feature_pass_parity_passes')):
+                        (features_artifact.PARITY_PASSES_PROPERTY, 'feature_pass_parity_passes')):
         figures[key] = metadata.output_count(store, execution, name)
         passes += figures[key]
     elif node in (names.CAPTION_EVALUATOR, names.DEMO_GALLERY) and (
@@ -95,13 +96,15 @@ def _run_figures(store, new_ids: Set[int], seconds: float) -> Dict:
 
 def _config(args) -> config_lib.TrainerConfig:
   """The encoder both runs use: a random VGG16 at --image_size with --pooling."""
-  return config_lib.TrainerConfig(backbone_weights=None, image_size=args.image_size, pooling=args.pooling)
+  return config_lib.TrainerConfig(encoder=config_lib.EncoderConfig(
+      backbone_weights=None, image_size=args.image_size, pooling=args.pooling))
 
 
 def _run(output_dir: str, data_dir: str, args, epochs: int) -> float:
   config = _config(args)
   flags = ['--output_dir', output_dir, '--data_dir', data_dir, '--backbone_weights', 'none',
-           '--pooling', config.pooling, '--image_size', str(config.image_size), '--epochs', str(epochs),
+           '--pooling', config.encoder.pooling, '--image_size', str(config.encoder.image_size),
+           '--epochs', str(epochs),
            '--lstm_units', '64']
   start = time.perf_counter()
   with contextlib.redirect_stdout(sys.stderr):  # the run summary; stdout holds the JSON only
@@ -114,10 +117,10 @@ def _speed(examples_uri: str, image_features_uri: str, config: config_lib.Traine
   examples = _examples(examples_uri)
   images = [record.image for split in features.SPLITS
             for record in records.iter_split_examples(examples, split)]
-  backbone = feature_gen.load_backbone(image_features_uri)
-  bare_before = feature_pass.predict_rate(backbone, images, feature_gen.DEFAULT_BATCH_SIZE)
+  backbone = features_artifact.load_backbone(image_features_uri)
+  bare_before = feature_pass.predict_rate(backbone, images, backbone_handler.DEFAULT_BATCH_SIZE)
   rerun = transformed_data.build_image_features(examples_uri, work_dir, config)
-  bare_after = feature_pass.predict_rate(backbone, images, feature_gen.DEFAULT_BATCH_SIZE)
+  bare_after = feature_pass.predict_rate(backbone, images, backbone_handler.DEFAULT_BATCH_SIZE)
   pass_rate = _rate(rerun.mlmd_artifact)
   bare = (bare_before + bare_after) / 2
   return {
@@ -127,11 +130,11 @@ def _speed(examples_uri: str, image_features_uri: str, config: config_lib.Traine
   }
 
 
-def _rate(features_artifact) -> float:
+def _rate(image_features) -> float:
   """A feature pass's images/s, from its artifact's custom properties."""
-  properties = features_artifact.custom_properties
+  properties = image_features.custom_properties
   return (properties[names.BACKBONE_PASSES_PROPERTY].int_value
-          / properties[feature_gen.FEATURE_PASS_SECONDS_PROPERTY].double_value)
+          / properties[features_artifact.FEATURE_PASS_SECONDS_PROPERTY].double_value)
 
 
 def _examples(uri: str) -> standard_artifacts.Examples:
@@ -165,10 +168,10 @@ def main():
       ids = {e.id for e in store.get_executions()} - seen
       runs.append(_run_figures(store, ids, seconds))
       seen |= ids
-    [features_artifact] = store.get_artifacts_by_type(artifacts.ImageFeatures.TYPE_NAME)
+    [features_output] = store.get_artifacts_by_type(artifacts.ImageFeatures.TYPE_NAME)
     [examples_artifact] = [a for a in store.get_artifacts_by_type('Examples')
                            if names.EXAMPLE_GEN in a.uri]
-    speed = _speed(examples_artifact.uri, features_artifact.uri, _config(args), os.path.join(tmp, 'rerun'))
+    speed = _speed(examples_artifact.uri, features_output.uri, _config(args), os.path.join(tmp, 'rerun'))
 
   print(json.dumps({
       'num_images': args.num_images,
@@ -178,7 +181,7 @@ def main():
       'cores': multiprocessing.cpu_count(),
       'first_run': runs[0],
       'rerun_epochs_only': runs[1],
-      'pipeline_feature_pass_images_per_second': round(_rate(features_artifact), 2),
+      'pipeline_feature_pass_images_per_second': round(_rate(features_output), 2),
       **speed,
   }))
 

@@ -3,7 +3,7 @@
 VGG16 fc2 at 224 px (the real-data encoder) with random weights, the same
 weights in both precisions, each built and saved as the ImageFeatureGen builds
 and saves it and run through the feature pass's own handler
-(feature_gen.BackboneHandler: the saved bytes -> features signature, decoding
+(backbone_handler.BackboneHandler: the saved bytes -> features signature, decoding
 included) on `--num_images` JPEGs of `--jpeg_width` x `--jpeg_height` (Flickr8k's
 typical 500x375), in batches of the feature pass's size. The two precisions
 take turns batch by batch, so load that comes and goes on a shared host hits
@@ -29,6 +29,8 @@ from PIL import Image
 import tf_keras as keras
 
 from components import config as config_lib
+from components.encoder import features_artifact
+from components.encoder import backbone_handler
 from components.encoder import feature_gen
 from components.encoder import precision as precision_lib
 
@@ -51,10 +53,11 @@ def _photos(count: int, width: int, height: int) -> List[bytes]:
 def _handler(precision: str, work_dir: str):
   """(handler, loaded model) of a random VGG16 fc2 saved as the ImageFeatureGen saves it."""
   keras.utils.set_random_seed(0)  # the same weights in both precisions
-  extractor, _ = feature_gen.build_encoder('vgg16', 224, 'fc2', None, precision)
-  model_dir = feature_gen.backbone_dir(f'{work_dir}/{precision}')
-  feature_gen.save_backbone(extractor, model_dir)
-  handler = feature_gen.BackboneHandler(model_dir)
+  extractor, _ = feature_gen.build_encoder(
+      config_lib.EncoderConfig(backbone='vgg16', backbone_weights=None, pooling='fc2', precision=precision))
+  model_dir = features_artifact.backbone_dir(f'{work_dir}/{precision}')
+  features_artifact.save_backbone(extractor, model_dir)
+  handler = backbone_handler.BackboneHandler(model_dir)
   return handler, handler.load_model()
 
 
@@ -90,7 +93,7 @@ def measure(photos: List[bytes], batch_size: int) -> Dict:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--num_images', type=int, default=256, help='JPEGs encoded (default %(default)s).')
-  parser.add_argument('--batch_size', type=int, default=feature_gen.DEFAULT_BATCH_SIZE)
+  parser.add_argument('--batch_size', type=int, default=backbone_handler.DEFAULT_BATCH_SIZE)
   parser.add_argument('--jpeg_width', type=int, default=500)
   parser.add_argument('--jpeg_height', type=int, default=375)
   args = parser.parse_args()

@@ -37,8 +37,9 @@ from components import config as config_lib
 from components import features
 from components import names
 from components import records
+from components.encoder import features_artifact
+from components.encoder import backbone_handler
 from components.encoder import feature_gen
-from components.encoder import image_features
 from components.ingestion import flickr8k
 from components.ingestion import shapes_dataset
 from pipeline import beam_args
@@ -69,21 +70,19 @@ def generate_flickr8k(data_dir: str, num_images: int) -> None:
 
 
 def _feature_pass(examples, out_dir: str, options) -> artifacts.ImageFeatures:
-  config = config_lib.TrainerConfig(backbone_weights=None, image_size=224, pooling='fc2')
+  encoder = config_lib.EncoderConfig(backbone_weights=None, image_size=224, pooling='fc2', precision='float32')
   return executors.run_executor(
       feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context(options)),
-      {'examples': examples}, {'image_features': artifacts.ImageFeatures},
-      {'backbone': config.backbone,
-       'image_size': image_features.image_size_of(config.backbone, config.image_size),
-       'pooling': config.pooling, 'seed': config.seed, 'backbone_weights': None},
-      out_dir)['image_features']
+      {'examples': examples}, {features.IMAGE_FEATURES_KEY: artifacts.ImageFeatures},
+      {key: value for key, value in feature_gen.parameters(encoder, seed=0).items() if value is not None},
+      out_dir)[features.IMAGE_FEATURES_KEY]
 
 
 def _counts(examples, features_uri: str) -> Dict[str, Dict[str, int]]:
   """Per split: records the pass read and feature vectors it wrote (ids read back)."""
   return {split: {
-      'read': len(feature_gen.image_ids(records.split_files(examples, split))),
-      'written': len(feature_gen.image_ids(feature_gen.feature_files(features_uri, split)))}
+      'read': len(features_artifact.image_ids(records.split_files(examples, split))),
+      'written': len(features_artifact.image_ids(features_artifact.feature_files(features_uri, split)))}
       for split in artifact_utils.decode_split_names(examples.split_names)}
 
 
@@ -108,13 +107,13 @@ def main() -> None:
     sample = [example.image for example, _ in zip(records.iter_split_examples(examples, 'train'),
                                                    range(args.sample))]
     image_features_artifact = _feature_pass(examples, os.path.join(tmp, 'features'), _MODES[args.mode](args.workers))
-    backbone = feature_gen.load_backbone(image_features_artifact.uri)
-    bare_rates = [feature_pass.predict_rate(backbone, sample, feature_gen.DEFAULT_BATCH_SIZE)]
+    backbone = features_artifact.load_backbone(image_features_artifact.uri)
+    bare_rates = [feature_pass.predict_rate(backbone, sample, backbone_handler.DEFAULT_BATCH_SIZE)]
     counts = _counts(examples, image_features_artifact.uri)
-    bare_rates.append(feature_pass.predict_rate(backbone, sample, feature_gen.DEFAULT_BATCH_SIZE))
+    bare_rates.append(feature_pass.predict_rate(backbone, sample, backbone_handler.DEFAULT_BATCH_SIZE))
   passes = image_features_artifact.get_int_custom_property(names.BACKBONE_PASSES_PROPERTY)
   rate = passes / image_features_artifact.mlmd_artifact.custom_properties[
-      feature_gen.FEATURE_PASS_SECONDS_PROPERTY].double_value
+      features_artifact.FEATURE_PASS_SECONDS_PROPERTY].double_value
   bare = sum(bare_rates) / len(bare_rates)
   print(json.dumps({
       'num_images': args.num_images, 'jpeg_size': '%dx%d' % JPEG_SIZE, 'encoder': 'vgg16 fc2 224',

@@ -44,7 +44,7 @@ from tfx.types import standard_artifacts
 from components import config as config_lib
 from components import features
 from components import names
-from components.encoder import feature_gen
+from components.encoder import features_artifact
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.training import trainer
@@ -65,15 +65,15 @@ def perturbed_copy(features_uri: str, out_dir: str, noise: float, seed: int) -> 
   shutil.copytree(features_uri, out_dir)
   rng = np.random.default_rng(seed)
   for split in features.SPLITS:
-    vectors = feature_gen.read_features(features_uri, split)
-    directory = feature_gen.split_dir(out_dir, split)
+    vectors = features_artifact.read_features(features_uri, split)
+    directory = features_artifact.split_dir(out_dir, split)
     shutil.rmtree(directory)
     os.makedirs(directory)
     with tf.io.TFRecordWriter(os.path.join(directory, 'features-perturbed.gz'),
                               options=tf.io.TFRecordOptions(compression_type='GZIP')) as writer:
       for image_id in sorted(vectors):
         vector = vectors[image_id]
-        writer.write(feature_gen.feature_example(
+        writer.write(features_artifact.feature_example(
             image_id, vector * (1.0 + noise * rng.standard_normal(vector.shape)).astype(np.float32)))
   return out_dir
 

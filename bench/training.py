@@ -54,7 +54,7 @@ from testing import timing
 from testing import transformed_data
 from components import names
 from components import features
-from components.encoder import feature_gen
+from components.encoder import features_artifact
 from components.evaluation import captioning
 from components.encoder import image_features as image_features_lib
 from components.training import datasets
@@ -94,14 +94,15 @@ def _time_epochs(config: config_lib.TrainerConfig, data: transformed_data.Transf
 
   strategy = tf.distribute.MirroredStrategy()
   with strategy.scope():
-    feature_extractor = feature_gen.load_backbone(image_features.uri)
-    models = {name: model_lib.build_models(dataclasses.replace(config, augment=augment), len(vocabulary),
+    feature_extractor = features_artifact.load_backbone(image_features.uri)
+    models = {name: model_lib.build_models(dataclasses.replace(
+                  config, encoder=dataclasses.replace(config.encoder, augment=augment)), len(vocabulary),
                                            sequence_length, feature_extractor)[1]
               for name, augment in (('cached', False), ('on_the_fly', True))}
 
   per_image = {
       'cached': datasets.with_cached_features(
-          train_images, feature_gen.read_features(image_features.uri, features.TRAIN_SPLIT),
+          train_images, features_artifact.read_features(image_features.uri, features.TRAIN_SPLIT),
           image_features.uri),
       'on_the_fly': datasets.with_pixels(train_images, feature_extractor.input_shape[1]),
   }
@@ -141,7 +142,7 @@ def _time_latency(config, data, work_dir, image_features, requests):
     trainer.run_fn(args)
   captioner = captioning.SavedModelCaptioner(args.serving_model_dir)
   images = data.images(features.EVAL_SPLIT) + data.images(features.DEMO_SPLIT)
-  feature_extractor = feature_gen.load_backbone(image_features.uri)
+  feature_extractor = features_artifact.load_backbone(image_features.uri)
   image_size = feature_extractor.input_shape[1]
   pixels = [image_features_lib.decode_images(tf.constant([image]), image_size) for image in images]
   backbone = tf.function(lambda batch: feature_extractor(batch, training=False),
@@ -187,8 +188,9 @@ def main():
   if args.epochs < 2:
     parser.error('--epochs must be at least 2: the first epoch is warm-up')
   # The local runner's settings for the embedded dataset (random VGG16, 256-unit LSTM).
-  config = dataclasses.replace(config_lib.EMBEDDED_TRAINER, image_size=args.image_size,
-                               epochs=args.epochs)
+  config = dataclasses.replace(
+      config_lib.EMBEDDED_TRAINER, epochs=args.epochs,
+      encoder=dataclasses.replace(config_lib.EMBEDDED_TRAINER.encoder, image_size=args.image_size))
 
   with tempfile.TemporaryDirectory(prefix='training_bench_') as tmp:
     data = transformed_data.build_transformed_data(os.path.join(tmp, 'data'), args.num_images, args.image_size)
@@ -197,8 +199,8 @@ def main():
   print(json.dumps({
       'num_images': args.num_images,
       'image_size': args.image_size,
-      'backbone': config.backbone,
-      'pooling': config.pooling,
+      'backbone': config.encoder.backbone,
+      'pooling': config.encoder.pooling,
       'lstm_units': config.lstm_units,
       'cores': multiprocessing.cpu_count(),
       **training,

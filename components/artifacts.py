@@ -13,7 +13,7 @@ class IngestionReport(artifact.Artifact):
 
 
 class ImageFeatures(artifact.Artifact):
-  """The frozen backbone's features of every image, and the backbone itself (components/encoder/feature_gen.py)."""
+  """The frozen backbone's features of every image, and the backbone itself (components/encoder/features_artifact.py)."""
   TYPE_NAME = 'components.ImageFeatures'
 
 

@@ -39,6 +39,50 @@ RESOLVED_PRECISIONS = ('float32', 'bfloat16')
 PRECISIONS = (AUTO_PRECISION,) + RESOLVED_PRECISIONS
 
 
+# The backbones (components/encoder/image_features.py), each with the square
+# input side in pixels it was trained at, its default image size.
+BACKBONE_IMAGE_SIZES = {'vgg16': 224, 'inception_v3': 299}
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """The frozen image encoder: every encoder default, written once.
+
+  The flags (pipeline/settings.py) start from these; the pipeline hands them
+  to the ImageFeatureGen (components/encoder/feature_gen.py `parameters`),
+  whose artifact then records what was built (features_artifact.EncoderInfo):
+  downstream, the Trainer, exporter, evaluator and gallery read the encoder
+  from that artifact, not from a config.
+  """
+  # A key of BACKBONE_IMAGE_SIZES; VGG16 is the brief's.
+  backbone: str = 'vgg16'
+  # 'imagenet' (Keras download), a local .h5 path, or None for random weights
+  # (the one spelling of random weights; the flag's 'none' becomes None).
+  backbone_weights: Optional[str] = 'imagenet'
+  # Square input side in pixels; None means the backbone's own (`input_size`).
+  image_size: Optional[int] = None
+  # The feature vector (components/encoder/image_features.py): 'fc2' is VGG16's
+  # 4,096-d last hidden layer at 224 px, the paper's encoder; 'avg' pools the
+  # last conv block (InceptionV3's 2,048-d pool, the paper's for it); 'flatten'
+  # keeps its spatial layout (position words need it).
+  pooling: str = 'fc2'
+  # The frozen backbone's precision, one of PRECISIONS: its features (cached and
+  # served) come from this arithmetic.
+  precision: str = AUTO_PRECISION
+  # The brief's ImageDataGenerator augmentation: the backbone runs inside the
+  # Trainer on augmented pixels, so the cached features are not trained on.
+  augment: bool = False
+
+  @property
+  def input_size(self) -> int:
+    """The input side the backbone runs at: `image_size`, or the backbone's own when None."""
+    if self.image_size:
+      return self.image_size
+    if self.backbone not in BACKBONE_IMAGE_SIZES:
+      raise ValueError(f'Unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONE_IMAGE_SIZES)}.')
+    return BACKBONE_IMAGE_SIZES[self.backbone]
+
+
 # RECIPE. The real-data defaults (TransformConfig(), TrainerConfig()) follow the
 # published Show-and-Tell ("pre-inject": the image as the RNN's first input)
 # reproductions on Flickr8k:
@@ -61,20 +105,8 @@ class TrainerConfig:
   The defaults are the real-data recipe (RECIPE above); EMBEDDED_TRAINER
   holds the embedded dataset's.
   """
-  # 'vgg16' (the brief's default) or 'inception_v3'.
-  backbone: str = 'vgg16'
-  # 'imagenet' (Keras download), a local .h5 path, or None for random weights.
-  backbone_weights: Optional[str] = 'imagenet'
-  # Square input side in pixels; None means the backbone's own (224 / 299).
-  image_size: Optional[int] = None
-  # The feature vector (components/encoder/image_features.py): 'fc2' is VGG16's
-  # 4,096-d last hidden layer at 224 px, the paper's encoder; 'avg' pools the
-  # last conv block (InceptionV3's 2,048-d pool, the paper's for it); 'flatten'
-  # keeps its spatial layout (position words need it).
-  pooling: str = 'fc2'
-  # The frozen backbone's precision, one of PRECISIONS: its features (cached and
-  # served) come from this arithmetic.
-  precision: str = AUTO_PRECISION
+  # The frozen backbone and what it hands the decoder (EncoderConfig above).
+  encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
   # Show and Tell uses 512-unit LSTMs and 512-d embeddings; the brief asks 300-d.
   embedding_dim: int = 300
   lstm_units: int = 512
@@ -95,8 +127,6 @@ class TrainerConfig:
   # EarlyStopping also restores the last epoch that gained more than this, so a
   # large value throws away the small gains of a converging model's last epochs.
   early_stopping_min_delta: float = 0.0
-  # The brief's ImageDataGenerator augmentation; turns off the feature cache.
-  augment: bool = False
   # float16 compute on GPUs; ignored without one.
   mixed_precision: bool = False
   # Decoder speed (bench/decoder_speed.py, Flickr8k's shape: 30,000 captions,
@@ -163,8 +193,9 @@ EMBEDDED_TRANSFORM = TransformConfig(min_word_frequency=2)
 # figures were measured with (a small, noise-free dataset learns faster than the
 # recipe's rate allows in 25 epochs; float32 and the while loop, as its 36-word
 # softmax gains nothing from bfloat16). Real data uses TrainerConfig().
-EMBEDDED_TRAINER = TrainerConfig(backbone_weights=None, image_size=EMBEDDED_DATASET.image_size,
-                                 pooling='flatten', lstm_units=256, epochs=25, dropout=0.3,
+EMBEDDED_ENCODER = EncoderConfig(backbone_weights=None, image_size=EMBEDDED_DATASET.image_size,
+                                 pooling='flatten')
+EMBEDDED_TRAINER = TrainerConfig(encoder=EMBEDDED_ENCODER, lstm_units=256, epochs=25, dropout=0.3,
                                  batch_size=64, learning_rate=1e-3, dense_bfloat16=False,
                                  lstm_unroll=False)
 # The embedded dataset's captions follow from the pixels: a good model must score high.
@@ -181,10 +212,13 @@ def to_custom_config(config: Any) -> Dict[str, Any]:
 
 
 def from_custom_config(cls: Type[_T], custom_config: Optional[Dict[str, Any]]) -> _T:
-  """Rebuilds a config from `custom_config`, refusing unknown keys."""
+  """Rebuilds a config from `custom_config`, refusing unknown keys; nested
+  configs (TrainerConfig.encoder) come back as their dataclasses."""
   custom_config = dict(custom_config or {})
-  known = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(custom_config) - known)
+  fields = {f.name: f.type for f in dataclasses.fields(cls)}
+  unknown = sorted(set(custom_config) - set(fields))
   if unknown:
-    raise ValueError(f'Unknown {cls.__name__} keys {unknown}; known: {sorted(known)}')
-  return cls(**custom_config)
+    raise ValueError(f'Unknown {cls.__name__} keys {unknown}; known: {sorted(fields)}')
+  return cls(**{name: from_custom_config(fields[name], value)
+                if dataclasses.is_dataclass(fields[name]) and isinstance(value, dict) else value
+                for name, value in custom_config.items()})

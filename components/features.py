@@ -22,6 +22,11 @@ DEFAULT_RESTVAL_SPLIT = TRAIN_SPLIT
 # --- Image features (FeatureGen output, one tf.Example per image) ---
 # IMAGE_ID_KEY  bytes [1], and:
 IMAGE_FEATURES_KEY = 'image_features'  # float32 [feature_dim]: the frozen backbone's output
+# The one name of the image features wherever they travel: the feature of the
+# ImageFeatures artifact's records above, that artifact's channel (the
+# ImageFeatureGen's output, the CaptionTrainer's, the CaptionEvaluator's and the
+# DemoGallery's input), the caption model's Keras input and the from_features
+# serving signature's input.
 
 # --- Special tokens. Their ids are fixed and precede the learned vocabulary so
 # that padding is id 0 (what Keras masking and `pad_model_inputs` assume). ---
@@ -48,7 +53,7 @@ EXAMPLES_SIGNATURE = 'from_examples'  # serialized raw tf.Example in (TFX conven
 FEATURES_SIGNATURE = 'from_features'  # the backbone's features in (captioning from the cached features)
 IMAGES_INPUT = 'images'  # string [batch]: encoded JPEG/PNG/GIF/BMP bytes
 EXAMPLES_INPUT = 'examples'  # string [batch]: serialized tf.Example with IMAGE_KEY
-FEATURES_INPUT = 'image_features'  # float32 [batch, feature_dim]: as in the ImageFeatures artifact
+# FEATURES_SIGNATURE's input is IMAGE_FEATURES_KEY: float32 [batch, feature_dim], as in the ImageFeatures artifact.
 CAPTION_OUTPUT = 'caption'  # string [batch]: words joined by single spaces, no special tokens
 LOG_PROBABILITY_OUTPUT = 'log_probability'  # float32 [batch]: log p(caption | image), summed over steps
 # The k best captions of the beam search, best first (k = the beam width fixed

@@ -10,10 +10,8 @@ from tfx.proto import transform_pb2
 
 from components import names
 from components import features
-from components.encoder import image_features
-from components.encoder import precision as precision_lib
+from components.encoder import feature_gen as feature_gen_lib
 from components.encoder.feature_gen import ImageFeatureGen
-from components.encoder.feature_gen import weights_file_digest
 from components.evaluation.caption_evaluator import CaptionEvaluator
 from components.ingestion.example_gen import ImageCaptionExampleGen
 from components.evaluation.gallery import DemoGallery
@@ -112,20 +110,13 @@ def _feature_gen(example_gen, trainer_config: config_lib.TrainerConfig) -> Image
   """The frozen backbone once per image of every split, and the backbone itself.
 
   Its inputs are the examples and the encoder settings only, so retraining
-  reuses it from the cache.
+  reuses it from the cache. Image size and precision ('auto') are resolved
+  here, on the machine that builds the pipeline: the cache key holds what
+  computes the features.
   """
   return ImageFeatureGen(
       examples=example_gen.outputs['examples'],
-      backbone=trainer_config.backbone,
-      image_size=image_features.image_size_of(trainer_config.backbone, trainer_config.image_size),
-      pooling=trainer_config.pooling,
-      seed=trainer_config.seed,
-      backbone_weights=trainer_config.backbone_weights,
-      # 'auto' resolved here, on the machine that builds the pipeline: the cache key holds
-      # the precision that computes the features.
-      precision=precision_lib.resolve(trainer_config.precision),
-      backbone_weights_sha256=weights_file_digest(
-          trainer_config.backbone_weights)).with_id(names.FEATURE_GEN)
+      **feature_gen_lib.parameters(trainer_config.encoder, trainer_config.seed)).with_id(names.FEATURE_GEN)
 
 
 def _trainers(transform, schema_gen, feature_gen, trainer_config: config_lib.TrainerConfig,
@@ -134,7 +125,7 @@ def _trainers(transform, schema_gen, feature_gen, trainer_config: config_lib.Tra
   # The Show-and-Tell captioner, trained from the cached features (or on the fly with
   # augmentation), exported with the caption signatures and the backbone inside.
   trainer = _trainer(transform, schema_gen, trainer_config,
-                     feature_gen.outputs['image_features']).with_id(names.CAPTION_TRAINER)
+                     feature_gen.outputs[features.IMAGE_FEATURES_KEY]).with_id(names.CAPTION_TRAINER)
   # The captions-only language model: the baseline the captioner must beat (reads no image).
   baseline_trainer = _trainer(transform, schema_gen, baseline_config).with_id(names.BASELINE_TRAINER)
   return trainer, baseline_trainer
@@ -151,13 +142,13 @@ def _evaluation_nodes(example_gen, feature_gen, trainer, baseline_trainer, servi
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
   ).with_id(names.LATEST_BLESSED_MODEL_RESOLVER) if resolve_last_blessed_model else None
   # Caption metrics and diversity on eval for captioner and baseline, and the blessing (from
-  # the cached features, checked against the serving signature on a sample).
+  # the cached features, once the model's encoder weights match theirs by fingerprint).
   evaluator = CaptionEvaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=baseline_trainer.outputs['model'],
       last_blessed_model=resolver.outputs['model'] if resolver else None,
-      image_features=feature_gen.outputs['image_features'],
+      image_features=feature_gen.outputs[features.IMAGE_FEATURES_KEY],
       split=features.EVAL_SPLIT,
       min_bleu4=evaluation_config.min_bleu4,
       min_cider=evaluation_config.min_cider,
@@ -179,7 +170,7 @@ def _evaluation_nodes(example_gen, feature_gen, trainer, baseline_trainer, servi
       model=trainer.outputs['model'],
       baseline_model=baseline_trainer.outputs['model'],
       evaluation=evaluator.outputs['evaluation'],
-      image_features=feature_gen.outputs['image_features'],
+      image_features=feature_gen.outputs[features.IMAGE_FEATURES_KEY],
       split=features.DEMO_SPLIT,
   ).with_id(names.DEMO_GALLERY)
   return resolver, evaluator, pusher, gallery

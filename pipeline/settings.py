@@ -13,10 +13,12 @@ from components import config as config_lib
 from components import features
 from components import names
 
-# TrainerConfig fields that are None-able overrides: the flag wins when given,
-# otherwise the runner's defaults (then the dataclass defaults) apply.
-_OPTIONAL_TRAINER_FLAGS = ('pooling', 'image_size', 'epochs', 'lstm_units', 'batch_size', 'learning_rate',
-                           'dropout', 'embedding_dim')
+# TrainerConfig and EncoderConfig fields that are None-able overrides: the flag
+# wins when given, otherwise the runner's defaults (then the dataclass defaults) apply.
+_OPTIONAL_TRAINER_FLAGS = ('epochs', 'lstm_units', 'batch_size', 'learning_rate', 'dropout', 'embedding_dim')
+_OPTIONAL_ENCODER_FLAGS = ('pooling', 'image_size')
+# --backbone_weights: the runner's default, or random weights (EncoderConfig's None).
+_RUNNER_WEIGHTS, _RANDOM_WEIGHTS = 'auto', 'none'
 # TransformConfig fields set the same way, over the runner's TransformConfig.
 _OPTIONAL_TRANSFORM_FLAGS = ('min_word_frequency',)
 # EvaluationConfig fields set by flags of the same name, over the runner's defaults.
@@ -44,22 +46,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
   """The frozen backbone's flags."""
-  trainer_defaults = config_lib.TrainerConfig()
-  parser.add_argument('--backbone', default=trainer_defaults.backbone,
-                      choices=['vgg16', 'inception_v3'])
-  parser.add_argument('--backbone_weights', default='auto',
-                      help="'imagenet', a local .h5 path, or 'none' (random). "
-                           "'auto': the runner's default (none on the local runner's "
-                           'embedded dataset, imagenet otherwise).')
+  encoder_defaults = config_lib.EncoderConfig()
+  parser.add_argument('--backbone', default=encoder_defaults.backbone,
+                      choices=list(config_lib.BACKBONE_IMAGE_SIZES))
+  parser.add_argument('--backbone_weights', default=_RUNNER_WEIGHTS,
+                      help=f"'imagenet', a local .h5 path, or '{_RANDOM_WEIGHTS}' (random). "
+                           f"'{_RUNNER_WEIGHTS}': the runner's default ({_RANDOM_WEIGHTS} on the local "
+                           f"runner's embedded dataset, {encoder_defaults.backbone_weights} otherwise).")
   parser.add_argument('--pooling', default=None, choices=config_lib.POOLINGS,
                       help="The image feature vector: 'fc2' VGG16's 4,096-d last hidden layer at "
                            "224 px (the paper's); 'avg' the pooled last conv block (InceptionV3's "
                            "2,048-d pool, the paper's for it); 'flatten' keeps where things are. "
-                           f"Default: the runner's ({trainer_defaults.pooling} on real data).")
+                           f"Default: the runner's ({encoder_defaults.pooling} on real data).")
   parser.add_argument('--image_size', type=int, default=None,
                       help="Model input side in pixels (default: the runner's; "
                            "the backbone's own on real data).")
-  parser.add_argument('--precision', default=trainer_defaults.precision, choices=config_lib.PRECISIONS,
+  parser.add_argument('--precision', default=encoder_defaults.precision, choices=config_lib.PRECISIONS,
                       help="The frozen backbone's arithmetic, in the feature pass and the exported "
                            "serving graph alike: 'bfloat16' (Keras' mixed_bfloat16: several times "
                            "faster on CPUs with AMX-BF16 or AVX512-BF16 and on GPUs of compute "
@@ -125,24 +127,25 @@ def trainer_config(args: argparse.Namespace,
     defaults: the runner's TrainerConfig (e.g. config_lib.EMBEDDED_TRAINER),
       used where a flag is left at 'auto' / unset.
   """
-  values = {}
-  if args.backbone_weights != 'auto':
-    values['backbone_weights'] = None if args.backbone_weights == 'none' else args.backbone_weights
-  for name in _OPTIONAL_TRAINER_FLAGS:
-    if getattr(args, name) is not None:
-      values[name] = getattr(args, name)
+  encoder = _given(args, _OPTIONAL_ENCODER_FLAGS)
+  if args.backbone_weights != _RUNNER_WEIGHTS:
+    encoder['backbone_weights'] = None if args.backbone_weights == _RANDOM_WEIGHTS else args.backbone_weights
+  encoder = dataclasses.replace(defaults.encoder, backbone=args.backbone, precision=args.precision,
+                                augment=args.augment, **encoder)
   return dataclasses.replace(
-      defaults, backbone=args.backbone, num_layers=args.num_layers, beam_width=args.beam_width,
-      augment=args.augment, mixed_precision=args.mixed_precision, precision=args.precision,
-      seed=args.seed, **values)
+      defaults, encoder=encoder, num_layers=args.num_layers, beam_width=args.beam_width,
+      mixed_precision=args.mixed_precision, seed=args.seed, **_given(args, _OPTIONAL_TRAINER_FLAGS))
+
+
+def _given(args: argparse.Namespace, flags) -> dict:
+  """flag name -> value, for those of `flags` given (not None)."""
+  return {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
 
 
 def transform_config(args: argparse.Namespace,
                      defaults: config_lib.TransformConfig) -> config_lib.TransformConfig:
   """The Transform's settings: the flags given, over the runner's `defaults`."""
-  values = {name: getattr(args, name) for name in _OPTIONAL_TRANSFORM_FLAGS
-            if getattr(args, name) is not None}
-  return dataclasses.replace(defaults, **values)
+  return dataclasses.replace(defaults, **_given(args, _OPTIONAL_TRANSFORM_FLAGS))
 
 
 def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConfig:
@@ -153,5 +156,4 @@ def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConf
 def evaluation_config(args: argparse.Namespace,
                       defaults: config_lib.EvaluationConfig) -> config_lib.EvaluationConfig:
   """The blessing thresholds: the flags given, over the runner's `defaults`."""
-  values = {name: getattr(args, name) for name in _EVALUATION_FLAGS if getattr(args, name) is not None}
-  return dataclasses.replace(defaults, **values)
+  return dataclasses.replace(defaults, **_given(args, _EVALUATION_FLAGS))

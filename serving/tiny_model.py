@@ -16,6 +16,7 @@ from typing import List, NamedTuple, Sequence
 import tf_keras as keras
 
 from components.training import exporter
+from components import config as config_lib
 from components import features
 from components.encoder import image_features
 from components.training import model as model_lib
@@ -38,8 +39,8 @@ def build_tiny_captioner(seed: int = 0, max_length: int = 7, words: Sequence[str
   its backbone computing in `precision` ('float32' or 'bfloat16')."""
   keras.utils.set_random_seed(seed)
   vocabulary = list(features.SPECIAL_TOKENS) + list(words)
-  feature_extractor = image_features.build_feature_extractor(
-      'vgg16', image_size=IMAGE_SIZE, weights=None, pooling='avg', precision=precision)
+  feature_extractor = image_features.build_feature_extractor(config_lib.EncoderConfig(
+      backbone='vgg16', image_size=IMAGE_SIZE, backbone_weights=None, pooling='avg', precision=precision))
   caption_model = model_lib.build_caption_model(
       vocab_size=len(vocabulary), feature_dim=feature_extractor.output_shape[-1],
       sequence_length=max_length + 1, embedding_dim=8, lstm_units=8)

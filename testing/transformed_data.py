@@ -22,7 +22,6 @@ import shutil
 from typing import List, Optional
 
 import tensorflow as tf
-from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx.components.transform import executor as transform_executor
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
@@ -36,6 +35,7 @@ from components import features
 from components import records
 from components.ingestion import shapes_dataset
 from components import config as config_lib
+from components.training import trainer_component
 from testing import executors
 
 # Folder names inside the trainer's work_dir, as the Trainer executor lays out its outputs.
@@ -112,26 +112,24 @@ def build_image_features(examples_uri: str, out_dir: str,
   examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
   return executors.run_executor(
       feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context()),
-      {'examples': examples}, {'image_features': artifacts.ImageFeatures},
+      {'examples': examples}, {features.IMAGE_FEATURES_KEY: artifacts.ImageFeatures},
       executors.node_parameters(names.FEATURE_GEN, trainer_config=trainer_config),
-      out_dir)['image_features']
+      out_dir)[features.IMAGE_FEATURES_KEY]
 
 
 def fn_args(data: TransformedData, work_dir: str, trainer_config: config_lib.TrainerConfig,
-            image_features_uri: Optional[str] = None) -> FnArgs:
+            image_features_uri: Optional[str] = None) -> trainer_component.CaptionFnArgs:
   """The FnArgs the CaptionTrainer executor builds for run_fn, outputs under `work_dir`.
 
   `image_features_uri` (an ImageFeatures artifact, see `build_image_features`)
   is handed over as components/training/trainer_component.py does.
   """
-  custom_config = config_lib.to_custom_config(trainer_config)
-  if image_features_uri is not None:
-    custom_config[names.IMAGE_FEATURES_URI_KEY] = image_features_uri
-  return FnArgs(
+  return trainer_component.CaptionFnArgs(
       train_files=data.transformed_files(features.TRAIN_SPLIT),
       eval_files=data.transformed_files(features.EVAL_SPLIT),
       transform_output=data.transform_graph_uri,
       transform_graph_path=data.transform_graph_uri,
       serving_model_dir=os.path.join(work_dir, SERVING_MODEL_DIR),
       model_run_dir=os.path.join(work_dir, MODEL_RUN_DIR),
-      custom_config=custom_config)
+      custom_config=config_lib.to_custom_config(trainer_config),
+      image_features_uri=image_features_uri)

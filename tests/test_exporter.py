@@ -89,12 +89,12 @@ def test_features_signature_equals_caption_signature(captioner, images):
   feature_extractor = pieces.feature_extractor
   vectors = feature_extractor(image_features.decode_images(tf.constant(images), IMAGE_SIZE))
   np.testing.assert_array_equal(loaded.encode_images(tf.constant(images)).numpy(), vectors.numpy())
-  from_features = loaded.signatures[features.FEATURES_SIGNATURE](**{features.FEATURES_INPUT: vectors})
+  from_features = loaded.signatures[features.FEATURES_SIGNATURE](**{features.IMAGE_FEATURES_KEY: vectors})
   from_images = _caption(loaded, images)
   for key in (features.CAPTION_OUTPUT, features.LOG_PROBABILITY_OUTPUT):
     np.testing.assert_array_equal(from_features[key].numpy(), from_images[key].numpy())
   empty = loaded.signatures[features.FEATURES_SIGNATURE](
-      **{features.FEATURES_INPUT: tf.zeros([0, feature_extractor.output_shape[-1]])})
+      **{features.IMAGE_FEATURES_KEY: tf.zeros([0, feature_extractor.output_shape[-1]])})
   assert empty[features.CAPTION_OUTPUT].shape == (0,)
 
 

@@ -2,7 +2,7 @@
 
 The Beam part of the ImageFeatureGen (feature_gen.write_features) runs with
 the Beam options the local runner gives it (pipeline/beam_args.py), on
-examples of Flickr8k's size in bytes; `feature_gen.reconcile` compares the
+examples of Flickr8k's size in bytes; `features_artifact.reconcile` compares the
 ids written with the ids read. Why the DirectRunner's multi-process and
 multi-thread modes lost images here is in
 `beam_args.direct_in_process_beam_args`.
@@ -15,10 +15,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import numpy as np
 from PIL import Image
 import pytest
+from tfx.types import artifact_utils
 
 from components import names
 from components import progress
 from components import records
+from components.encoder import features_artifact
 from components.encoder import feature_gen
 from pipeline import beam_args
 from testing import examples as examples_lib
@@ -38,8 +40,8 @@ def _noise_jpeg(width: int = 500, height: int = 375, quality: int = 60) -> bytes
 
 def _run_feature_pass(examples, handler, out_dir, options):
   split_paths = {split: records.split_files(examples, split)
-                 for split in feature_gen.artifact_utils.decode_split_names(examples.split_names)}
-  read = {split: feature_gen.image_ids(paths) for split, paths in split_paths.items()}
+                 for split in artifact_utils.decode_split_names(examples.split_names)}
+  read = {split: features_artifact.image_ids(paths) for split, paths in split_paths.items()}
   with beam.Pipeline(options=PipelineOptions(options)) as pipeline:
     feature_gen.write_features(pipeline, split_paths, handler, str(out_dir),
                                sum(map(len, read.values())))
@@ -57,8 +59,8 @@ def test_no_image_lost_at_flickr8k_size(tmp_path, caplog):
   read = _run_feature_pass(examples, feature_pass.FakeBackbone(seconds_per_batch=0.05),
                            tmp_path / 'features', options)
   assert {split: len(ids) for split, ids in read.items()} == FLICKR8K_SPLITS
-  assert feature_gen.reconcile(str(tmp_path / 'features'), read) == FLICKR8K_SPLITS
-  vectors = feature_gen.read_features(str(tmp_path / 'features'), 'demo')
+  assert features_artifact.reconcile(str(tmp_path / 'features'), read) == FLICKR8K_SPLITS
+  vectors = features_artifact.read_features(str(tmp_path / 'features'), 'demo')
   assert len(vectors) == 1000 and all(v.tolist() == [len(image)] for v in vectors.values())
   # In the component's process, so the console's handler of captioner.progress sees it.
   states = [record.progress for record in caplog.records if hasattr(record, 'progress')]
@@ -76,7 +78,7 @@ def test_a_lost_image_fails_the_pass_naming_split_and_id(tmp_path):
   handler = feature_pass.FakeBackbone(batch_size=1, drop=[images[lost][0]])
   read = _run_feature_pass(examples, handler, tmp_path / 'features',
                            beam_args.direct_in_process_beam_args())
-  with pytest.raises(feature_gen.MissingFeaturesError,
+  with pytest.raises(features_artifact.MissingFeaturesError,
                      match=rf"split 'eval': 1 of 2 images missing: \['{lost}'\]") as error:
-    feature_gen.reconcile(str(tmp_path / 'features'), read)
+    features_artifact.reconcile(str(tmp_path / 'features'), read)
   assert 'train' not in str(error.value) and 'demo' not in str(error.value)

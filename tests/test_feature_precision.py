@@ -15,6 +15,8 @@ from components import config as config_lib
 from components import features
 from components import names
 from components.artifacts import ImageFeatures
+from components.encoder import features_artifact
+from components.encoder import backbone_handler
 from components.encoder import feature_gen
 from components.encoder import image_features
 from components.encoder import precision as precision_lib
@@ -51,7 +53,7 @@ def test_explicit_precisions_are_kept_and_others_refused(tmp_path):
   with pytest.raises(ValueError, match=r"'float16'.*'auto', 'float32', 'bfloat16'"):
     precision_lib.resolve('float16')
   with pytest.raises(ValueError, match="precision 'auto'.*resolve"):
-    image_features.build_feature_extractor('vgg16', image_size=32, precision='auto')
+    image_features.build_feature_extractor(config_lib.EncoderConfig(backbone_weights=None, image_size=32))
 
 
 # --- Features do not depend on the batch ---
@@ -64,7 +66,7 @@ def _photos(count):
 
 @pytest.fixture(scope='module')
 def photos():
-  return _photos(feature_gen.DEFAULT_BATCH_SIZE + 4)
+  return _photos(backbone_handler.DEFAULT_BATCH_SIZE + 4)
 
 
 @pytest.mark.parametrize('precision', PRECISIONS)
@@ -72,15 +74,16 @@ def test_fc2_features_do_not_depend_on_the_batch(precision, photos, tmp_path):
   """VGG16 fc2 at 224 px, the real-data encoder: one image alone, at position 0 and 17 of a
   full batch, and in a final short batch gets the same bits, in the feature pass's handler
   and in the graph the exporter and the parity check trace around the loaded backbone."""
-  extractor, _ = feature_gen.build_encoder('vgg16', 224, 'fc2', None, precision)
-  feature_gen.save_backbone(extractor, feature_gen.backbone_dir(str(tmp_path)))
-  handler = feature_gen.BackboneHandler(feature_gen.backbone_dir(str(tmp_path)))
+  extractor, _ = feature_gen.build_encoder(
+      config_lib.EncoderConfig(backbone_weights=None, pooling='fc2', precision=precision))
+  features_artifact.save_backbone(extractor, features_artifact.backbone_dir(str(tmp_path)))
+  handler = backbone_handler.BackboneHandler(features_artifact.backbone_dir(str(tmp_path)))
   model = handler.load_model()
 
   def run(batch):
     return np.stack([result.inference for result in handler.run_inference(batch, model)])
 
-  size = feature_gen.DEFAULT_BATCH_SIZE
+  size = backbone_handler.DEFAULT_BATCH_SIZE
   lone, others = photos[0], photos[1:]
   first = run(photos[:size])  # lone at position 0
   at_17 = run(others[:17] + [lone] + others[17:size - 1])  # lone at 17, the others moved
@@ -92,7 +95,7 @@ def test_fc2_features_do_not_depend_on_the_batch(precision, photos, tmp_path):
   np.testing.assert_array_equal(short[-1], first[0])
   np.testing.assert_array_equal(np.concatenate([at_17[:17], at_17[18:]]), first[1:])
   np.testing.assert_array_equal(short[:2], first[size - 2:])  # others[i] is photos[i + 1]
-  backbone = feature_gen.load_backbone(str(tmp_path))
+  backbone = features_artifact.load_backbone(str(tmp_path))
   traced = tf.function(lambda images: image_features.encode_images(backbone, images),
                        input_signature=[tf.TensorSpec([None], tf.string)])
   np.testing.assert_array_equal(traced(tf.constant([lone])).numpy()[0], first[0])
@@ -114,9 +117,9 @@ def examples(tmp_path_factory):
 def _feature_pass(examples, out_dir, **parameters):
   return executors.run_executor(
       feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context()),
-      {'examples': examples}, {'image_features': ImageFeatures},
+      {'examples': examples}, {features.IMAGE_FEATURES_KEY: ImageFeatures},
       {'backbone': 'vgg16', 'image_size': 32, 'pooling': 'avg', 'seed': 0, 'batch_size': 4, **parameters},
-      out_dir)['image_features']
+      out_dir)[features.IMAGE_FEATURES_KEY]
 
 
 @pytest.fixture(scope='module')
@@ -136,18 +139,18 @@ def _compute_dtypes(model):
 
 def test_bfloat16_feature_pass_records_its_precision_and_passes_parity(feature_passes):
   for precision, artifact in feature_passes.items():
-    info = feature_gen.read_encoder_info(os.path.join(artifact.uri, names.ENCODER_FILE))
+    info = features_artifact.read_encoder_info(os.path.join(artifact.uri, names.ENCODER_FILE))
     assert info.precision == artifact.get_string_custom_property('precision') == precision
-    assert artifact.get_int_custom_property(feature_gen.PARITY_PASSES_PROPERTY) == 12  # every image, exact
+    assert artifact.get_int_custom_property(features_artifact.PARITY_PASSES_PROPERTY) == 12  # every image, exact
   # The saved backbone computes in bfloat16 (its preprocessing and its output in float32).
-  loaded = feature_gen.load_backbone(feature_passes['bfloat16'].uri)
+  loaded = features_artifact.load_backbone(feature_passes['bfloat16'].uri)
   assert _compute_dtypes(loaded) == {'float32', 'bfloat16'}
   assert loaded.get_layer('preprocess_input').compute_dtype == 'float32'
-  assert _compute_dtypes(feature_gen.load_backbone(feature_passes['float32'].uri)) == {'float32'}
+  assert _compute_dtypes(features_artifact.load_backbone(feature_passes['float32'].uri)) == {'float32'}
 
 
 def test_bfloat16_features_are_close_to_float32_but_not_equal(feature_passes):
-  by_precision = {p: feature_gen.read_features(a.uri, features.TRAIN_SPLIT) for p, a in feature_passes.items()}
+  by_precision = {p: features_artifact.read_features(a.uri, features.TRAIN_SPLIT) for p, a in feature_passes.items()}
   single, half = by_precision['float32'], by_precision['bfloat16']
   assert sorted(single) == sorted(half) and len(single) == 8
   for image_id in single:
@@ -169,11 +172,11 @@ def bfloat16_export(tmp_path_factory):
   the ImageFeatureGen saves it and loaded back as the Trainer does before exporting it."""
   pieces = tiny_model.build_tiny_captioner(precision='bfloat16')
   uri = str(tmp_path_factory.mktemp('image_features'))
-  feature_gen.save_backbone(pieces.feature_extractor, feature_gen.backbone_dir(uri))
+  features_artifact.save_backbone(pieces.feature_extractor, features_artifact.backbone_dir(uri))
   export_dir = str(tmp_path_factory.mktemp('export') / 'serving_model')
-  exporter.export_serving_model(export_dir, feature_gen.load_backbone(uri), pieces.decoder,
+  exporter.export_serving_model(export_dir, features_artifact.load_backbone(uri), pieces.decoder,
                                 pieces.vocabulary, max_length=6, beam_width=2)
-  return export_dir, feature_gen.backbone_dir(uri)
+  return export_dir, features_artifact.backbone_dir(uri)
 
 
 def _block_images():
@@ -183,7 +186,7 @@ def _block_images():
 def test_serving_graph_reproduces_the_saved_bfloat16_backbone_exactly(bfloat16_export):
   export_dir, backbone_dir = bfloat16_export
   images = _block_images()
-  handler = feature_gen.BackboneHandler(backbone_dir)
+  handler = backbone_handler.BackboneHandler(backbone_dir)
   cached = np.stack([r.inference for r in handler.run_inference(images, handler.load_model())])
   loaded = tf.saved_model.load(export_dir)
   served = loaded.encode_images(tf.constant(images)).numpy()
@@ -225,7 +228,7 @@ def test_bfloat16_model_captions_in_stock_tensorflow_without_onednn(bfloat16_exp
 def test_the_flag_reaches_the_feature_pass_resolved(tmp_path):
   parser = argparse.ArgumentParser()
   settings.add_arguments(parser)
-  assert settings.trainer_config(parser.parse_args([]), config_lib.TrainerConfig()).precision == 'auto'
+  assert settings.trainer_config(parser.parse_args([]), config_lib.TrainerConfig()).encoder.precision == 'auto'
   for flag in ('auto', 'float32', 'bfloat16'):
     config = settings.trainer_config(parser.parse_args(['--precision', flag]), config_lib.TrainerConfig())
     built = pipeline_lib.create_pipeline(

@@ -4,11 +4,18 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from components import config as config_lib
 from components.encoder import augmentation
 from components.encoder import image_features
 from testing import images
 
 COLOR = (200, 40, 90)
+
+
+def _extractor(backbone='vgg16', **encoder):
+  """A feature extractor with random weights and float32 arithmetic, the rest as `encoder` says."""
+  return image_features.build_feature_extractor(config_lib.EncoderConfig(
+      backbone=backbone, **{'backbone_weights': None, 'pooling': 'flatten', 'precision': 'float32', **encoder}))
 
 
 def _solid(fmt, mode='RGB'):
@@ -35,17 +42,17 @@ def test_garbage_bytes_raise_invalid_argument():
 
 def test_unknown_names_and_missing_weights_are_rejected(tmp_path):
   with pytest.raises(ValueError, match="'resnet'.*inception_v3.*vgg16"):
-    image_features.build_feature_extractor('resnet')
+    _extractor('resnet')
   with pytest.raises(ValueError, match='pooling'):
-    image_features.build_feature_extractor('vgg16', image_size=32, pooling='max')
+    _extractor('vgg16', image_size=32, pooling='max')
   with pytest.raises(ValueError, match='missing.h5'):
-    image_features.build_feature_extractor('vgg16', image_size=32, weights=str(tmp_path / 'missing.h5'))
+    _extractor('vgg16', image_size=32, backbone_weights=str(tmp_path / 'missing.h5'))
 
 
 @pytest.mark.parametrize('image_size,pooling,feature_dim', [(32, 'flatten', 512), (64, 'flatten', 2 * 2 * 512),
                                                             (64, 'avg', 512)])
 def test_vgg16_features_are_frozen_and_sized(image_size, pooling, feature_dim):
-  extractor = image_features.build_feature_extractor('vgg16', image_size=image_size, pooling=pooling)
+  extractor = _extractor('vgg16', image_size=image_size, pooling=pooling)
   assert extractor.output_shape == (None, feature_dim)
   assert not extractor.trainable_weights and extractor.non_trainable_weights
   features = extractor(tf.random.uniform([2, image_size, image_size, 3], 0, 255))
@@ -53,7 +60,7 @@ def test_vgg16_features_are_frozen_and_sized(image_size, pooling, feature_dim):
 
 
 def test_backbone_preprocessing_runs_inside_the_extractor():
-  extractor = image_features.build_feature_extractor('vgg16', image_size=32, pooling='avg')
+  extractor = _extractor('vgg16', image_size=32, pooling='avg')
   pixels = tf.random.uniform([2, 32, 32, 3], 0, 255)
   backbone = extractor.get_layer('vgg16')
   expected = tf.reduce_mean(backbone(keras.applications.vgg16.preprocess_input(pixels)), axis=[1, 2])
@@ -62,26 +69,26 @@ def test_backbone_preprocessing_runs_inside_the_extractor():
 
 def test_weights_load_from_a_local_h5_file(tmp_path):
   keras.utils.set_random_seed(1)
-  original = image_features.build_feature_extractor('vgg16', image_size=32)
+  original = _extractor('vgg16', image_size=32)
   path = str(tmp_path / 'vgg16_notop.h5')
   original.get_layer('vgg16').save_weights(path)
   keras.utils.set_random_seed(2)
-  reloaded = image_features.build_feature_extractor('vgg16', image_size=32, weights=path)
-  fresh = image_features.build_feature_extractor('vgg16', image_size=32)
+  reloaded = _extractor('vgg16', image_size=32, backbone_weights=path)
+  fresh = _extractor('vgg16', image_size=32)
   pixels = tf.random.uniform([2, 32, 32, 3], 0, 255)
   np.testing.assert_allclose(reloaded(pixels), original(pixels), rtol=1e-5, atol=1e-6)
   assert not np.allclose(fresh(pixels), original(pixels))
 
 
 def test_inception_v3_at_its_minimum_size():
-  extractor = image_features.build_feature_extractor('inception_v3', image_size=75, pooling='avg')
+  extractor = _extractor('inception_v3', image_size=75, pooling='avg')
   assert extractor.output_shape == (None, 2048)
-  assert image_features.get_backbone('inception_v3').default_image_size == 299
+  assert config_lib.EncoderConfig(backbone='inception_v3').input_size == 299
 
 
 def test_vgg16_fc2_is_the_classifiers_last_hidden_layer_at_224_px():
   keras.utils.set_random_seed(3)
-  extractor = image_features.build_feature_extractor('vgg16', pooling='fc2')
+  extractor = _extractor('vgg16', pooling='fc2')
   assert extractor.input_shape == (None, 224, 224, 3) and extractor.output_shape == (None, 4096)
   assert not extractor.trainable_weights
   conv = extractor.get_layer('vgg16')
@@ -96,9 +103,9 @@ def test_vgg16_fc2_is_the_classifiers_last_hidden_layer_at_224_px():
 
 def test_fc2_refuses_other_sizes_and_backbones():
   with pytest.raises(ValueError, match='image_size 224'):
-    image_features.build_feature_extractor('vgg16', image_size=64, pooling='fc2')
+    _extractor('vgg16', image_size=64, pooling='fc2')
   with pytest.raises(ValueError, match="inception_v3.*'avg'"):
-    image_features.build_feature_extractor('inception_v3', pooling='fc2')
+    _extractor('inception_v3', pooling='fc2')
 
 
 # --- Augmentation ---

@@ -39,7 +39,7 @@ def _image_features(batch_size=len(CAPTION_IDS)):
 def _inputs(ids=CAPTION_IDS, use_image=True):
   inputs = {model_lib.INPUT_IDS_INPUT: tf.constant(ids[:, :-1])}
   if use_image:
-    inputs[model_lib.IMAGE_FEATURES_INPUT] = tf.constant(_image_features(len(ids)))
+    inputs[features.IMAGE_FEATURES_KEY] = tf.constant(_image_features(len(ids)))
   return inputs
 
 
@@ -53,14 +53,14 @@ def test_output_shapes_and_dtypes():
   logits = model(_inputs(), training=False)
   assert logits.shape == (len(CAPTION_IDS), SEQUENCE_LENGTH - 1, VOCAB_SIZE)
   assert logits.dtype == tf.float32
-  assert sorted(model.input_names) == sorted([model_lib.IMAGE_FEATURES_INPUT, model_lib.INPUT_IDS_INPUT])
+  assert sorted(model.input_names) == sorted([features.IMAGE_FEATURES_KEY, model_lib.INPUT_IDS_INPUT])
   assert model_lib.summed_caption_loss(CAPTION_IDS[:, 1:], logits).shape == (len(CAPTION_IDS),)
 
 
 def test_image_changes_the_predictions_and_the_baseline_has_no_image_input():
   model = _model()
   inputs = _inputs()
-  other = dict(inputs, **{model_lib.IMAGE_FEATURES_INPUT: inputs[model_lib.IMAGE_FEATURES_INPUT] + 1.0})
+  other = dict(inputs, **{features.IMAGE_FEATURES_KEY: inputs[features.IMAGE_FEATURES_KEY] + 1.0})
   assert not np.allclose(model(inputs, training=False), model(other, training=False))
 
   baseline = _model(use_image=False)

@@ -30,7 +30,8 @@ from tfx.types import standard_artifacts
 from components import config as config_lib
 from components import features
 from components import names
-from components.encoder import feature_gen
+from components.encoder import features_artifact
+from components.encoder import parity
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.ingestion import flickr8k
@@ -84,7 +85,7 @@ def _backbone_passes(output_dir):
   """Node id -> images its latest execution ran through the backbone, from ML Metadata."""
   store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(
       os.path.join(output_dir, 'metadata.sqlite')))
-  counters = {names.FEATURE_GEN: (names.BACKBONE_PASSES_PROPERTY, feature_gen.PARITY_PASSES_PROPERTY),
+  counters = {names.FEATURE_GEN: (names.BACKBONE_PASSES_PROPERTY, features_artifact.PARITY_PASSES_PROPERTY),
               names.CAPTION_EVALUATOR: (names.BACKBONE_PASSES_PROPERTY,),
               names.DEMO_GALLERY: (names.BACKBONE_PASSES_PROPERTY,)}
   return {node: sum(metadata.output_count(store, metadata.latest_execution(store, node), name) for name in properties)
@@ -180,9 +181,9 @@ def test_summary_reports_ingestion_training_gallery_and_rejects(first_run):
 def test_the_first_run_runs_the_backbone_once_per_image_and_a_parity_sample(first_run, colour_data):
   *_, passes = first_run
   split_sizes = collections.Counter(image.split for image in colour_data[1].values())
-  parity = sum(min(feature_gen.DEFAULT_PARITY_SAMPLE, count) for count in split_sizes.values())
+  parity_passes = sum(min(parity.DEFAULT_PARITY_SAMPLE, count) for count in split_sizes.values())
   # The evaluator and the gallery caption from the cached features.
-  assert passes == {names.FEATURE_GEN: _NUM_IMAGES + parity, names.CAPTION_EVALUATOR: 0, names.DEMO_GALLERY: 0}
+  assert passes == {names.FEATURE_GEN: _NUM_IMAGES + parity_passes, names.CAPTION_EVALUATOR: 0, names.DEMO_GALLERY: 0}
 
 
 def test_an_epochs_only_rerun_reuses_the_features_and_runs_no_backbone(rerun):

@@ -33,6 +33,8 @@ from components import names
 from components import features
 from components import progress
 from components import records
+from components.encoder import features_artifact
+from components.encoder import parity
 from components.encoder import feature_gen
 from components.evaluation import captioning
 from components.training import callbacks
@@ -43,7 +45,8 @@ from components import config as config_lib
 
 NUM_IMAGES = 40
 IMAGE_SIZE = 32
-_TINY = dict(backbone_weights=None, image_size=IMAGE_SIZE, pooling='flatten', embedding_dim=16,
+_TINY_ENCODER = config_lib.EncoderConfig(backbone_weights=None, image_size=IMAGE_SIZE, pooling='flatten')
+_TINY = dict(encoder=_TINY_ENCODER, embedding_dim=16,
              lstm_units=16, batch_size=16, epochs=1)
 
 
@@ -143,9 +146,9 @@ def test_training_report_matches_the_transform_output(captioner, transformed):
       glob.glob(captioner.train_files[0]), compression_type='GZIP').take(1)
   example = tf.train.Example.FromString(next(iter(records)).numpy())
   assert report['sequence_length'] == example.features.feature[features.SEQUENCE_LENGTH_KEY].int64_list.value[0]
-  config, image_features_uri = trainer.split_custom_config(captioner.custom_config)
-  assert report['config'] == config_lib.to_custom_config(config)
-  assert report['image_features_uri'] == image_features_uri
+  config = config_lib.from_custom_config(config_lib.TrainerConfig, captioner.custom_config)
+  assert report['config'] == captioner.custom_config
+  assert report['image_features_uri'] == captioner.image_features_uri is not None
   history = report['history']
   assert len(history['loss']) == len(history['val_loss']) == 2
   assert all(math.isfinite(v) for v in history['loss'] + history['val_loss'])
@@ -161,14 +164,14 @@ def test_a_long_epoch_reports_its_batches_and_time_left(transformed, image_featu
                                               tf_transform_output)
   captions = datasets.caption_count(train_images)
   batches = datasets.training_batches(
-      datasets.with_cached_features(train_images, feature_gen.read_features(image_features.uri,
+      datasets.with_cached_features(train_images, features_artifact.read_features(image_features.uri,
                                                                             features.TRAIN_SPLIT), 'train'),
       batch_size=16, shuffle=True, use_image=True, captions=captions)
   steps = -(-captions // 16)
   config = config_lib.TrainerConfig(**_TINY)
   _, training_model = model_lib.build_models(config, len(datasets.vocabulary(tf_transform_output)),
                                              datasets.sequence_length(train_images),
-                                             feature_gen.load_backbone(image_features.uri))
+                                             features_artifact.load_backbone(image_features.uri))
   with caplog.at_level(logging.INFO, logger=progress.logger.name):
     training_model.fit(batches, epochs=1, verbose=0,
                        callbacks=[callbacks.EpochLine('CaptionTrainer', interval_seconds=0)])
@@ -189,12 +192,13 @@ def test_tensorboard_logs_hold_the_epoch_losses(captioner):
 
 
 def test_augmented_training_exports_a_captioner(transformed, image_features, tmp_path_factory, demo_images):
-  args = _train(transformed, image_features, tmp_path_factory, augment=True)
+  args = _train(transformed, image_features, tmp_path_factory,
+                encoder=dataclasses.replace(_TINY_ENCODER, augment=True))
   captions, log_probs = _caption(args, demo_images)
   _assert_real_captions(captions, log_probs, transformed)
   assert len(set(np.round(log_probs, 4))) > 1, log_probs
   report = _report(args)
-  assert report['config']['augment'] is True
+  assert report['config']['encoder']['augment'] is True
   assert all(math.isfinite(v) for v in report['history']['loss'])
 
 
@@ -233,30 +237,27 @@ def test_missing_transformed_examples_fail_naming_the_pattern(transformed, image
 
 def test_cached_features_equal_the_serving_graphs_features(captioner, image_features, transformed):
   """The exported model embeds the artifact's backbone: same bytes, same features, same captions."""
-  cached = feature_gen.read_features(image_features.uri, features.DEMO_SPLIT)
+  cached = features_artifact.read_features(image_features.uri, features.DEMO_SPLIT)
   ids = [records.parse_image_example(r).image_id for r in transformed.raw_examples(features.DEMO_SPLIT)]
   images = transformed.images(features.DEMO_SPLIT)
   loaded = tf.saved_model.load(captioner.serving_model_dir)
   served = loaded.encode_images(tf.constant(images)).numpy()
   np.testing.assert_array_equal(served, np.stack([cached[i] for i in ids]))
   from_features = loaded.signatures[features.FEATURES_SIGNATURE](
-      **{features.FEATURES_INPUT: tf.constant(np.stack([cached[i] for i in ids]))})
+      **{features.IMAGE_FEATURES_KEY: tf.constant(np.stack([cached[i] for i in ids]))})
   captions, log_probs = _caption(captioner, images)
   assert [c.decode('utf-8') for c in from_features[features.CAPTION_OUTPUT].numpy()] == captions
   np.testing.assert_array_equal(from_features[features.LOG_PROBABILITY_OUTPUT].numpy(), log_probs)
   # The SavedModel says which encoder it embeds, for the evaluator's cache check.
-  info = feature_gen.read_encoder_info(os.path.join(captioner.serving_model_dir, names.SERVING_ENCODER_FILE))
-  assert info == feature_gen.read_encoder_info(os.path.join(image_features.uri, names.ENCODER_FILE))
-  assert feature_gen.backbone_passes(image_features) == NUM_IMAGES
+  info = features_artifact.read_encoder_info(os.path.join(captioner.serving_model_dir, names.SERVING_ENCODER_FILE))
+  assert info == features_artifact.read_encoder_info(os.path.join(image_features.uri, names.ENCODER_FILE))
+  assert features_artifact.backbone_passes(image_features) == NUM_IMAGES
 
 
-def test_captioner_without_features_or_with_other_features_fails(transformed, image_features, tmp_path):
+def test_captioner_without_features_fails(transformed, tmp_path):
   config = config_lib.TrainerConfig(**_TINY)
   with pytest.raises(ValueError, match='ImageFeatureGen artifact'):
     trainer.run_fn(transformed_data.fn_args(transformed, str(tmp_path / 'a'), config))
-  other = config_lib.TrainerConfig(**{**_TINY, 'pooling': 'avg'})
-  with pytest.raises(ValueError, match="come from.*'avg'"):
-    trainer.run_fn(transformed_data.fn_args(transformed, str(tmp_path / 'b'), other, image_features.uri))
 
 
 # --- The ImageFeatureGen's artifact, and captioning from it ---
@@ -267,23 +268,23 @@ def _ids(transformed, split):
 
 def test_every_image_of_every_split_gets_one_feature_vector(transformed, image_features):
   for split in features.SPLITS:
-    vectors = feature_gen.read_features(image_features.uri, split)
+    vectors = features_artifact.read_features(image_features.uri, split)
     assert sorted(vectors) == sorted(_ids(transformed, split)), split
     assert {v.shape for v in vectors.values()} == {(512,)}  # VGG16's last conv block at 32 px: 1x1x512
-  assert feature_gen.backbone_passes(image_features) == NUM_IMAGES
+  assert features_artifact.backbone_passes(image_features) == NUM_IMAGES
 
 
 def test_artifact_records_and_carries_its_backbone(transformed, image_features):
-  info = feature_gen.read_encoder_info(os.path.join(image_features.uri, names.ENCODER_FILE))
+  info = features_artifact.read_encoder_info(os.path.join(image_features.uri, names.ENCODER_FILE))
   assert (info.backbone, info.weights, info.image_size, info.pooling, info.feature_dim) == (
-      'vgg16', 'none', IMAGE_SIZE, 'flatten', 512)
+      'vgg16', None, IMAGE_SIZE, 'flatten', 512)
   for field in ('backbone', 'weights_fingerprint', 'pooling'):
     assert image_features.get_string_custom_property(field) == getattr(info, field)
-  backbone = feature_gen.load_backbone(image_features.uri)
-  assert feature_gen.weights_fingerprint(backbone.weights) == info.weights_fingerprint
+  backbone = features_artifact.load_backbone(image_features.uri)
+  assert features_artifact.weights_fingerprint(backbone.weights) == info.weights_fingerprint
   # The saved backbone recomputes the cached vectors from the image bytes.
   ids, images = _ids(transformed, features.EVAL_SPLIT), transformed.images(features.EVAL_SPLIT)
-  cached = feature_gen.read_features(image_features.uri, features.EVAL_SPLIT)
+  cached = features_artifact.read_features(image_features.uri, features.EVAL_SPLIT)
   recomputed = backbone(tf.stack([tf.image.resize(tf.io.decode_image(i, channels=3), [IMAGE_SIZE] * 2)
                                   for i in images]))
   np.testing.assert_array_equal(recomputed.numpy(), np.stack([cached[i] for i in ids]))
@@ -303,43 +304,43 @@ def _tampered_copy(image_features, split, image_id, tmp_path):
   """A copy of the artifact in which `image_id`'s vector of `split` is changed."""
   tampered = str(tmp_path / 'features')
   shutil.copytree(image_features.uri, tampered)
-  split_dir = feature_gen.split_dir(tampered, split)
+  split_dir = features_artifact.split_dir(tampered, split)
   shutil.rmtree(split_dir)
   os.makedirs(split_dir)
-  vectors = feature_gen.read_features(image_features.uri, split)
+  vectors = features_artifact.read_features(image_features.uri, split)
   with tf.io.TFRecordWriter(os.path.join(split_dir, 'features-00000-of-00001.gz'), 'GZIP') as writer:
     for key in sorted(vectors):
       changed = vectors[key] * 50.0 + 1.0 if key == image_id else vectors[key]
-      writer.write(feature_gen.feature_example(key, changed))
+      writer.write(features_artifact.feature_example(key, changed))
   return tampered
 
 
 def test_the_feature_pass_checked_parity_on_every_split(transformed, image_features):
-  expected = sum(min(feature_gen.DEFAULT_PARITY_SAMPLE, len(_ids(transformed, split))) for split in features.SPLITS)
-  assert 0 < expected == image_features.get_int_custom_property(feature_gen.PARITY_PASSES_PROPERTY)
+  expected = sum(min(parity.DEFAULT_PARITY_SAMPLE, len(_ids(transformed, split))) for split in features.SPLITS)
+  assert 0 < expected == image_features.get_int_custom_property(features_artifact.PARITY_PASSES_PROPERTY)
 
 
 def test_parity_failure_names_the_images(examples, image_features, tmp_path):
   first = next(records.iter_split_examples(examples, features.DEMO_SPLIT)).image_id
   tampered = _tampered_copy(image_features, features.DEMO_SPLIT, first, tmp_path)
-  assert feature_gen.check_parity(image_features.uri, examples, features.SPLITS, 2) == 2 * len(features.SPLITS)
-  with pytest.raises(feature_gen.ParityError,
+  assert parity.check_parity(image_features.uri, examples, features.SPLITS, 2) == 2 * len(features.SPLITS)
+  with pytest.raises(parity.ParityError,
                      match=rf"disagree on 1 of 2 images of split 'demo': \['{first}'\] \(largest difference"):
-    feature_gen.check_parity(tampered, examples, [features.DEMO_SPLIT], 2)
+    parity.check_parity(tampered, examples, [features.DEMO_SPLIT], 2)
 
 
 def test_a_model_whose_encoder_weights_differ_is_refused(captioner, examples, image_features, tmp_path):
   """A model that claims the artifact's encoder is checked against its weights, not its claim."""
   claimed = dataclasses.replace(
-      feature_gen.read_encoder_info(os.path.join(image_features.uri, names.ENCODER_FILE)),
+      features_artifact.read_encoder_info(os.path.join(image_features.uri, names.ENCODER_FILE)),
       weights_fingerprint='0' * 64)
   other_features, other_model = str(tmp_path / 'features'), str(tmp_path / 'model')
   shutil.copytree(image_features.uri, other_features)
   shutil.copytree(captioner.serving_model_dir, other_model)
-  feature_gen.write_encoder_info(claimed, os.path.join(other_features, names.ENCODER_FILE))
-  feature_gen.write_encoder_info(claimed, os.path.join(other_model, names.SERVING_ENCODER_FILE))
+  features_artifact.write_encoder_info(claimed, os.path.join(other_features, names.ENCODER_FILE))
+  features_artifact.write_encoder_info(claimed, os.path.join(other_model, names.SERVING_ENCODER_FILE))
   assert captioning.embeds_encoder_of(other_model, other_features)
-  with pytest.raises(feature_gen.ParityError, match='encoder weights .* are not the ones'):
+  with pytest.raises(parity.ParityError, match='encoder weights .* are not the ones'):
     captioning.caption_split(other_model, examples, features.DEMO_SPLIT, image_features_uri=other_features)
 
 
@@ -368,6 +369,6 @@ def test_a_local_weights_file_keys_the_feature_cache_on_its_content(transformed,
   with pytest.raises(ValueError, match='vgg16_notop.h5 changed after the pipeline was built'):
     executors.run_executor(
         feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context()),
-        {'examples': examples}, {'image_features': artifacts.ImageFeatures},
-        {'backbone': 'vgg16', 'image_size': IMAGE_SIZE, 'pooling': 'flatten', 'seed': 0,
+        {'examples': examples}, {features.IMAGE_FEATURES_KEY: artifacts.ImageFeatures},
+        {'backbone': 'vgg16', 'image_size': IMAGE_SIZE, 'pooling': 'flatten', 'seed': 0, 'precision': 'float32',
          'backbone_weights': str(weights), 'backbone_weights_sha256': first}, str(tmp_path / 'out'))

@@ -39,15 +39,15 @@ import tf_keras as keras
 from components import config as config_lib
 from components.encoder import precision as precision_lib
 
-Backbone = collections.namedtuple('Backbone', ['constructor', 'preprocess_input', 'default_image_size'])
+Backbone = collections.namedtuple('Backbone', ['constructor', 'preprocess_input'])
 
+# Keyed as config_lib.BACKBONE_IMAGE_SIZES, which holds each one's own input side.
 BACKBONES = {
-    'vgg16': Backbone(keras.applications.VGG16, keras.applications.vgg16.preprocess_input, 224),
-    'inception_v3': Backbone(keras.applications.InceptionV3, keras.applications.inception_v3.preprocess_input, 299),
+    'vgg16': Backbone(keras.applications.VGG16, keras.applications.vgg16.preprocess_input),
+    'inception_v3': Backbone(keras.applications.InceptionV3, keras.applications.inception_v3.preprocess_input),
 }
-DEFAULT_BACKBONE = 'vgg16'
-# The fully connected layers of VGG16 take exactly this input side.
-FC2_IMAGE_SIZE = 224
+# The fully connected layers of VGG16 take exactly the input side it was trained at.
+FC2_IMAGE_SIZE = config_lib.BACKBONE_IMAGE_SIZES['vgg16']
 _FC2_LAYER = 'fc2'
 # VGG16's layers around its fully connected head (keras.applications names).
 _LAST_POOL_LAYER, _FLATTEN_LAYER, _FC1_LAYER = 'block5_pool', 'flatten', 'fc1'
@@ -173,37 +173,38 @@ def _vgg16_fc2(weights, pixels):
   return TakeRows(name='take_rows')([classifier.get_layer(_FC2_LAYER)(hidden), flat])
 
 
-def build_feature_extractor(backbone=DEFAULT_BACKBONE, image_size=None, weights=None, pooling='flatten',
-                            precision=precision_lib.FLOAT32):
-  """Builds the frozen encoder: pixels -> one feature vector per image.
+def build_feature_extractor(encoder: config_lib.EncoderConfig) -> keras.Model:
+  """Builds the frozen encoder `encoder` describes: pixels -> one feature vector per image.
 
   Args:
-    backbone: a key of BACKBONES ('vgg16' or 'inception_v3').
-    image_size: side of the square input; None means the backbone's default
-      (224 for VGG16, 299 for InceptionV3). Keras rejects sizes below the
-      backbone's minimum (32 for VGG16, 75 for InceptionV3); 'fc2' takes 224 only.
-    weights: None (random initialisation), 'imagenet' (Keras download), or the
-      path of a local .h5 weights file: the full VGG16 file (with its fully
-      connected layers) for 'fc2', the headless ("notop") file otherwise.
-    pooling: one of config_lib.POOLINGS (see the module docstring); 'fc2' is VGG16 only.
-    precision: 'float32' or 'bfloat16' (config_lib.RESOLVED_PRECISIONS; resolve
-      'auto' first with precision_lib.resolve): the arithmetic of the
-      convolutions and dense layers.
+    encoder: backbone, a key of BACKBONES ('vgg16' or 'inception_v3');
+      image_size, its square input (`encoder.input_size`: None means the
+      backbone's own, 224 for VGG16, 299 for InceptionV3; Keras rejects sizes
+      below the backbone's minimum, 32 for VGG16, 75 for InceptionV3; 'fc2'
+      takes 224 only); backbone_weights, None (random initialisation),
+      'imagenet' (Keras download), or the path of a local .h5 weights file (the
+      full VGG16 file, with its fully connected layers, for 'fc2', the
+      headless "notop" file otherwise); pooling, one of config_lib.POOLINGS
+      (see the module docstring; 'fc2' is VGG16 only); precision, 'float32' or
+      'bfloat16' (config_lib.RESOLVED_PRECISIONS: resolve 'auto' first with
+      precision_lib.resolve), the arithmetic of the convolutions and dense
+      layers. `augment` plays no part here (the Trainer augments pixels).
 
   Returns:
     A non-trainable keras Model: float32 [batch, size, size, 3] (0..255) ->
     float32 [batch, feature_dim]; feature_dim is `model.output_shape[-1]`
     (4096 for 'fc2'; for 'avg' 512 / 2048; for 'flatten' h' * w' * channels).
   """
+  backbone, pooling, weights = encoder.backbone, encoder.pooling, encoder.backbone_weights
   spec = get_backbone(backbone)
   if pooling not in config_lib.POOLINGS:
     raise ValueError(f'Unknown pooling {pooling!r}; choose one of {config_lib.POOLINGS}.')
-  if precision not in precision_lib.KERAS_POLICIES:
-    raise ValueError(f'Unknown backbone precision {precision!r}; choose one of '
+  if encoder.precision not in precision_lib.KERAS_POLICIES:
+    raise ValueError(f'Unknown backbone precision {encoder.precision!r}; choose one of '
                      f'{sorted(precision_lib.KERAS_POLICIES)} (resolve {config_lib.AUTO_PRECISION!r} first).')
   if weights not in (None, 'imagenet') and not tf.io.gfile.exists(weights):
     raise ValueError(f'Backbone weights file {weights!r} does not exist.')
-  image_size = image_size_of(backbone, image_size)
+  image_size = encoder.input_size
   if pooling == 'fc2':
     if backbone != 'vgg16':
       raise ValueError(f"pooling 'fc2' is VGG16's last hidden layer; for {backbone!r} use 'avg'.")
@@ -212,7 +213,7 @@ def build_feature_extractor(backbone=DEFAULT_BACKBONE, image_size=None, weights=
                        f'layers are sized for it), got {image_size}.')
 
   images = keras.Input(shape=(image_size, image_size, 3), dtype=tf.float32, name='images')
-  with _keras_policy(precision_lib.KERAS_POLICIES[precision]):
+  with _keras_policy(precision_lib.KERAS_POLICIES[encoder.precision]):
     x = BackbonePreprocessing(backbone, name='preprocess_input')(images)
     if pooling == 'fc2':
       x = _vgg16_fc2(weights, x)  # [batch, 4096]
@@ -228,8 +229,3 @@ def build_feature_extractor(backbone=DEFAULT_BACKBONE, image_size=None, weights=
   model = keras.Model(images, features, name=f'{backbone}_features')
   model.trainable = False
   return model
-
-
-def image_size_of(backbone: str, image_size=None) -> int:
-  """The input side a backbone runs at: `image_size`, or the backbone's own when None."""
-  return image_size or get_backbone(backbone).default_image_size

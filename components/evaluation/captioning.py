@@ -14,7 +14,7 @@ from the cached features through the model's from_features signature, so the
 backbone does not run at all. What makes that equal to serving_default on the
 bytes: the ImageFeatureGen checked, once per artifact, that the serving
 graph's encoder reproduces its cached features exactly
-(feature_gen.check_parity); here the model's own encoder weights are compared
+(components/encoder/parity.py); here the model's own encoder weights are compared
 with the artifact's by fingerprint (`FeaturesCaptioner.check_encoder`, no image
 encoded); and both signatures run the exporter's one decoder function.
 """
@@ -35,7 +35,8 @@ from components.caption_signatures import decode_outputs
 from components.caption_signatures import signature_inputs
 from components import progress
 from components import records
-from components.encoder import feature_gen
+from components.encoder import features_artifact
+from components.encoder import parity
 from components.evaluation import caption_metrics
 
 
@@ -92,22 +93,21 @@ class FeaturesCaptioner:
     self._signature = self._loaded.signatures[features.FEATURES_SIGNATURE]
 
   def check_encoder(self, image_features_uri: str) -> None:
-    """Raises feature_gen.ParityError unless the model's encoder weights are
+    """Raises parity.ParityError unless the model's encoder weights are
     those that computed the artifact's features (compared by fingerprint: no
     image is encoded)."""
-    expected = feature_gen.read_encoder_info(
-        os.path.join(image_features_uri, names.ENCODER_FILE)).weights_fingerprint
+    expected = features_artifact.artifact_encoder_info(image_features_uri).weights_fingerprint
     variables = getattr(self._loaded, 'encoder_variables', None)
-    actual = None if variables is None else feature_gen.weights_fingerprint(variables)
+    actual = None if variables is None else features_artifact.weights_fingerprint(variables)
     if actual != expected:
-      raise feature_gen.ParityError(
+      raise parity.ParityError(
           f'{self.model_dir} says it embeds the encoder of {image_features_uri}, but its encoder '
           f'weights (fingerprint {actual}) are not the ones that computed those features '
           f'({expected}).')
 
   def __call__(self, vectors: Sequence[np.ndarray]) -> Captions:
     """Captions a batch of feature vectors (float32 [feature_dim] each)."""
-    outputs = self._signature(**{features.FEATURES_INPUT: tf.constant(np.stack(vectors), tf.float32)})
+    outputs = self._signature(**{features.IMAGE_FEATURES_KEY: tf.constant(np.stack(vectors), tf.float32)})
     return decode_outputs({k: v.numpy() for k, v in outputs.items()}, len(vectors),
                           f'Signature {features.FEATURES_SIGNATURE!r} of {self.model_dir}')
 
@@ -115,8 +115,8 @@ class FeaturesCaptioner:
 def embeds_encoder_of(model_dir: str, image_features_uri: str) -> bool:
   """True when the SavedModel was trained on (and embeds the backbone of) these cached features."""
   path = os.path.join(model_dir, names.SERVING_ENCODER_FILE)
-  return tf.io.gfile.exists(path) and feature_gen.read_encoder_info(path) == feature_gen.read_encoder_info(
-      os.path.join(image_features_uri, names.ENCODER_FILE))
+  return (tf.io.gfile.exists(path) and
+          features_artifact.read_encoder_info(path) == features_artifact.artifact_encoder_info(image_features_uri))
 
 
 class SplitCaptions(NamedTuple):
@@ -150,14 +150,14 @@ def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
 
   Raises:
     ValueError: if an image id occurs twice in the split, or has no cached feature.
-    feature_gen.ParityError: if the model claims the artifact's encoder but
+    parity.ParityError: if the model claims the artifact's encoder but
       its encoder weights differ.
   """
   cached = None
   if image_features_uri is not None and embeds_encoder_of(model_dir, image_features_uri):
     captioner = FeaturesCaptioner(model_dir)
     captioner.check_encoder(image_features_uri)
-    cached = feature_gen.read_features(image_features_uri, split)
+    cached = features_artifact.read_features(image_features_uri, split)
     logging.info('Captioning split %r from the cached features in %s.', split, image_features_uri)
   else:
     captioner = SavedModelCaptioner(model_dir)

@@ -19,7 +19,22 @@ least as probable as every live beam). Fewer than top_k finished: the
 missing ones are empty with log-probability -inf (except the best, which
 falls back to the best unfinished beam as above).
 """
+from typing import Any, NamedTuple
+
 import tensorflow as tf
+
+_NEG_INF = float('-inf')
+
+
+class _Beams(NamedTuple):
+  """The search's state between two steps."""
+  step: Any  # int32 []: ids generated so far
+  alive_log_probs: Any  # float32 [batch, beam]; -inf for an empty slot
+  alive_ids: Any  # int32 [batch, beam, max_length]
+  finished_log_probs: Any  # float32 [batch, beam], best first; -inf for an empty slot
+  finished_ids: Any  # int32 [batch, beam, max_length]
+  last_ids: Any  # int32 [batch*beam]: the ids the next step feeds
+  states: Any  # the decoder states, nested [batch*beam, ...]
 
 
 def _gather_beams(nested, beam_indices, batch_size, beam_width):
@@ -67,68 +82,92 @@ def beam_search_top_k(initial_states, step_fn, batch_size, beam_width, max_lengt
     log_probs: float32 [batch, top_k], sum of the log-probabilities of those
       ids, descending; -inf for a missing one.
   """
+  _check_arguments(beam_width, max_length, top_k)
+
+  def not_done(beams):
+    # finished_log_probs is sorted, so column top_k - 1 is the k-th best finished.
+    can_improve = tf.reduce_max(beams.alive_log_probs, axis=1) > beams.finished_log_probs[:, top_k - 1]
+    return tf.logical_and(beams.step < max_length, tf.reduce_any(can_improve))
+
+  def extend(beams):
+    return (_extend(beams, step_fn, batch_size, beam_width, max_length, end_id),)
+
+  [beams] = tf.while_loop(
+      not_done, extend, (_first_beams(initial_states, batch_size, beam_width, max_length, start_id),),
+      maximum_iterations=max_length)
+  return _best_finished(beams, top_k, end_id)
+
+
+def _check_arguments(beam_width, max_length, top_k):
   if beam_width < 1:
     raise ValueError(f'beam_width must be at least 1, got {beam_width}.')
   if not 1 <= top_k <= beam_width:
     raise ValueError(f'top_k must be between 1 and beam_width ({beam_width}), got {top_k}.')
   if max_length < 1:
     raise ValueError(f'max_length must be at least 1, got {max_length}.')
-  neg_inf = tf.constant(float('-inf'), tf.float32)
 
-  states = tf.nest.map_structure(lambda t: tf.repeat(t, beam_width, axis=0), initial_states)
+
+def _first_beams(initial_states, batch_size, beam_width, max_length, start_id) -> _Beams:
+  """Before the first step: one live beam per batch element, fed START, nothing finished."""
+  neg_inf = tf.constant(_NEG_INF, tf.float32)
   # Only beam 0 is live at first; the others would duplicate it.
   first_row = tf.concat([[0.0], tf.fill([beam_width - 1], neg_inf)], axis=0)
-  alive_log_probs = tf.tile(first_row[tf.newaxis, :], [batch_size, 1])  # [batch, beam]
-  alive_ids = tf.zeros([batch_size, beam_width, max_length], tf.int32)
-  finished_log_probs = tf.fill([batch_size, beam_width], neg_inf)  # [batch, beam]
-  finished_ids = tf.zeros([batch_size, beam_width, max_length], tf.int32)
-  last_ids = tf.fill([batch_size * beam_width], tf.cast(start_id, tf.int32))
+  return _Beams(
+      step=tf.constant(0),
+      alive_log_probs=tf.tile(first_row[tf.newaxis, :], [batch_size, 1]),
+      alive_ids=tf.zeros([batch_size, beam_width, max_length], tf.int32),
+      finished_log_probs=tf.fill([batch_size, beam_width], neg_inf),
+      finished_ids=tf.zeros([batch_size, beam_width, max_length], tf.int32),
+      last_ids=tf.fill([batch_size * beam_width], tf.cast(start_id, tf.int32)),
+      states=tf.nest.map_structure(lambda t: tf.repeat(t, beam_width, axis=0), initial_states))
 
-  def not_done(step, alive_log_probs, alive_ids, finished_log_probs, finished_ids, last_ids, states):
-    # finished_log_probs is sorted, so column top_k - 1 is the k-th best finished.
-    can_improve = tf.reduce_max(alive_log_probs, axis=1) > finished_log_probs[:, top_k - 1]
-    return tf.logical_and(step < max_length, tf.reduce_any(can_improve))
 
-  def extend(step, alive_log_probs, alive_ids, finished_log_probs, finished_ids, last_ids, states):
-    log_probs, new_states = step_fn(last_ids, states)
-    log_probs = tf.cast(log_probs, tf.float32)
-    vocab_size = tf.shape(log_probs)[-1]
-    scores = alive_log_probs[:, :, tf.newaxis] + tf.reshape(log_probs, [batch_size, beam_width, vocab_size])
-    top_scores, top_indices = tf.math.top_k(tf.reshape(scores, [batch_size, -1]), k=beam_width)
-    beam_indices = top_indices // vocab_size  # [batch, beam]
-    word_ids = top_indices % vocab_size  # [batch, beam]
-    position = tf.one_hot(step, max_length, dtype=tf.int32)  # [max_length]
-    candidate_ids = (tf.gather(alive_ids, beam_indices, batch_dims=1)
-                     + word_ids[:, :, tf.newaxis] * position)  # [batch, beam, max_length]
+def _extend(beams: _Beams, step_fn, batch_size, beam_width, max_length, end_id) -> _Beams:
+  """One step: every live beam extended by every word, the `beam_width` best kept; those
+  ending in END move into the finished pool (which keeps its `beam_width` best)."""
+  neg_inf = tf.constant(_NEG_INF, tf.float32)
+  log_probs, new_states = step_fn(beams.last_ids, beams.states)
+  log_probs = tf.cast(log_probs, tf.float32)
+  vocab_size = tf.shape(log_probs)[-1]
+  scores = (beams.alive_log_probs[:, :, tf.newaxis]
+            + tf.reshape(log_probs, [batch_size, beam_width, vocab_size]))
+  top_scores, top_indices = tf.math.top_k(tf.reshape(scores, [batch_size, -1]), k=beam_width)
+  beam_indices = top_indices // vocab_size  # [batch, beam]
+  word_ids = top_indices % vocab_size  # [batch, beam]
+  position = tf.one_hot(beams.step, max_length, dtype=tf.int32)  # [max_length]
+  candidate_ids = (tf.gather(beams.alive_ids, beam_indices, batch_dims=1)
+                   + word_ids[:, :, tf.newaxis] * position)  # [batch, beam, max_length]
 
-    is_end = tf.equal(word_ids, end_id)
-    pool_log_probs = tf.concat([finished_log_probs, tf.where(is_end, top_scores, neg_inf)], axis=1)
-    pool_ids = tf.concat([finished_ids, candidate_ids], axis=1)  # [batch, 2*beam, max_length]
-    finished_log_probs, kept = tf.math.top_k(pool_log_probs, k=beam_width)
-    finished_ids = tf.gather(pool_ids, kept, batch_dims=1)
+  is_end = tf.equal(word_ids, end_id)
+  pool_log_probs = tf.concat([beams.finished_log_probs, tf.where(is_end, top_scores, neg_inf)], axis=1)
+  pool_ids = tf.concat([beams.finished_ids, candidate_ids], axis=1)  # [batch, 2*beam, max_length]
+  finished_log_probs, kept = tf.math.top_k(pool_log_probs, k=beam_width)
+  return _Beams(
+      step=beams.step + 1,
+      alive_log_probs=tf.where(is_end, neg_inf, top_scores),
+      alive_ids=candidate_ids,
+      finished_log_probs=finished_log_probs,
+      finished_ids=tf.gather(pool_ids, kept, batch_dims=1),
+      last_ids=tf.reshape(word_ids, [-1]),
+      states=_gather_beams(new_states, beam_indices, batch_size, beam_width))
 
-    alive_log_probs = tf.where(is_end, neg_inf, top_scores)
-    states = _gather_beams(new_states, beam_indices, batch_size, beam_width)
-    return (step + 1, alive_log_probs, candidate_ids, finished_log_probs, finished_ids,
-            tf.reshape(word_ids, [-1]), states)
 
-  steps, alive_log_probs, alive_ids, finished_log_probs, finished_ids, _, _ = tf.while_loop(
-      not_done, extend,
-      (tf.constant(0), alive_log_probs, alive_ids, finished_log_probs, finished_ids, last_ids, states),
-      maximum_iterations=max_length)
-
+def _best_finished(beams: _Beams, top_k, end_id):
+  """(ids, lengths, log_probs) of the `top_k` best finished sequences (see beam_search_top_k);
+  the best unfinished beam stands in for the first where nothing finished."""
+  neg_inf = tf.constant(_NEG_INF, tf.float32)
   # The finished pool is sorted by top_k; live slots emptied by END are not.
-  finished_log_probs, finished_ids = finished_log_probs[:, :top_k], finished_ids[:, :top_k]
-  best_alive = tf.argmax(alive_log_probs, axis=1, output_type=tf.int32)  # [batch]
+  finished_log_probs, finished_ids = beams.finished_log_probs[:, :top_k], beams.finished_ids[:, :top_k]
+  best_alive = tf.argmax(beams.alive_log_probs, axis=1, output_type=tf.int32)  # [batch]
   any_finished = finished_log_probs[:, 0] > neg_inf  # [batch]
   is_first = tf.equal(tf.range(top_k), 0)[tf.newaxis, :]  # [1, top_k]
   use_alive = tf.logical_and(is_first, tf.logical_not(any_finished)[:, tf.newaxis])  # [batch, top_k]
   ids = tf.where(use_alive[:, :, tf.newaxis],
-                 tf.gather(alive_ids, best_alive, batch_dims=1)[:, tf.newaxis, :], finished_ids)
-  log_probs = tf.where(use_alive, tf.gather(alive_log_probs, best_alive, batch_dims=1)[:, tf.newaxis],
+                 tf.gather(beams.alive_ids, best_alive, batch_dims=1)[:, tf.newaxis, :], finished_ids)
+  log_probs = tf.where(use_alive, tf.gather(beams.alive_log_probs, best_alive, batch_dims=1)[:, tf.newaxis],
                        finished_log_probs)
   is_end = tf.equal(ids, end_id)  # [batch, top_k, max_length]
   end_position = tf.argmax(tf.cast(is_end, tf.int32), axis=2, output_type=tf.int32)
   lengths = tf.where(tf.reduce_any(is_end, axis=2), end_position + 1,
-                     tf.where(log_probs > neg_inf, steps, 0))
+                     tf.where(log_probs > neg_inf, beams.step, 0))
   return ids, lengths, log_probs

@@ -99,7 +99,7 @@ def _teacher_forcing(image_input, ids, use_image: bool):
   """(image input, ids [L]) -> ({image input, ids[:-1]}, ids[1:])."""
   inputs = {model_lib.INPUT_IDS_INPUT: ids[:-1]}
   if use_image:
-    inputs[model_lib.IMAGE_FEATURES_INPUT] = image_input
+    inputs[features.IMAGE_FEATURES_KEY] = image_input
   return inputs, ids[1:]
 
 

@@ -2,7 +2,7 @@
 
 Everything happens inside the graph (decode and resize, backbone, beam search,
 id -> word lookup, special-token stripping, joining), so TF Serving alone can
-answer a request. Two signatures, per the contract in components/features.py:
+answer a request. Three signatures, per the contract in components/features.py:
 
   features.CAPTION_SIGNATURE  (serving_default):
       features.IMAGES_INPUT   string [None]  encoded JPEG/PNG/GIF/BMP bytes
@@ -10,9 +10,10 @@ answer a request. Two signatures, per the contract in components/features.py:
       features.EXAMPLES_INPUT string [None]  serialized tf.Example with bytes
                                              feature features.IMAGE_KEY
   features.FEATURES_SIGNATURE (from_features):
-      features.FEATURES_INPUT float32 [None, feature_dim]  the backbone's output,
+      features.IMAGE_FEATURES_KEY float32 [None, feature_dim]  the backbone's output,
           as the ImageFeatureGen cached it: the evaluator and the gallery
-          caption from the cache, checked against serving_default on a sample
+          caption from the cache once the model's encoder weights match the
+          artifact's by fingerprint (components/evaluation/captioning.py)
   all -> features.CAPTION_OUTPUT           string [None]     words joined by single spaces
          features.LOG_PROBABILITY_OUTPUT   float32 [None]    log p(caption, END | image)
          features.CAPTIONS_OUTPUT          string [None, k]  the k = beam_width best, best first
@@ -122,7 +123,7 @@ def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, max
     return caption_images(parsed[features.IMAGE_KEY])
 
   @tf.function(input_signature=[tf.TensorSpec([None, feature_extractor.output_shape[-1]], tf.float32,
-                                              name=features.FEATURES_INPUT)])
+                                              name=features.IMAGE_FEATURES_KEY)])
   def caption_from_features(image_features):  # the signature's input takes the argument's name
     return caption_features(image_features)
 

@@ -32,7 +32,6 @@ from components import features
 from components.encoder import augmentation
 from components.training import beam_search as beam_search_lib
 
-IMAGE_FEATURES_INPUT = 'image_features'  # float32 [batch, feature_dim]
 INPUT_IDS_INPUT = 'input_ids'  # int64 [batch, sequence_length - 1]
 MAX_LAYERS = 3
 
@@ -131,7 +130,7 @@ def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=
       while loop.
 
   Returns:
-    keras Model: {'image_features': float32 [batch, feature_dim] (if use_image),
+    keras Model: {features.IMAGE_FEATURES_KEY: float32 [batch, feature_dim] (if use_image),
     'input_ids': int64 [batch, T]} -> logits float32 [batch, T, vocab_size].
   """
   if not 1 <= num_layers <= MAX_LAYERS:
@@ -143,8 +142,8 @@ def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=
 
   input_ids = keras.Input(shape=(steps,), dtype=tf.int64, name=INPUT_IDS_INPUT)
   if use_image:
-    image_features = keras.Input(shape=(feature_dim,), dtype=tf.float32, name=IMAGE_FEATURES_INPUT)
-    inputs = {IMAGE_FEATURES_INPUT: image_features, INPUT_IDS_INPUT: input_ids}
+    image_features = keras.Input(shape=(feature_dim,), dtype=tf.float32, name=features.IMAGE_FEATURES_KEY)
+    inputs = {features.IMAGE_FEATURES_KEY: image_features, INPUT_IDS_INPUT: input_ids}
     first = keras.layers.Dense(embedding_dim, name=_IMAGE_EMBEDDING, dtype=dense_dtype)(image_features)
   else:
     inputs = {INPUT_IDS_INPUT: input_ids}
@@ -181,7 +180,7 @@ def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_len
   """The caption model and the compiled model Keras fits, for `config`.
 
   Without augmentation Keras fits the caption model itself, on cached feature
-  vectors. With `config.augment` it fits a model on pixels: augmentation, the
+  vectors. With `config.encoder.augment` it fits a model on pixels: augmentation, the
   frozen `feature_extractor`, then the caption model. Augmentation is here, on
   training pixels only, so every epoch sees new variants (in Transform it
   would run once). The pixel input takes the image-features input's name so
@@ -198,14 +197,14 @@ def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_len
       use_image=config.use_image, dense_dtype=dense_dtype_policy(config),
       lstm_unroll=config.lstm_unroll)
   training_model = caption_model
-  if config.augment and config.use_image:
+  if config.encoder.augment and config.use_image:
     image_size = feature_extractor.input_shape[1]
-    images = keras.Input([image_size, image_size, 3], name=IMAGE_FEATURES_INPUT)
+    images = keras.Input([image_size, image_size, 3], name=features.IMAGE_FEATURES_KEY)
     input_ids = keras.Input([sequence_length - 1], dtype=tf.int64, name=INPUT_IDS_INPUT)
     pixels = augmentation.build_augmentation()(images)
-    logits = caption_model({IMAGE_FEATURES_INPUT: feature_extractor(pixels, training=False),
+    logits = caption_model({features.IMAGE_FEATURES_KEY: feature_extractor(pixels, training=False),
                             INPUT_IDS_INPUT: input_ids})
-    training_model = keras.Model({IMAGE_FEATURES_INPUT: images, INPUT_IDS_INPUT: input_ids}, logits)
+    training_model = keras.Model({features.IMAGE_FEATURES_KEY: images, INPUT_IDS_INPUT: input_ids}, logits)
   training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=summed_caption_loss,
                          jit_compile=config.jit_compile)
   return caption_model, training_model
@@ -246,7 +245,7 @@ class CaptionDecoder(tf.Module):
 
   def __init__(self, model, name='caption_decoder'):
     super().__init__(name=name)
-    self.use_image = IMAGE_FEATURES_INPUT in model.input_names
+    self.use_image = features.IMAGE_FEATURES_KEY in model.input_names
     layer_names = {layer.name for layer in model.layers}
     self.first_step = model.get_layer(_IMAGE_EMBEDDING if self.use_image else _START_EMBEDDING)
     self.word_embedding = model.get_layer(_WORD_EMBEDDING)

@@ -1,9 +1,14 @@
 """Trainer module code: fits the Show-and-Tell captioner and exports it.
 
 Input: the Transform output (see components/training/datasets.py) and, for the
-captioner, the ImageFeatureGen's artifact (components/encoder/feature_gen.py),
-whose uri the CaptionTrainer executor puts into `custom_config` under
-names.IMAGE_FEATURES_URI_KEY (components/training/trainer_component.py).
+captioner, the ImageFeatureGen's artifact (components/encoder/features_artifact.py),
+whose uri the CaptionTrainer executor hands run_fn as
+`fn_args.image_features_uri` (components/training/trainer_component.py). That
+artifact is the one source of the encoder: its saved backbone (input size,
+pooling, precision, weights) is what the model trains on and exports, and its
+EncoderInfo is copied into the serving model; `TrainerConfig.encoder` only
+says whether to augment, and gives the baseline, which has no backbone, the
+size its serving graph decodes images to.
 
 Speed: the backbone is frozen, so without augmentation its features are a
 pure function of the image; the ImageFeatureGen computed them once per image
@@ -23,7 +28,7 @@ import json
 import logging
 import math
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -33,39 +38,24 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from components import config as config_lib
 from components import features
 from components import names
-from components.encoder import feature_gen
-from components.encoder import image_features
+from components.encoder import features_artifact
 from components.training import datasets
 from components.training import exporter
 from components.training import model as model_lib
 from components.training import callbacks as callbacks_lib
 
 
-def split_custom_config(custom_config: Optional[Dict[str, Any]]
-                        ) -> Tuple[config_lib.TrainerConfig, Optional[str]]:
-  """(TrainerConfig, ImageFeatures uri or None) from the Trainer's custom_config."""
-  custom_config = dict(custom_config or {})
-  image_features_uri = custom_config.pop(names.IMAGE_FEATURES_URI_KEY, None)
-  return config_lib.from_custom_config(config_lib.TrainerConfig, custom_config), image_features_uri
+def image_features_uri(fn_args: FnArgs, config: config_lib.TrainerConfig) -> Optional[str]:
+  """The ImageFeatures artifact's uri (trainer_component.CaptionFnArgs); None for the baseline.
 
-
-def check_encoder(config: config_lib.TrainerConfig, image_features_uri: Optional[str]
-                  ) -> feature_gen.EncoderInfo:
-  """The ImageFeatures artifact's EncoderInfo; ValueError unless it matches `config`'s encoder.
-
-  The pipeline derives both from one TrainerConfig; a mismatch means the
-  Trainer was wired to features of another encoder.
+  Raises:
+    ValueError: if the captioner was given no ImageFeatures artifact.
   """
-  if image_features_uri is None:
-    raise ValueError('The captioner trains from an ImageFeatureGen artifact: custom_config has no '
-                     f'{names.IMAGE_FEATURES_URI_KEY!r} (wire image_features into the CaptionTrainer).')
-  info = feature_gen.read_encoder_info(os.path.join(image_features_uri, names.ENCODER_FILE))
-  wanted = (config.backbone, image_features.image_size_of(config.backbone, config.image_size),
-            config.pooling, config.backbone_weights or 'none')
-  if (info.backbone, info.image_size, info.pooling, info.weights) != wanted:
-    raise ValueError(f'The features in {image_features_uri} come from {info}, but the trainer is '
-                     f'configured for (backbone, image_size, pooling, weights) {wanted}.')
-  return info
+  uri = getattr(fn_args, 'image_features_uri', None)
+  if config.use_image and uri is None:
+    raise ValueError(f'The captioner trains from an ImageFeatureGen artifact, and run_fn got none '
+                     f'(wire {features.IMAGE_FEATURES_KEY!r} into the CaptionTrainer).')
+  return uri if config.use_image else None
 
 
 def learning_rate(config: config_lib.TrainerConfig, epoch: int) -> float:
@@ -95,9 +85,9 @@ def callbacks(fn_args: FnArgs, config: config_lib.TrainerConfig) -> List[keras.c
 
 def run_fn(fn_args: FnArgs) -> None:
   """TFX Trainer entry point: trains, then exports the caption SavedModel."""
-  config, image_features_uri = split_custom_config(fn_args.custom_config)
+  config = config_lib.from_custom_config(config_lib.TrainerConfig, fn_args.custom_config)
   callbacks_lib.make_deterministic(config.seed)
-  encoder_info = check_encoder(config, image_features_uri) if config.use_image else None
+  features_uri = image_features_uri(fn_args, config)
   if config.mixed_precision and tf.config.list_physical_devices('GPU'):
     keras.mixed_precision.set_global_policy('mixed_float16')
   strategy = tf.distribute.MirroredStrategy()
@@ -108,26 +98,16 @@ def run_fn(fn_args: FnArgs) -> None:
   train_images = datasets.images_and_captions(fn_args.train_files, tf_transform_output)
   eval_images = datasets.images_and_captions(fn_args.eval_files, tf_transform_output)
   sequence_length = datasets.sequence_length(train_images)
-  image_size = image_features.image_size_of(config.backbone, config.image_size)
 
   with strategy.scope():
-    feature_extractor = (feature_gen.load_backbone(image_features_uri) if config.use_image
-                         else model_lib.pixel_blind_extractor(image_size))
+    feature_extractor = (features_artifact.load_backbone(features_uri) if config.use_image
+                         else model_lib.pixel_blind_extractor(config.encoder.input_size))
     caption_model, training_model = model_lib.build_models(
         config, len(vocabulary), sequence_length, feature_extractor)
 
-  if not config.use_image:
-    train_per_image = datasets.without_image(train_images)
-    eval_per_image = datasets.without_image(eval_images)
-  elif config.augment:
-    train_per_image = datasets.with_pixels(train_images, image_size)
-    eval_per_image = datasets.with_pixels(eval_images, image_size)
-  else:
-    train_per_image, eval_per_image = (
-        datasets.with_cached_features(per_image, feature_gen.read_features(image_features_uri, split),
-                                      f'split {split!r} of {image_features_uri}')
-        for per_image, split in ((train_images, features.TRAIN_SPLIT), (eval_images, features.EVAL_SPLIT)))
-
+  train_per_image, eval_per_image = (
+      _image_inputs(config, per_image, split, feature_extractor, features_uri)
+      for per_image, split in ((train_images, features.TRAIN_SPLIT), (eval_images, features.EVAL_SPLIT)))
   training_run = callbacks_lib.TrainingRun(fn_args)
   history = training_model.fit(
       datasets.training_batches(train_per_image, config.batch_size, shuffle=True,
@@ -144,17 +124,29 @@ def run_fn(fn_args: FnArgs) -> None:
       fn_args.serving_model_dir, feature_extractor, model_lib.CaptionDecoder(caption_model),
       vocabulary, max_length=sequence_length - 1,
       beam_width=config.beam_width)
-  if encoder_info is not None:
-    feature_gen.write_encoder_info(
-        encoder_info, os.path.join(fn_args.serving_model_dir, names.SERVING_ENCODER_FILE))
+  if features_uri is not None:
+    features_artifact.write_encoder_info(features_artifact.artifact_encoder_info(features_uri),
+                                         os.path.join(fn_args.serving_model_dir, names.SERVING_ENCODER_FILE))
   _write_report(fn_args.model_run_dir, {
       'vocabulary_size': len(vocabulary),
       'sequence_length': sequence_length,
       'config': config_lib.to_custom_config(config),
-      'image_features_uri': image_features_uri,
+      'image_features_uri': features_uri,
       'resumed_from_epoch': training_run.resumed_from_epoch,
       'history': {k: [float(v) for v in vs] for k, vs in history.history.items()},
   })
+
+
+def _image_inputs(config: config_lib.TrainerConfig, per_image: tf.data.Dataset, split: str,
+                  feature_extractor: keras.Model, features_uri: Optional[str]) -> tf.data.Dataset:
+  """What the model reads of each image of `split`: nothing (the baseline), the
+  artifact's cached features, or, with augmentation, pixels at its backbone's input size."""
+  if not config.use_image:
+    return datasets.without_image(per_image)
+  if config.encoder.augment:
+    return datasets.with_pixels(per_image, feature_extractor.input_shape[1])
+  return datasets.with_cached_features(per_image, features_artifact.read_features(features_uri, split),
+                                       f'split {split!r} of {features_uri}')
 
 
 def _write_report(model_run_dir: str, report: Dict) -> None:

@@ -5,11 +5,11 @@ carry an ImageFeatures artifact (`base_model` and `hyperparameters` are typed
 Model and HyperParameters). Passing the features' path through `custom_config`
 instead would hide the dependency from the DAG and from TFX's cache, whose key
 is the input artifacts plus the execution properties. So this component is the
-standard Trainer's spec with an optional `image_features` channel, run by the
-standard GenericExecutor, which hands run_fn the artifact's uri in
-`fn_args.custom_config[names.IMAGE_FEATURES_URI_KEY]` (added after the cache key
-is computed, so the key holds the artifact itself). Everything else, the
-`FnArgs` and the `model` / `model_run` outputs, is the standard Trainer's.
+standard Trainer's spec with an optional features.IMAGE_FEATURES_KEY channel,
+run by the standard GenericExecutor, which hands run_fn the artifact's uri as
+one more typed field of its `FnArgs` (`CaptionFnArgs.image_features_uri`), so
+the custom_config stays the TrainerConfig alone. Everything else, the other
+`FnArgs` fields and the `model` / `model_run` outputs, is the standard Trainer's.
 
 A cached ImageFeatures artifact (same examples, same encoder settings) with
 changed training settings retrains from the same features; new features
@@ -17,8 +17,10 @@ retrain the Trainer.
 """
 from typing import Any, Dict, List, Optional
 
+import attr
 from tfx import types
 from tfx.components.trainer import executor as trainer_executor
+from tfx.components.trainer import fn_args_utils
 from tfx.dsl.components.base import base_component
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import trainer_pb2
@@ -28,10 +30,14 @@ from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 from tfx.utils import json_utils
 
-from components import names
+from components import features
 from components.artifacts import ImageFeatures
 
-IMAGE_FEATURES_KEY = 'image_features'
+
+@attr.s
+class CaptionFnArgs(fn_args_utils.FnArgs):
+  """The standard FnArgs plus the ImageFeatures artifact's uri (None without one)."""
+  image_features_uri = attr.ib(type=Optional[str], default=None)
 
 
 class CaptionTrainerSpec(types.ComponentSpec):
@@ -39,24 +45,22 @@ class CaptionTrainerSpec(types.ComponentSpec):
   PARAMETERS = standard_component_specs.TrainerSpec.PARAMETERS
   INPUTS = {
       **standard_component_specs.TrainerSpec.INPUTS,
-      IMAGE_FEATURES_KEY: component_spec.ChannelParameter(type=ImageFeatures, optional=True),
+      features.IMAGE_FEATURES_KEY: component_spec.ChannelParameter(type=ImageFeatures, optional=True),
   }
   OUTPUTS = standard_component_specs.TrainerSpec.OUTPUTS
 
 
 class Executor(trainer_executor.GenericExecutor):
-  """The standard Trainer executor; run_fn also gets the ImageFeatures uri (see the module docstring)."""
+  """The standard Trainer executor; run_fn gets CaptionFnArgs (see the module docstring)."""
 
   def _GetFnArgs(self, input_dict: Dict[str, List[types.Artifact]],
                  output_dict: Dict[str, List[types.Artifact]],
                  exec_properties: Dict[str, Any]):
     fn_args = super()._GetFnArgs(input_dict, output_dict, exec_properties)
-    if input_dict.get(IMAGE_FEATURES_KEY):
-      fn_args.custom_config = {
-          **(fn_args.custom_config or {}),
-          names.IMAGE_FEATURES_URI_KEY: artifact_utils.get_single_uri(input_dict[IMAGE_FEATURES_KEY]),
-      }
-    return fn_args
+    image_features = input_dict.get(features.IMAGE_FEATURES_KEY)
+    return CaptionFnArgs(**attr.asdict(fn_args, recurse=False),
+                         image_features_uri=artifact_utils.get_single_uri(image_features)
+                         if image_features else None)
 
 
 class CaptionTrainer(base_component.BaseComponent):
