@@ -63,6 +63,11 @@ CANDIDATES = {
     'batch_128_dense_bfloat16_unroll': dict(batch_size=128, dense_bfloat16=True, lstm_unroll=True),
     'recipe_default': dict(batch_size=_DEFAULT.batch_size, dense_bfloat16=_DEFAULT.dense_bfloat16,
                            lstm_unroll=_DEFAULT.lstm_unroll, jit_compile=_DEFAULT.jit_compile),
+    # The recipe's settings at twice its batch with twice its learning rate
+    # (the linear scaling rule): half the updates per epoch, each as large.
+    'recipe_batch_64': dict(batch_size=64, learning_rate=2 * _DEFAULT.learning_rate,
+                            dense_bfloat16=_DEFAULT.dense_bfloat16, lstm_unroll=_DEFAULT.lstm_unroll,
+                            jit_compile=_DEFAULT.jit_compile),
 }
 
 
