@@ -13,9 +13,9 @@ instead, for comparison):
     fc2 at 224 px, with random weights (none can be downloaded here), in
     `--precision` (default `auto`, resolved as the runners resolve it);
   * bare single-process `model.predict` loops over `--sample` train images,
-    decoding included: with the pass's saved backbone (its precision) and
-    with the same encoder in float32, each timed before and after the pass
-    (mean), so that load which comes and goes hits all of them.
+    decoding included: with the pass's encoder in its precision and in
+    float32, each timed before and after the pass (mean), so that load which
+    comes and goes hits all of them.
 Prints one JSON line: per split the images the pass read (records in the
 examples) and the feature vectors it wrote (ids in its files, read back),
 which must be equal; the pass's images/s (its Beam pass, model loading
@@ -88,9 +88,10 @@ def _feature_pass(examples, out_dir: str, options, precision: str) -> artifacts.
       out_dir)[features.IMAGE_FEATURES_KEY]
 
 
-def _float32_backbone():
-  """The pass's encoder in float32, with random weights, as the feature pass builds it."""
-  return image_features.build_feature_extractor(dataclasses.replace(_ENCODER, precision=precision_lib.FLOAT32))
+def _bare_rate(backbones, sample) -> Dict[str, float]:
+  """precision -> images/s of a bare predict loop over `sample` with that backbone."""
+  return {precision: feature_pass.predict_rate(backbone, sample, backbone_handler.DEFAULT_BATCH_SIZE)
+          for precision, backbone in backbones.items()}
 
 
 def _counts(examples, features_uri: str) -> Dict[str, Dict[str, int]]:
@@ -124,20 +125,19 @@ def main() -> None:
           beam_args=beam_args.direct_node_beam_args(args.workers)[names.EXAMPLE_GEN])
     sample = [example.image for example, _ in zip(records.iter_split_examples(examples, 'train'),
                                                    range(args.sample))]
-    float32_backbone = _float32_backbone()
-    float32_rates = [feature_pass.predict_rate(float32_backbone, sample, backbone_handler.DEFAULT_BATCH_SIZE)]
+    # The pass's encoder as the pass builds it (random weights), and in float32.
+    backbones = {p: image_features.build_feature_extractor(dataclasses.replace(_ENCODER, precision=p))
+                 for p in {precision, precision_lib.FLOAT32}}
+    before = _bare_rate(backbones, sample)
     image_features_artifact = _feature_pass(examples, os.path.join(tmp, 'features'),
                                             _MODES[args.mode](args.workers), precision)
-    backbone = features_artifact.load_backbone(image_features_artifact.uri)
-    bare_rates = [feature_pass.predict_rate(backbone, sample, backbone_handler.DEFAULT_BATCH_SIZE)]
     counts = _counts(examples, image_features_artifact.uri)
-    bare_rates.append(feature_pass.predict_rate(backbone, sample, backbone_handler.DEFAULT_BATCH_SIZE))
-    float32_rates.append(feature_pass.predict_rate(float32_backbone, sample, backbone_handler.DEFAULT_BATCH_SIZE))
+    after = _bare_rate(backbones, sample)
   passes = image_features_artifact.get_int_custom_property(names.BACKBONE_PASSES_PROPERTY)
   rate = passes / image_features_artifact.mlmd_artifact.custom_properties[
       features_artifact.FEATURE_PASS_SECONDS_PROPERTY].double_value
-  bare = sum(bare_rates) / len(bare_rates)
-  float32 = sum(float32_rates) / len(float32_rates)
+  bare = (before[precision] + after[precision]) / 2
+  float32 = (before[precision_lib.FLOAT32] + after[precision_lib.FLOAT32]) / 2
   print(json.dumps({
       'num_images': args.num_images, 'jpeg_size': '%dx%d' % JPEG_SIZE, 'encoder': 'vgg16 fc2 224',
       'precision': precision, 'mode': args.mode, 'workers': args.workers, 'cores': multiprocessing.cpu_count(),
