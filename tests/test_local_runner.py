@@ -225,9 +225,10 @@ def test_real_data_follows_the_published_recipe_and_the_flags_override_either_de
   from pipeline import local_run  # pylint: disable=g-import-not-at-top
   real = local_run.run_configs(local_runner._parse_args(['--data_dir', '/data/Flickr8k']))
   assert real == (config_lib.TransformConfig(), config_lib.TrainerConfig(), config_lib.EvaluationConfig())
-  # components/config.py's RECIPE: min word count 5, beam 3, dropout 0.5, Adam 5e-4, batch 32.
+  # components/config.py's RECIPE: min word count 5, beam 3, dropout 0.5, Adam at 5e-4 per
+  # batch of 32, scaled to 1e-3 per batch of 64.
   assert (real[0].min_word_frequency, real[1].beam_width, real[1].dropout, real[1].learning_rate,
-          real[1].batch_size) == (5, 3, 0.5, 5e-4, 32)
+          real[1].batch_size) == (5, 3, 0.5, 1e-3, 64)
   embedded = local_run.run_configs(local_runner._parse_args([]))
   assert embedded == (config_lib.EMBEDDED_TRANSFORM, config_lib.EMBEDDED_TRAINER,
                       config_lib.EMBEDDED_EVALUATION)
