@@ -95,7 +95,7 @@ class EncoderConfig:
 #   * tensorflow/models im2txt: minimum word count 4 (on MS COCO), beam 3.
 # So: min_word_frequency 5, beam 3, dropout 0.5, and Adam at 5e-4 per batch
 # of 32 -- taken here as 1e-3 per batch of 64 (the linear scaling rule): on
-# this project's 2-core Xeon an epoch at batch 32 cost 1.64x one at batch 64
+# this project's 2-core Xeon an epoch at batch 32 cost 1.2-1.6x one at batch 64
 # (per-step overhead), with the same loss after the same captions
 # (bench/decoder_speed.py, README "Tests and benchmarks"). Their 3 layers of
 # 300 units (danieljl) or a 512-unit GRU (mtanti) differ from the paper's one
