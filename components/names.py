@@ -48,6 +48,8 @@ FEATURES_FILE_PREFIX = 'features'
 # carries a copy of its ENCODER_FILE here (TF Serving ignores assets.extra/), so
 # the evaluator can tell whether the cached features are that model's.
 SERVING_ENCODER_FILE = os.path.join('assets.extra', ENCODER_FILE)
+# The training stages the serving SavedModel went through (components/training/stages.py).
+SERVING_STAGES_FILE = os.path.join('assets.extra', 'training_stages.json')
 # The Trainer executor hands run_fn the ImageFeatures artifact's uri under this
 # custom_config key (see components/training/trainer_component.py).
 IMAGE_FEATURES_URI_KEY = 'image_features_uri'

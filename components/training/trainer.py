@@ -39,6 +39,8 @@ from components.training import datasets
 from components.training import exporter
 from components.training import model as model_lib
 from components.training import callbacks as callbacks_lib
+from components.training import scst
+from components.training import stages
 
 
 def split_custom_config(custom_config: Optional[Dict[str, Any]]
@@ -96,6 +98,7 @@ def callbacks(fn_args: FnArgs, config: config_lib.TrainerConfig) -> List[keras.c
 def run_fn(fn_args: FnArgs) -> None:
   """TFX Trainer entry point: trains, then exports the caption SavedModel."""
   config, image_features_uri = split_custom_config(fn_args.custom_config)
+  scst.check_config(config)
   callbacks_lib.make_deterministic(config.seed)
   encoder_info = check_encoder(config, image_features_uri) if config.use_image else None
   if config.mixed_precision and tf.config.list_physical_devices('GPU'):
@@ -139,6 +142,9 @@ def run_fn(fn_args: FnArgs) -> None:
       epochs=config.epochs,
       callbacks=callbacks(fn_args, config) + training_run.callbacks(),
       verbose=2)
+  scst_history = (scst.fine_tune(caption_model, config, train_per_image, len(vocabulary), sequence_length - 1,
+                                 strategy, callbacks_lib.node_id(fn_args))
+                  if config.scst_epochs else None)
 
   exporter.export_serving_model(
       fn_args.serving_model_dir, feature_extractor, model_lib.CaptionDecoder(caption_model),
@@ -147,6 +153,7 @@ def run_fn(fn_args: FnArgs) -> None:
   if encoder_info is not None:
     feature_gen.write_encoder_info(
         encoder_info, os.path.join(fn_args.serving_model_dir, names.SERVING_ENCODER_FILE))
+  stages.write(fn_args.serving_model_dir, stages.of(config))
   _write_report(fn_args.model_run_dir, {
       'vocabulary_size': len(vocabulary),
       'sequence_length': sequence_length,
@@ -154,6 +161,9 @@ def run_fn(fn_args: FnArgs) -> None:
       'image_features_uri': image_features_uri,
       'resumed_from_epoch': training_run.resumed_from_epoch,
       'history': {k: [float(v) for v in vs] for k, vs in history.history.items()},
+      'epoch_seconds': training_run.epoch_seconds,
+      'stages': stages.of(config),
+      'scst': scst_history,
   })
 
 
