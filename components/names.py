@@ -55,6 +55,9 @@ SERVING_STAGES_FILE = os.path.join('assets.extra', 'training_stages.json')
 IMAGE_FEATURES_URI_KEY = 'image_features_uri'
 # Trainer `model_run`: vocabulary size, sequence length, the loss history.
 TRAINING_REPORT_FILE = 'training_report.json'
+# Trainer `model_run`, with self-critical training on: the serving SavedModel as
+# cross-entropy left it, before the stage (bench/quality.py compares the two).
+CROSS_ENTROPY_MODEL_DIR = 'cross_entropy_model'
 # Custom property of the ImageFeatureGen's, the CaptionEvaluator's and the
 # DemoGallery's outputs: images the execution ran through a backbone.
 BACKBONE_PASSES_PROPERTY = 'backbone_passes'

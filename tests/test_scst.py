@@ -108,28 +108,41 @@ def test_steps_after_end_carry_no_gradient():
   assert not np.any(none.numpy())
 
 
-@pytest.fixture(scope='module')
-def tiny_decoder():
-  model = model_lib.build_caption_model(VOCAB, feature_dim=6, sequence_length=8, embedding_dim=8,
-                                        lstm_units=8)
-  return model_lib.CaptionDecoder(model)
+@pytest.fixture
+def tiny_model():
+  tf.keras.utils.set_random_seed(0)
+  return model_lib.build_caption_model(VOCAB, feature_dim=6, sequence_length=8, embedding_dim=8, lstm_units=8)
 
 
-def test_the_sampler_gives_each_image_its_greedy_caption_then_samples(tiny_decoder):
+def _set_special_bias(model, value):
+  """Adds `value` to the logits of PAD and START (a trained model makes them unlikely)."""
+  bias = model.get_layer('logits').bias
+  bias.assign(bias + tf.one_hot([PAD, features.START_ID], VOCAB, on_value=value).numpy().sum(axis=0))
+
+
+def test_the_sampler_gives_each_image_its_greedy_caption_then_samples(tiny_model):
+  _set_special_bias(tiny_model, -20.0)  # so that beam search (which allows them) is comparable
+  decoder = model_lib.CaptionDecoder(tiny_model)
   image_features = tf.random.stateless_normal([3, 6], [0, 2])
   seed = tf.constant([0, 1])
-  ids = scst.sample_captions(tiny_decoder, image_features, 4, 7, seed).numpy()
+  ids = scst.sample_captions(decoder, image_features, 4, 7, seed).numpy()
   assert ids.shape == (15, 7)
-  greedy, _, _ = tiny_decoder.generate(image_features, beam_width=1, max_length=7)
+  greedy, _, _ = decoder.generate(image_features, beam_width=1, max_length=7)
   np.testing.assert_array_equal(ids[::5], greedy.numpy())  # beam width 1 is greedy decoding
-  assert not np.any(np.isin(ids[:, 0], [PAD, features.START_ID]))
-  for row in ids:  # after END only PAD
-    ends = np.flatnonzero(row == END)
-    if len(ends):
-      assert np.all(row[ends[0] + 1:] == PAD), row
-    assert features.START_ID not in row
   assert len({tuple(row) for row in ids}) > 3, ids  # the samples differ
-  np.testing.assert_array_equal(scst.sample_captions(tiny_decoder, image_features, 4, 7, seed).numpy(), ids)
+  np.testing.assert_array_equal(scst.sample_captions(decoder, image_features, 4, 7, seed).numpy(), ids)
+
+
+def test_the_sampler_never_chooses_pad_or_start_and_pads_after_end(tiny_model):
+  _set_special_bias(tiny_model, 20.0)  # an untrained model that would say little else
+  ids = scst.sample_captions(model_lib.CaptionDecoder(tiny_model), tf.random.stateless_normal([8, 6], [0, 3]),
+                             4, 7, tf.constant([0, 1])).numpy()
+  assert features.START_ID not in ids
+  words, lengths = cider_reward.words_and_lengths(ids)
+  assert lengths.max() > 0
+  for row, length in zip(ids, lengths):
+    assert PAD not in row[:length]
+    assert row[length:].tolist() in ([], [END] + [PAD] * (len(row) - length - 1)), row
 
 
 def test_the_stage_refuses_what_it_cannot_train():

@@ -240,10 +240,17 @@ def test_self_critical_stage_fine_tunes_exports_and_records_its_stages(transform
   history = report['scst']
   assert len(history['sample_cider']) == len(history['greedy_cider']) == len(history['seconds']) == 1
   assert all(math.isfinite(v) and v >= 0 for v in history['sample_cider'] + history['greedy_cider'])
-  # Same seed and cross-entropy epochs as `captioner`: only the stage changed the weights.
+  # Same seed and cross-entropy epochs as `captioner`: the model exported before the stage is
+  # `captioner`'s, and only the stage changed the weights.
   assert report['history']['loss'] == _report(captioner)['history']['loss']
-  _, captioner_log_probs = _caption(captioner, demo_images)
+  before = os.path.join(args.model_run_dir, names.CROSS_ENTROPY_MODEL_DIR)
+  assert stages.read(before) == [stages.CROSS_ENTROPY]
+  captioner_captions, captioner_log_probs = _caption(captioner, demo_images)
+  before_captions, before_log_probs = captioning.SavedModelCaptioner(before)(demo_images)
+  assert before_captions == captioner_captions
+  np.testing.assert_allclose(before_log_probs, captioner_log_probs, rtol=1e-5)
   assert not np.allclose(log_probs, captioner_log_probs), (log_probs, captioner_log_probs)
+  assert not os.path.exists(os.path.join(captioner.model_run_dir, names.CROSS_ENTROPY_MODEL_DIR))
 
 
 def test_missing_transformed_examples_fail_naming_the_pattern(transformed, image_features, tmp_path):

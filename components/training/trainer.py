@@ -19,6 +19,7 @@ every visible GPU and falls back to the CPU; mixed precision is optional.
 The same `run_fn` trains the captions-only language model (the brief's step 2,
 `use_image=False`, no features needed): the baseline the captioner has to beat.
 """
+import functools
 import json
 import logging
 import math
@@ -142,18 +143,16 @@ def run_fn(fn_args: FnArgs) -> None:
       epochs=config.epochs,
       callbacks=callbacks(fn_args, config) + training_run.callbacks(),
       verbose=2)
-  scst_history = (scst.fine_tune(caption_model, config, train_per_image, len(vocabulary), sequence_length - 1,
-                                 strategy, callbacks_lib.node_id(fn_args))
-                  if config.scst_epochs else None)
-
-  exporter.export_serving_model(
-      fn_args.serving_model_dir, feature_extractor, model_lib.CaptionDecoder(caption_model),
-      vocabulary, max_length=sequence_length - 1,
-      beam_width=config.beam_width)
-  if encoder_info is not None:
-    feature_gen.write_encoder_info(
-        encoder_info, os.path.join(fn_args.serving_model_dir, names.SERVING_ENCODER_FILE))
-  stages.write(fn_args.serving_model_dir, stages.of(config))
+  export = functools.partial(
+      _export, feature_extractor=feature_extractor, decoder=model_lib.CaptionDecoder(caption_model),
+      vocabulary=vocabulary, max_length=sequence_length - 1, beam_width=config.beam_width,
+      encoder_info=encoder_info)
+  scst_history = None
+  if config.scst_epochs:
+    export(os.path.join(fn_args.model_run_dir, names.CROSS_ENTROPY_MODEL_DIR), [stages.CROSS_ENTROPY])
+    scst_history = scst.fine_tune(caption_model, config, train_per_image, len(vocabulary),
+                                  sequence_length - 1, strategy, callbacks_lib.node_id(fn_args))
+  export(fn_args.serving_model_dir, stages.of(config))
   _write_report(fn_args.model_run_dir, {
       'vocabulary_size': len(vocabulary),
       'sequence_length': sequence_length,
@@ -165,6 +164,18 @@ def run_fn(fn_args: FnArgs) -> None:
       'stages': stages.of(config),
       'scst': scst_history,
   })
+
+
+def _export(model_dir: str, trained_stages: List[str], feature_extractor: keras.Model,
+            decoder: model_lib.CaptionDecoder, vocabulary: List[str], max_length: int, beam_width: int,
+            encoder_info: Optional[feature_gen.EncoderInfo]) -> None:
+  """The serving SavedModel, with the encoder it embeds (for the evaluator's feature cache) and
+  the training stages its weights went through."""
+  exporter.export_serving_model(model_dir, feature_extractor, decoder, vocabulary, max_length=max_length,
+                                beam_width=beam_width)
+  if encoder_info is not None:
+    feature_gen.write_encoder_info(encoder_info, os.path.join(model_dir, names.SERVING_ENCODER_FILE))
+  stages.write(model_dir, trained_stages)
 
 
 def _write_report(model_run_dir: str, report: Dict) -> None:
