@@ -16,7 +16,6 @@ from tfx import v1 as tfx
 from components import names
 from components.evaluation import caption_evaluator, caption_metrics
 from components.evaluation import report as report_lib
-from components.training import stages
 
 # The Trainers' reports, labelled with the role of the model each trains.
 _TRAINERS = dict(zip((report_lib.CAPTIONER, report_lib.BASELINE), names.TRAINERS))
@@ -115,10 +114,6 @@ def render(summary: Dict[str, Any]) -> str:
   if captioner_training:
     lines.append(f"Vocabulary {captioner_training['vocabulary_size']} ids (4 special tokens), "
                  f"sequence length {captioner_training['sequence_length']} (from the data)")
-  trained = {role: report for role, report in (summary.get('training') or {}).items() if report}
-  if trained:
-    lines.append('Training stages: ' + '; '.join(f"{role} {stages.describe(report.get('stages'))}"
-                                                  for role, report in trained.items()))
   lines.append(f"Seed {summary['seed']}" + ''.join(
       f"; the {role} resumed its training after epoch {epoch}"
       for role, epoch in sorted(summary['resumed'].items())))

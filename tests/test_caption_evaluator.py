@@ -194,6 +194,11 @@ def test_report_says_which_training_stages_each_model_went_through(world, first_
   assert unrecorded.captioner.stages is None
   assert 'Training stages: captioner not recorded; baseline cross_entropy' in (
       caption_evaluator.format_report(unrecorded))
+  # The run summary prints the evaluator's report, stages included.
+  text = summary.render({'evaluation': report_lib.to_json_dict(report), 'pushed': False, 'pushed_model': None,
+                         'gallery': None, 'reject_report': None, 'summary': 'summary.json', 'seed': 0,
+                         'resumed': {}})
+  assert 'Training stages: captioner cross_entropy, then scst; baseline cross_entropy' in text.splitlines()
   # A report written before stages were recorded still reads.
   older = report_lib.to_json_dict(report)
   del older['captioner']['stages']

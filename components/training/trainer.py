@@ -16,6 +16,13 @@ image bytes in, exactly the network that produced the features inside.
 Devices: the model is built under a `tf.distribute.MirroredStrategy`, which uses
 every visible GPU and falls back to the CPU; mixed precision is optional.
 
+With `scst_epochs` > 0, self-critical sequence training on CIDEr-D follows
+the cross-entropy epochs (components/training/scst.py), from the same cached
+features; the model as cross-entropy left it is exported too, into
+model_run/names.CROSS_ENTROPY_MODEL_DIR, so the stage's effect can be measured
+on one training (bench/quality.py). Every exported model records the stages
+it went through (components/training/stages.py).
+
 The same `run_fn` trains the captions-only language model (the brief's step 2,
 `use_image=False`, no features needed): the baseline the captioner has to beat.
 """
