@@ -103,6 +103,8 @@ class Corpus:
     # Document frequency: the images whose references hold the n-gram.
     per_image = np.unique(np.stack([image[grams.row], grams.key], axis=1), axis=0)
     self.df_keys, df = np.unique(per_image[:, 1], return_counts=True)
+    if not len(self.df_keys):
+      raise ValueError('The reference captions hold no words.')
     self.log_documents = np.log(float(len(references)))
     self.idf = self.log_documents - np.log(np.maximum(df, 1.0))
     g = np.searchsorted(self.df_keys, grams.key)

@@ -20,7 +20,8 @@ samples), whose summed cross-entropy weighted by the advantage is the policy
 gradient loss. Dropout is off in both, so the gradient is that of the
 distribution that was sampled. Words after a sample's END are PAD and masked,
 as in cross-entropy. The exported model is the same graph: beam search over
-the fine-tuned weights.
+the fine-tuned weights. Not done: loss scaling for float16 (`mixed_precision`
+on a GPU); the stage has only run in float32 on CPUs.
 """
 import time
 from typing import Dict, List, Tuple
