@@ -21,7 +21,8 @@ and max; the seed-to-seed range of the cross-entropy models; the train-split
 CIDEr-D of the sampled and the greedy captions per self-critical epoch (what
 the stage optimises: it must rise); the median seconds of a cross-entropy and
 of a self-critical epoch; and `helps`, per split, whether the mean CIDEr-D gain
-exceeds the seed-to-seed range (the rule for turning the stage on by default).
+exceeds the seed-to-seed range (the rule for turning the stage on by default;
+null with one seed).
 
 Usage: python -m bench.quality [--seeds 0,1,2] [--scst_epochs 5] [--epochs 25]
        [--pipeline_root outputs/pipeline_root]
@@ -89,7 +90,9 @@ def summarise(runs: List[Dict]) -> Dict:
   seed_range = {key: round(float(np.ptp([run['cross_entropy'][key] for run in runs])), 4) for key in keys}
   difference = {key: {'per_seed': values, 'mean': round(float(np.mean(values)), 4),
                       'min': min(values), 'max': max(values)} for key, values in differences.items()}
-  helps = {split: difference[f'{split}_cider']['mean'] > seed_range[f'{split}_cider'] for split in SPLITS}
+  # One seed has no spread to compare with: no verdict.
+  helps = {split: (difference[f'{split}_cider']['mean'] > seed_range[f'{split}_cider'] if len(runs) > 1 else None)
+           for split in SPLITS}
   ce_seconds = float(np.median([s for run in runs for s in run['cross_entropy_epoch_seconds'][1:]]))
   scst_seconds = float(np.median([s for run in runs for s in run['scst_epoch_seconds']]))
   return {'mean': mean, 'difference': difference, 'cross_entropy_seed_range': seed_range, 'helps': helps,
