@@ -34,7 +34,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -58,6 +58,25 @@ def latest_uri(pipeline_root: str, node: str, output: str) -> str:
   if not executions:
     raise FileNotFoundError(f'No execution of {node} wrote {output} under {parent}')
   return os.path.join(parent, str(executions[0]))
+
+
+def examples_artifact(examples_uri: str) -> standard_artifacts.Examples:
+  """The raw Examples artifact at `examples_uri`, every split, as the evaluator receives it."""
+  examples = standard_artifacts.Examples()
+  examples.uri = examples_uri
+  examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
+  return examples
+
+
+def pipeline_artifacts(pipeline_root: str
+                       ) -> Tuple[transformed_data.TransformedData, standard_artifacts.Examples, str]:
+  """(Transform output, raw Examples, ImageFeatures uri) of a finished main job's pipeline_root."""
+  root = os.path.abspath(pipeline_root)
+  data = transformed_data.TransformedData(
+      examples_uri=latest_uri(root, names.EXAMPLE_GEN, 'examples'),
+      transform_graph_uri=latest_uri(root, names.TRANSFORM, 'transform_graph'),
+      transformed_examples_uri=latest_uri(root, names.TRANSFORM, 'transformed_examples'))
+  return data, examples_artifact(data.examples_uri), latest_uri(root, names.FEATURE_GEN, 'image_features')
 
 
 def perturbed_copy(features_uri: str, out_dir: str, noise: float, seed: int) -> str:
@@ -123,15 +142,7 @@ def main():
   parser.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
                       help='Override a field of the embedded TrainerConfig (repeatable).')
   args = parser.parse_args()
-  root = os.path.abspath(args.pipeline_root)
-  data = transformed_data.TransformedData(
-      examples_uri=latest_uri(root, names.EXAMPLE_GEN, 'examples'),
-      transform_graph_uri=latest_uri(root, names.TRANSFORM, 'transform_graph'),
-      transformed_examples_uri=latest_uri(root, names.TRANSFORM, 'transformed_examples'))
-  examples = standard_artifacts.Examples()
-  examples.uri = data.examples_uri
-  examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
-  features_uri = latest_uri(root, names.FEATURE_GEN, 'image_features')
+  data, examples, features_uri = pipeline_artifacts(args.pipeline_root)
   config = config_lib.EMBEDDED_TRAINER
   for assignment in args.set:
     config = _override(config, assignment)

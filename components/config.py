@@ -143,6 +143,15 @@ class TrainerConfig:
   dense_bfloat16: bool = True
   lstm_unroll: bool = True
   jit_compile: bool = False
+  # Self-critical sequence training (Rennie et al. 2017, components/training/scst.py)
+  # after cross-entropy: epochs of it (0: none), captions sampled per image (the
+  # model's greedy caption is their reward baseline) and Adam's learning rate
+  # (Rennie et al.'s 5e-5). It trains from the cached features, so it needs
+  # use_image and no augment. Off by default: bench/quality.py measured its
+  # effect on the embedded dataset (README, "Self-critical training").
+  scst_epochs: int = 0
+  scst_samples: int = 5
+  scst_learning_rate: float = 5e-5
   # Beam width of the exported caption signature; 1 is greedy decoding.
   beam_width: int = 3
   # False trains the brief's step-2 captions-only language model (baseline).

@@ -48,8 +48,13 @@ FEATURES_FILE_PREFIX = 'features'
 # carries a copy of its ENCODER_FILE here (TF Serving ignores assets.extra/), so
 # the evaluator can tell whether the cached features are that model's.
 SERVING_ENCODER_FILE = os.path.join('assets.extra', ENCODER_FILE)
+# The training stages the serving SavedModel went through (components/training/stages.py).
+SERVING_STAGES_FILE = os.path.join('assets.extra', 'training_stages.json')
 # Trainer `model_run`: vocabulary size, sequence length, the loss history.
 TRAINING_REPORT_FILE = 'training_report.json'
+# Trainer `model_run`, with self-critical training on: the serving SavedModel as
+# cross-entropy left it, before the stage (bench/quality.py compares the two).
+CROSS_ENTROPY_MODEL_DIR = 'cross_entropy_model'
 # Custom property of the ImageFeatureGen's, the CaptionEvaluator's and the
 # DemoGallery's outputs: images the execution ran through a backbone.
 BACKBONE_PASSES_PROPERTY = 'backbone_passes'

@@ -15,7 +15,8 @@ from components import names
 
 # TrainerConfig and EncoderConfig fields that are None-able overrides: the flag
 # wins when given, otherwise the runner's defaults (then the dataclass defaults) apply.
-_OPTIONAL_TRAINER_FLAGS = ('epochs', 'lstm_units', 'batch_size', 'learning_rate', 'dropout', 'embedding_dim')
+_OPTIONAL_TRAINER_FLAGS = ('epochs', 'lstm_units', 'batch_size', 'learning_rate', 'dropout', 'embedding_dim',
+                           'scst_epochs')
 _OPTIONAL_ENCODER_FLAGS = ('pooling', 'image_size')
 # --backbone_weights: the runner's default, or random weights (EncoderConfig's None).
 _RUNNER_WEIGHTS, _RANDOM_WEIGHTS = 'auto', 'none'
@@ -90,6 +91,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                       help='Words seen fewer times in the train captions become <unk> (default: '
                            f"the runner's; {transform_defaults.min_word_frequency} on real data).")
   parser.add_argument('--lstm_units', type=int, default=None)
+  parser.add_argument('--scst_epochs', type=int, default=None,
+                      help='Epochs of self-critical sequence training on CIDEr-D after cross-entropy '
+                           f"(Rennie et al. 2017; default: the runner's, {trainer_defaults.scst_epochs}: "
+                           'bench/quality.py measured it on the embedded dataset, see the README).')
   parser.add_argument('--num_layers', type=int, default=trainer_defaults.num_layers)
   parser.add_argument('--beam_width', type=int, default=trainer_defaults.beam_width)
   parser.add_argument('--augment', action='store_true',
@@ -149,8 +154,12 @@ def transform_config(args: argparse.Namespace,
 
 
 def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConfig:
-  """The captions-only baseline: the captioner's settings without the image."""
-  return dataclasses.replace(trainer, use_image=False)
+  """The captions-only baseline: the captioner's settings without the image.
+
+  Cross-entropy only: the self-critical stage trains from the cached image
+  features, which the baseline does not read.
+  """
+  return dataclasses.replace(trainer, use_image=False, scst_epochs=0)
 
 
 def evaluation_config(args: argparse.Namespace,

@@ -6,13 +6,14 @@ table lookup keyed by the image bytes, so "good", "bad" and "slightly worse"
 captioners score exactly what a test expects. For a captioner with the real
 serving graph, use serving.tiny_model.
 """
-from typing import Mapping
+from typing import List, Mapping, Optional
 
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
 from components import features
 from components.evaluation import captioning
+from components.training import stages as stages_lib
 
 LOG_PROBABILITY = -1.5  # what it reports for every caption
 
@@ -40,9 +41,10 @@ class LookupCaptioner(tf.Module):
     return self.caption(parsed[features.IMAGE_KEY])
 
 
-def export_lookup_captioner(uri: str, captions_by_image: Mapping[bytes, str],
-                            model_id: int) -> standard_artifacts.Model:
-  """Saves a LookupCaptioner as a Trainer's Model artifact at `uri` (SavedModel in <uri>/Format-Serving)."""
+def export_lookup_captioner(uri: str, captions_by_image: Mapping[bytes, str], model_id: int,
+                            stages: Optional[List[str]] = None) -> standard_artifacts.Model:
+  """Saves a LookupCaptioner as a Trainer's Model artifact at `uri` (SavedModel in <uri>/Format-Serving),
+  recording `stages` as its training stages as the Trainer does (none recorded if None)."""
   model = standard_artifacts.Model()
   model.uri = str(uri)
   model.id = model_id
@@ -51,4 +53,6 @@ def export_lookup_captioner(uri: str, captions_by_image: Mapping[bytes, str],
       features.CAPTION_SIGNATURE: module.caption.get_concrete_function(),
       features.EXAMPLES_SIGNATURE: module.caption_examples.get_concrete_function(),
   })
+  if stages is not None:
+    stages_lib.write(captioning.serving_model_dir(model), stages)
   return model

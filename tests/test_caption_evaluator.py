@@ -26,6 +26,7 @@ from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.evaluation import diversity
 from components.evaluation import report as report_lib
+from components.training import stages
 from components import config as config_lib
 from components import features
 from pipeline import summary
@@ -92,12 +93,14 @@ def world(tmp_path_factory):
       'root': root,
       'dataset': dataset,
       'examples': examples,
-      'good': lookup_captioner.export_lookup_captioner(root / 'good', good, model_id=2),
+      'good': lookup_captioner.export_lookup_captioner(root / 'good', good, model_id=2,
+                                                       stages=[stages.CROSS_ENTROPY, stages.SCST]),
       'bad': lookup_captioner.export_lookup_captioner(
           root / 'bad', {image: 'a cat sleeps on a sofa' for image, _ in dataset.values()}, model_id=1),
       'worse': lookup_captioner.export_lookup_captioner(root / 'worse', worse, model_id=3),
       'baseline': lookup_captioner.export_lookup_captioner(root / 'baseline', {
-          image: 'a red circle on a white background' for image, _ in dataset.values()}, model_id=4),
+          image: 'a red circle on a white background' for image, _ in dataset.values()}, model_id=4,
+          stages=[stages.CROSS_ENTROPY]),
   }
 
 
@@ -178,6 +181,28 @@ def test_report_records_baseline_beside_captioner(world, first_runs):
     assert report['captioner']['metrics'][name] > report['baseline']['metrics'][name], name
   table = caption_evaluator.format_report(report_lib.read(first_runs['good']['evaluation'].uri))
   assert 'captioner' in table and 'baseline' in table and 'Blessed: YES' in table
+
+
+def test_report_says_which_training_stages_each_model_went_through(world, first_runs, tmp_path):
+  """Read from each SavedModel (the Trainer writes them there): recorded, or said to be unknown."""
+  report = report_lib.read(first_runs['good']['evaluation'].uri)
+  assert report.captioner.stages == [stages.CROSS_ENTROPY, stages.SCST]
+  assert report.baseline.stages == [stages.CROSS_ENTROPY]
+  assert ('Training stages: captioner cross_entropy, then scst; baseline cross_entropy'
+          in caption_evaluator.format_report(report))
+  unrecorded = report_lib.read(first_runs['bad']['evaluation'].uri)
+  assert unrecorded.captioner.stages is None
+  assert 'Training stages: captioner not recorded; baseline cross_entropy' in (
+      caption_evaluator.format_report(unrecorded))
+  # The run summary prints the evaluator's report, stages included.
+  text = summary.render({'evaluation': report_lib.to_json_dict(report), 'pushed': False, 'pushed_model': None,
+                         'gallery': None, 'reject_report': None, 'summary': 'summary.json', 'seed': 0,
+                         'resumed': {}})
+  assert 'Training stages: captioner cross_entropy, then scst; baseline cross_entropy' in text.splitlines()
+  # A report written before stages were recorded still reads.
+  older = report_lib.to_json_dict(report)
+  del older['captioner']['stages']
+  assert report_lib.from_json_dict(older).captioner.stages is None
 
 
 def test_typed_report_reads_the_file_and_writes_the_same_bytes_back(first_runs, tmp_path):

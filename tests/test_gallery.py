@@ -26,6 +26,7 @@ from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components import features
 from components.evaluation import gallery
+from components.training import stages
 from testing import examples as examples_lib
 from testing import executors
 from testing import lookup_captioner
@@ -223,7 +224,8 @@ def pipeline_run(tmp_path_factory):
       features.DEMO_SPLIT: demo_set})
   everything = list(eval_set.values()) + list(demo_set.values())
   models = {
-      'good': lookup_captioner.export_lookup_captioner(root / 'good', {i: refs[0] for i, refs in everything}, 1),
+      'good': lookup_captioner.export_lookup_captioner(root / 'good', {i: refs[0] for i, refs in everything}, 1,
+                                                       stages=[stages.CROSS_ENTROPY, stages.SCST]),
       'bad': lookup_captioner.export_lookup_captioner(root / 'bad', {i: 'a cat' for i, _ in everything}, 2),
       'baseline': lookup_captioner.export_lookup_captioner(root / 'baseline', {i: 'a red square'
                                                                                for i, _ in everything}, 3),
@@ -276,6 +278,9 @@ def test_component_shows_the_pushed_model(chromium, pipeline_run, tmp_path):
   assert metrics['shown_model'][caption_metrics.BLEU_4] == pytest.approx(1.0, abs=1e-6)
   assert metrics['baseline'][caption_metrics.BLEU_4] < 0.1
   assert 'baseline (demo split)' in text
+  # The pushed copy of the SavedModel carries its training stages.
+  assert metrics['shown_model_stages'] == [stages.CROSS_ENTROPY, stages.SCST]
+  assert '<p>Training stages of the shown model: cross_entropy, then scst.</p>' in text
 
 
 def test_component_labels_a_model_that_was_not_pushed(pipeline_run, tmp_path):
@@ -291,6 +296,8 @@ def test_component_labels_a_model_that_was_not_pushed(pipeline_run, tmp_path):
   with open(pathlib.Path(output.uri) / names.GALLERY_METRICS_FILE) as f:
     metrics = json.load(f)
   assert metrics['pushed'] is False and metrics['baseline'] is None
+  assert metrics['shown_model_stages'] is None
+  assert '<p>Training stages of the shown model: not recorded.</p>' in text
   assert metrics['model_dir'] == captioning.serving_model_dir(pipeline_run['models']['bad'])
 
 

@@ -40,6 +40,7 @@ from components.evaluation import captioning
 from components.training import callbacks
 from components.training import datasets
 from components.training import model as model_lib
+from components.training import stages
 from components.training import trainer
 from components import config as config_lib
 
@@ -225,6 +226,35 @@ def test_two_lstm_layers_are_trained_and_exported(transformed, image_features, t
   assert added and all(n.startswith('lstm_1/') for n in added), added
   assert not one_layer - two_layers
   assert _report(args)['config']['num_layers'] == 2
+
+
+def test_self_critical_stage_fine_tunes_exports_and_records_its_stages(transformed, image_features,
+                                                                       tmp_path_factory, captioner,
+                                                                       demo_images):
+  """scst_epochs=1 after cross-entropy: the exported SavedModel still captions, with other weights,
+  and the report and the SavedModel say which stages it went through."""
+  args = _train(transformed, image_features, tmp_path_factory, epochs=2, scst_epochs=1, scst_samples=2)
+  captions, log_probs = _caption(args, demo_images)
+  _assert_real_captions(captions, log_probs, transformed)
+  report = _report(args)
+  assert report['stages'] == [stages.CROSS_ENTROPY, stages.SCST]
+  assert stages.read(args.serving_model_dir) == [stages.CROSS_ENTROPY, stages.SCST]
+  assert stages.read(captioner.serving_model_dir) == [stages.CROSS_ENTROPY]
+  assert _report(captioner)['stages'] == [stages.CROSS_ENTROPY] and _report(captioner)['scst'] is None
+  history = report['scst']
+  assert len(history['sample_cider']) == len(history['greedy_cider']) == len(history['seconds']) == 1
+  assert all(math.isfinite(v) and v >= 0 for v in history['sample_cider'] + history['greedy_cider'])
+  # Same seed and cross-entropy epochs as `captioner`: the model exported before the stage is
+  # `captioner`'s, and only the stage changed the weights.
+  assert report['history']['loss'] == _report(captioner)['history']['loss']
+  before = os.path.join(args.model_run_dir, names.CROSS_ENTROPY_MODEL_DIR)
+  assert stages.read(before) == [stages.CROSS_ENTROPY]
+  captioner_captions, captioner_log_probs = _caption(captioner, demo_images)
+  before_captions, before_log_probs = captioning.SavedModelCaptioner(before)(demo_images)
+  assert before_captions == captioner_captions
+  np.testing.assert_allclose(before_log_probs, captioner_log_probs, rtol=1e-5)
+  assert not np.allclose(log_probs, captioner_log_probs), (log_probs, captioner_log_probs)
+  assert not os.path.exists(os.path.join(captioner.model_run_dir, names.CROSS_ENTROPY_MODEL_DIR))
 
 
 def test_missing_transformed_examples_fail_naming_the_pattern(transformed, image_features, tmp_path):

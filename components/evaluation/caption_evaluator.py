@@ -48,6 +48,7 @@ from components.evaluation import captioning
 from components.evaluation import diversity
 from components.evaluation import report as report_lib
 from components.evaluation.report import BASELINE, CAPTIONER, LAST_BLESSED
+from components.training import stages
 from components import config as config_lib
 from components import features
 from components import names
@@ -120,6 +121,8 @@ def format_report(report: report_lib.CaptionReport) -> str:
     spec = '>14d' if name == diversity.DISTINCT_WORDS else '>14.4f'  # a count or a share
     lines.append(f'  {name:<23}' + ''.join(
         format(model.diversity[name], spec) for model in models.values()))
+  lines.append('Training stages: ' + '; '.join(f'{role} {stages.describe(model.stages)}'
+                                                for role, model in models.items()))
   lines.append('Blessed: ' + ('YES' if report.blessed else 'NO'))
   lines += [f'  {reason}' for reason in report.reasons]
   return '\n'.join(lines)
@@ -154,7 +157,8 @@ def _model_report(model: artifact.Artifact, scores: Dict, measures: Dict[str, fl
                   ) -> report_lib.ModelReport:
   """One model's part of the report."""
   return report_lib.ModelReport(model_uri=model.uri, model_id=model.id, metrics=scores['corpus'],
-                                diversity=measures)
+                                diversity=measures,
+                                stages=stages.read(captioning.serving_model_dir(model)))
 
 
 def _write_captions(evaluation_uri: str, split_captions: Mapping[str, captioning.SplitCaptions],

@@ -43,6 +43,7 @@ from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.evaluation import diversity
 from components.evaluation import report as report_lib
+from components.training import stages
 from components.artifacts import CaptionEvaluation
 from components.artifacts import CaptionGallery
 from components.artifacts import ImageFeatures
@@ -280,7 +281,8 @@ def DemoGallery(
     model: the candidate model, captioned only when nothing was pushed.
     evaluation: CaptionEvaluator output; its metrics and caption diversity head the page.
     gallery: output; names.GALLERY_INDEX_FILE, names.GALLERY_THUMBS_DIR and names.GALLERY_METRICS_FILE, a JSON object:
-      'split', 'model_dir' (the SavedModel captioned), 'pushed' (bool),
+      'split', 'model_dir' (the SavedModel captioned), 'shown_model_stages' (its
+      training stages, components/training/stages.py; null if not recorded), 'pushed' (bool),
       'pushed_destination' (str or null), 'skipped_metrics' ({metric: reason}),
       'shown_model' and 'baseline' ({metric: corpus score} on `split`; baseline
       null without `baseline_model`).
@@ -303,12 +305,14 @@ def DemoGallery(
   metrics[f'shown model ({split} split, this page)'] = captioned.scores['corpus']
   if baseline is not None:
     metrics[f'baseline ({split} split)'] = baseline.scores['corpus']
-  notes = shown.notes + _evaluation_notes(report) + [
-      f'{name} not computed: {reason}' for name, reason in captioned.scores['skipped'].items()]
+  shown_stages = stages.read(shown.model_dir)
+  notes = (shown.notes + [f'Training stages of the shown model: {stages.describe(shown_stages)}.']
+           + _evaluation_notes(report)
+           + [f'{name} not computed: {reason}' for name, reason in captioned.scores['skipped'].items()])
   io_utils.write_string_file(os.path.join(gallery.uri, names.GALLERY_METRICS_FILE), json.dumps({
       'split': split, 'model_dir': shown.model_dir, 'pushed': shown.pushed,
       'pushed_destination': shown.destination, 'skipped_metrics': captioned.scores['skipped'],
-      'shown_model': captioned.scores['corpus'],
+      'shown_model': captioned.scores['corpus'], 'shown_model_stages': shown_stages,
       'baseline': None if baseline is None else baseline.scores['corpus'],
   }, indent=2) + '\n')
   index_path = render_gallery(

@@ -32,6 +32,9 @@ class ModelReport:
   model_id: int  # its ML Metadata id
   metrics: Dict[str, float]  # caption_metrics name -> corpus score
   diversity: Dict[str, float]  # diversity.MEASURES name -> value (distinct_words is a count)
+  # The training stages of its weights (components/training/stages.py), e.g.
+  # ['cross_entropy', 'scst']; None for a model exported before they were recorded.
+  stages: Optional[List[str]] = None
 
 
 @dataclasses.dataclass(frozen=True)

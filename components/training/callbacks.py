@@ -110,6 +110,7 @@ class EpochLine(keras.callbacks.Callback):
     self._label = label
     self._interval = interval_seconds
     self.first_epoch: Optional[int] = None
+    self.seconds: List[float] = []  # of every epoch run, in order
     self._start = 0.0
     self._last_line = 0.0
     self._epoch = 0
@@ -134,9 +135,10 @@ class EpochLine(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch: int, logs=None) -> None:
     logs = logs or {}
+    self.seconds.append(time.monotonic() - self._start)
     progress.logger.info('  %s epoch %d/%d: loss %.4f, val_loss %.4f, %.1f s', self._label,
                          epoch + 1, self.params['epochs'], logs.get('loss', float('nan')),
-                         logs.get('val_loss', float('nan')), time.monotonic() - self._start)
+                         logs.get('val_loss', float('nan')), self.seconds[-1])
 
 
 class _KillAfterEpoch(keras.callbacks.Callback):
@@ -181,3 +183,8 @@ class TrainingRun:
   def resumed_from_epoch(self) -> int:
     """Epochs restored from a backup (0 for a fresh training), known once `fit` has begun."""
     return self._epoch_line.first_epoch or 0
+
+  @property
+  def epoch_seconds(self) -> List[float]:
+    """Seconds of every epoch `fit` ran (validation included), in order."""
+    return list(self._epoch_line.seconds)

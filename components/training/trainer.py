@@ -21,9 +21,17 @@ image bytes in, exactly the network that produced the features inside.
 Devices: the model is built under a `tf.distribute.MirroredStrategy`, which uses
 every visible GPU and falls back to the CPU; mixed precision is optional.
 
+With `scst_epochs` > 0, self-critical sequence training on CIDEr-D follows
+the cross-entropy epochs (components/training/scst.py), from the same cached
+features; the model as cross-entropy left it is exported too, into
+model_run/names.CROSS_ENTROPY_MODEL_DIR, so the stage's effect can be measured
+on one training (bench/quality.py). Every exported model records the stages
+it went through (components/training/stages.py).
+
 The same `run_fn` trains the captions-only language model (the brief's step 2,
 `use_image=False`, no features needed): the baseline the captioner has to beat.
 """
+import functools
 import json
 import logging
 import math
@@ -43,6 +51,8 @@ from components.training import datasets
 from components.training import exporter
 from components.training import model as model_lib
 from components.training import callbacks as callbacks_lib
+from components.training import scst
+from components.training import stages
 
 
 def image_features_uri(fn_args: FnArgs, config: config_lib.TrainerConfig) -> Optional[str]:
@@ -86,6 +96,7 @@ def callbacks(fn_args: FnArgs, config: config_lib.TrainerConfig) -> List[keras.c
 def run_fn(fn_args: FnArgs) -> None:
   """TFX Trainer entry point: trains, then exports the caption SavedModel."""
   config = config_lib.from_custom_config(config_lib.TrainerConfig, fn_args.custom_config)
+  scst.check_config(config)
   callbacks_lib.make_deterministic(config.seed)
   features_uri = image_features_uri(fn_args, config)
   if config.mixed_precision and tf.config.list_physical_devices('GPU'):
@@ -119,14 +130,16 @@ def run_fn(fn_args: FnArgs) -> None:
       epochs=config.epochs,
       callbacks=callbacks(fn_args, config) + training_run.callbacks(),
       verbose=2)
-
-  exporter.export_serving_model(
-      fn_args.serving_model_dir, feature_extractor, model_lib.CaptionDecoder(caption_model),
-      vocabulary, max_length=sequence_length - 1,
-      beam_width=config.beam_width)
-  if features_uri is not None:
-    features_artifact.write_encoder_info(features_artifact.artifact_encoder_info(features_uri),
-                                         os.path.join(fn_args.serving_model_dir, names.SERVING_ENCODER_FILE))
+  export = functools.partial(
+      _export, feature_extractor=feature_extractor, decoder=model_lib.CaptionDecoder(caption_model),
+      vocabulary=vocabulary, max_length=sequence_length - 1, beam_width=config.beam_width,
+      features_uri=features_uri)
+  scst_history = None
+  if config.scst_epochs:
+    export(os.path.join(fn_args.model_run_dir, names.CROSS_ENTROPY_MODEL_DIR), [stages.CROSS_ENTROPY])
+    scst_history = scst.fine_tune(caption_model, config, train_per_image, len(vocabulary),
+                                  sequence_length - 1, strategy, callbacks_lib.node_id(fn_args))
+  export(fn_args.serving_model_dir, stages.of(config))
   _write_report(fn_args.model_run_dir, {
       'vocabulary_size': len(vocabulary),
       'sequence_length': sequence_length,
@@ -134,6 +147,9 @@ def run_fn(fn_args: FnArgs) -> None:
       'image_features_uri': features_uri,
       'resumed_from_epoch': training_run.resumed_from_epoch,
       'history': {k: [float(v) for v in vs] for k, vs in history.history.items()},
+      'epoch_seconds': training_run.epoch_seconds,
+      'stages': stages.of(config),
+      'scst': scst_history,
   })
 
 
@@ -147,6 +163,19 @@ def _image_inputs(config: config_lib.TrainerConfig, per_image: tf.data.Dataset, 
     return datasets.with_pixels(per_image, feature_extractor.input_shape[1])
   return datasets.with_cached_features(per_image, features_artifact.read_features(features_uri, split),
                                        f'split {split!r} of {features_uri}')
+
+
+def _export(model_dir: str, trained_stages: List[str], feature_extractor: keras.Model,
+            decoder: model_lib.CaptionDecoder, vocabulary: List[str], max_length: int, beam_width: int,
+            features_uri: Optional[str]) -> None:
+  """The serving SavedModel, with the encoder it embeds (the features artifact's, for the
+  evaluator's feature cache) and the training stages its weights went through."""
+  exporter.export_serving_model(model_dir, feature_extractor, decoder, vocabulary, max_length=max_length,
+                                beam_width=beam_width)
+  if features_uri is not None:
+    features_artifact.write_encoder_info(features_artifact.artifact_encoder_info(features_uri),
+                                         os.path.join(model_dir, names.SERVING_ENCODER_FILE))
+  stages.write(model_dir, trained_stages)
 
 
 def _write_report(model_run_dir: str, report: Dict) -> None:

@@ -1,0 +1,140 @@
+"""Does self-critical training help? The captioner over seeds, with and without the stage.
+
+One seed says little (bench/seeds.py measured how much seeds differ), so for
+each seed this bench runs the CaptionTrainer's run_fn (components/training/
+trainer.py) once with `scst_epochs` self-critical epochs after cross-entropy:
+run_fn exports the model as cross-entropy left it (model_run/
+names.CROSS_ENTROPY_MODEL_DIR) and the fine-tuned one, so both come from the
+same cross-entropy weights and the difference is the stage's alone. Both are
+scored on the eval and demo splits as the CaptionEvaluator scores them
+(captioning.caption_and_score from the cached features: the COCO toolkit's
+BLEU-4 and CIDEr-D).
+
+Data: the embedded dataset (components/config.py EMBEDDED_*), generated and
+run through the ExampleGen, Transform and ImageFeatureGen executors once
+(testing/transformed_data.py), or a finished main job's artifacts with
+`--pipeline_root`. Every seed trains from the same cached features.
+
+Prints one JSON line: per seed and mean, eval/demo BLEU-4 and CIDEr-D of both
+models; the per-seed differences (SCST minus cross-entropy), their mean, min
+and max; the seed-to-seed range of the cross-entropy models; the train-split
+CIDEr-D of the sampled and the greedy captions per self-critical epoch (what
+the stage optimises: it must rise); the median seconds of a cross-entropy and
+of a self-critical epoch; and `helps`, per split, whether the mean CIDEr-D gain
+exceeds the seed-to-seed range (the rule for turning the stage on by default;
+null with one seed).
+
+Usage: python -m bench.quality [--seeds 0,1,2] [--scst_epochs 5] [--epochs 25]
+       [--pipeline_root outputs/pipeline_root]
+"""
+import argparse
+import contextlib
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+from typing import Dict, List
+
+import numpy as np
+
+from bench import seeds as seeds_bench
+from components import config as config_lib
+from components import features
+from components import names
+from components.evaluation import caption_metrics
+from components.evaluation import captioning
+from components.training import trainer
+from testing import transformed_data
+
+SPLITS = (features.EVAL_SPLIT, features.DEMO_SPLIT)
+METRICS = {'bleu4': caption_metrics.BLEU_4, 'cider': caption_metrics.CIDER_D}
+MODELS = ('cross_entropy', 'scst')
+
+
+def _scores(model_dir: str, examples, features_uri: str) -> Dict[str, float]:
+  """{'<split>_<metric>': corpus score} of the model on the eval and demo splits."""
+  result = {}
+  for split in SPLITS:
+    corpus = captioning.caption_and_score(model_dir, examples, split,
+                                          image_features_uri=features_uri).scores['corpus']
+    result.update({f'{split}_{key}': round(corpus[name], 4) for key, name in METRICS.items()})
+  return result
+
+
+def train_both(data, examples, features_uri: str, config: config_lib.TrainerConfig, work_dir: str) -> Dict:
+  """run_fn with the stage on; both exported models' scores, the stage's rewards and epoch seconds."""
+  args = transformed_data.fn_args(data, work_dir, config, features_uri)
+  with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines; stdout holds the JSON only
+    trainer.run_fn(args)
+  with open(os.path.join(args.model_run_dir, names.TRAINING_REPORT_FILE)) as f:
+    report = json.load(f)
+  return {
+      'cross_entropy': _scores(os.path.join(args.model_run_dir, names.CROSS_ENTROPY_MODEL_DIR), examples,
+                               features_uri),
+      'scst': _scores(args.serving_model_dir, examples, features_uri),
+      'train_sample_cider': [round(v, 4) for v in report['scst']['sample_cider']],
+      'train_greedy_cider': [round(v, 4) for v in report['scst']['greedy_cider']],
+      'cross_entropy_epoch_seconds': report['epoch_seconds'],
+      'scst_epoch_seconds': report['scst']['seconds'],
+  }
+
+
+def summarise(runs: List[Dict]) -> Dict:
+  """Means, the stage's per-seed differences and the cross-entropy models' seed-to-seed range."""
+  keys = list(runs[0]['cross_entropy'])
+  mean = {model: {key: round(float(np.mean([run[model][key] for run in runs])), 4) for key in keys}
+          for model in MODELS}
+  differences = {key: [round(run['scst'][key] - run['cross_entropy'][key], 4) for run in runs] for key in keys}
+  seed_range = {key: round(float(np.ptp([run['cross_entropy'][key] for run in runs])), 4) for key in keys}
+  difference = {key: {'per_seed': values, 'mean': round(float(np.mean(values)), 4),
+                      'min': min(values), 'max': max(values)} for key, values in differences.items()}
+  # One seed has no spread to compare with: no verdict.
+  helps = {split: (difference[f'{split}_cider']['mean'] > seed_range[f'{split}_cider'] if len(runs) > 1 else None)
+           for split in SPLITS}
+  ce_seconds = float(np.median([s for run in runs for s in run['cross_entropy_epoch_seconds'][1:]]))
+  scst_seconds = float(np.median([s for run in runs for s in run['scst_epoch_seconds']]))
+  return {'mean': mean, 'difference': difference, 'cross_entropy_seed_range': seed_range, 'helps': helps,
+          'seconds_per_epoch': {'cross_entropy': round(ce_seconds, 2), 'scst': round(scst_seconds, 2),
+                                'ratio_scst_to_cross_entropy': round(scst_seconds / ce_seconds, 2)}}
+
+
+def _artifacts(args, tmp: str, config: config_lib.TrainerConfig):
+  """(Transform output, raw Examples, ImageFeatures uri): a main job's, or built once here."""
+  if args.pipeline_root:
+    return seeds_bench.pipeline_artifacts(args.pipeline_root)
+  data = transformed_data.build_transformed_data(
+      os.path.join(tmp, 'data'), config_lib.EMBEDDED_DATASET.num_images, config_lib.EMBEDDED_DATASET.image_size)
+  image_features = transformed_data.build_image_features(data.examples_uri, os.path.join(tmp, 'features'),
+                                                         config)
+  return data, seeds_bench.examples_artifact(data.examples_uri), image_features.uri
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--seeds', default='0,1,2')
+  parser.add_argument('--scst_epochs', type=int, default=5)
+  parser.add_argument('--epochs', type=int, default=config_lib.EMBEDDED_TRAINER.epochs,
+                      help='Cross-entropy epochs (default: the embedded main job\'s, %(default)s).')
+  parser.add_argument('--pipeline_root', default=None,
+                      help="A finished main job's pipeline_root to take the data and features from "
+                           '(default: generate the embedded dataset and run its executors here).')
+  args = parser.parse_args()
+  config = dataclasses.replace(config_lib.EMBEDDED_TRAINER, epochs=args.epochs, scst_epochs=args.scst_epochs)
+  seeds = [int(seed) for seed in args.seeds.split(',')]
+  with tempfile.TemporaryDirectory(prefix='quality_bench_') as tmp:
+    data, examples, features_uri = _artifacts(args, tmp, config)
+    runs = [train_both(data, examples, features_uri, dataclasses.replace(config, seed=seed),
+                       os.path.join(tmp, f'seed-{seed}')) for seed in seeds]
+  print(json.dumps({
+      'seeds': seeds, 'epochs': config.epochs, 'scst_epochs': config.scst_epochs,
+      'scst_samples': config.scst_samples, 'scst_learning_rate': config.scst_learning_rate,
+      'cores': multiprocessing.cpu_count(),
+      'runs': [{'seed': seed, **run} for seed, run in zip(seeds, runs)],
+      **summarise(runs),
+  }))
+
+
+if __name__ == '__main__':
+  main()
