@@ -41,8 +41,10 @@ from testing import metadata
 
 _GATE = config_lib.EMBEDDED_EVALUATION
 _EPOCHS = 30
+# Adam at 5e-4: at the real-data default's 1e-3 the one-epoch-longer rerun can
+# fall more than the gate's max_regression behind the first run's captioner.
 _TINY_RUN = ['--backbone_weights', 'none', '--pooling', 'flatten', '--image_size', '32', '--lstm_units', '32',
-             '--epochs', str(_EPOCHS),
+             '--epochs', str(_EPOCHS), '--learning_rate', '5e-4',
              '--batch_size', '8', '--beam_width', '2', '--beam_workers', '1',
              '--min_bleu4', str(_GATE.min_bleu4), '--min_cider', str(_GATE.min_cider),
              '--min_baseline_ratio', str(_GATE.min_baseline_ratio),
