@@ -134,14 +134,15 @@ class TrainerConfig:
   # float16 compute on GPUs; ignored without one.
   mixed_precision: bool = False
   # Decoder speed (bench/decoder_speed.py, Flickr8k's shape: 30,000 captions,
-  # 5,000 words, LSTM 512, on a 2-core Xeon with AMX-BF16): bfloat16 compute for
-  # the embeddings and the vocabulary projection, the bulk of the work (the LSTM
-  # stays float32: tf_keras' LSTM refuses bfloat16), took 0.54x the float32
-  # epoch at the same loss; the LSTM unrolled over its fixed time steps rather
-  # than a while loop took 0.84x, with identical losses. XLA (`jit_compile`) was
-  # slower; it stays off.
-  dense_bfloat16: bool = True
-  lstm_unroll: bool = True
+  # 5,000 words, LSTM 512, on a 2-core Xeon with AMX-BF16). `decoder_bfloat16`:
+  # bfloat16 matrix products in the embeddings, the vocabulary projection and a
+  # FusedLSTM (states, gates and the softmax stay float32); `fused_training`:
+  # the training path built for CPUs (model.build_models): FusedLSTM layers,
+  # logits only at the steps that have a target, and Adam's fused kernel. The
+  # README gives their measured epoch times against the float32 tf_keras LSTM.
+  # XLA (`jit_compile`) was slower; it stays off.
+  decoder_bfloat16: bool = True
+  fused_training: bool = True
   jit_compile: bool = False
   # Self-critical sequence training (Rennie et al. 2017, components/training/scst.py)
   # after cross-entropy: epochs of it (0: none), captions sampled per image (the
@@ -204,13 +205,13 @@ EMBEDDED_TRANSFORM = TransformConfig(min_word_frequency=2)
 # own small image size with the conv block flattened (its captions say where the
 # shapes are, and fc2 needs 224 px), a smaller LSTM, and the training settings its
 # figures were measured with (a small, noise-free dataset learns faster than the
-# recipe's rate allows in 25 epochs; float32 and the while loop, as its 36-word
-# softmax gains nothing from bfloat16). Real data uses TrainerConfig().
+# recipe's rate allows in 25 epochs; float32 and tf_keras' LSTM, as its 36-word
+# softmax gains little from bfloat16 or the fused path). Real data uses TrainerConfig().
 EMBEDDED_ENCODER = EncoderConfig(backbone_weights=None, image_size=EMBEDDED_DATASET.image_size,
                                  pooling='flatten')
 EMBEDDED_TRAINER = TrainerConfig(encoder=EMBEDDED_ENCODER, lstm_units=256, epochs=25, dropout=0.3,
-                                 batch_size=64, learning_rate=1e-3, dense_bfloat16=False,
-                                 lstm_unroll=False)
+                                 batch_size=64, learning_rate=1e-3, decoder_bfloat16=False,
+                                 fused_training=False)
 # The embedded dataset's captions follow from the pixels: a good model must score high.
 # Its eval split has 150 distinct scenes in 250 images, so one wording per scene
 # gives 0.6 distinct captions per image; the main job's captioner measured 0.632

@@ -195,25 +195,55 @@ def test_mixed_precision_keeps_float32_outputs():
   assert sequence_log_probs.dtype == tf.float32
 
 
-def test_bfloat16_dense_layers_and_the_unrolled_lstm_match_the_float32_model():
-  """The real-data default (TrainerConfig: dense_bfloat16, lstm_unroll) against float32 and the
-  while loop, on the same weights: the same logits up to bfloat16's 8 bits, the same masking,
-  and a step-wise decoder that reproduces it."""
-  reference = _model(num_layers=2)
-  fast = model_lib.build_caption_model(vocab_size=VOCAB_SIZE, feature_dim=FEATURE_DIM,
+def _fused(dense_dtype='mixed_bfloat16'):
+  """The real-data default's caption model (TrainerConfig: decoder_bfloat16, fused_training)."""
+  return model_lib.build_caption_model(vocab_size=VOCAB_SIZE, feature_dim=FEATURE_DIM,
                                        sequence_length=SEQUENCE_LENGTH, embedding_dim=6, lstm_units=5,
-                                       num_layers=2, dropout=0.5, dense_dtype='mixed_bfloat16',
-                                       lstm_unroll=True)
+                                       num_layers=2, dropout=0.5, dense_dtype=dense_dtype, fused_lstm=True)
+
+
+def test_the_bfloat16_fused_model_matches_the_float32_model():
+  """The real-data default against float32 and tf_keras' LSTM, on the same weights: the same
+  logits at the real steps up to bfloat16's 8 bits, and a step-wise decoder that reproduces it."""
+  reference = _model(num_layers=2)
+  fast = _fused()
   fast.set_weights(reference.get_weights())
   assert fast.get_layer('logits').compute_dtype == 'bfloat16'
-  assert fast.get_layer('lstm_0').compute_dtype == 'float32'
+  assert fast.get_layer('lstm_0').matmul_dtype == 'bfloat16'
+  real = CAPTION_IDS[:, 1:] != PAD
   expected = reference(_inputs(), training=False).numpy()
   logits = fast(_inputs(), training=False)
   assert logits.dtype == tf.float32
-  np.testing.assert_allclose(logits.numpy(), expected, rtol=0.05, atol=0.1)
+  np.testing.assert_allclose(logits.numpy()[real], expected[real], rtol=0.05, atol=0.1)
   loss = model_lib.summed_caption_loss(CAPTION_IDS[:, 1:], logits).numpy()
   np.testing.assert_allclose(loss, model_lib.summed_caption_loss(CAPTION_IDS[:, 1:], expected).numpy(),
                              rtol=0.02)
   stepped = _teacher_forced_log_probs(model_lib.CaptionDecoder(fast), _image_features(), CAPTION_IDS)
-  real = CAPTION_IDS[:, 1:] != PAD
   np.testing.assert_allclose(stepped[real], _log_softmax(logits.numpy())[real], rtol=0.02, atol=0.05)
+
+
+def test_target_steps_model_gives_the_summed_loss_and_its_gradients():
+  """Logits only at the steps with a target: the same loss as summed_caption_loss averaged over
+  the batch, and the same gradients for every weight of the shared caption model."""
+  caption_model = _fused(dense_dtype=None)
+  target_model = model_lib.target_steps_model(caption_model)
+  targets = tf.constant(CAPTION_IDS[:, 1:])
+  with tf.GradientTape(persistent=True) as tape:
+    expected = tf.reduce_mean(model_lib.summed_caption_loss(targets, caption_model(_inputs(), training=False)))
+    target_logits = target_model(_inputs(), training=False)
+    loss = model_lib.summed_target_loss(targets, target_logits)
+  assert target_logits.shape == (int((CAPTION_IDS[:, 1:] != PAD).sum()), VOCAB_SIZE)
+  np.testing.assert_allclose(loss.numpy(), expected.numpy(), rtol=1e-6)
+  variables = caption_model.trainable_variables
+  assert {id(v) for v in target_model.trainable_variables} == {id(v) for v in variables}
+  for gradient, expected_gradient in zip(tape.gradient(loss, variables), tape.gradient(expected, variables)):
+    np.testing.assert_allclose(tf.convert_to_tensor(gradient).numpy(),
+                               tf.convert_to_tensor(expected_gradient).numpy(), atol=1e-6)
+
+
+def test_target_steps_model_fails_on_targets_that_do_not_follow_the_inputs():
+  """Targets with a PAD where the inputs say a word follows cannot pass for the same steps."""
+  target_logits = model_lib.target_steps_model(_fused(dense_dtype=None))(_inputs(), training=False)
+  shifted = np.where(CAPTION_IDS[:, 1:] == END, PAD, CAPTION_IDS[:, 1:])
+  with pytest.raises(tf.errors.InvalidArgumentError, match='not the steps whose input is neither END nor PAD'):
+    model_lib.summed_target_loss(tf.constant(shifted), target_logits)

@@ -31,6 +31,7 @@ from components import config as config_lib
 from components import features
 from components.encoder import augmentation
 from components.training import beam_search as beam_search_lib
+from components.training import fused_lstm as fused_lstm_lib
 
 INPUT_IDS_INPUT = 'input_ids'  # int64 [batch, sequence_length - 1]
 MAX_LAYERS = 3
@@ -39,6 +40,10 @@ _IMAGE_EMBEDDING = 'image_embedding'
 _START_EMBEDDING = 'start_embedding'
 _WORD_EMBEDDING = 'word_embedding'
 _LOGITS = 'logits'
+_LOGITS_FLOAT32 = 'logits_float32'
+_DROPOUT_LOGITS = 'dropout_logits'
+_DROP_IMAGE_STEP = 'drop_image_step'
+_FIXED_LENGTH_IDS = 'fixed_length_ids'
 
 
 def _lstm_name(index):
@@ -109,7 +114,7 @@ class DropFirstStep(keras.layers.Layer):
 
 def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=300, lstm_units=512,
                         num_layers=1, dropout=0.3, use_image=True, dense_dtype=None,
-                        lstm_unroll=False):
+                        fused_lstm=False):
   """Builds the training (teacher-forcing) model.
 
   Args:
@@ -124,10 +129,11 @@ def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=
     use_image: False builds the captions-only baseline (input `input_ids` only).
     dense_dtype: Keras dtype policy of the embeddings and the vocabulary
       projection ('mixed_bfloat16'), or None for the global policy (float32,
-      or mixed_float16 on a GPU); the LSTMs keep the global policy (tf_keras'
-      LSTM refuses bfloat16) and the logits are float32 either way.
-    lstm_unroll: unroll the LSTMs over the (fixed) time steps instead of a
-      while loop.
+      or mixed_float16 on a GPU); the logits are float32 either way. tf_keras'
+      LSTM refuses bfloat16: it keeps the global policy, while a FusedLSTM
+      runs its matrix products in bfloat16 under 'mixed_bfloat16'.
+    fused_lstm: FusedLSTM layers (components/training/fused_lstm.py: the same
+      LSTM, faster to train on a CPU) instead of tf_keras' LSTM in a while loop.
 
   Returns:
     keras Model: {features.IMAGE_FEATURES_KEY: float32 [batch, feature_dim] (if use_image),
@@ -148,19 +154,22 @@ def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=
   else:
     inputs = {INPUT_IDS_INPUT: input_ids}
     first = LearnedStartVector(embedding_dim, name=_START_EMBEDDING, dtype=dense_dtype)(input_ids)
-  # Batches parsed from TFRecords carry no static length; the unrolled LSTM needs one.
-  fixed_ids = keras.layers.Reshape([steps], name='fixed_length_ids')(input_ids)
+  # Batches parsed from TFRecords carry no static length; the FusedLSTM's steps need one.
+  fixed_ids = keras.layers.Reshape([steps], name=_FIXED_LENGTH_IDS)(input_ids)
   words = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name=_WORD_EMBEDDING,
                                  dtype=dense_dtype)(fixed_ids)  # [batch, T, E], masked at PAD
   x = PrependStep(name='lstm_inputs', dtype=dense_dtype)([first, words])  # [batch, T+1, E]
   for index in range(num_layers):
     x = keras.layers.Dropout(dropout, name=f'dropout_{index}')(x)
-    x = keras.layers.LSTM(lstm_units, return_sequences=True, unroll=lstm_unroll,
-                          name=_lstm_name(index))(x)
-  x = DropFirstStep(name='drop_image_step')(x)  # [batch, T, units]
-  x = keras.layers.Dropout(dropout, name='dropout_logits', dtype=dense_dtype)(x)
+    if fused_lstm:
+      matmul_dtype = 'bfloat16' if dense_dtype == 'mixed_bfloat16' else 'float32'
+      x = fused_lstm_lib.FusedLSTM(lstm_units, matmul_dtype, name=_lstm_name(index), dtype='float32')(x)
+    else:
+      x = keras.layers.LSTM(lstm_units, return_sequences=True, name=_lstm_name(index))(x)
+  x = DropFirstStep(name=_DROP_IMAGE_STEP)(x)  # [batch, T, units]
+  x = keras.layers.Dropout(dropout, name=_DROPOUT_LOGITS, dtype=dense_dtype)(x)
   x = keras.layers.Dense(vocab_size, name=_LOGITS, dtype=dense_dtype)(x)
-  logits = keras.layers.Activation('linear', dtype='float32', name='logits_float32')(x)
+  logits = keras.layers.Activation('linear', dtype='float32', name=_LOGITS_FLOAT32)(x)
   name = 'show_and_tell' if use_image else 'captions_only_baseline'
   return keras.Model(inputs, logits, name=name)
 
@@ -180,39 +189,107 @@ def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_len
   """The caption model and the compiled model Keras fits, for `config`.
 
   Without augmentation Keras fits the caption model itself, on cached feature
-  vectors. With `config.encoder.augment` it fits a model on pixels: augmentation, the
-  frozen `feature_extractor`, then the caption model. Augmentation is here, on
-  training pixels only, so every epoch sees new variants (in Transform it
-  would run once). The pixel input takes the image-features input's name so
-  that one dataset layout (datasets.training_batches) feeds both.
+  vectors, or with `config.fused_training` its target-steps model
+  (`target_steps_model`). With `config.encoder.augment` it fits a model on
+  pixels: augmentation, the frozen `feature_extractor`, then that model.
+  Augmentation is here, on training pixels only, so every epoch sees new
+  variants (in Transform it would run once). The pixel input takes the
+  image-features input's name so that one dataset layout
+  (datasets.training_batches) feeds both.
 
   Returns:
     (caption model: build_caption_model's, what the exporter decodes with;
-     training model, compiled with Adam and summed_caption_loss).
+     training model, compiled with Adam and the summed cross-entropy).
   """
   caption_model = build_caption_model(
       vocab_size=vocab_size, feature_dim=feature_extractor.output_shape[-1],
       sequence_length=sequence_length, embedding_dim=config.embedding_dim,
       lstm_units=config.lstm_units, num_layers=config.num_layers, dropout=config.dropout,
       use_image=config.use_image, dense_dtype=dense_dtype_policy(config),
-      lstm_unroll=config.lstm_unroll)
-  training_model = caption_model
+      fused_lstm=config.fused_training)
+  training_model = target_steps_model(caption_model) if config.fused_training else caption_model
   if config.encoder.augment and config.use_image:
     image_size = feature_extractor.input_shape[1]
     images = keras.Input([image_size, image_size, 3], name=features.IMAGE_FEATURES_KEY)
     input_ids = keras.Input([sequence_length - 1], dtype=tf.int64, name=INPUT_IDS_INPUT)
     pixels = augmentation.build_augmentation()(images)
-    logits = caption_model({features.IMAGE_FEATURES_KEY: feature_extractor(pixels, training=False),
-                            INPUT_IDS_INPUT: input_ids})
+    logits = training_model({features.IMAGE_FEATURES_KEY: feature_extractor(pixels, training=False),
+                             INPUT_IDS_INPUT: input_ids})
     training_model = keras.Model({features.IMAGE_FEATURES_KEY: images, INPUT_IDS_INPUT: input_ids}, logits)
-  training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=summed_caption_loss,
-                         jit_compile=config.jit_compile)
+  if config.fused_training:
+    # The legacy Adam updates each variable in one fused kernel (ResourceApplyAdam);
+    # the new optimizer's update is several passes over each variable, and on a CPU
+    # (where its XLA option is ignored) took 2.4x as long (bench/decoder_speed.py).
+    optimizer, loss = keras.optimizers.legacy.Adam(config.learning_rate), summed_target_loss
+  else:
+    optimizer, loss = keras.optimizers.Adam(config.learning_rate), summed_caption_loss
+  training_model.compile(optimizer=optimizer, loss=loss, jit_compile=config.jit_compile)
   return caption_model, training_model
+
+
+def target_steps_model(caption_model: keras.Model) -> keras.Model:
+  """The caption model, its logits computed only at the steps that have a target.
+
+  About a third of the padded steps have none (PAD targets, masked by the
+  loss), and the vocabulary projection and its softmax are most of a training
+  step's work: this model shares the caption model's layers and weights and
+  returns logits [n, vocab] for the n steps with a target, in row-major order,
+  for `summed_target_loss`.
+  """
+  hidden = caption_model.get_layer(_DROP_IMAGE_STEP).output
+  input_ids = caption_model.get_layer(_FIXED_LENGTH_IDS).output
+  x = TargetSteps(name='target_steps')([hidden, input_ids])
+  for name in (_DROPOUT_LOGITS, _LOGITS, _LOGITS_FLOAT32):
+    x = caption_model.get_layer(name)(x)
+  return keras.Model(caption_model.input, x, name=f'{caption_model.name}_target_steps')
+
+
+@keras.saving.register_keras_serializable(package='captioner')
+class TargetSteps(keras.layers.Layer):
+  """([batch, T, units], input ids [batch, T]) -> [n, units]: the steps whose target is not PAD.
+
+  The Transform writes [START, w1..wN, END, PAD...] and keeps END when it
+  truncates, so the target ids[1:] of a step is a word or END exactly when its
+  input ids[:-1] is START or a word: neither END nor PAD. The model sees only
+  its inputs; `summed_target_loss` selects the same steps from the targets, and
+  fails if the two counts ever differ.
+  """
+
+  def call(self, inputs):
+    hidden, input_ids = inputs
+    has_target = tf.logical_and(tf.not_equal(input_ids, features.PAD_ID),
+                                tf.not_equal(input_ids, features.END_ID))
+    return tf.boolean_mask(hidden, has_target)
+
+  def compute_mask(self, inputs, mask=None):
+    return None
 
 
 def dense_dtype_policy(config: config_lib.TrainerConfig) -> Optional[str]:
   """The Keras dtype policy of the decoder's embeddings and vocabulary projection (None: global)."""
-  return 'mixed_bfloat16' if config.dense_bfloat16 else None
+  return 'mixed_bfloat16' if config.decoder_bfloat16 else None
+
+
+def summed_target_loss(y_true, target_logits):
+  """summed_caption_loss for target_steps_model's logits: the same value, per batch.
+
+  Args:
+    y_true: int [batch, T] target ids (ids[:, 1:]).
+    target_logits: float [n, vocab_size], at the n targets that are not PAD.
+
+  Returns:
+    float32 []: the cross-entropy summed over the captions' steps, over the batch
+    size (Keras averages summed_caption_loss's per-caption sums the same way).
+  """
+  y_true = tf.cast(y_true, tf.int32)
+  targets = tf.boolean_mask(y_true, tf.not_equal(y_true, features.PAD_ID))
+  tf.debugging.assert_equal(
+      tf.shape(targets)[0], tf.shape(target_logits)[0],
+      message='The targets that are not PAD are not the steps whose input is neither END nor PAD: '
+              'captions must be [START, words..., END, PAD...] (TargetSteps)')
+  cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=targets, logits=tf.cast(target_logits, tf.float32))  # [n]
+  return tf.reduce_sum(cross_entropy) / tf.cast(tf.shape(y_true)[0], tf.float32)
 
 
 def summed_caption_loss(y_true, logits):
