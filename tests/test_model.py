@@ -247,3 +247,24 @@ def test_target_steps_model_fails_on_targets_that_do_not_follow_the_inputs():
   shifted = np.where(CAPTION_IDS[:, 1:] == END, PAD, CAPTION_IDS[:, 1:])
   with pytest.raises(tf.errors.InvalidArgumentError, match='not the steps whose input is neither END nor PAD'):
     model_lib.summed_target_loss(tf.constant(shifted), target_logits)
+
+
+def test_softmax_cross_entropy_is_tensorflows_with_its_gradient_even_far_from_the_label():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(scale=3.0, size=[6, VOCAB_SIZE]).astype(np.float32)
+  logits[0, 0] = -1000.0  # the label's probability underflows float32: log(p) would be -inf
+  logits[1, 1] = 1000.0
+  labels = tf.constant([0, 2, 3, 11, 5, 5], tf.int32)
+  upstream = tf.constant(rng.uniform(0.5, 2.0, size=6).astype(np.float32))
+  results = []
+  for cross_entropy in (model_lib.softmax_cross_entropy,
+                        lambda l, z: tf.nn.sparse_softmax_cross_entropy_with_logits(labels=l, logits=z)):
+    z = tf.constant(logits)
+    with tf.GradientTape() as tape:
+      tape.watch(z)
+      loss = cross_entropy(labels, z)
+    results.append((loss.numpy(), tape.gradient(loss, z, output_gradients=upstream).numpy()))
+  (loss, gradient), (expected_loss, expected_gradient) = results
+  assert np.isfinite(loss).all() and loss[0] > 900
+  np.testing.assert_allclose(loss, expected_loss, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(gradient, expected_gradient, atol=1e-6)
