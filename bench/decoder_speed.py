@@ -51,15 +51,16 @@ MEAN_WORDS, SD_WORDS = 11.0, 3.8
 
 # Overrides of TODAY, the decoder as the issue measured it (batch 64, Adam at
 # 1e-3, float32, tf_keras' LSTM in its while loop); 'recipe_default' is TrainerConfig()'s choice.
-TODAY = dict(batch_size=64, learning_rate=1e-3, decoder_bfloat16=False, fused_training=False, jit_compile=False)
+TODAY = dict(batch_size=64, learning_rate=1e-3, decoder_precision='float32', fused_training=False,
+             jit_compile=False)
 _DEFAULT = config_lib.TrainerConfig()
-_DEFAULT_SPEED = dict(decoder_bfloat16=_DEFAULT.decoder_bfloat16, fused_training=_DEFAULT.fused_training,
+_DEFAULT_SPEED = dict(decoder_precision=_DEFAULT.decoder_precision, fused_training=_DEFAULT.fused_training,
                       jit_compile=_DEFAULT.jit_compile)
 CANDIDATES = {
     'default': {},
     'batch_32': dict(batch_size=32),
     'batch_128': dict(batch_size=128),
-    'decoder_bfloat16': dict(decoder_bfloat16=True),
+    'decoder_bfloat16': dict(decoder_precision='bfloat16'),
     'fused_training': dict(fused_training=True),
     'jit_compile': dict(jit_compile=True),
     'recipe_default': dict(batch_size=_DEFAULT.batch_size, learning_rate=_DEFAULT.learning_rate,

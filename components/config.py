@@ -134,14 +134,16 @@ class TrainerConfig:
   # float16 compute on GPUs; ignored without one.
   mixed_precision: bool = False
   # Decoder speed (bench/decoder_speed.py, Flickr8k's shape: 30,000 captions,
-  # 5,000 words, LSTM 512, on a 2-core Xeon with AMX-BF16). `decoder_bfloat16`:
-  # bfloat16 matrix products in the embeddings, the vocabulary projection and a
-  # FusedLSTM (states, gates and the softmax stay float32); `fused_training`:
-  # the training path built for CPUs (model.build_models): FusedLSTM layers,
-  # logits only at the steps that have a target, and Adam's fused kernel. The
-  # README gives their measured epoch times against the float32 tf_keras LSTM.
-  # XLA (`jit_compile`) was slower; it stays off.
-  decoder_bfloat16: bool = True
+  # 5,000 words, LSTM 512, on a 2-core Xeon with AMX-BF16). `decoder_precision`,
+  # one of PRECISIONS: the arithmetic of the matrix products in the embeddings,
+  # the vocabulary projection and a FusedLSTM (states, gates and the softmax stay
+  # float32); 'auto' is resolved by the Trainer on the machine it trains on, as
+  # components/encoder/precision.py resolves it (emulated bfloat16 is several
+  # times slower). `fused_training`: the training path built for CPUs
+  # (model.build_models): FusedLSTM layers, logits only at the steps that have a
+  # target, and Adam's fused kernel. The README gives their measured epoch times
+  # against the float32 tf_keras LSTM. XLA (`jit_compile`) was slower; it stays off.
+  decoder_precision: str = AUTO_PRECISION
   fused_training: bool = True
   jit_compile: bool = False
   # Self-critical sequence training (Rennie et al. 2017, components/training/scst.py)
@@ -210,8 +212,8 @@ EMBEDDED_TRANSFORM = TransformConfig(min_word_frequency=2)
 EMBEDDED_ENCODER = EncoderConfig(backbone_weights=None, image_size=EMBEDDED_DATASET.image_size,
                                  pooling='flatten')
 EMBEDDED_TRAINER = TrainerConfig(encoder=EMBEDDED_ENCODER, lstm_units=256, epochs=25, dropout=0.3,
-                                 batch_size=64, learning_rate=1e-3, decoder_bfloat16=False,
-                                 fused_training=False)
+                                 batch_size=64, learning_rate=1e-3,
+                                 decoder_precision='float32', fused_training=False)
 # The embedded dataset's captions follow from the pixels: a good model must score high.
 # Its eval split has 150 distinct scenes in 250 images, so one wording per scene
 # gives 0.6 distinct captions per image; the main job's captioner measured 0.632

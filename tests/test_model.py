@@ -4,7 +4,9 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from components import config as config_lib
 from components import features
+from components.encoder import precision as precision_lib
 from components.training import model as model_lib
 
 VOCAB_SIZE = 12
@@ -196,7 +198,7 @@ def test_mixed_precision_keeps_float32_outputs():
 
 
 def _fused(dense_dtype='mixed_bfloat16'):
-  """The real-data default's caption model (TrainerConfig: decoder_bfloat16, fused_training)."""
+  """The real-data default's caption model (TrainerConfig: bfloat16 products, fused_training)."""
   return model_lib.build_caption_model(vocab_size=VOCAB_SIZE, feature_dim=FEATURE_DIM,
                                        sequence_length=SEQUENCE_LENGTH, embedding_dim=6, lstm_units=5,
                                        num_layers=2, dropout=0.5, dense_dtype=dense_dtype, fused_lstm=True)
@@ -268,3 +270,15 @@ def test_softmax_cross_entropy_is_tensorflows_with_its_gradient_even_far_from_th
   assert np.isfinite(loss).all() and loss[0] > 900
   np.testing.assert_allclose(loss, expected_loss, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(gradient, expected_gradient, atol=1e-6)
+
+
+@pytest.mark.parametrize('precision, policy', [('float32', None), ('bfloat16', 'mixed_bfloat16')])
+def test_decoder_precision_sets_the_products_policy(precision, policy):
+  assert model_lib.dense_dtype_policy(config_lib.TrainerConfig(decoder_precision=precision)) == policy
+
+
+def test_auto_decoder_precision_is_bfloat16_only_on_bfloat16_hardware(monkeypatch):
+  """Emulated bfloat16 is several times slower: 'auto' follows the hardware, as the encoder's does."""
+  for has_bfloat16, policy in ((True, 'mixed_bfloat16'), (False, None)):
+    monkeypatch.setattr(precision_lib, 'hardware_has_bfloat16', lambda *_, has=has_bfloat16: has)
+    assert model_lib.dense_dtype_policy(config_lib.TrainerConfig()) == policy

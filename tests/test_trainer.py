@@ -43,6 +43,7 @@ from components.training import model as model_lib
 from components.training import stages
 from components.training import trainer
 from components import config as config_lib
+from components.encoder import precision as precision_lib
 
 NUM_IMAGES = 40
 IMAGE_SIZE = 32
@@ -150,6 +151,7 @@ def test_training_report_matches_the_transform_output(captioner, transformed):
   config = config_lib.from_custom_config(config_lib.TrainerConfig, captioner.custom_config)
   assert report['config'] == captioner.custom_config
   assert report['image_features_uri'] == captioner.image_features_uri is not None
+  assert report['decoder_precision'] == precision_lib.resolve(config.decoder_precision)
   history = report['history']
   assert len(history['loss']) == len(history['val_loss']) == 2
   assert all(math.isfinite(v) for v in history['loss'] + history['val_loss'])

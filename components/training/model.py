@@ -30,6 +30,7 @@ import tf_keras as keras
 from components import config as config_lib
 from components import features
 from components.encoder import augmentation
+from components.encoder import precision as precision_lib
 from components.training import beam_search as beam_search_lib
 from components.training import fused_lstm as fused_lstm_lib
 
@@ -162,7 +163,7 @@ def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=
   for index in range(num_layers):
     x = keras.layers.Dropout(dropout, name=f'dropout_{index}')(x)
     if fused_lstm:
-      matmul_dtype = 'bfloat16' if dense_dtype == 'mixed_bfloat16' else 'float32'
+      matmul_dtype = keras.mixed_precision.Policy(dense_dtype).compute_dtype if dense_dtype else 'float32'
       x = fused_lstm_lib.FusedLSTM(lstm_units, matmul_dtype, name=_lstm_name(index), dtype='float32')(x)
     else:
       x = keras.layers.LSTM(lstm_units, return_sequences=True, name=_lstm_name(index))(x)
@@ -271,8 +272,12 @@ class TargetSteps(keras.layers.Layer):
 
 
 def dense_dtype_policy(config: config_lib.TrainerConfig) -> Optional[str]:
-  """The Keras dtype policy of the decoder's embeddings and vocabulary projection (None: global)."""
-  return 'mixed_bfloat16' if config.decoder_bfloat16 else None
+  """The Keras dtype policy of the decoder's embeddings and vocabulary projection (and a
+  FusedLSTM's products): `config.decoder_precision` resolved on this machine; None (the
+  global policy) for float32."""
+  if precision_lib.resolve(config.decoder_precision) == precision_lib.BFLOAT16:
+    return precision_lib.KERAS_POLICIES[precision_lib.BFLOAT16]
+  return None
 
 
 def summed_target_loss(y_true, target_logits):

@@ -47,6 +47,7 @@ from components import config as config_lib
 from components import features
 from components import names
 from components.encoder import features_artifact
+from components.encoder import precision as precision_lib
 from components.training import datasets
 from components.training import exporter
 from components.training import model as model_lib
@@ -144,6 +145,7 @@ def run_fn(fn_args: FnArgs) -> None:
       'vocabulary_size': len(vocabulary),
       'sequence_length': sequence_length,
       'config': config_lib.to_custom_config(config),
+      'decoder_precision': precision_lib.resolve(config.decoder_precision),
       'image_features_uri': features_uri,
       'resumed_from_epoch': training_run.resumed_from_epoch,
       'history': {k: [float(v) for v in vs] for k, vs in history.history.items()},
