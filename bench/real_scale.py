@@ -24,7 +24,7 @@ With `--pipeline`, the whole pipeline as a person runs it, in a subprocess:
 `python -m pipeline.local_runner --data_dir <folder> --backbone_weights none
 --precision <precision> --epochs <--epochs>` (real-data defaults otherwise:
 VGG16 fc2 at 224 px, the real-data recipe), its progress on stderr; it fails
-(exit 1, the tail of the runner's log) if the run fails. Its figures come from
+(exit 1, the runner's last lines) if the run fails. Its figures come from
 what the run left: ML Metadata's executions (seconds from each one's start to
 its end), the artifacts' counts and custom properties, and the Trainers'
 training reports.
@@ -205,7 +205,8 @@ def _run_local_runner(data_dir: str, output_dir: str, args) -> float:
   """Runs the local runner as a person would (module docstring); its peak RSS in MiB.
 
   Raises:
-    SystemExit: naming the command and quoting the tail of its log, if it fails.
+    SystemExit: naming the command and its log, and quoting its last lines on the
+      terminal (where the runner reports a failure), if it fails.
   """
   command = [sys.executable, '-m', 'pipeline.local_runner', '--data_dir', data_dir,
              '--output_dir', output_dir, '--backbone_weights', 'none', '--precision', args.precision,
@@ -220,11 +221,9 @@ def _run_local_runner(data_dir: str, output_dir: str, args) -> float:
   runner.returncode = os.waitstatus_to_exitcode(status)
   if runner.returncode:
     logs = sorted(glob.glob(os.path.join(output_dir, 'logs', 'run-*.log')))
-    if logs:
-      with open(logs[-1], encoding='utf-8', errors='replace') as f:
-        tail = collections.deque(f, maxlen=_LOG_TAIL_LINES)
     raise SystemExit(f'The pipeline failed (exit {runner.returncode}): {" ".join(command)}\n'
-                     f'Last lines of {logs[-1] if logs else "its output"}:\n{"".join(tail)}')
+                     f'Full log: {logs[-1] if logs else "none"}; its last lines on the terminal:\n'
+                     f'{"".join(tail)}')
   return usage.ru_maxrss / 1024
 
 
