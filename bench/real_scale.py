@@ -83,7 +83,7 @@ from testing import metadata
 from testing import synthetic_captions
 from testing import timing
 
-FLICKR8K_IDS = 8091
+FLICKR8K_IDS = synthetic_captions.FLICKR8K_IMAGES
 # Ids per split file out of every FLICKR8K_IDS (the official split files).
 FLICKR8K_SPLIT_IDS = {features.TRAIN_SPLIT: 6000, features.EVAL_SPLIT: 1000, features.DEMO_SPLIT: 1000}
 JPEG_SIZE = (500, 375)
@@ -107,18 +107,6 @@ def generate_flickr8k(data_dir: str, num_images: int) -> None:
       ids = f.read().splitlines()
     with open(path, 'w', encoding='utf-8', newline='\n') as f:
       f.writelines(line + '\n' for line in ids[:num_images * FLICKR8K_SPLIT_IDS[split] // FLICKR8K_IDS])
-
-
-def write_flickr8k_captions(data_dir: str, seed: int = 0) -> None:
-  """Replaces the folder's Flickr8k.token.txt with captions of Flickr8k's
-  statistics (testing/synthetic_captions.py), five for each id it lists."""
-  path = os.path.join(data_dir, flickr8k.TOKEN_FILE)
-  with open(path, encoding='utf-8') as f:
-    ids = list(dict.fromkeys(line.split('#', 1)[0] for line in f if line.strip()))
-  captions = synthetic_captions.flickr8k_captions(len(ids), seed)
-  with open(path, 'w', encoding='utf-8', newline='\n') as f:
-    f.writelines(f'{image_id}#{n}\t{caption}\n' for image_id, image_captions in zip(ids, captions)
-                 for n, caption in enumerate(image_captions))
 
 
 _ENCODER = config_lib.EncoderConfig(backbone_weights=None, image_size=224, pooling='fc2')
@@ -296,7 +284,7 @@ def main() -> None:
     with timing.Stopwatch() as generation:
       generate_flickr8k(data_dir, args.num_images)
       if captions == FLICKR8K_CAPTIONS:
-        write_flickr8k_captions(data_dir)
+        synthetic_captions.write_flickr8k_token_file(data_dir)
     figures = (_pipeline if args.pipeline else _executors)(args, tmp, data_dir, precision)
   print(json.dumps({
       'num_images': args.num_images, 'jpeg_size': '%dx%d' % JPEG_SIZE, 'captions': captions,

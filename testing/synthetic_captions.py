@@ -12,12 +12,17 @@ word, so that a decoder has both an image and a bigram structure to learn.
   * `caption_ids`: the shared loop, for any rank law and successor map
     (bench/decoder_speed.py draws its token ids with it);
   * `flickr8k_captions`: words (pronounceable strings) with Flickr8k's
-    word statistics (bench/real_scale.py writes them as Flickr8k.token.txt).
+    word statistics; `write_flickr8k_token_file` puts them in a folder's
+    Flickr8k.token.txt (bench/real_scale.py's stand-in for Flickr8k).
 """
+import os
 from typing import Callable, List, Sequence
 
 import numpy as np
 
+from components.ingestion import flickr8k
+
+FLICKR8K_IMAGES = 8091  # image ids in Flickr8k.token.txt
 CAPTIONS_PER_IMAGE = 5
 MEAN_WORDS, SD_WORDS = 11.0, 3.8
 MIN_WORDS, MAX_WORDS = 3, 40
@@ -86,3 +91,15 @@ def flickr8k_captions(images: int, seed: int = 0) -> List[List[str]]:
   rows = caption_ids(rng, first_words, probabilities, _block_successor)
   captions = [' '.join(word(rank) for rank in row) for row in rows]
   return [captions[i:i + CAPTIONS_PER_IMAGE] for i in range(0, len(captions), CAPTIONS_PER_IMAGE)]
+
+
+def write_flickr8k_token_file(data_dir: str, seed: int = 0) -> None:
+  """Replaces the folder's Flickr8k.token.txt with captions of Flickr8k's
+  statistics, five for each id it lists, in its order."""
+  path = os.path.join(data_dir, flickr8k.TOKEN_FILE)
+  with open(path, encoding='utf-8') as f:
+    ids = list(dict.fromkeys(line.split('#', 1)[0] for line in f if line.strip()))
+  captions = flickr8k_captions(len(ids), seed)
+  with open(path, 'w', encoding='utf-8', newline='\n') as f:
+    f.writelines(f'{image_id}#{n}\t{caption}\n' for image_id, image_captions in zip(ids, captions)
+                 for n, caption in enumerate(image_captions))

@@ -1,14 +1,15 @@
-"""Tests of bench/real_scale.py's stand-in folder: captions of Flickr8k's
-statistics, read back through the real Flickr8k reader."""
+"""Tests of bench/real_scale.py's stand-in for Flickr8k's text: captions of
+Flickr8k's statistics (testing/synthetic_captions.py), read back through the
+real Flickr8k reader."""
 import collections
 import math
 import os
 
 import numpy as np
 
-from bench import real_scale
 from components import features
 from components.ingestion import flickr8k
+from components.ingestion import shapes_dataset
 from testing import synthetic_captions
 
 # Flickr8k's train captions (6,000 images, 30,000 captions): 2,538 words seen
@@ -40,8 +41,8 @@ def _placeholder_folder(root: str, num_ids: int) -> None:
 
 def test_flickr8k_captions_have_flickr8k_statistics(tmp_path):
   root = str(tmp_path / 'Flickr8k')
-  _placeholder_folder(root, real_scale.FLICKR8K_IDS)
-  real_scale.write_flickr8k_captions(root)
+  _placeholder_folder(root, synthetic_captions.FLICKR8K_IMAGES)
+  synthetic_captions.write_flickr8k_token_file(root)
   dataset = _read(root)
 
   in_splits = dataset.records
@@ -65,14 +66,14 @@ def test_flickr8k_captions_have_flickr8k_statistics(tmp_path):
   assert 0.7 <= at_least_2 / FLICKR8K_TRAIN_WORDS_AT_LEAST_2 <= 1.3
 
 
-def test_flickr8k_captions_replace_the_generated_folders_captions(tmp_path):
+def test_flickr8k_token_file_replaces_the_shapes_captions(tmp_path):
   root = str(tmp_path / 'Flickr8k')
-  real_scale.generate_flickr8k(root, 24)
+  shapes_dataset.generate(root, num_images=24, image_size=32, layout=shapes_dataset.OFFICIAL)
   shapes = {r.image_id: r for r in _read(root).records}
-  real_scale.write_flickr8k_captions(root)
+  synthetic_captions.write_flickr8k_token_file(root)
   with open(os.path.join(root, flickr8k.TOKEN_FILE), 'rb') as f:
     first = f.read()
-  real_scale.write_flickr8k_captions(root)
+  synthetic_captions.write_flickr8k_token_file(root)
   with open(os.path.join(root, flickr8k.TOKEN_FILE), 'rb') as f:
     assert f.read() == first  # seeded: the same folder again
 
