@@ -41,13 +41,11 @@ from components import config as config_lib
 from components.training import callbacks
 from components.training import datasets
 from components.training import model as model_lib
+from testing import synthetic_captions
 from testing import timing
 
 FEATURE_DIM = 4096  # VGG16 fc2
-CAPTIONS_PER_IMAGE = 5
-# Flickr8k's captions: about 11 words on average; the Transform pads to the
-# 95th percentile of the train captions' lengths (components/config.py).
-MEAN_WORDS, SD_WORDS = 11.0, 3.8
+CAPTIONS_PER_IMAGE = synthetic_captions.CAPTIONS_PER_IMAGE
 
 # Overrides of TODAY, the decoder as the issue measured it (batch 64, Adam at
 # 1e-3, float32, tf_keras' LSTM in its while loop); 'recipe_default' is TrainerConfig()'s choice.
@@ -80,20 +78,10 @@ def synthetic_split(rng: np.random.Generator, images: int, vocabulary: int):
   image's strongest feature, so a decoder can learn both.
   """
   features = np.maximum(rng.standard_normal((images, FEATURE_DIM)), 0).astype(np.float32)
-  ranks = np.arange(1, vocabulary - 3)
-  zipf = 1.0 / ranks
-  zipf /= zipf.sum()
-  rows = []
-  for image in range(images):
-    first = 4 + int(np.argmax(features[image, :64]))
-    for _ in range(CAPTIONS_PER_IMAGE):
-      words = int(np.clip(rng.normal(MEAN_WORDS, SD_WORDS), 3, 40))
-      steps = rng.choice(len(ranks), size=words - 1, p=zipf)
-      caption = [first]
-      for step in steps:
-        caption.append(4 + (caption[-1] * 7 + int(step)) % (vocabulary - 4))
-      rows.append(caption)
-  return features, rows
+  first_words = 4 + np.argmax(features[:, :64], axis=1)
+  return features, synthetic_captions.caption_ids(
+      rng, first_words, synthetic_captions.zipf(vocabulary - 4),
+      lambda previous, step: 4 + (previous * 7 + step) % (vocabulary - 4))
 
 
 def padded(rows, sequence_length: int) -> np.ndarray:

@@ -2,11 +2,13 @@
 
 The components keep their counters (images run through the backbone, ...) as
 custom properties of their output artifacts; the end-to-end test and
-bench/features.py read them here, one way.
+bench/features.py and bench/real_scale.py read them here, one way.
 """
 from typing import List
 
 from ml_metadata.proto import metadata_store_pb2
+from tfx import types
+from tfx.types import artifact_utils
 
 
 def node_id(store, execution: metadata_store_pb2.Execution) -> str:
@@ -34,3 +36,15 @@ def output_count(store, execution: metadata_store_pb2.Execution, name: str) -> i
     return 0
   return sum(a.custom_properties[name].int_value for a in _outputs(store, execution)
              if name in a.custom_properties)
+
+
+def outputs(store, execution: metadata_store_pb2.Execution, type_name: str) -> List[types.Artifact]:
+  """The execution's output artifacts of type `type_name` (e.g. 'Examples'), as TFX artifacts."""
+  artifact_type = store.get_artifact_type(type_name)
+  return [artifact_utils.deserialize_artifact(artifact_type, a) for a in _outputs(store, execution)
+          if a.type_id == artifact_type.id]
+
+
+def seconds(execution: metadata_store_pb2.Execution) -> float:
+  """From the execution's registration (its start) to its last update (its end, once finished)."""
+  return (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
