@@ -304,3 +304,56 @@ def test_the_fused_path_trains_to_the_same_weights_from_the_same_seed():
   assert len(first) == len(again) > 0
   assert all(np.array_equal(a, b) for a, b in zip(first, again))
   assert not all(np.array_equal(a, b) for a, b in zip(first, other_seed))
+
+
+class _InterruptAtEpoch(keras.callbacks.Callback):
+  def __init__(self, epoch):
+    super().__init__()
+    self._epoch = epoch
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if epoch == self._epoch:
+      raise KeyboardInterrupt(f'interrupted at epoch {epoch}')
+
+
+class _StateAtFirstEpoch(keras.callbacks.Callback):
+  """The weights when `fit` begins its first epoch (after any restore), and the optimizer's step
+  count after its first batch (its variables are made, and restored, at its first update)."""
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if not hasattr(self, 'epoch'):
+      self.epoch = epoch
+      self.weights = self.model.get_weights()
+
+  def on_train_batch_end(self, batch, logs=None):
+    if not hasattr(self, 'iterations_after_first_batch'):
+      self.iterations_after_first_batch = int(self.model.optimizer.iterations)
+
+
+def test_the_fused_path_resumes_from_its_backup_with_adams_state(tmp_path):
+  """A training killed after an epoch resumes from BackupAndRestore's checkpoint (as the Trainer's
+  TrainingRun does): the weights as they were, and the fused Adam's state with them."""
+  ids = np.tile(CAPTION_IDS, [4, 1])
+  backup = str(tmp_path / 'backup')
+
+  def fit(seed, *extra_callbacks):
+    callbacks.make_deterministic(seed)
+    config = config_lib.TrainerConfig(embedding_dim=8, lstm_units=8, decoder_precision='bfloat16')
+    extractor_input = keras.Input([FEATURE_DIM])
+    _, training_model = model_lib.build_models(config, VOCAB_SIZE, SEQUENCE_LENGTH,
+                                               keras.Model(extractor_input, extractor_input))
+    state = _StateAtFirstEpoch()
+    try:
+      training_model.fit(_inputs(ids), ids[:, 1:], batch_size=4, epochs=2, verbose=0,
+                         callbacks=[keras.callbacks.BackupAndRestore(backup), state, *extra_callbacks])
+    except KeyboardInterrupt:
+      pass
+    return training_model, state
+
+  interrupted, _ = fit(0, _InterruptAtEpoch(1))
+  assert isinstance(interrupted.optimizer, keras.optimizers.legacy.Adam)
+  assert int(interrupted.optimizer.iterations) == 3  # one epoch of 12 captions in batches of 4
+  _, resumed = fit(1)  # other initial weights: only the backup can make them equal
+  assert resumed.epoch == 1
+  assert all(np.array_equal(a, b) for a, b in zip(resumed.weights, interrupted.get_weights()))
+  assert resumed.iterations_after_first_batch == 4  # Adam's bias correction continues from step 3
