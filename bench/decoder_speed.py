@@ -4,8 +4,10 @@ Flickr8k's training split is 6,000 images with 5 captions each: 30,000
 (image, caption) pairs per epoch, VGG16 fc2 features (4,096-d), a vocabulary of
 a few thousand words and an LSTM of 512 units. This bench builds data of that
 shape (random non-negative features; captions of Flickr8k's lengths, about 11
-words, from a Zipf-distributed vocabulary with a bigram structure and a first
-word that depends on the image, so there is something to learn), feeds it
+words, each the previous word shifted by a Zipf-distributed step, so that the
+words cover the vocabulary nearly evenly (every id is a softmax target; for
+Flickr8k's own Zipf-like word counts see testing/synthetic_captions.py), and a
+first word that depends on the image, so there is something to learn), feeds it
 through the Trainer's own input pipeline (datasets.training_batches on what
 datasets.with_cached_features returns) and the Trainer's own models
 (model.build_models), and times the Keras train step of each candidate
@@ -21,8 +23,8 @@ learns as well per pair seen. A larger batch makes fewer updates per pair, so
 its loss after a fixed number of pairs shows what it costs.
 
 Prints one JSON line: per candidate, seconds per 30,000-pair epoch (median step
-time times steps per epoch), its ratio to the default's (the decoder before
-this bench: batch 64, float32, tf_keras' LSTM in its while loop), and its val_loss; and how
+time times steps per epoch), its ratio to the default's (the decoder issue 17
+measured: batch 64, float32, tf_keras' LSTM in its while loop), and its val_loss; and how
 long the input pipeline alone takes for an epoch. `recipe_default` is what
 TrainerConfig() trains with now.
 
@@ -73,9 +75,10 @@ CANDIDATES = {
 def synthetic_split(rng: np.random.Generator, images: int, vocabulary: int):
   """(features float32 [images, 4096], caption ids ragged [images, 5, L]) shaped like Flickr8k.
 
-  Words are ids 4.. (after the special tokens), Zipf-distributed; a word's
-  successor is its own shifted Zipf draw, and the first word follows the
-  image's strongest feature, so a decoder can learn both.
+  Words are ids 4.. (after the special tokens); a word's successor is the
+  word shifted by a Zipf-distributed step (so the words themselves come out
+  nearly uniform), and the first word follows the image's strongest feature,
+  so a decoder can learn both.
   """
   features = np.maximum(rng.standard_normal((images, FEATURE_DIM)), 0).astype(np.float32)
   first_words = 4 + np.argmax(features[:, :64], axis=1)
