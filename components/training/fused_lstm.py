@@ -57,14 +57,17 @@ def lstm_sequence(projected, recurrent_kernel, matmul_dtype):
       previous_h.append(h)
       z = step_input + tf.cast(tf.matmul(tf.cast(h, matmul_dtype), recurrent), tf.float32)
       i, f, g, o = _gates(z)
-      saved.append((i, f, g, o, c))
-      c = f * c + i * g
+      c_previous = c
+      c = f * c_previous + i * g
       tanh_c = tf.tanh(c)
       h = o * tanh_c
-      saved[-1] += (tanh_c,)
+      saved.append((i, f, g, o, c_previous, tanh_c))
       outputs.append(h)
 
     def grad(d_outputs):
+      # Back through the steps: each gate's pre-activation gradient (sigmoid' = s(1 - s),
+      # tanh' = 1 - t^2), then dh through the recurrent product; the recurrent kernel's
+      # gradient is one product over all steps, from the saved inputs of each step.
       d_steps = tf.unstack(d_outputs, axis=1)
       dh = tf.zeros_like(h)
       dc = tf.zeros_like(c)
