@@ -404,3 +404,23 @@ def test_a_local_weights_file_keys_the_feature_cache_on_its_content(transformed,
         {'examples': examples}, {features.IMAGE_FEATURES_KEY: artifacts.ImageFeatures},
         {'backbone': 'vgg16', 'image_size': IMAGE_SIZE, 'pooling': 'flatten', 'seed': 0, 'precision': 'float32',
          'backbone_weights': str(weights), 'backbone_weights_sha256': first}, str(tmp_path / 'out'))
+
+
+def test_the_features_join_accounts_for_every_image_both_ways(transformed, image_features):
+  """Every transformed image needs its vector, every vector its transformed image, once: the
+  join on the image id names what the Transform's output and the feature pass disagree on."""
+  tf_transform_output = tft.TFTransformOutput(transformed.transform_graph_uri)
+  train_images = datasets.images_and_captions(transformed.transformed_files(features.TRAIN_SPLIT),
+                                              tf_transform_output)
+  vectors = features_artifact.read_features(image_features.uri, features.TRAIN_SPLIT)
+  first_id = next(iter(vectors))
+  assert sum(1 for _ in datasets.with_cached_features(train_images, vectors, 'train')) == len(vectors)
+
+  without_first = {k: v for k, v in vectors.items() if k != first_id}
+  with pytest.raises(ValueError, match=rf"1 images have no features in train, e.g. \['{first_id}'\]"):
+    datasets.with_cached_features(train_images, without_first, 'train')
+  with pytest.raises(ValueError, match=r"1 images of train have features but no transformed example, "
+                                       r"e.g. \['lost.jpg'\]"):
+    datasets.with_cached_features(train_images, dict(vectors, **{'lost.jpg': vectors[first_id]}), 'train')
+  with pytest.raises(ValueError, match='1 transformed examples repeat an image of train'):
+    datasets.with_cached_features(train_images.concatenate(train_images.take(1)), vectors, 'train')

@@ -69,14 +69,27 @@ def with_cached_features(per_image: tf.data.Dataset, vectors: Mapping[str, np.nd
   Holds the split's features in memory: 6,000 Flickr8k images of VGG16's
   4,096-d fc2 take 98 MB.
 
+  The feature pass reconciles its output with the ExampleGen's examples, and
+  the Transform reads the same examples, so the two sides must hold the same
+  images: this join is where a Transform that lost or repeated records shows.
+
   Raises:
-    ValueError: naming `source` and the ids, if an image has no features.
+    ValueError: naming `source` and the ids, if an image has no features, if
+      featurised images have no example here, or if an image comes twice.
   """
   ids_per_image = [(image_id.decode('utf-8'), ids)
                    for image_id, _, ids in per_image.as_numpy_iterator()]
   missing = [image_id for image_id, _ in ids_per_image if image_id not in vectors]
   if missing:
     raise ValueError(f'{len(missing)} images have no features in {source}, e.g. {missing[:5]}.')
+  seen = {image_id for image_id, _ in ids_per_image}
+  unused = sorted(set(vectors) - seen)
+  if unused:
+    raise ValueError(f'{len(unused)} images of {source} have features but no transformed example, '
+                     f'e.g. {unused[:5]}: the examples lost them after the feature pass.')
+  if len(seen) != len(ids_per_image):
+    raise ValueError(f'{len(ids_per_image) - len(seen)} transformed examples repeat an image of '
+                     f'{source}.')
   matrix = np.stack([vectors[image_id] for image_id, _ in ids_per_image]).astype(np.float32)
   ids = tf.RaggedTensor.from_row_lengths(np.concatenate([ids for _, ids in ids_per_image]),
                                          [len(ids) for _, ids in ids_per_image])
