@@ -16,7 +16,7 @@ from components import names
 # TrainerConfig and EncoderConfig fields that are None-able overrides: the flag
 # wins when given, otherwise the runner's defaults (then the dataclass defaults) apply.
 _OPTIONAL_TRAINER_FLAGS = ('epochs', 'lstm_units', 'batch_size', 'learning_rate', 'dropout', 'embedding_dim',
-                           'scst_epochs')
+                           'scst_epochs', 'decoder_precision')
 _OPTIONAL_ENCODER_FLAGS = ('pooling', 'image_size')
 # --backbone_weights: the runner's default, or random weights (EncoderConfig's None).
 _RUNNER_WEIGHTS, _RANDOM_WEIGHTS = 'auto', 'none'
@@ -101,6 +101,12 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Train with the brief's image augmentation (no feature cache).")
   parser.add_argument('--mixed_precision', action='store_true',
                       help='float16 compute on GPUs (ignored without one).')
+  parser.add_argument('--decoder_precision', default=None, choices=config_lib.PRECISIONS,
+                      help="The decoder's matrix products (embeddings, LSTM, vocabulary projection; "
+                           "states and softmax stay float32). 'auto': bfloat16 where the machine that "
+                           "trains has bfloat16 units, resolved by the Trainer there. Default: the "
+                           f"runner's (float32 on the embedded dataset, {trainer_defaults.decoder_precision} "
+                           "otherwise).")
 
 
 def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:

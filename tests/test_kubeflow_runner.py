@@ -90,7 +90,7 @@ def dataflow_job(tmp_path_factory):
                   '--gcp_project', 'my-project', '--gcp_region', 'europe-west1',
                   '--dataflow_max_workers', '8', '--epochs', '7', '--restval_split', 'eval',
                   '--learning_rate', '3e-4', '--dropout', '0.4', '--embedding_dim', '256',
-                  '--min_word_frequency', '3', '--scst_epochs', '2')
+                  '--min_word_frequency', '3', '--scst_epochs', '2', '--decoder_precision', 'float32')
   with open(path) as f:
     return json_format.Parse(f.read(), pipeline_spec_pb2.PipelineJob())
 
@@ -173,7 +173,7 @@ def test_paths_and_configs_reach_the_components(dataflow_job, dataflow_spec):
   captioner = json.loads(_parameter(dataflow_spec, names.CAPTION_TRAINER, 'custom_config'))
   baseline = json.loads(_parameter(dataflow_spec, names.BASELINE_TRAINER, 'custom_config'))
   expected = config_lib.TrainerConfig(epochs=7, learning_rate=3e-4, dropout=0.4, embedding_dim=256,
-                                      scst_epochs=2)
+                                      scst_epochs=2, decoder_precision='float32')
   assert config_lib.from_custom_config(config_lib.TrainerConfig, captioner) == expected
   assert config_lib.from_custom_config(config_lib.TrainerConfig, baseline) == (
       settings.baseline_config(expected))

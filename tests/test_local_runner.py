@@ -233,10 +233,11 @@ def test_real_data_follows_the_published_recipe_and_the_flags_override_either_de
   assert embedded == (config_lib.EMBEDDED_TRANSFORM, config_lib.EMBEDDED_TRAINER,
                       config_lib.EMBEDDED_EVALUATION)
   flags = ['--learning_rate', '2e-4', '--dropout', '0.1', '--embedding_dim', '128',
-           '--min_word_frequency', '4', '--batch_size', '8', '--scst_epochs', '3']
+           '--min_word_frequency', '4', '--batch_size', '8', '--scst_epochs', '3',
+           '--decoder_precision', 'bfloat16']
   for argv, (transform, trainer, evaluation) in (([], embedded), (['--data_dir', '/data/Flickr8k'], real)):
     assert local_run.run_configs(local_runner._parse_args(argv + flags)) == (
         dataclasses.replace(transform, min_word_frequency=4),
         dataclasses.replace(trainer, learning_rate=2e-4, dropout=0.1, embedding_dim=128, batch_size=8,
-                            scst_epochs=3),
+                            scst_epochs=3, decoder_precision='bfloat16'),
         evaluation)
