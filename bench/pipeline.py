@@ -10,11 +10,11 @@ the wall time of the whole run (dataset generation included, install not).
 """
 import argparse
 import json
-import os
 import tempfile
 
 from components.evaluation import caption_metrics
 from components.evaluation import report as report_lib
+from pipeline import local_run
 from pipeline import local_runner
 from testing import timing
 
@@ -29,7 +29,7 @@ def main() -> None:
     with timing.Stopwatch() as watch:
       if local_runner.main(['--output_dir', output_dir]) != 0:
         raise SystemExit('the pipeline run failed')
-    with open(os.path.join(output_dir, 'summary.json')) as f:
+    with open(local_run.RunOutputs(output_dir).summary_path) as f:
       summary = json.load(f)
   evaluation = report_lib.from_json_dict(summary['evaluation'])
   bleu4 = {

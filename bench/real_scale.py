@@ -77,6 +77,7 @@ from components.encoder import precision as precision_lib
 from components.ingestion import flickr8k
 from components.ingestion import shapes_dataset
 from pipeline import beam_args
+from pipeline import local_run
 from testing import executors
 from testing import feature_pass
 from testing import metadata
@@ -226,9 +227,7 @@ def _trainer_figures(store, execution) -> Dict:
 
 def _run_figures(output_dir: str) -> Dict:
   """What the run left (module docstring); the ImageFeatures artifact under 'image_features'."""
-  store = metadata_store.MetadataStore(metadata_store_pb2.ConnectionConfig(
-      sqlite=metadata_store_pb2.SqliteMetadataSourceConfig(
-          filename_uri=os.path.join(output_dir, 'metadata.sqlite'))))
+  store = metadata_store.MetadataStore(local_run.RunOutputs(output_dir).connection_config)
   executions = {metadata.node_id(store, e): e for e in sorted(store.get_executions(), key=lambda e: e.id)}
   not_complete = [node for node, e in executions.items()
                   if e.last_known_state != metadata_store_pb2.Execution.COMPLETE]

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
     print(f'error: {error}', file=log.errors)
     return 2
 
-  outputs = _Outputs(output_dir, args.model_name)
+  outputs = RunOutputs(output_dir, args.model_name)
   pipeline = pipeline_lib.create_pipeline(
       pipeline_name=args.pipeline_name,
       pipeline_root=outputs.pipeline_root,
@@ -109,31 +109,32 @@ def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
       restval_split=args.restval_split)
   code = _run_locally(pipeline, args.pipeline_name, outputs, log)
   if code == 0:
-    summary = summary_lib.write_summary(outputs.metadata_path, args.pipeline_name,
-                                        os.path.join(output_dir, 'summary.json'))
+    summary = summary_lib.write_summary(outputs.metadata_path, args.pipeline_name, outputs.summary_path)
     print(summary_lib.render(summary), file=log.console)
   return code
 
 
-class _Outputs:
-  """Where a local run keeps its pipeline root, metadata store and pushed models."""
+class RunOutputs:
+  """Where a local run keeps its pipeline root, metadata store, pushed models and summary:
+  the one description of the output folder, which the tests and benchmarks read too."""
 
-  def __init__(self, output_dir: str, model_name: str):
+  def __init__(self, output_dir: str, model_name: str = names.MODEL_NAME):
     self.pipeline_root = os.path.join(output_dir, 'pipeline_root')
     self.metadata_path = os.path.join(output_dir, 'metadata.sqlite')
+    self.summary_path = os.path.join(output_dir, 'summary.json')
     self.serving_model_dir = os.path.join(output_dir, 'serving', model_name)
     self.connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
         self.metadata_path)
 
 
-def _settle(pipeline_name: str, outputs: _Outputs) -> None:
+def _settle(pipeline_name: str, outputs: RunOutputs) -> None:
   """Cancels what an interrupted run left RUNNING and removes folders no artifact owns."""
   store = metadata_store.MetadataStore(outputs.connection_config)
   for line in interrupted.settle_interrupted(store, pipeline_name, outputs.pipeline_root):
     progress.logger.info('  %s', line)
 
 
-def _run_locally(pipeline: tfx.dsl.Pipeline, pipeline_name: str, outputs: _Outputs,
+def _run_locally(pipeline: tfx.dsl.Pipeline, pipeline_name: str, outputs: RunOutputs,
                  log: run_log.RunLog) -> int:
   """LocalDagRunner on `pipeline`, with a progress line per node; 0, 1 (failed) or 130 (Ctrl-C)."""
   _settle(pipeline_name, outputs)  # what a killed earlier run left behind

@@ -23,7 +23,6 @@ import pytest
 import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
 
 from components import config as config_lib
 from components import features
@@ -31,6 +30,7 @@ from components import names
 from components.evaluation import caption_metrics
 from components.ingestion import shapes_dataset
 from components.training import callbacks
+from pipeline import local_run
 from pipeline import local_runner
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,8 +63,7 @@ def _finish(process):
 
 
 def _store(output_dir):
-  return metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(
-      os.path.join(output_dir, 'metadata.sqlite')))
+  return metadata_store.MetadataStore(local_run.RunOutputs(output_dir).connection_config)
 
 
 def _executions(output_dir, node_id):
@@ -95,7 +94,7 @@ def _backups(output_dir):
 
 
 def _summary(output_dir):
-  with open(os.path.join(output_dir, 'summary.json')) as f:
+  with open(local_run.RunOutputs(output_dir).summary_path) as f:
     return json.load(f)
 
 
@@ -222,7 +221,6 @@ def test_a_failing_run_ends_with_one_error_line_naming_the_component_and_the_log
 
 def test_real_data_follows_the_published_recipe_and_the_flags_override_either_defaults():
   # Imported here: local_run imports TFX, which local_runner defers until its log is open.
-  from pipeline import local_run  # pylint: disable=g-import-not-at-top
   real = local_run.run_configs(local_runner._parse_args(['--data_dir', '/data/Flickr8k']))
   assert real == (config_lib.TransformConfig(), config_lib.TrainerConfig(), config_lib.EvaluationConfig())
   # components/config.py's RECIPE: min word count 5, beam 3, dropout 0.5, Adam at 5e-4 per

@@ -24,7 +24,6 @@ import os
 import pytest
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 
 from components import config as config_lib
@@ -35,6 +34,7 @@ from components.encoder import parity
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.ingestion import flickr8k
+from pipeline import local_run
 from pipeline import local_runner
 from testing import colour_dataset
 from testing import metadata
@@ -58,8 +58,7 @@ _NODES = {names.EXAMPLE_GEN, names.STATISTICS_GEN, names.SCHEMA_GEN, names.EXAMP
 
 def _executions_per_node(output_dir, state):
   """Node id -> number of its executions in `state` (COMPLETE ran, CACHED reused)."""
-  store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(
-      os.path.join(output_dir, 'metadata.sqlite')))
+  store = metadata_store.MetadataStore(local_run.RunOutputs(output_dir).connection_config)
   counts = {}
   for context in store.get_contexts_by_type('node'):
     node_id = context.name.split('.', 1)[1]
@@ -76,7 +75,7 @@ def _run(output_dir, data_dir, flags=()):
   assert local_runner.main(['--output_dir', output_dir, '--data_dir', data_dir] + _TINY_RUN + list(flags)) == 0
   ran = _executions_per_node(output_dir, metadata_store_pb2.Execution.COMPLETE)
   reused = _executions_per_node(output_dir, metadata_store_pb2.Execution.CACHED)
-  with open(os.path.join(output_dir, 'summary.json')) as f:
+  with open(local_run.RunOutputs(output_dir).summary_path) as f:
     summary = json.load(f)
   return ({node for node in ran if ran[node] > ran_before.get(node, 0)},
           {node for node in reused if reused[node] > reused_before.get(node, 0)}, summary,
@@ -85,8 +84,7 @@ def _run(output_dir, data_dir, flags=()):
 
 def _backbone_passes(output_dir):
   """Node id -> images its latest execution ran through the backbone, from ML Metadata."""
-  store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(
-      os.path.join(output_dir, 'metadata.sqlite')))
+  store = metadata_store.MetadataStore(local_run.RunOutputs(output_dir).connection_config)
   counters = {names.FEATURE_GEN: (names.BACKBONE_PASSES_PROPERTY, features_artifact.PARITY_PASSES_PROPERTY),
               names.CAPTION_EVALUATOR: (names.BACKBONE_PASSES_PROPERTY,),
               names.DEMO_GALLERY: (names.BACKBONE_PASSES_PROPERTY,)}
@@ -226,4 +224,4 @@ def test_a_folder_that_is_not_flickr8k_fails_before_any_component_runs(tmp_path,
                             '--output_dir', str(tmp_path / 'out')]) == 2
   error = capsys.readouterr().err
   assert str(tmp_path / 'data') in error and 'Flickr8k.token.txt' in error
-  assert not (tmp_path / 'out' / 'metadata.sqlite').exists()
+  assert not os.path.exists(local_run.RunOutputs(str(tmp_path / 'out')).metadata_path)
