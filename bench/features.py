@@ -94,16 +94,15 @@ def _run_figures(store, new_ids: Set[int], seconds: float) -> Dict:
   return figures
 
 
-def _config(args) -> config_lib.TrainerConfig:
+def _config(args) -> config_lib.EncoderConfig:
   """The encoder both runs use: a random VGG16 at --image_size with --pooling."""
-  return config_lib.TrainerConfig(encoder=config_lib.EncoderConfig(
-      backbone_weights=None, image_size=args.image_size, pooling=args.pooling))
+  return config_lib.EncoderConfig(backbone_weights=None, image_size=args.image_size, pooling=args.pooling)
 
 
 def _run(output_dir: str, data_dir: str, args, epochs: int) -> float:
   config = _config(args)
   flags = ['--output_dir', output_dir, '--data_dir', data_dir, '--backbone_weights', 'none',
-           '--pooling', config.encoder.pooling, '--image_size', str(config.encoder.image_size),
+           '--pooling', config.pooling, '--image_size', str(config.image_size),
            '--epochs', str(epochs),
            '--lstm_units', '64']
   start = time.perf_counter()
@@ -113,7 +112,7 @@ def _run(output_dir: str, data_dir: str, args, epochs: int) -> float:
   return time.perf_counter() - start
 
 
-def _speed(examples_uri: str, image_features_uri: str, config: config_lib.TrainerConfig, work_dir: str) -> Dict:
+def _speed(examples_uri: str, image_features_uri: str, config: config_lib.EncoderConfig, work_dir: str) -> Dict:
   examples = _examples(examples_uri)
   images = [record.image for split in features.SPLITS
             for record in records.iter_split_examples(examples, split)]

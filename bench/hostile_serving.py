@@ -46,7 +46,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from components import caption_signatures
 from components import features
 from components import names
-from serving import tiny_model
+from testing import tiny_model
 from testing import images as test_images
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -107,7 +107,7 @@ def _artifacts(args, tmp: str, config: config_lib.TrainerConfig):
   data = transformed_data.build_transformed_data(
       os.path.join(tmp, 'data'), config_lib.EMBEDDED_DATASET.num_images, config_lib.EMBEDDED_DATASET.image_size)
   image_features = transformed_data.build_image_features(data.examples_uri, os.path.join(tmp, 'features'),
-                                                         config)
+                                                         config_lib.EMBEDDED_ENCODER, config.seed)
   return data, seeds_bench.examples_artifact(data.examples_uri), image_features.uri
 
 

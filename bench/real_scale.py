@@ -198,7 +198,7 @@ def _run_local_runner(data_dir: str, output_dir: str, args) -> float:
       terminal (where the runner reports a failure), if it fails.
   """
   command = [sys.executable, '-m', 'pipeline.local_runner', '--data_dir', data_dir,
-             '--output_dir', output_dir, '--backbone_weights', 'none', '--precision', args.precision,
+             '--output_dir', output_dir, '--backbone_weights', 'none', '--backbone_precision', args.precision,
              '--epochs', str(args.epochs)]
   runner = subprocess.Popen(command, cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   tail = collections.deque(maxlen=_LOG_TAIL_LINES)

@@ -2,7 +2,7 @@
 
 Serves the model the main job pushes (the newest version under
 outputs/serving/captioner, or --model_base_path; --tiny exports the tiny
-random captioner of serving.tiny_model instead) with the local server
+random captioner of testing.tiny_model instead) with the local server
 (serving.server) on free ports of 127.0.0.1 and measures, in the same run on
 the same JPEG images:
   * latency at batch 1: p50 and p99 over --requests sequential calls through
@@ -41,9 +41,9 @@ from components import features
 from components import names
 from serving import batching
 from serving import client as client_lib
-from serving import server as server_lib
+from serving import model_server as server_lib
 from serving import servables
-from serving import tiny_model
+from testing import tiny_model
 from testing import images as test_images
 from testing import timing
 
@@ -186,7 +186,7 @@ def main():
         args.requests_per_client)
 
   result = {
-      'model': 'tiny (serving.tiny_model)' if args.tiny else base_path,
+      'model': 'tiny (testing.tiny_model)' if args.tiny else base_path,
       'model_version': version,
       'image_size': args.image_size,
       'cores': multiprocessing.cpu_count(),

@@ -77,11 +77,12 @@ class _EpochTimer(keras.callbacks.Callback):
     self.seconds.append(time.perf_counter() - self._start)
 
 
-def _time_epochs(config: config_lib.TrainerConfig, data: transformed_data.TransformedData, work_dir: str):
+def _time_epochs(config: config_lib.TrainerConfig, encoder: config_lib.EncoderConfig,
+                 data: transformed_data.TransformedData, work_dir: str):
   """Part (a). Returns (figures dict, ImageFeatures artifact)."""
   start = time.perf_counter()
   image_features = transformed_data.build_image_features(data.examples_uri, os.path.join(work_dir, 'features'),
-                                                         config)
+                                                         encoder, config.seed)
   feature_cache_seconds = time.perf_counter() - start
 
   tf_transform_output = tft.TFTransformOutput(data.transform_graph_uri)
@@ -95,8 +96,7 @@ def _time_epochs(config: config_lib.TrainerConfig, data: transformed_data.Transf
   strategy = tf.distribute.MirroredStrategy()
   with strategy.scope():
     feature_extractor = features_artifact.load_backbone(image_features.uri)
-    models = {name: model_lib.build_models(dataclasses.replace(
-                  config, encoder=dataclasses.replace(config.encoder, augment=augment)), len(vocabulary),
+    models = {name: model_lib.build_models(dataclasses.replace(config, augment=augment), len(vocabulary),
                                            sequence_length, feature_extractor)[1]
               for name, augment in (('cached', False), ('on_the_fly', True))}
 
@@ -188,19 +188,18 @@ def main():
   if args.epochs < 2:
     parser.error('--epochs must be at least 2: the first epoch is warm-up')
   # The local runner's settings for the embedded dataset (random VGG16, 256-unit LSTM).
-  config = dataclasses.replace(
-      config_lib.EMBEDDED_TRAINER, epochs=args.epochs,
-      encoder=dataclasses.replace(config_lib.EMBEDDED_TRAINER.encoder, image_size=args.image_size))
+  config = dataclasses.replace(config_lib.EMBEDDED_TRAINER, epochs=args.epochs, image_size=args.image_size)
+  encoder = dataclasses.replace(config_lib.EMBEDDED_ENCODER, image_size=args.image_size)
 
   with tempfile.TemporaryDirectory(prefix='training_bench_') as tmp:
     data = transformed_data.build_transformed_data(os.path.join(tmp, 'data'), args.num_images, args.image_size)
-    training, image_features = _time_epochs(config, data, tmp)
+    training, image_features = _time_epochs(config, encoder, data, tmp)
     latency = _time_latency(config, data, os.path.join(tmp, 'trainer'), image_features, args.requests)
   print(json.dumps({
       'num_images': args.num_images,
       'image_size': args.image_size,
-      'backbone': config.encoder.backbone,
-      'pooling': config.encoder.pooling,
+      'backbone': encoder.backbone,
+      'pooling': encoder.pooling,
       'lstm_units': config.lstm_units,
       'cores': multiprocessing.cpu_count(),
       **training,

@@ -1,11 +1,14 @@
 """Typed configuration of the captioner pipeline, in one place.
 
-The hyperparameters travel from the runners to the Transform and Trainer
-module code through TFX's `custom_config` (a JSON-serialisable dict); both
-sides convert with `to_custom_config` / `from_custom_config` so nothing is
-passed around as loose strings.
+Each config crosses into its component whole: the Transform's and the
+Trainers' as TFX's `custom_config` (`to_custom_config` / `from_custom_config`),
+the encoder's and the evaluation's as one JSON parameter (`to_json` /
+`from_json`). Adding a setting is one field here (and its flag in
+pipeline/settings.py); nothing in between unpacks it. The reasoning behind the
+defaults is in docs/model.md.
 """
 import dataclasses
+import json
 from typing import Any, Dict, Optional, Type, TypeVar
 
 _T = TypeVar('_T')
@@ -14,8 +17,8 @@ _T = TypeVar('_T')
 @dataclasses.dataclass(frozen=True)
 class TransformConfig:
   """How captions become token ids (see components/training/transform.py)."""
-  # Words seen fewer times than this in the train split map to <unk>. 5 is the
-  # published Flickr8k recipe's (RECIPE below): about 2,500 words on Flickr8k.
+  # Words seen fewer times than this in the train split map to <unk> (the
+  # published Flickr8k recipe's, docs/model.md).
   min_word_frequency: int = 5
   # Upper bound on the learned vocabulary (special tokens not counted).
   max_vocabulary_size: int = 10000
@@ -31,9 +34,9 @@ LEARNING_RATE_SCHEDULES = ('constant', 'cosine')
 
 # How the frozen backbone's output becomes one vector per image (components/encoder/image_features.py).
 POOLINGS = ('fc2', 'avg', 'flatten')
-# The frozen backbone's arithmetic (components/encoder/precision.py): 'auto' is
-# bfloat16 where the hardware has bfloat16 units (AMX/AVX512-BF16 CPUs, GPUs of
-# compute capability 8.0+), float32 elsewhere; resolved when the pipeline is built.
+# Arithmetic precisions (components/encoder/precision.py): 'auto' is bfloat16
+# where the hardware has bfloat16 units, float32 elsewhere, resolved by the
+# component that does the work, on the machine it runs on.
 AUTO_PRECISION = 'auto'
 RESOLVED_PRECISIONS = ('float32', 'bfloat16')
 PRECISIONS = (AUTO_PRECISION,) + RESOLVED_PRECISIONS
@@ -48,13 +51,13 @@ BACKBONE_IMAGE_SIZES = {'vgg16': 224, 'inception_v3': 299}
 class EncoderConfig:
   """The frozen image encoder: every encoder default, written once.
 
-  The flags (pipeline/settings.py) start from these; the pipeline hands them
-  to the ImageFeatureGen (components/encoder/feature_gen.py `parameters`),
-  whose artifact then records what was built (features_artifact.EncoderInfo):
+  The flags (pipeline/settings.py) start from these; the pipeline hands the
+  whole config to the ImageFeatureGen as one JSON parameter, and its artifact
+  records what was built (features_artifact.EncoderInfo, 'auto' resolved):
   downstream, the Trainer, exporter, evaluator and gallery read the encoder
   from that artifact, not from a config.
   """
-  # A key of BACKBONE_IMAGE_SIZES; VGG16 is the brief's.
+  # A key of BACKBONE_IMAGE_SIZES.
   backbone: str = 'vgg16'
   # 'imagenet' (Keras download), a local .h5 path, or None for random weights
   # (the one spelling of random weights; the flag's 'none' becomes None).
@@ -67,11 +70,9 @@ class EncoderConfig:
   # keeps its spatial layout (position words need it).
   pooling: str = 'fc2'
   # The frozen backbone's precision, one of PRECISIONS: its features (cached and
-  # served) come from this arithmetic.
+  # served) come from this arithmetic. 'auto' travels as is and is resolved by
+  # the ImageFeatureGen on its worker, which records the result in its artifact.
   precision: str = AUTO_PRECISION
-  # The brief's ImageDataGenerator augmentation: the backbone runs inside the
-  # Trainer on augmented pixels, so the cached features are not trained on.
-  augment: bool = False
 
   @property
   def input_size(self) -> int:
@@ -94,12 +95,9 @@ class EncoderConfig:
 #     batch 32, beam 3;
 #   * tensorflow/models im2txt: minimum word count 4 (on MS COCO), beam 3.
 # So: min_word_frequency 5, beam 3, dropout 0.5, and Adam at 5e-4 per batch
-# of 32 -- taken here as 1e-3 per batch of 64 (the linear scaling rule): on
-# this project's 2-core Xeon an epoch at batch 32 cost 1.2-1.6x one at batch 64
-# (per-step overhead), with the same loss after the same captions
-# (bench/decoder_speed.py, README "Tests and benchmarks"). Their 3 layers of
-# 300 units (danieljl) or a 512-unit GRU (mtanti) differ from the paper's one
-# 512-unit LSTM, which this project keeps.
+# of 32 -- taken here as 1e-3 per batch of 64 (the linear scaling rule; batch
+# 64 costs less per epoch on a CPU, docs/benchmarks.md). The paper's one
+# 512-unit LSTM is kept.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,9 +107,13 @@ class TrainerConfig:
   The defaults are the real-data recipe (RECIPE above); EMBEDDED_TRAINER
   holds the embedded dataset's.
   """
-  # The frozen backbone and what it hands the decoder (EncoderConfig above).
-  encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
-  # Show and Tell uses 512-unit LSTMs and 512-d embeddings; the brief asks 300-d.
+  # Image augmentation (rotation, shifts, shear, zoom, flip): the backbone runs
+  # inside the Trainer on augmented pixels, so the cached features are not read.
+  augment: bool = False
+  # The serving input side of a model that reads no pixels (use_image False):
+  # its graph decodes images of this size and ignores them.
+  image_size: int = BACKBONE_IMAGE_SIZES[EncoderConfig.backbone]
+  # Show and Tell uses 512-d embeddings; this project's are 300-d.
   embedding_dim: int = 300
   lstm_units: int = 512
   num_layers: int = 1  # 1 to 3 stacked LSTMs
@@ -121,10 +123,7 @@ class TrainerConfig:
   learning_rate: float = 1e-3
   # 'cosine' lowers the learning rate epoch by epoch along a half cosine, from
   # `learning_rate` towards 0 at the end of the `epochs` budget; 'constant' keeps it.
-  # The decay is what makes a run repeat across processors: at a constant rate
-  # the val_loss plateaus noisily, early stopping picks an epoch by chance, and
-  # float noise in the features moved the embedded job's BLEU-4 by 0.07
-  # (bench/seeds.py measures the spread over seeds).
+  # The decay makes a run repeat across processors (docs/design-notes/determinism.md).
   learning_rate_schedule: str = 'cosine'
   early_stopping_patience: int = 3
   # Smaller val_loss gains (nats per caption) count as no gain. Keras'
@@ -133,16 +132,12 @@ class TrainerConfig:
   early_stopping_min_delta: float = 0.0
   # float16 compute on GPUs; ignored without one.
   mixed_precision: bool = False
-  # Decoder speed (bench/decoder_speed.py, Flickr8k's shape: 30,000 captions,
-  # 5,000 words, LSTM 512, on a 2-core Xeon with AMX-BF16). `decoder_precision`,
-  # one of PRECISIONS: the arithmetic of the matrix products in the embeddings,
-  # the vocabulary projection and a FusedLSTM (states, gates and the softmax stay
-  # float32); 'auto' is resolved by the Trainer on the machine it trains on, as
-  # components/encoder/precision.py resolves it (emulated bfloat16 is several
-  # times slower). `fused_training`: the training path built for CPUs
-  # (model.build_models): FusedLSTM layers, logits only at the steps that have a
-  # target, and Adam's fused kernel. The README gives their measured epoch times
-  # against the float32 tf_keras LSTM. XLA (`jit_compile`) was slower; it stays off.
+  # `decoder_precision`, one of PRECISIONS: the arithmetic of the matrix
+  # products in the embeddings, the vocabulary projection and a FusedLSTM
+  # (states, gates and the softmax stay float32); 'auto' is resolved by the
+  # Trainer on the machine it trains on. `fused_training`: the training path
+  # built for CPUs (model.build_models; docs/design-notes/fused-lstm.md).
+  # XLA (`jit_compile`) was slower on CPUs; it stays off.
   decoder_precision: str = AUTO_PRECISION
   fused_training: bool = True
   jit_compile: bool = False
@@ -150,14 +145,14 @@ class TrainerConfig:
   # after cross-entropy: epochs of it (0: none), captions sampled per image (the
   # model's greedy caption is their reward baseline) and Adam's learning rate
   # (Rennie et al.'s 5e-5). It trains from the cached features, so it needs
-  # use_image and no augment. Off by default: bench/quality.py measured its
-  # effect on the embedded dataset (README, "Self-critical training").
+  # use_image and no augment. Off by default: its gain did not exceed the seed
+  # spread (bench/quality.py, docs/benchmarks.md).
   scst_epochs: int = 0
   scst_samples: int = 5
   scst_learning_rate: float = 5e-5
   # Beam width of the exported caption signature; 1 is greedy decoding.
   beam_width: int = 3
-  # False trains the brief's step-2 captions-only language model (baseline).
+  # False trains the captions-only language model, the baseline.
   use_image: bool = True
   # Seeds weight initialisation, dropout and shuffling (with TensorFlow's op
   # determinism on), and the local runner's embedded dataset: on a CPU the
@@ -165,28 +160,33 @@ class TrainerConfig:
   seed: int = 0
 
 
+def _threshold(default: float, help_text: str) -> Any:
+  """An EvaluationConfig field; pipeline/settings.py makes its flag from `help_text`."""
+  return dataclasses.field(default=default, metadata={'help': help_text})
+
+
 @dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
-  """Blessing thresholds of the CaptionEvaluator.
+  """Blessing thresholds of the CaptionEvaluator, each with its flag's help.
 
   The defaults suit real Flickr8k, where Show and Tell scores BLEU-4 around
   0.2 and CIDEr-D around 0.5; the local runner raises them for the embedded
-  dataset, whose captions follow from the pixels.
+  dataset, whose captions follow from the pixels. A new threshold is a field
+  here and its check in components/evaluation/caption_evaluator.py.
   """
-  min_bleu4: float = 0.15
-  min_cider: float = 0.3
-  # Largest BLEU-4 drop tolerated against the last blessed model.
-  max_regression: float = 0.02
-  # The captioner's BLEU-4 over the captions-only baseline's: below 1 it does
-  # not beat a model that never looks at the image.
-  min_baseline_ratio: float = 1.0
-  # Distinct captions over images captioned (components/evaluation/diversity.py).
-  # One sentence under all 1,000 Flickr8k eval images scores 0.001 and can still
-  # beat the baseline's BLEU-4; 0.1 (ten images per caption on average) is a
-  # hundred times that, and leaves room for a beam-search Show and Tell, which
-  # repeats its likeliest sentences across similar photos (not yet measured on
-  # real Flickr8k: the data is not in this repository's environments).
-  min_distinct_caption_share: float = 0.1
+  min_bleu4: float = _threshold(0.15, 'Blessing threshold on eval BLEU-4.')
+  min_cider: float = _threshold(0.3, 'Blessing threshold on eval CIDEr-D.')
+  max_regression: float = _threshold(
+      0.02, 'Largest eval BLEU-4 drop tolerated against the last blessed model.')
+  # Below 1 the captioner does not beat a model that never looks at the image.
+  min_baseline_ratio: float = _threshold(
+      1.0, "Blessing threshold on the captioner's eval BLEU-4 over the captions-only baseline's.")
+  # One sentence under all 1,000 Flickr8k eval images scores 0.001; 0.1 (ten
+  # images per caption on average) leaves room for a beam search that repeats
+  # its likeliest sentences across similar photos.
+  min_distinct_caption_share: float = _threshold(
+      0.1, "Blessing threshold on the share of distinct captions among the captioner's eval "
+           'captions, 0..1 (components/evaluation/diversity.py).')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,14 +211,13 @@ EMBEDDED_TRANSFORM = TransformConfig(min_word_frequency=2)
 # softmax gains little from bfloat16 or the fused path). Real data uses TrainerConfig().
 EMBEDDED_ENCODER = EncoderConfig(backbone_weights=None, image_size=EMBEDDED_DATASET.image_size,
                                  pooling='flatten')
-EMBEDDED_TRAINER = TrainerConfig(encoder=EMBEDDED_ENCODER, lstm_units=256, epochs=25, dropout=0.3,
-                                 batch_size=64, learning_rate=1e-3,
+EMBEDDED_TRAINER = TrainerConfig(image_size=EMBEDDED_DATASET.image_size, lstm_units=256, epochs=25,
+                                 dropout=0.3, batch_size=64, learning_rate=1e-3,
                                  decoder_precision='float32', fused_training=False)
 # The embedded dataset's captions follow from the pixels: a good model must score high.
 # Its eval split has 150 distinct scenes in 250 images, so one wording per scene
-# gives 0.6 distinct captions per image; the main job's captioner measured 0.632
-# (bash run.sh pipeline, eval split), its one-sentence baseline 0.004. At 0.3, a
-# captioner that loses position or colour, not only one saying a single sentence, fails.
+# gives 0.6 distinct captions per image. At 0.3, a captioner that loses position
+# or colour, not only one saying a single sentence, fails.
 EMBEDDED_EVALUATION = EvaluationConfig(min_bleu4=0.7, min_cider=2.0, min_baseline_ratio=2.0,
                                        min_distinct_caption_share=0.3)
 
@@ -228,13 +227,20 @@ def to_custom_config(config: Any) -> Dict[str, Any]:
 
 
 def from_custom_config(cls: Type[_T], custom_config: Optional[Dict[str, Any]]) -> _T:
-  """Rebuilds a config from `custom_config`, refusing unknown keys; nested
-  configs (TrainerConfig.encoder) come back as their dataclasses."""
+  """Rebuilds a config from `custom_config`, refusing unknown keys."""
   custom_config = dict(custom_config or {})
-  fields = {f.name: f.type for f in dataclasses.fields(cls)}
-  unknown = sorted(set(custom_config) - set(fields))
+  unknown = sorted(set(custom_config) - {f.name for f in dataclasses.fields(cls)})
   if unknown:
-    raise ValueError(f'Unknown {cls.__name__} keys {unknown}; known: {sorted(fields)}')
-  return cls(**{name: from_custom_config(fields[name], value)
-                if dataclasses.is_dataclass(fields[name]) and isinstance(value, dict) else value
-                for name, value in custom_config.items()})
+    raise ValueError(f'Unknown {cls.__name__} keys {unknown}; known: '
+                     f'{sorted(f.name for f in dataclasses.fields(cls))}')
+  return cls(**custom_config)
+
+
+def to_json(config: Any) -> str:
+  """`config` as one component parameter: sorted keys, so equal configs give equal cache keys."""
+  return json.dumps(dataclasses.asdict(config), sort_keys=True)
+
+
+def from_json(cls: Type[_T], text: str) -> _T:
+  """Rebuilds a config from `to_json`'s text, refusing unknown keys."""
+  return from_custom_config(cls, json.loads(text))

@@ -35,6 +35,7 @@ import yaml
 
 from components import names
 from components import config as config_lib
+from components.encoder import feature_gen
 from pipeline import beam_args
 from pipeline import pipeline as pipeline_lib
 from pipeline import settings
@@ -77,6 +78,7 @@ def gpu_node_ids(beam_runner: str) -> Tuple[str, ...]:
 
 def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
   """The pipeline of the parsed `compile` flags, resources attached."""
+  encoder_config = settings.encoder_config(args, config_lib.EncoderConfig())
   trainer_config = settings.trainer_config(args, config_lib.TrainerConfig())
   resources = trainer_resources(args.gpu_type, args.gpu_count, args.trainer_cpu_limit,
                                 args.trainer_memory_limit)
@@ -87,8 +89,9 @@ def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
       schema_path=args.schema_path,
       serving_model_dir=f'{args.serving_dir}/{args.model_name}',
       transform_config=settings.transform_config(args, config_lib.TransformConfig()),
+      encoder_config=encoder_config,
       trainer_config=trainer_config,
-      baseline_config=settings.baseline_config(trainer_config),
+      baseline_config=settings.baseline_config(trainer_config, encoder_config),
       evaluation_config=settings.evaluation_config(args, config_lib.EvaluationConfig()),
       metadata_connection_config=None,
       beam_pipeline_args=_beam_args(args),
@@ -96,6 +99,7 @@ def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
                                if args.beam_runner == 'direct' else None),
       enable_cache=not args.no_cache,
       restval_split=args.restval_split,
+      backbone_weights_sha256=feature_gen.weights_file_digest(encoder_config.backbone_weights),
       # Open-source KFP rejects TFX resolver tasks; Vertex AI Pipelines runs them.
       resolve_last_blessed_model=args.target == 'vertex',
       node_platform_configs=({node_id: resources for node_id in gpu_node_ids(args.beam_runner)}

@@ -18,6 +18,7 @@ from components import names
 from components.ingestion import layouts, shapes_dataset
 from components import config as config_lib
 from components import progress
+from components.encoder import feature_gen
 from pipeline import beam_args
 from pipeline import component_progress
 from pipeline import interrupted
@@ -64,22 +65,23 @@ def _node_beam_args(num_workers: int) -> Dict[str, List[str]]:
           **{node_id: beam_args.direct_beam_args(1) for node_id in _ORDERED_OUTPUT_NODES}}
 
 
-def run_configs(args: argparse.Namespace) -> Tuple[config_lib.TransformConfig, config_lib.TrainerConfig,
-                                                    config_lib.EvaluationConfig]:
-  """(Transform, captioner, evaluation) settings: the flags over the embedded
+def run_configs(args: argparse.Namespace) -> Tuple[config_lib.TransformConfig, config_lib.EncoderConfig,
+                                                    config_lib.TrainerConfig, config_lib.EvaluationConfig]:
+  """(Transform, encoder, captioner, evaluation) settings: the flags over the embedded
   dataset's defaults without --data_dir, over the real-data defaults with it."""
   if args.data_dir is None:
-    defaults = (config_lib.EMBEDDED_TRANSFORM, config_lib.EMBEDDED_TRAINER,
+    defaults = (config_lib.EMBEDDED_TRANSFORM, config_lib.EMBEDDED_ENCODER, config_lib.EMBEDDED_TRAINER,
                 config_lib.EMBEDDED_EVALUATION)
   else:
-    defaults = (config_lib.TransformConfig(), config_lib.TrainerConfig(), config_lib.EvaluationConfig())
-  return (settings.transform_config(args, defaults[0]), settings.trainer_config(args, defaults[1]),
-          settings.evaluation_config(args, defaults[2]))
+    defaults = (config_lib.TransformConfig(), config_lib.EncoderConfig(), config_lib.TrainerConfig(),
+                config_lib.EvaluationConfig())
+  return (settings.transform_config(args, defaults[0]), settings.encoder_config(args, defaults[1]),
+          settings.trainer_config(args, defaults[2]), settings.evaluation_config(args, defaults[3]))
 
 
 def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
   """Runs the pipeline the flags describe; see local_runner.main for the exit codes."""
-  transform_config, trainer_config, evaluation_config = run_configs(args)
+  transform_config, encoder_config, trainer_config, evaluation_config = run_configs(args)
   if args.data_dir is None:
     data_dir = os.path.join(output_dir, 'data', 'shapes')
     _ensure_embedded_dataset(data_dir, args.num_images, trainer_config.seed)
@@ -99,14 +101,16 @@ def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
       schema_path=names.SCHEMA_PATH,
       serving_model_dir=outputs.serving_model_dir,
       transform_config=transform_config,
+      encoder_config=encoder_config,
       trainer_config=trainer_config,
-      baseline_config=settings.baseline_config(trainer_config),
+      baseline_config=settings.baseline_config(trainer_config, encoder_config),
       evaluation_config=evaluation_config,
       metadata_connection_config=outputs.connection_config,
       beam_pipeline_args=beam_args.direct_beam_args(args.beam_workers),
       node_beam_pipeline_args=_node_beam_args(args.beam_workers),
       enable_cache=not args.no_cache,
-      restval_split=args.restval_split)
+      restval_split=args.restval_split,
+      backbone_weights_sha256=feature_gen.weights_file_digest(encoder_config.backbone_weights))
   code = _run_locally(pipeline, args.pipeline_name, outputs, log)
   if code == 0:
     summary = summary_lib.write_summary(outputs.metadata_path, args.pipeline_name, outputs.summary_path)

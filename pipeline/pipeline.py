@@ -1,7 +1,10 @@
 """The captioner pipeline: one pure factory used by every runner.
 
-`create_pipeline` takes every environment-specific value as an argument; the
-local and Kubeflow runners only build those values and call it.
+`create_pipeline` takes every environment-specific value as an argument and
+does no I/O and no hardware probing: the local and Kubeflow runners build
+those values (a weights file's digest included) and call it, and choices that
+depend on hardware ('auto' precisions) travel unresolved to the component that
+runs on that hardware.
 """
 from typing import Any, List, Mapping, Optional, Sequence
 
@@ -26,6 +29,7 @@ def create_pipeline(
     schema_path: str,
     serving_model_dir: str,
     transform_config: config_lib.TransformConfig,
+    encoder_config: config_lib.EncoderConfig,
     trainer_config: config_lib.TrainerConfig,
     baseline_config: config_lib.TrainerConfig,
     evaluation_config: config_lib.EvaluationConfig,
@@ -36,6 +40,7 @@ def create_pipeline(
     enable_cache: bool = True,
     resolve_last_blessed_model: bool = True,
     restval_split: str = features.DEFAULT_RESTVAL_SPLIT,
+    backbone_weights_sha256: Optional[str] = None,
 ) -> tfx.dsl.Pipeline:
   """Builds the captioner pipeline.
 
@@ -46,9 +51,9 @@ def create_pipeline(
     schema_path: the curated raw-data schema (`schemas/schema.pbtxt`).
     serving_model_dir: the TF Serving base directory the Pusher writes
       versions into (`<serving_model_dir>/<version>/`).
-    transform_config, trainer_config, baseline_config, evaluation_config: the
-      Transform's, the captioner's, the captions-only baseline's and the
-      blessing's settings.
+    transform_config, encoder_config, trainer_config, baseline_config,
+      evaluation_config: the Transform's, the frozen backbone's, the
+      captioner's, the captions-only baseline's and the blessing's settings.
     metadata_connection_config: ML Metadata store; None on Kubeflow, which
       brings its own.
     beam_pipeline_args: Beam options for the Beam-backed components.
@@ -61,10 +66,18 @@ def create_pipeline(
       must not regress against it. Open-source Kubeflow Pipelines cannot run
       TFX resolver nodes; there the gate uses the absolute thresholds only.
     restval_split: the split Karpathy's 'restval' images go to.
+    backbone_weights_sha256: sha256 of `encoder_config`'s weights file
+      (feature_gen.weights_file_digest, computed by the runner), None for
+      'imagenet' or random weights.
   """
   example_gen, statistics_gen, schema_gen, example_validator, transform = _data_nodes(
       data_root, schema_path, transform_config, restval_split)
-  feature_gen = _feature_gen(example_gen, trainer_config)
+  # The frozen backbone once per image of every split, and the backbone itself. Its
+  # inputs are the examples and the encoder settings only, so retraining reuses it.
+  feature_gen = ImageFeatureGen(
+      examples=example_gen.outputs['examples'],
+      **feature_gen_lib.parameters(encoder_config, trainer_config.seed, backbone_weights_sha256)
+  ).with_id(names.FEATURE_GEN)
   trainer, baseline_trainer = _trainers(transform, schema_gen, feature_gen, trainer_config,
                                         baseline_config)
   resolver, evaluator, pusher, gallery = _evaluation_nodes(
@@ -106,19 +119,6 @@ def _data_nodes(data_root: str, schema_path: str, transform_config: config_lib.T
   return example_gen, statistics_gen, schema_gen, example_validator, transform
 
 
-def _feature_gen(example_gen, trainer_config: config_lib.TrainerConfig) -> ImageFeatureGen:
-  """The frozen backbone once per image of every split, and the backbone itself.
-
-  Its inputs are the examples and the encoder settings only, so retraining
-  reuses it from the cache. Image size and precision ('auto') are resolved
-  here, on the machine that builds the pipeline: the cache key holds what
-  computes the features.
-  """
-  return ImageFeatureGen(
-      examples=example_gen.outputs['examples'],
-      **feature_gen_lib.parameters(trainer_config.encoder, trainer_config.seed)).with_id(names.FEATURE_GEN)
-
-
 def _trainers(transform, schema_gen, feature_gen, trainer_config: config_lib.TrainerConfig,
               baseline_config: config_lib.TrainerConfig) -> tuple:
   """The captioner's Trainer and the captions-only baseline's."""
@@ -150,11 +150,7 @@ def _evaluation_nodes(example_gen, feature_gen, trainer, baseline_trainer, servi
       last_blessed_model=resolver.outputs['model'] if resolver else None,
       image_features=feature_gen.outputs[features.IMAGE_FEATURES_KEY],
       split=features.EVAL_SPLIT,
-      min_bleu4=evaluation_config.min_bleu4,
-      min_cider=evaluation_config.min_cider,
-      max_regression=evaluation_config.max_regression,
-      min_baseline_ratio=evaluation_config.min_baseline_ratio,
-      min_distinct_caption_share=evaluation_config.min_distinct_caption_share,
+      thresholds=config_lib.to_json(evaluation_config),
   ).with_id(names.CAPTION_EVALUATOR)
   # Copies a blessed model into the directory TF Serving watches.
   pusher = tfx.components.Pusher(

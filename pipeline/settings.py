@@ -19,11 +19,9 @@ _OPTIONAL_TRAINER_FLAGS = ('epochs', 'lstm_units', 'batch_size', 'learning_rate'
                            'scst_epochs', 'decoder_precision')
 _OPTIONAL_ENCODER_FLAGS = ('pooling', 'image_size')
 # --backbone_weights: the runner's default, or random weights (EncoderConfig's None).
-_RUNNER_WEIGHTS, _RANDOM_WEIGHTS = 'auto', 'none'
+RUNNER_DEFAULT_WEIGHTS, RANDOM_WEIGHTS = 'runner_default', 'none'
 # TransformConfig fields set the same way, over the runner's TransformConfig.
 _OPTIONAL_TRANSFORM_FLAGS = ('min_word_frequency',)
-# EvaluationConfig fields set by flags of the same name, over the runner's defaults.
-_EVALUATION_FLAGS = ('min_bleu4', 'min_cider', 'min_baseline_ratio', 'min_distinct_caption_share')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,10 +48,10 @@ def _add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
   encoder_defaults = config_lib.EncoderConfig()
   parser.add_argument('--backbone', default=encoder_defaults.backbone,
                       choices=list(config_lib.BACKBONE_IMAGE_SIZES))
-  parser.add_argument('--backbone_weights', default=_RUNNER_WEIGHTS,
-                      help=f"'imagenet', a local .h5 path, or '{_RANDOM_WEIGHTS}' (random). "
-                           f"'{_RUNNER_WEIGHTS}': the runner's default ({_RANDOM_WEIGHTS} on the local "
-                           f"runner's embedded dataset, {encoder_defaults.backbone_weights} otherwise).")
+  parser.add_argument('--backbone_weights', default=RUNNER_DEFAULT_WEIGHTS,
+                      help=f"'imagenet', a local .h5 path, or '{RANDOM_WEIGHTS}' (random). "
+                           f"Default: the runner's ({RANDOM_WEIGHTS} on the local runner's embedded "
+                           f"dataset, {encoder_defaults.backbone_weights} otherwise).")
   parser.add_argument('--pooling', default=None, choices=config_lib.POOLINGS,
                       help="The image feature vector: 'fc2' VGG16's 4,096-d last hidden layer at "
                            "224 px (the paper's); 'avg' the pooled last conv block (InceptionV3's "
@@ -62,13 +60,14 @@ def _add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--image_size', type=int, default=None,
                       help="Model input side in pixels (default: the runner's; "
                            "the backbone's own on real data).")
-  parser.add_argument('--precision', default=encoder_defaults.precision, choices=config_lib.PRECISIONS,
+  parser.add_argument('--backbone_precision', default=encoder_defaults.precision,
+                      choices=config_lib.PRECISIONS,
                       help="The frozen backbone's arithmetic, in the feature pass and the exported "
                            "serving graph alike: 'bfloat16' (Keras' mixed_bfloat16: several times "
                            "faster on CPUs with AMX-BF16 or AVX512-BF16 and on GPUs of compute "
-                           "capability 8.0+, features within 1%% of float32's), 'float32', or 'auto' "
-                           'for bfloat16 where the machine building the pipeline has such hardware, '
-                           'float32 elsewhere (default: %(default)s).')
+                           "capability 8.0+), 'float32', or 'auto': bfloat16 where the machine that "
+                           'runs the feature pass has such hardware, float32 elsewhere, decided on '
+                           'that machine (default: %(default)s).')
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,12 +92,13 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--lstm_units', type=int, default=None)
   parser.add_argument('--scst_epochs', type=int, default=None,
                       help='Epochs of self-critical sequence training on CIDEr-D after cross-entropy '
-                           f"(Rennie et al. 2017; default: the runner's, {trainer_defaults.scst_epochs}: "
-                           'bench/quality.py measured it on the embedded dataset, see the README).')
+                           f"(Rennie et al. 2017; default: the runner's, {trainer_defaults.scst_epochs}; "
+                           'docs/benchmarks.md).')
   parser.add_argument('--num_layers', type=int, default=trainer_defaults.num_layers)
   parser.add_argument('--beam_width', type=int, default=trainer_defaults.beam_width)
   parser.add_argument('--augment', action='store_true',
-                      help="Train with the brief's image augmentation (no feature cache).")
+                      help='Train on augmented images (rotation, shifts, shear, zoom, flip); the '
+                           'backbone then runs in the Trainer, not from the feature cache.')
   parser.add_argument('--mixed_precision', action='store_true',
                       help='float16 compute on GPUs (ignored without one).')
   parser.add_argument('--decoder_precision', default=None, choices=config_lib.PRECISIONS,
@@ -110,23 +110,21 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
-  """The blessing's thresholds."""
-  evaluation_defaults = config_lib.EvaluationConfig()
-  parser.add_argument('--min_bleu4', type=float, default=None,
-                      help='Blessing threshold on eval BLEU-4 (default: the runner\'s; '
-                           f'{evaluation_defaults.min_bleu4} on real data).')
-  parser.add_argument('--min_cider', type=float, default=None,
-                      help='Blessing threshold on eval CIDEr-D (default: the runner\'s; '
-                           f'{evaluation_defaults.min_cider} on real data).')
-  parser.add_argument('--min_baseline_ratio', type=float, default=None,
-                      help="Blessing threshold on the captioner's eval BLEU-4 over the captions-only "
-                           "baseline's (default: the runner's; "
-                           f'{evaluation_defaults.min_baseline_ratio} on real data).')
-  parser.add_argument('--min_distinct_caption_share', type=float, default=None,
-                      help="Blessing threshold on the share of distinct captions among the "
-                           "captioner's eval captions, 0..1: one sentence for every image fails "
-                           "(default: the runner's; "
-                           f'{evaluation_defaults.min_distinct_caption_share} on real data).')
+  """The blessing's thresholds: one flag per EvaluationConfig field, with the field's help."""
+  for field in dataclasses.fields(config_lib.EvaluationConfig):
+    parser.add_argument(f'--{field.name}', type=float, default=None,
+                        help=f"{field.metadata['help']} Default: the runner's ({field.default} on "
+                             'real data).')
+
+
+def encoder_config(args: argparse.Namespace,
+                   defaults: config_lib.EncoderConfig) -> config_lib.EncoderConfig:
+  """The frozen backbone's settings: the flags given, over the runner's `defaults`."""
+  encoder = _given(args, _OPTIONAL_ENCODER_FLAGS)
+  if args.backbone_weights != RUNNER_DEFAULT_WEIGHTS:
+    encoder['backbone_weights'] = None if args.backbone_weights == RANDOM_WEIGHTS else args.backbone_weights
+  return dataclasses.replace(defaults, backbone=args.backbone, precision=args.backbone_precision,
+                             **encoder)
 
 
 def trainer_config(args: argparse.Namespace,
@@ -136,15 +134,10 @@ def trainer_config(args: argparse.Namespace,
   Args:
     args: parsed flags from a parser `add_arguments` was applied to.
     defaults: the runner's TrainerConfig (e.g. config_lib.EMBEDDED_TRAINER),
-      used where a flag is left at 'auto' / unset.
+      used where a flag is unset.
   """
-  encoder = _given(args, _OPTIONAL_ENCODER_FLAGS)
-  if args.backbone_weights != _RUNNER_WEIGHTS:
-    encoder['backbone_weights'] = None if args.backbone_weights == _RANDOM_WEIGHTS else args.backbone_weights
-  encoder = dataclasses.replace(defaults.encoder, backbone=args.backbone, precision=args.precision,
-                                augment=args.augment, **encoder)
   return dataclasses.replace(
-      defaults, encoder=encoder, num_layers=args.num_layers, beam_width=args.beam_width,
+      defaults, augment=args.augment, num_layers=args.num_layers, beam_width=args.beam_width,
       mixed_precision=args.mixed_precision, seed=args.seed, **_given(args, _OPTIONAL_TRAINER_FLAGS))
 
 
@@ -159,16 +152,20 @@ def transform_config(args: argparse.Namespace,
   return dataclasses.replace(defaults, **_given(args, _OPTIONAL_TRANSFORM_FLAGS))
 
 
-def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConfig:
+def baseline_config(trainer: config_lib.TrainerConfig,
+                    encoder: config_lib.EncoderConfig) -> config_lib.TrainerConfig:
   """The captions-only baseline: the captioner's settings without the image.
 
   Cross-entropy only: the self-critical stage trains from the cached image
-  features, which the baseline does not read.
+  features, which the baseline does not read. Its serving graph takes images
+  of the encoder's input size, as the captioner's does.
   """
-  return dataclasses.replace(trainer, use_image=False, scst_epochs=0)
+  return dataclasses.replace(trainer, use_image=False, scst_epochs=0, augment=False,
+                             image_size=encoder.input_size)
 
 
 def evaluation_config(args: argparse.Namespace,
                       defaults: config_lib.EvaluationConfig) -> config_lib.EvaluationConfig:
   """The blessing thresholds: the flags given, over the runner's `defaults`."""
-  return dataclasses.replace(defaults, **_given(args, _EVALUATION_FLAGS))
+  return dataclasses.replace(defaults, **_given(
+      args, [field.name for field in dataclasses.fields(config_lib.EvaluationConfig)]))

@@ -13,6 +13,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components import features
 from components import names
 from components.evaluation import caption_evaluator, caption_metrics
 from components.evaluation import report as report_lib
@@ -86,6 +87,9 @@ def write_summary(metadata_path: str, pipeline_name: str, summary_path: str) -> 
                                names.TRAINING_REPORT_FILE)
           for role, node in _TRAINERS.items()},
       'ingestion': _artifact_json(ingestion, 'rejects', names.INGESTION_SUMMARY_FILE),
+      # What computed the features, hardware choices as the feature pass's machine resolved them.
+      'encoder': _artifact_json(latest_outputs(store, pipeline_name, names.FEATURE_GEN),
+                                features.IMAGE_FEATURES_KEY, names.ENCODER_FILE),
       'reject_report': _uri(ingestion, 'rejects') or None,
   }
   trained = {role: report for role, report in summary['training'].items() if report}
@@ -114,6 +118,11 @@ def render(summary: Dict[str, Any]) -> str:
   if captioner_training:
     lines.append(f"Vocabulary {captioner_training['vocabulary_size']} ids (4 special tokens), "
                  f"sequence length {captioner_training['sequence_length']} (from the data)")
+  encoder = summary.get('encoder')
+  if encoder:
+    decoder_precision = (captioner_training or {}).get('decoder_precision')
+    lines.append(f"Encoder {encoder['backbone']} ({encoder['pooling']}, {encoder['image_size']} px) in "
+                 f"{encoder['precision']}" + (f'; decoder in {decoder_precision}' if decoder_precision else ''))
   lines.append(f"Seed {summary['seed']}" + ''.join(
       f"; the {role} resumed its training after epoch {epoch}"
       for role, epoch in sorted(summary['resumed'].items())))

@@ -42,14 +42,15 @@ def node_parameters(node_id: str, **pipeline_args: Any) -> Dict[str, Any]:
 
   Built by pipeline.create_pipeline, called with `pipeline_args` (its
   arguments; defaults for the others), so that every parameter the pipeline
-  derives from a config (the backbone's image size, the weights file's
-  digest, ...) is derived here by the same code. Parameters left None are
+  derives from a config (the encoder's and the thresholds' JSON, ...) is
+  derived here by the same code. Parameters left None are
   dropped, as the TFX compiler drops them: the executor then uses the
   component's default.
   """
   args = dict(pipeline_name=names.PIPELINE_NAME, pipeline_root='pipeline_root', data_root='data',
               schema_path=names.SCHEMA_PATH, serving_model_dir='serving',
-              transform_config=config_lib.TransformConfig(), trainer_config=config_lib.TrainerConfig(),
+              transform_config=config_lib.TransformConfig(), encoder_config=config_lib.EncoderConfig(),
+              trainer_config=config_lib.TrainerConfig(),
               baseline_config=config_lib.TrainerConfig(use_image=False),
               evaluation_config=config_lib.EvaluationConfig())
   built = pipeline_lib.create_pipeline(**{**args, **pipeline_args})

@@ -4,7 +4,7 @@ It honours the serving contract of components/features.py (both signatures,
 string and float32 outputs of shape [batch]) but its caption for an image is a
 table lookup keyed by the image bytes, so "good", "bad" and "slightly worse"
 captioners score exactly what a test expects. For a captioner with the real
-serving graph, use serving.tiny_model.
+serving graph, use testing.tiny_model.
 """
 from typing import List, Mapping, Optional
 

@@ -102,18 +102,19 @@ def build_transformed_data(work_dir: str, num_images: int, image_size: int, seed
   return _run_transform(examples, work_dir, transform_config or config_lib.EMBEDDED_TRANSFORM)
 
 
-def build_image_features(examples_uri: str, out_dir: str,
-                         trainer_config: config_lib.TrainerConfig) -> standard_artifacts.Artifact:
+def build_image_features(examples_uri: str, out_dir: str, encoder_config: config_lib.EncoderConfig,
+                         seed: int = 0) -> standard_artifacts.Artifact:
   """Runs the ImageFeatureGen executor on the raw Examples at `examples_uri` (every split)
-  with the parameters the pipeline gives it for `trainer_config` ('auto' precision resolved
-  as the pipeline resolves it), on the in-process DirectRunner."""
+  with the parameters the pipeline gives it for `encoder_config` and `seed`, on the
+  in-process DirectRunner."""
   examples = standard_artifacts.Examples()
   examples.uri = examples_uri
   examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
   return executors.run_executor(
       feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context()),
       {'examples': examples}, {features.IMAGE_FEATURES_KEY: artifacts.ImageFeatures},
-      executors.node_parameters(names.FEATURE_GEN, trainer_config=trainer_config),
+      executors.node_parameters(names.FEATURE_GEN, encoder_config=encoder_config,
+                                trainer_config=config_lib.TrainerConfig(seed=seed)),
       out_dir)[features.IMAGE_FEATURES_KEY]
 
 

@@ -3,12 +3,12 @@ import pathlib
 
 import pytest
 
-from serving import tiny_model
+from testing import tiny_model
 
 
 @pytest.fixture(scope='session')
 def tiny_model_dir(tmp_path_factory) -> pathlib.Path:
-  """The tiny random captioner (serving.tiny_model, defaults), exported once per session.
+  """The tiny random captioner (testing.tiny_model, defaults), exported once per session.
 
   Read-only: a test that needs it in a layout of its own (a serving base
   directory, a Model artifact) copies it there.

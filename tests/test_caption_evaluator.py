@@ -6,7 +6,7 @@ are fixed per image (a table keyed by the image bytes), so that "good", "bad"
 and "slightly worse" captioners are exact. The component's executor runs
 directly on artifacts in tmp dirs (testing/executors.py), then the standard
 Pusher executor and LatestBlessedModelStrategy read the blessing it wrote. One
-test also evaluates the tiny random captioner of serving/tiny_model.py, which
+test also evaluates the tiny random captioner of testing/tiny_model.py, which
 has the project's real serving graph.
 """
 import dataclasses
@@ -30,7 +30,7 @@ from components.training import stages
 from components import config as config_lib
 from components import features
 from pipeline import summary
-from serving import tiny_model
+from testing import tiny_model
 from testing import examples as examples_lib
 from testing import executors
 from testing import lookup_captioner

@@ -1,4 +1,4 @@
-"""Exports the tiny captioner (serving.tiny_model) with the project's exporter, loads the
+"""Exports the tiny captioner (testing.tiny_model) with the project's exporter, loads the
 SavedModel back and calls its signatures."""
 import os
 import subprocess
@@ -15,7 +15,7 @@ from components import features
 from components import names
 from components import records
 from components.encoder import image_features
-from serving import tiny_model
+from testing import tiny_model
 from testing import images as test_images
 
 IMAGE_SIZE = tiny_model.IMAGE_SIZE

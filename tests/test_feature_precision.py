@@ -21,9 +21,8 @@ from components.encoder import feature_gen
 from components.encoder import image_features
 from components.encoder import precision as precision_lib
 from components.training import exporter
-from pipeline import pipeline as pipeline_lib
 from pipeline import settings
-from serving import tiny_model
+from testing import tiny_model
 from testing import examples as test_examples
 from testing import executors
 from testing import images as test_images
@@ -114,11 +113,12 @@ def examples(tmp_path_factory):
        features.DEMO_SPLIT: {i: split[i] for i in ids[10:]}})
 
 
-def _feature_pass(examples, out_dir, **parameters):
+def _feature_pass(examples, out_dir, precision):
+  encoder = config_lib.EncoderConfig(backbone_weights=None, image_size=32, pooling='avg', precision=precision)
   return executors.run_executor(
       feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context()),
       {'examples': examples}, {features.IMAGE_FEATURES_KEY: ImageFeatures},
-      {'backbone': 'vgg16', 'image_size': 32, 'pooling': 'avg', 'seed': 0, 'batch_size': 4, **parameters},
+      {**feature_gen.parameters(encoder, seed=0), 'batch_size': 4},
       out_dir)[features.IMAGE_FEATURES_KEY]
 
 
@@ -159,9 +159,13 @@ def test_bfloat16_features_are_close_to_float32_but_not_equal(feature_passes):
     assert np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.999, image_id
 
 
-def test_the_feature_pass_takes_only_a_resolved_precision(examples, tmp_path):
-  with pytest.raises(ValueError, match="resolved precision.*got 'auto'"):
-    _feature_pass(examples, tmp_path, precision='auto')
+def test_the_feature_pass_resolves_auto_on_its_machine_and_records_it(examples, tmp_path, monkeypatch):
+  """'auto' is decided where the pass runs: on a machine without bfloat16 units it computes
+  float32 features, and the artifact says so (what the Trainer and the summary read)."""
+  monkeypatch.setattr(precision_lib, 'hardware_has_bfloat16', lambda *args: False)
+  artifact = _feature_pass(examples, tmp_path, precision='auto')
+  assert features_artifact.artifact_encoder_info(artifact.uri).precision == 'float32'
+  assert artifact.get_string_custom_property('precision') == 'float32'
 
 
 # --- The serving graph in bfloat16 ---
@@ -225,17 +229,18 @@ def test_bfloat16_model_captions_in_stock_tensorflow_without_onednn(bfloat16_exp
 
 # --- The flag, shared by both runners, and the pipeline's resolved parameter ---
 
-def test_the_flag_reaches_the_feature_pass_resolved(tmp_path):
+def test_the_flag_reaches_the_feature_pass_unresolved():
+  """The pipeline carries the flag as given, 'auto' included: the machine that builds the
+  pipeline is not the one that runs the backbone."""
   parser = argparse.ArgumentParser()
   settings.add_arguments(parser)
-  assert settings.trainer_config(parser.parse_args([]), config_lib.TrainerConfig()).encoder.precision == 'auto'
+  assert settings.encoder_config(parser.parse_args([]), config_lib.EncoderConfig()).precision == 'auto'
   for flag in ('auto', 'float32', 'bfloat16'):
-    config = settings.trainer_config(parser.parse_args(['--precision', flag]), config_lib.TrainerConfig())
-    built = pipeline_lib.create_pipeline(
-        pipeline_name='p', pipeline_root=str(tmp_path), data_root=str(tmp_path), schema_path=names.SCHEMA_PATH,
-        serving_model_dir=str(tmp_path), transform_config=config_lib.TransformConfig(), trainer_config=config,
-        baseline_config=settings.baseline_config(config), evaluation_config=config_lib.EvaluationConfig())
-    [feature_pass] = [c for c in built.components if c.id == names.FEATURE_GEN]
-    assert feature_pass.exec_properties['precision'] == precision_lib.resolve(flag)
+    encoder = settings.encoder_config(parser.parse_args(['--backbone_precision', flag]),
+                                      config_lib.EncoderConfig())
+    parameters = executors.node_parameters(names.FEATURE_GEN, encoder_config=encoder)
+    assert config_lib.from_json(config_lib.EncoderConfig, parameters['encoder']).precision == flag
   with pytest.raises(SystemExit):
-    parser.parse_args(['--precision', 'float16'])
+    parser.parse_args(['--backbone_precision', 'float16'])
+
+

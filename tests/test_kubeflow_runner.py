@@ -176,12 +176,28 @@ def test_paths_and_configs_reach_the_components(dataflow_job, dataflow_spec):
                                       scst_epochs=2, decoder_precision='float32')
   assert config_lib.from_custom_config(config_lib.TrainerConfig, captioner) == expected
   assert config_lib.from_custom_config(config_lib.TrainerConfig, baseline) == (
-      settings.baseline_config(expected))
+      settings.baseline_config(expected, config_lib.EncoderConfig()))
   assert baseline['use_image'] is False
   assert baseline['scst_epochs'] == 0  # the self-critical stage needs the image features
+  thresholds = _parameter(dataflow_spec, names.CAPTION_EVALUATOR, 'thresholds')
+  assert config_lib.from_json(config_lib.EvaluationConfig, thresholds) == config_lib.EvaluationConfig()
   transform = json.loads(_parameter(dataflow_spec, names.TRANSFORM, 'custom_config'))
   assert config_lib.from_custom_config(config_lib.TransformConfig, transform) == (
       config_lib.TransformConfig(min_word_frequency=3))
+
+
+def test_no_hardware_choice_is_made_on_the_compiling_machine(dataflow_spec, flink_spec):
+  """The spec is compiled on one machine and run on others: 'auto' precisions reach the
+  workers unresolved, whatever the compiling machine's processor."""
+  for spec in (dataflow_spec, flink_spec):
+    encoder = config_lib.from_json(config_lib.EncoderConfig, _parameter(spec, names.FEATURE_GEN, 'encoder'))
+    assert encoder.precision == config_lib.AUTO_PRECISION
+    assert encoder.image_size is None  # the backbone's own, decided with it
+    for name in _CONTAINER_TASKS:
+      for key, value in _tasks(spec)[name].inputs.parameters.items():
+        text = value.runtime_value.constant.string_value
+        assert 'bfloat16' not in text and 'float32' not in text.replace('"decoder_precision": "float32"', ''), (
+            name, key, text)
 
 
 def test_every_container_runs_the_pipeline_image(dataflow_spec):

@@ -222,20 +222,23 @@ def test_a_failing_run_ends_with_one_error_line_naming_the_component_and_the_log
 def test_real_data_follows_the_published_recipe_and_the_flags_override_either_defaults():
   # Imported here: local_run imports TFX, which local_runner defers until its log is open.
   real = local_run.run_configs(local_runner._parse_args(['--data_dir', '/data/Flickr8k']))
-  assert real == (config_lib.TransformConfig(), config_lib.TrainerConfig(), config_lib.EvaluationConfig())
+  assert real == (config_lib.TransformConfig(), config_lib.EncoderConfig(), config_lib.TrainerConfig(),
+                  config_lib.EvaluationConfig())
   # components/config.py's RECIPE: min word count 5, beam 3, dropout 0.5, Adam at 5e-4 per
   # batch of 32, scaled to 1e-3 per batch of 64.
-  assert (real[0].min_word_frequency, real[1].beam_width, real[1].dropout, real[1].learning_rate,
-          real[1].batch_size) == (5, 3, 0.5, 1e-3, 64)
+  assert (real[0].min_word_frequency, real[2].beam_width, real[2].dropout, real[2].learning_rate,
+          real[2].batch_size) == (5, 3, 0.5, 1e-3, 64)
   embedded = local_run.run_configs(local_runner._parse_args([]))
-  assert embedded == (config_lib.EMBEDDED_TRANSFORM, config_lib.EMBEDDED_TRAINER,
+  assert embedded == (config_lib.EMBEDDED_TRANSFORM, config_lib.EMBEDDED_ENCODER, config_lib.EMBEDDED_TRAINER,
                       config_lib.EMBEDDED_EVALUATION)
   flags = ['--learning_rate', '2e-4', '--dropout', '0.1', '--embedding_dim', '128',
            '--min_word_frequency', '4', '--batch_size', '8', '--scst_epochs', '3',
            '--decoder_precision', 'bfloat16']
-  for argv, (transform, trainer, evaluation) in (([], embedded), (['--data_dir', '/data/Flickr8k'], real)):
+  for argv, (transform, encoder, trainer, evaluation) in (([], embedded),
+                                                          (['--data_dir', '/data/Flickr8k'], real)):
     assert local_run.run_configs(local_runner._parse_args(argv + flags)) == (
         dataclasses.replace(transform, min_word_frequency=4),
+        encoder,
         dataclasses.replace(trainer, learning_rate=2e-4, dropout=0.1, embedding_dim=128, batch_size=8,
                             scst_epochs=3, decoder_precision='bfloat16'),
         evaluation)

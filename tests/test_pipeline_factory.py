@@ -1,9 +1,12 @@
 """pipeline.create_pipeline: what differs per node is an argument, checked against the nodes."""
 from kfp.pipeline_spec import pipeline_spec_pb2
 import pytest
+import tensorflow as tf
 
 from components import config as config_lib
 from components import names
+from components.encoder import feature_gen
+from components.encoder import precision as precision_lib
 from pipeline import pipeline as pipeline_lib
 
 _ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
@@ -13,7 +16,8 @@ def _build(**per_node):
   return pipeline_lib.create_pipeline(
       pipeline_name=names.PIPELINE_NAME, pipeline_root='root', data_root='data',
       schema_path=names.SCHEMA_PATH, serving_model_dir='serving',
-      transform_config=config_lib.TransformConfig(), trainer_config=config_lib.TrainerConfig(),
+      transform_config=config_lib.TransformConfig(), encoder_config=config_lib.EncoderConfig(),
+      trainer_config=config_lib.TrainerConfig(),
       baseline_config=config_lib.TrainerConfig(use_image=False),
       evaluation_config=config_lib.EvaluationConfig(),
       beam_pipeline_args=['--direct_num_workers=2'], **per_node)
@@ -40,3 +44,25 @@ def test_per_node_beam_args_and_platform_configs_reach_only_their_nodes():
 def test_a_per_node_setting_for_no_such_node_is_refused_by_name(argument, node_id, method):
   with pytest.raises(ValueError, match=f"'{node_id}'.*{method}"):
     _build(**{argument: {node_id: ['--x'] if 'beam' in argument else _ResourceSpec()}})
+
+
+def test_the_factory_reads_no_file_and_probes_no_hardware(monkeypatch):
+  """Built for another machine: a weights path that does not exist here and 'auto' precision
+  give a pipeline, and nothing asks this machine's processor, GPUs or files."""
+  def refuse(*args, **kwargs):
+    raise AssertionError('create_pipeline probed the machine that builds it')
+  monkeypatch.setattr(precision_lib, 'hardware_has_bfloat16', refuse)
+  monkeypatch.setattr(precision_lib, 'cpu_flags', refuse)
+  monkeypatch.setattr(tf.config, 'list_physical_devices', refuse)
+  monkeypatch.setattr(feature_gen, 'weights_file_digest', refuse)
+  monkeypatch.setattr(tf.io.gfile, 'GFile', refuse)
+  encoder = config_lib.EncoderConfig(backbone_weights='/weights/on/the/workers.h5')
+  built = pipeline_lib.create_pipeline(
+      pipeline_name=names.PIPELINE_NAME, pipeline_root='root', data_root='data',
+      schema_path=names.SCHEMA_PATH, serving_model_dir='serving',
+      transform_config=config_lib.TransformConfig(), encoder_config=encoder,
+      trainer_config=config_lib.TrainerConfig(), baseline_config=config_lib.TrainerConfig(use_image=False),
+      evaluation_config=config_lib.EvaluationConfig(), backbone_weights_sha256='ab' * 32)
+  [feature_pass] = [node for node in built.components if node.id == names.FEATURE_GEN]
+  assert config_lib.from_json(config_lib.EncoderConfig, feature_pass.exec_properties['encoder']) == encoder
+  assert feature_pass.exec_properties['backbone_weights_sha256'] == 'ab' * 32

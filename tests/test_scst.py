@@ -147,7 +147,7 @@ def test_the_sampler_never_chooses_pad_or_start_and_pads_after_end(tiny_model):
 
 def test_the_stage_refuses_what_it_cannot_train():
   with pytest.raises(ValueError, match='cached image features'):
-    scst.check_config(config_lib.TrainerConfig(scst_epochs=1, encoder=config_lib.EncoderConfig(augment=True)))
+    scst.check_config(config_lib.TrainerConfig(scst_epochs=1, augment=True))
   with pytest.raises(ValueError, match='cached image features'):
     scst.check_config(config_lib.TrainerConfig(scst_epochs=1, use_image=False))
-  scst.check_config(config_lib.TrainerConfig(encoder=config_lib.EncoderConfig(augment=True)))  # no stage, nothing to refuse
+  scst.check_config(config_lib.TrainerConfig(augment=True))  # no stage, nothing to refuse

@@ -1,7 +1,7 @@
 """Serving end to end: a pushed SavedModel, the local server (gRPC and REST) on real sockets, the client.
 
 The model is the tiny random-weight captioner exported by the project's own
-exporter (serving.tiny_model, via tests/conftest.py), laid out like the Pusher's base directory
+exporter (testing.tiny_model, via tests/conftest.py), laid out like the Pusher's base directory
 <base>/captioner/<version>/. Every expected caption comes from calling that
 SavedModel directly in this process.
 """
@@ -43,14 +43,14 @@ from components import caption_signatures
 from components.evaluation import captioning
 from serving import batching
 from serving import client as client_lib
-from serving import server as server_lib
+from serving import model_server as server_lib
 from testing.images import block_image
 
 MODEL_NAME = names.MODEL_NAME
 MAX_IMAGE_PIXELS = 64 * 64  # the test images are 32x32
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_IMAGES_PER_REQUEST = 40
-TOP_K = 2  # serving.tiny_model's beam width
+TOP_K = 2  # testing.tiny_model's beam width
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY_DIR = os.path.join(REPO, 'serving', 'deploy')
 State = get_model_status_pb2.ModelVersionStatus.State

@@ -48,7 +48,7 @@ from components.encoder import precision as precision_lib
 NUM_IMAGES = 40
 IMAGE_SIZE = 32
 _TINY_ENCODER = config_lib.EncoderConfig(backbone_weights=None, image_size=IMAGE_SIZE, pooling='flatten')
-_TINY = dict(encoder=_TINY_ENCODER, embedding_dim=16,
+_TINY = dict(image_size=IMAGE_SIZE, embedding_dim=16,
              lstm_units=16, batch_size=16, epochs=1)
 
 
@@ -61,7 +61,7 @@ def transformed(tmp_path_factory):
 def image_features(transformed, tmp_path_factory):
   """The ImageFeatureGen's artifact for the tiny encoder settings (random VGG16, 32 px, flatten)."""
   return transformed_data.build_image_features(transformed.examples_uri, str(tmp_path_factory.mktemp('features')),
-                                               config_lib.TrainerConfig(**_TINY))
+                                               _TINY_ENCODER)
 
 
 def _train(transformed, image_features, tmp_path_factory, **overrides):
@@ -196,12 +196,12 @@ def test_tensorboard_logs_hold_the_epoch_losses(captioner):
 
 def test_augmented_training_exports_a_captioner(transformed, image_features, tmp_path_factory, demo_images):
   args = _train(transformed, image_features, tmp_path_factory,
-                encoder=dataclasses.replace(_TINY_ENCODER, augment=True))
+                augment=True)
   captions, log_probs = _caption(args, demo_images)
   _assert_real_captions(captions, log_probs, transformed)
   assert len(set(np.round(log_probs, 4))) > 1, log_probs
   report = _report(args)
-  assert report['config']['encoder']['augment'] is True
+  assert report['config']['augment'] is True
   assert all(math.isfinite(v) for v in report['history']['loss'])
 
 

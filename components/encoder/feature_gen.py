@@ -14,9 +14,12 @@ components/encoder/features_artifact.py says: the saved backbone, its
 EncoderInfo, the features of every split. After the pass, the parity check
 (components/encoder/parity.py) re-encodes a sample as the serving graph does.
 
-The pipeline builds the parameters from one config_lib.EncoderConfig
-(`parameters`), and the executor rebuilds that EncoderConfig from them, so the
-encoder's settings have one shape from the flags to the artifact.
+The pipeline hands the executor one config_lib.EncoderConfig as a JSON
+parameter (`parameters`), so the encoder's settings have one shape from the
+flags to the artifact. Hardware choices are made here, on the worker that runs
+the backbone: 'auto' precision travels unresolved, and the precision that
+computed the features is recorded in the artifact's EncoderInfo, which every
+reader of the features (Trainer, evaluator, gallery) takes it from.
 
 Nothing lost: before the Beam pass the image ids of every split are read
 from the examples (only that feature, in C++); after it, the ids in the
@@ -31,6 +34,7 @@ this component's Beam work in its own process (pipeline/beam_args.py says
 why), so those records reach the terminal; on a runner with remote workers
 each worker reports its own share into its log.
 """
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -85,9 +89,9 @@ def _keyed_image(file_and_record: Tuple[str, bytes], split_of_dir: Mapping[str, 
 def weights_file_digest(backbone_weights: Optional[str]) -> Optional[str]:
   """sha256 of a local weights file, None for 'imagenet' (Keras' fixed download) or random weights.
 
-  Passed to ImageFeatureGen as `backbone_weights_sha256`, so that TFX's cache
-  keys the features on the file's content: a file replaced at the same path
-  recomputes them.
+  The runners compute it and pass it to ImageFeatureGen as
+  `backbone_weights_sha256`, so that TFX's cache keys the features on the
+  file's content: a file replaced at the same path recomputes them.
   """
   if backbone_weights in (None, 'imagenet'):
     return None
@@ -98,19 +102,17 @@ def weights_file_digest(backbone_weights: Optional[str]) -> Optional[str]:
   return digest.hexdigest()
 
 
-def parameters(encoder: config_lib.EncoderConfig, seed: int) -> Dict[str, Any]:
-  """The ImageFeatureGen's encoder parameters for `encoder`, as the pipeline passes them.
+def parameters(encoder: config_lib.EncoderConfig, seed: int,
+               backbone_weights_sha256: Optional[str] = None) -> Dict[str, Any]:
+  """The ImageFeatureGen's parameters for `encoder`, as the pipeline passes them.
 
-  The image size and the precision are resolved here, on the machine that
-  builds the pipeline ('auto' -> what its hardware runs fastest), so that TFX's
-  cache key holds what computes the features; `seed` initialises random
-  backbone weights (TrainerConfig.seed), so two runs of one command train on
-  the same features.
+  Pure: nothing is resolved or read here. `seed` initialises random backbone
+  weights (TrainerConfig.seed), so two runs of one command train on the same
+  features; `backbone_weights_sha256` is `weights_file_digest`'s, computed by
+  the runner.
   """
-  return dict(backbone=encoder.backbone, image_size=encoder.input_size, pooling=encoder.pooling,
-              seed=seed, backbone_weights=encoder.backbone_weights,
-              backbone_weights_sha256=weights_file_digest(encoder.backbone_weights),
-              precision=precision_lib.resolve(encoder.precision))
+  return dict(encoder=config_lib.to_json(encoder), seed=seed,
+              backbone_weights_sha256=backbone_weights_sha256)
 
 
 def build_encoder(encoder: config_lib.EncoderConfig
@@ -185,12 +187,8 @@ def run_feature_pass(pipeline: beam.Pipeline, examples: tfx.types.standard_artif
 def ImageFeatureGen(
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
     image_features: tfx.dsl.components.OutputArtifact[ImageFeatures],
-    backbone: tfx.dsl.components.Parameter[str],
-    image_size: tfx.dsl.components.Parameter[int],
-    pooling: tfx.dsl.components.Parameter[str],
+    encoder: tfx.dsl.components.Parameter[str],
     seed: tfx.dsl.components.Parameter[int],
-    precision: tfx.dsl.components.Parameter[str],
-    backbone_weights: tfx.dsl.components.Parameter[str] = None,
     backbone_weights_sha256: tfx.dsl.components.Parameter[str] = None,
     batch_size: tfx.dsl.components.Parameter[int] = backbone_handler.DEFAULT_BATCH_SIZE,
     parity_sample: tfx.dsl.components.Parameter[int] = parity.DEFAULT_PARITY_SAMPLE,
@@ -201,36 +199,31 @@ def ImageFeatureGen(
   Args:
     examples: ExampleGen output (components/records.py layout); every split.
     image_features: output (components/encoder/features_artifact.py layout).
-    backbone, image_size, pooling, seed, precision, backbone_weights,
-      backbone_weights_sha256: `parameters(encoder, seed)` of one
-      config_lib.EncoderConfig: image size and precision resolved (never
-      'auto', so that TFX's cache never hands features of one precision to a
-      run of the other); backbone_weights None (TFX drops it) for random
-      weights; the weights file's digest, so that the cache tells weights
-      files at the same path apart, checked here.
+    encoder: a config_lib.EncoderConfig as `config_lib.to_json` writes it;
+      its precision may be 'auto', resolved here for this worker's hardware.
+    seed: initialises random backbone weights.
+    backbone_weights_sha256: the weights file's digest (None without a
+      file), so that the cache tells weights files at the same path apart;
+      checked here.
     batch_size: images per backbone call.
     parity_sample: images per split re-encoded by parity.check_parity.
     beam_pipeline: injected by TFX with the pipeline's Beam arguments.
   """
-  if backbone_weights_sha256 != weights_file_digest(backbone_weights):
-    raise ValueError(f'Backbone weights file {backbone_weights} changed after the pipeline was '
-                     f'built (sha256 {backbone_weights_sha256} expected); build it again.')
-  if precision not in precision_lib.KERAS_POLICIES:
-    raise ValueError(f'ImageFeatureGen takes a resolved precision, one of '
-                     f'{sorted(precision_lib.KERAS_POLICIES)}, got {precision!r} (resolve it with '
-                     'components.encoder.precision.resolve when building the pipeline).')
+  config = config_lib.from_json(config_lib.EncoderConfig, encoder)
+  if backbone_weights_sha256 != weights_file_digest(config.backbone_weights):
+    raise ValueError(f'Backbone weights file {config.backbone_weights} changed after the pipeline '
+                     f'was built (sha256 {backbone_weights_sha256} expected); build it again.')
   keras.utils.set_random_seed(seed)
-  extractor, info = build_encoder(config_lib.EncoderConfig(
-      backbone=backbone, backbone_weights=backbone_weights, image_size=image_size, pooling=pooling,
-      precision=precision))
+  extractor, info = build_encoder(dataclasses.replace(
+      config, image_size=config.input_size, precision=precision_lib.resolve(config.precision)))
   uri = image_features.uri
   features_artifact.save_backbone(extractor, features_artifact.backbone_dir(uri))
   del extractor  # the workers load the saved one: what they run is what the Trainer gets
   features_artifact.write_encoder_info(info, os.path.join(uri, names.ENCODER_FILE))
   logging.info('Feature pass with %s.', info)
   passes, seconds = run_feature_pass(beam_pipeline, examples, uri, batch_size)
-  progress.logger.info('  feature pass: %d images through %s in %.1f s (%.1f images/s)',
-                       passes, backbone, seconds, passes / max(seconds, 1e-9))
+  progress.logger.info('  feature pass: %d images through %s (%s) in %.1f s (%.1f images/s)',
+                       passes, info.backbone, info.precision, seconds, passes / max(seconds, 1e-9))
   features_artifact.set_encoder_properties(image_features, info)
   image_features.set_int_custom_property(names.BACKBONE_PASSES_PROPERTY, passes)
   image_features.set_float_custom_property(features_artifact.FEATURE_PASS_SECONDS_PROPERTY, seconds)

@@ -227,11 +227,7 @@ def CaptionEvaluator(
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
     evaluation: tfx.dsl.components.OutputArtifact[CaptionEvaluation],
     blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelBlessing],
-    min_bleu4: tfx.dsl.components.Parameter[float],
-    min_cider: tfx.dsl.components.Parameter[float],
-    max_regression: tfx.dsl.components.Parameter[float],
-    min_baseline_ratio: tfx.dsl.components.Parameter[float],
-    min_distinct_caption_share: tfx.dsl.components.Parameter[float],
+    thresholds: tfx.dsl.components.Parameter[str],
     baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     last_blessed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     image_features: tfx.dsl.components.InputArtifact[ImageFeatures] = None,
@@ -251,9 +247,8 @@ def CaptionEvaluator(
       names.BACKBONE_PASSES_PROPERTY: images of the captioner and last blessed model
       sent through serving_default as bytes (the baseline's graph has no backbone).
     blessing: output ModelBlessing for the Pusher and LatestBlessedModelStrategy.
-    min_bleu4, min_cider, max_regression, min_baseline_ratio,
-      min_distinct_caption_share: the gate's thresholds (config.EvaluationConfig,
-      `decide_blessing`).
+    thresholds: the gate's thresholds, a config.EvaluationConfig as
+      `config.to_json` writes it (`decide_blessing`).
     baseline_model: optional captions-only language model (same serving
       contract); scored and recorded, never gated.
     last_blessed_model: optional latest blessed model (Resolver with
@@ -263,12 +258,10 @@ def CaptionEvaluator(
     split: the split to caption and score.
     batch_size: images per call of the caption signature.
   """
-  thresholds = config_lib.EvaluationConfig(
-      min_bleu4=min_bleu4, min_cider=min_cider, max_regression=max_regression,
-      min_baseline_ratio=min_baseline_ratio, min_distinct_caption_share=min_distinct_caption_share)
   report, split_captions, scores = _evaluate(
       {CAPTIONER: model, BASELINE: baseline_model, LAST_BLESSED: last_blessed_model}, examples,
-      split, batch_size, image_features.uri if image_features else None, thresholds)
+      split, batch_size, image_features.uri if image_features else None,
+      config_lib.from_json(config_lib.EvaluationConfig, thresholds))
   report_lib.write(report, evaluation.uri)
   _write_captions(evaluation.uri, split_captions, scores)
   evaluation.set_int_custom_property(names.BACKBONE_PASSES_PROPERTY, sum(

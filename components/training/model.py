@@ -191,7 +191,7 @@ def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_len
 
   Without augmentation Keras fits the caption model itself, on cached feature
   vectors, or with `config.fused_training` its target-steps model
-  (`target_steps_model`). With `config.encoder.augment` it fits a model on
+  (`target_steps_model`). With `config.augment` it fits a model on
   pixels: augmentation, the frozen `feature_extractor`, then that model.
   Augmentation is here, on training pixels only, so every epoch sees new
   variants (in Transform it would run once). The pixel input takes the
@@ -209,7 +209,7 @@ def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_len
       use_image=config.use_image, dense_dtype=dense_dtype_policy(config),
       fused_lstm=config.fused_training)
   training_model = target_steps_model(caption_model) if config.fused_training else caption_model
-  if config.encoder.augment and config.use_image:
+  if config.augment and config.use_image:
     image_size = feature_extractor.input_shape[1]
     images = keras.Input([image_size, image_size, 3], name=features.IMAGE_FEATURES_KEY)
     input_ids = keras.Input([sequence_length - 1], dtype=tf.int64, name=INPUT_IDS_INPUT)

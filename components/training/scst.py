@@ -39,7 +39,7 @@ from components.training import model as model_lib
 
 def check_config(config: config_lib.TrainerConfig) -> None:
   """ValueError, before any training, if the stage is asked for where it cannot run."""
-  if config.scst_epochs and (config.encoder.augment or not config.use_image):
+  if config.scst_epochs and (config.augment or not config.use_image):
     raise ValueError('Self-critical training (scst_epochs > 0) trains from the cached image features: '
                      'it needs use_image=True and augment=False.')
   if config.scst_epochs and config.scst_samples < 1:

@@ -6,13 +6,13 @@ whose uri the CaptionTrainer executor hands run_fn as
 `fn_args.image_features_uri` (components/training/trainer_component.py). That
 artifact is the one source of the encoder: its saved backbone (input size,
 pooling, precision, weights) is what the model trains on and exports, and its
-EncoderInfo is copied into the serving model; `TrainerConfig.encoder` only
-says whether to augment, and gives the baseline, which has no backbone, the
-size its serving graph decodes images to.
+EncoderInfo is copied into the serving model; `TrainerConfig.augment` says
+whether to augment, and `TrainerConfig.image_size` gives the baseline, which
+has no backbone, the size its serving graph decodes images to.
 
 Speed: the backbone is frozen, so without augmentation its features are a
 pure function of the image; the ImageFeatureGen computed them once per image
-and the Trainer only reads them (the brief's "bottleneck"), so retraining with
+and the Trainer only reads them (the "bottleneck" features), so retraining with
 other decoder or training settings runs no backbone at all. With augmentation
 on, every epoch sees new pixels, so the backbone runs inside the training model.
 Either way the exported model embeds the artifact's own backbone SavedModel:
@@ -28,8 +28,8 @@ model_run/names.CROSS_ENTROPY_MODEL_DIR, so the stage's effect can be measured
 on one training (bench/quality.py). Every exported model records the stages
 it went through (components/training/stages.py).
 
-The same `run_fn` trains the captions-only language model (the brief's step 2,
-`use_image=False`, no features needed): the baseline the captioner has to beat.
+The same `run_fn` trains the captions-only language model (`use_image=False`,
+no features needed): the baseline the captioner has to beat.
 """
 import functools
 import json
@@ -113,7 +113,7 @@ def run_fn(fn_args: FnArgs) -> None:
 
   with strategy.scope():
     feature_extractor = (features_artifact.load_backbone(features_uri) if config.use_image
-                         else model_lib.pixel_blind_extractor(config.encoder.input_size))
+                         else model_lib.pixel_blind_extractor(config.image_size))
     caption_model, training_model = model_lib.build_models(
         config, len(vocabulary), sequence_length, feature_extractor)
 
@@ -161,7 +161,7 @@ def _image_inputs(config: config_lib.TrainerConfig, per_image: tf.data.Dataset, 
   artifact's cached features, or, with augmentation, pixels at its backbone's input size."""
   if not config.use_image:
     return datasets.without_image(per_image)
-  if config.encoder.augment:
+  if config.augment:
     return datasets.with_pixels(per_image, feature_extractor.input_shape[1])
   return datasets.with_cached_features(per_image, features_artifact.read_features(features_uri, split),
                                        f'split {split!r} of {features_uri}')

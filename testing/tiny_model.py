@@ -8,7 +8,7 @@ initialisation a random decoder says the same thing for every image, so its
 weights are scaled up: different images then get different captions and
 log-probabilities, which lets tests notice a batch handed back in the wrong order.
 
-    python -m serving.tiny_model /tmp/serving/captioner/1
+    python -m testing.tiny_model /tmp/serving/captioner/1
 """
 import argparse
 from typing import List, NamedTuple, Sequence
@@ -59,7 +59,7 @@ def export_tiny_model(export_dir: str, seed: int = 0, beam_width: int = 2, max_l
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog='python -m serving.tiny_model', description=__doc__.split('\n\n')[0])
+  parser = argparse.ArgumentParser(prog='python -m testing.tiny_model', description=__doc__.split('\n\n')[0])
   parser.add_argument('export_dir', help='Where to write it, e.g. <serving_dir>/captioner/1.')
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
