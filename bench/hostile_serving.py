@@ -7,7 +7,9 @@ then:
     Content-Length abc, a chunked body, JSON nested 100,000 deep, bytes that
     are not HTTP, a header line over the limit, two 400 MiB bodies) and checks
     it gets a 4xx with TF Serving's {"error": ...} JSON, and that a good
-    request right after it gets the same caption as before;
+    request right after it gets the same caption as before; a chunked good
+    request, and a good request whose client then half-closes its sending
+    side, must get the caption;
   * holds 300 connections that send half a body and checks that the server
     closes each with a 408 after its deadline while good REST and gRPC
     requests keep getting answers;
@@ -117,6 +119,14 @@ def _exchange(port, head, body=b'', timeout=60):
       sender.join()
 
 
+def _half_closed(port, data):
+  """Sends a whole request, then shuts the sending side (RFC 9112 section 9.6 allows it) and reads the answer."""
+  with socket.create_connection(('127.0.0.1', port), timeout=60) as sock:
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+    return _read_response(sock)
+
+
 def _post(port, body, headers=b''):
   head = b'POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n' % (_PREDICT, headers, len(body))
   return _exchange(port, head, body)
@@ -189,9 +199,9 @@ class _Probe:
 def _malformed_cases(probe):
   """{case: (HTTP status, TF Serving's error JSON?, the good request still answered alike?)}."""
   port = probe.port
-  chunked = _good_body(probe.image)
-  chunked = b''.join(b'%x\r\n%s\r\n' % (len(chunked[i:i + 100]), chunked[i:i + 100])
-                     for i in range(0, len(chunked), 100)) + b'0\r\n\r\n'
+  good = _good_body(probe.image)
+  chunked = b''.join(b'%x\r\n%s\r\n' % (len(good[i:i + 100]), good[i:i + 100])
+                     for i in range(0, len(good), 100)) + b'0\r\n\r\n'
   cases = {
       'content_length_minus_1_200mib': lambda: _exchange(
           port, b'POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n' % _PREDICT, bytes(200 * _MIB)),
@@ -200,6 +210,8 @@ def _malformed_cases(probe):
       'chunked_good_request': lambda: _exchange(
           port, b'POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n' % _PREDICT, chunked),
       'json_100000_deep': lambda: _post(port, b'[' * 100_000 + b']' * 100_000),
+      'half_closed_good_request': lambda: _half_closed(
+          port, b'POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s' % (_PREDICT, len(good), good)),
       'not_http': lambda: _exchange(port, b'\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n'),
       'header_line_20kb': lambda: _exchange(
           port, b'GET /v1/models/captioner HTTP/1.1\r\nHost: x\r\nX-Long: %s\r\n\r\n' % (b'a' * 20_000)),
@@ -210,7 +222,7 @@ def _malformed_cases(probe):
   results = {}
   for name, send in cases.items():
     status, answer = send()
-    if name == 'chunked_good_request':
+    if name in ('chunked_good_request', 'half_closed_good_request'):
       ok = status == 200 and answer['predictions'][0][features.CAPTION_OUTPUT] == probe.want[1]
     else:
       ok = status is not None and 400 <= status < 500 and _is_error_json(answer)

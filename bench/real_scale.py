@@ -22,8 +22,9 @@ the ExampleGen on DirectRunner threads, the feature pass in-process;
     `--precision` (default `auto`, resolved as the runners resolve it).
 With `--pipeline`, the whole pipeline as a person runs it, in a subprocess:
 `python -m pipeline.local_runner --data_dir <folder> --backbone_weights none
---precision <precision> --epochs <--epochs>` (real-data defaults otherwise:
-VGG16 fc2 at 224 px, the real-data recipe), its progress on stderr; it fails
+--precision <precision>` (the real-data defaults otherwise: VGG16 fc2 at 224
+px, the real-data recipe and epoch budgets; `--epochs N` overrides the
+Trainers' budget for a quicker look), its progress on stderr; it fails
 (exit 1, the runner's last lines) if the run fails. Its figures come from
 what the run left: ML Metadata's executions (seconds from each one's start to
 its end), the artifacts' counts and custom properties, and the Trainers'
@@ -37,13 +38,17 @@ Prints one JSON line: per split the images the pass read (the ExampleGen's
 records) and the feature vectors it wrote (ids in its files, read back),
 which must be equal; the pass's images/s (its Beam pass, model loading
 included) against its precision's bare loop and against float32's; and
-ingestion and generation seconds, or with `--pipeline` the seconds of every
-component, each Trainer's epoch seconds, vocabulary size and sequence length,
-the evaluation's seconds, and the runner's peak RSS (its largest process).
+ingestion and generation seconds, or with `--pipeline` the run's seconds and
+their ratio to the bare float32 loop's time over every image of the splits
+(`bare_float32_loop_seconds`: the images over its rate, the baseline of a
+first real run's time), the seconds of every component, each Trainer's epochs
+(seconds, val_loss, the epoch early stopping kept), vocabulary size and
+sequence length, the evaluation's seconds and BLEU-4 of both models, and the
+runner's peak RSS (its largest process).
 
 Usage: .venv/bin/python -m bench.real_scale [--num_images 8091] [--sample 128]
            [--mode in_process] [--workers 2] [--precision auto]
-           [--pipeline [--epochs 1]] [--captions {shapes,flickr8k}]
+           [--pipeline [--epochs N]] [--captions {shapes,flickr8k}]
 At ~5 images/s (float32, 2 cores) the full size's feature pass takes about 30
 minutes; in bfloat16 on a CPU with AMX-BF16 about a quarter of that.
 """
@@ -74,6 +79,7 @@ from components.encoder import backbone_handler
 from components.encoder import feature_gen
 from components.encoder import image_features
 from components.encoder import precision as precision_lib
+from components.evaluation import caption_metrics
 from components.ingestion import flickr8k
 from components.ingestion import shapes_dataset
 from pipeline import beam_args
@@ -199,7 +205,7 @@ def _run_local_runner(data_dir: str, output_dir: str, args) -> float:
   """
   command = [sys.executable, '-m', 'pipeline.local_runner', '--data_dir', data_dir,
              '--output_dir', output_dir, '--backbone_weights', 'none', '--backbone_precision', args.precision,
-             '--epochs', str(args.epochs)]
+             *(['--epochs', str(args.epochs)] if args.epochs else [])]
   runner = subprocess.Popen(command, cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   tail = collections.deque(maxlen=_LOG_TAIL_LINES)
   for line in runner.stdout:  # its progress, on our stderr: stdout holds the JSON line only
@@ -221,7 +227,11 @@ def _trainer_figures(store, execution) -> Dict:
   [model_run] = metadata.outputs(store, execution, standard_artifacts.ModelRun.TYPE_NAME)
   with open(os.path.join(model_run.uri, names.TRAINING_REPORT_FILE), encoding='utf-8') as f:
     report = json.load(f)
-  return {'epoch_seconds': [round(s, 1) for s in report['epoch_seconds']],
+  val_loss = report['history']['val_loss']
+  return {'epoch_budget': report['config']['epochs'], 'epochs_run': len(val_loss),
+          'kept_epoch': val_loss.index(min(val_loss)) + 1,
+          'val_loss': [round(v, 4) for v in val_loss],
+          'epoch_seconds': [round(s, 1) for s in report['epoch_seconds']],
           'vocabulary_size': report['vocabulary_size'], 'sequence_length': report['sequence_length']}
 
 
@@ -244,18 +254,38 @@ def _run_figures(output_dir: str) -> Dict:
           'evaluation_seconds': round(metadata.seconds(executions[names.CAPTION_EVALUATOR]), 1)}
 
 
+def _bleu4(output_dir: str) -> Dict[str, float]:
+  """The evaluation's BLEU-4 of each model it scored (role -> score), from the run's summary."""
+  with open(local_run.RunOutputs(output_dir).summary_path, encoding='utf-8') as f:
+    evaluation = json.load(f)['evaluation']
+  return {role: round(evaluation[role]['metrics'][caption_metrics.BLEU_4], 4)
+          for role in ('captioner', 'baseline') if evaluation.get(role)}
+
+
 def _pipeline(args, tmp: str, data_dir: str, precision: str) -> Dict:
   """The local runner on the folder, between bare loops; its figures (module docstring)."""
   output_dir = os.path.join(tmp, 'run')
-  with timing.Stopwatch() as run:
-    peak_rss_mib, bare = _around_bare_loops(precision, _train_sample(data_dir, args.sample),
-                                            lambda: _run_local_runner(data_dir, output_dir, args))
+  run = timing.Stopwatch()
+
+  def timed_run():
+    with run:
+      return _run_local_runner(data_dir, output_dir, args)
+
+  with timing.Stopwatch() as run_and_loops:
+    peak_rss_mib, bare = _around_bare_loops(precision, _train_sample(data_dir, args.sample), timed_run)
   figures = _run_figures(output_dir)
-  return {'epochs': args.epochs, 'per_split': figures['per_split'], 'all_written': figures['all_written'],
+  images = sum(split['written'] for split in figures['per_split'].values())
+  bare_seconds = images / bare[precision_lib.FLOAT32]
+  return {'epochs': args.epochs or 'defaults', 'run_seconds': round(run.seconds, 1),
+          'bare_float32_loop_seconds': round(bare_seconds, 1),
+          'ratio_run_to_bare_float32_loop': round(run.seconds / bare_seconds, 2),
+          'per_split': figures['per_split'], 'all_written': figures['all_written'],
           **_speed_figures(figures.pop('image_features'), bare, precision),
           'component_seconds': figures['component_seconds'], 'trainers': figures['trainers'],
           'evaluation_seconds': figures['evaluation_seconds'],
-          'runner_peak_rss_mib': round(peak_rss_mib), 'pipeline_and_bare_loops_seconds': round(run.seconds, 1)}
+          'bleu4': _bleu4(output_dir),
+          'runner_peak_rss_mib': round(peak_rss_mib),
+          'pipeline_and_bare_loops_seconds': round(run_and_loops.seconds, 1)}
 
 
 def main() -> None:
@@ -270,7 +300,8 @@ def main() -> None:
                       help="The feature pass's precision (default %(default)s: as the runners resolve it).")
   parser.add_argument('--pipeline', action='store_true',
                       help='Run the whole pipeline with the local runner instead of the two executors.')
-  parser.add_argument('--epochs', type=int, default=1, help="With --pipeline: the Trainers' epochs.")
+  parser.add_argument('--epochs', type=int, default=None,
+                      help="With --pipeline: the Trainers' epoch budget (default: the real-data defaults').")
   parser.add_argument('--captions', choices=(SHAPES_CAPTIONS, FLICKR8K_CAPTIONS), default=None,
                       help=f"The folder's captions (default: {FLICKR8K_CAPTIONS} with --pipeline, "
                            f'{SHAPES_CAPTIONS} without).')

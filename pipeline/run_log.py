@@ -31,7 +31,6 @@ import subprocess
 import sys
 from typing import Iterator, TextIO
 
-from components import progress
 from pipeline import console as console_lib
 
 _LOG_FORMAT = '%(asctime)s %(levelname)s %(name)s: %(message)s'
@@ -51,12 +50,6 @@ def _terminal(stream: TextIO) -> TextIO:
   except (AttributeError, io.UnsupportedOperation):
     return stream  # not backed by a descriptor (e.g. pytest's capsys): unaffected by dup2
   return os.fdopen(os.dup(fd), 'w', buffering=1)
-
-
-def _is_final(record: logging.LogRecord) -> bool:
-  """Keeps a loop's intermediate progress records out of the log file."""
-  state = getattr(record, 'progress', None)
-  return state is None or state.finished
 
 
 def _new_log_path(output_dir: str) -> str:
@@ -104,7 +97,7 @@ def _root_logging_to_descriptor_2() -> Iterator[None]:
   saved_handlers, saved_level = root.handlers[:], root.level
   file_handler = logging.StreamHandler(os.fdopen(os.dup(2), 'w', buffering=1))
   file_handler.setFormatter(logging.Formatter(_LOG_FORMAT))
-  file_handler.addFilter(_is_final)
+  file_handler.setLevel(logging.INFO)  # not the loops' bar updates (components/progress.py)
   root.handlers = [file_handler]
   root.setLevel(logging.INFO)
   try:
@@ -112,16 +105,6 @@ def _root_logging_to_descriptor_2() -> Iterator[None]:
   finally:
     root.handlers, root.level = saved_handlers, saved_level
     file_handler.stream.close()
-
-
-@contextlib.contextmanager
-def _progress_to(stream: TextIO) -> Iterator[None]:
-  handler = console_lib.ConsoleHandler(stream)
-  progress.logger.addHandler(handler)
-  try:
-    yield
-  finally:
-    progress.logger.removeHandler(handler)
 
 
 @contextlib.contextmanager
@@ -145,7 +128,7 @@ def capture(output_dir: str, verbose: bool = False, restore: bool = True) -> Ite
       stack.enter_context(_descriptors_to(path, tee=verbose, restore=restore))
       stack.enter_context(_root_logging_to_descriptor_2())
       if not verbose:
-        stack.enter_context(_progress_to(run_log.console))
+        stack.enter_context(console_lib.showing_progress(run_log.console))
       yield run_log
   finally:
     for terminal, original in ((run_log.console, sys.stdout), (run_log.errors, sys.stderr)):

@@ -201,6 +201,8 @@ class _Connection(web_protocol.RequestHandler):
     super().__init__(manager, **kwargs)
     self._open_connections = open_connections
     self._max_connections = max_connections
+    self._last_body = None  # the body of the last request parsed
+    self._client_done_sending = False
 
   def connection_made(self, transport):
     super().connection_made(transport)
@@ -217,6 +219,29 @@ class _Connection(web_protocol.RequestHandler):
   def connection_lost(self, exc):
     self._open_connections.discard(self)
     super().connection_lost(exc)
+
+  def data_received(self, data):
+    super().data_received(data)
+    if self._messages:
+      self._last_body = self._messages[-1][1]  # only the last request's body can still be arriving
+
+  def eof_received(self):
+    """The client half-closed its sending side: answer the requests it sent whole, then close.
+
+    Returning True keeps the socket open for the answers (RFC 9112 section 9.6);
+    a connection waiting for its next request, or whose last body was cut
+    short (it can never complete), is closed as before.
+    """
+    waiting = self._waiter is not None and not self._waiter.done()
+    if waiting or self._last_body is None or not self._last_body.is_eof():
+      return None
+    self._client_done_sending = True
+    return True
+
+  async def finish_response(self, request, resp, start_time):
+    if self._client_done_sending and not self._messages:
+      resp.force_close()  # the last request the client sent: nothing more can come
+    return await super().finish_response(request, resp, start_time)
 
   def handle_error(self, request, status=500, exc=None, message=None):
     """A request aiohttp could not parse (status 400), or a bug in the handler (500): one log line, no traceback."""

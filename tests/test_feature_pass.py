@@ -51,7 +51,7 @@ def _run_feature_pass(examples, handler, out_dir, options):
 def test_no_image_lost_at_flickr8k_size(tmp_path, caplog):
   """8,000 records of ~95 KB through a slow handler, as the local runner runs the pass
   (at least 12.5 s of sleeping: the progress bar must have moved before its end)."""
-  caplog.set_level(logging.INFO, logger=progress.logger.name)
+  caplog.set_level(logging.DEBUG, logger=progress.logger.name)  # the bar's updates too
   image = _noise_jpeg()
   assert 80_000 < len(image) < 120_000
   examples = feature_pass.write_repeated_examples(tmp_path / 'examples', FLICKR8K_SPLITS, image)

@@ -178,6 +178,44 @@ def test_keep_alive_connection_answers_requests_in_turn(port):
       assert _read_response(sock)[::2] == (200, {'predictions': ['A']})
 
 
+@pytest.mark.parametrize('size', [10, 100_000])
+def test_a_request_sent_whole_then_half_closed_is_answered(port, size):
+  with socket.create_connection(('127.0.0.1', port), timeout=30) as sock:
+    sock.sendall(_post(json.dumps({'instances': ['a' * size]}).encode()))
+    sock.shutdown(socket.SHUT_WR)  # RFC 9112 section 9.6: the client is done sending, still reading
+
+    status, headers, answer = _read_response(sock)
+    assert (status, answer) == (200, {'predictions': ['A' * size]}) and 'connection: close' in headers
+    assert sock.recv(1) == b''
+  _good(port)
+
+
+def test_requests_sent_whole_before_a_half_close_are_answered_in_turn_then_the_connection_closes(port):
+  with socket.create_connection(('127.0.0.1', port), timeout=30) as sock:
+    sock.sendall(_post(b'{"instances": ["a"]}') + _post(b'{"instances": ["b"]}'))
+    sock.shutdown(socket.SHUT_WR)  # RFC 9112 section 9.6: the client is done sending, still reading
+
+    assert _read_response(sock)[::2] == (200, {'predictions': ['A']})
+    status, headers, answer = _read_response(sock)
+    assert (status, answer) == (200, {'predictions': ['B']}) and 'connection: close' in headers
+    assert sock.recv(1) == b''
+  _good(port)
+
+
+def test_half_close_mid_body_closes_the_connection_without_waiting_for_the_deadline(port, caplog):
+  caplog.set_level(logging.INFO)
+  caplog.clear()
+  with socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT_MS / 1000 / 2) as sock:
+    sock.sendall(b'POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"in' % PREDICT)
+    sock.shutdown(socket.SHUT_WR)
+
+    assert sock.recv(1) == b''  # the body can never complete: closed before the 408 deadline
+  _good(port)
+  # At most one line: the request may be dropped before its handler starts, which logs nothing.
+  lines = [r.getMessage() for r in caplog.records if r.name.startswith(('serving', 'aiohttp', 'asyncio'))]
+  assert len(lines) <= 1 and not [r for r in caplog.records if r.exc_info], lines
+
+
 def test_half_sent_bodies_are_closed_by_the_deadline_while_good_requests_are_answered(port):
   held = []
   for _ in range(MAX_CONNECTIONS // 2):

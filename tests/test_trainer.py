@@ -424,3 +424,21 @@ def test_the_features_join_accounts_for_every_image_both_ways(transformed, image
     datasets.with_cached_features(train_images, dict(vectors, **{'lost.jpg': vectors[first_id]}), 'train')
   with pytest.raises(ValueError, match='1 transformed examples repeat an image of train'):
     datasets.with_cached_features(train_images.concatenate(train_images.take(1)), vectors, 'train')
+
+
+def test_the_baselines_captions_are_read_once_and_hold_no_image(transformed, tmp_path):
+  """The baseline trains from its captions in memory: the examples (image bytes and all) are not
+  read again every epoch."""
+  copy = tmp_path / 'train'
+  shutil.copytree(os.path.dirname(transformed.transformed_files(features.TRAIN_SPLIT)[0]), copy)
+  tf_transform_output = tft.TFTransformOutput(transformed.transform_graph_uri)
+  train_images = datasets.images_and_captions([str(copy / '*')], tf_transform_output)
+  want = [ids for _, _, ids in train_images.as_numpy_iterator()]
+
+  blind = datasets.without_image(train_images)
+  shutil.rmtree(copy)  # an epoch that read the files again would fail here
+
+  for _ in range(2):
+    got = list(blind.as_numpy_iterator())
+    assert [image.shape for image, _ in got] == [(0,)] * len(want)
+    assert all(np.array_equal(ids, expected) for (_, ids), expected in zip(got, want)) and len(got) == len(want)

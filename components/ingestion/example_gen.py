@@ -38,7 +38,8 @@ checks and converts their images and writes them straight into its own
 TFRecord shards. Neither the image bytes nor the records travel through the
 runner, and no Beam element holds more than one image: memory per process
 stays flat as the dataset grows (the driver keeps the text index, a few
-hundred bytes per caption). TFX's stock WriteSplit is not used because it
+hundred bytes per caption). The images checked of the total are reported
+through components/progress.py, one count per worker process. TFX's stock WriteSplit is not used because it
 reshuffles the serialized examples, which the local DirectRunner holds in the
 driver's memory: the whole dataset's JPEG bytes.
 
@@ -74,6 +75,7 @@ from tfx.utils import io_utils
 
 from components import features
 from components import names
+from components import progress
 from components.artifacts import IngestionReport
 from components.ingestion import layouts
 from components.ingestion import rules
@@ -224,8 +226,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     work_dir = self._work_dir()
     try:
       verify.write_records(dataset.records, work_dir)
-      with self._make_beam_pipeline() as pipeline:
-        verify.verify_and_write(pipeline, work_dir, split_uris, write_split.DEFAULT_FILE_NAME)
+      try:
+        with self._make_beam_pipeline() as pipeline:
+          verify.verify_and_write(pipeline, work_dir, split_uris, write_split.DEFAULT_FILE_NAME,
+                                  len(dataset.records))
+      finally:
+        progress.release_tracker(work_dir)
       for split_uri in split_uris.values():
         verify.order_shards(split_uri)
       results = verify.read_results(work_dir)

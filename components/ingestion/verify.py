@@ -33,9 +33,12 @@ import tensorflow as tf
 from components import features
 from components import image_limits
 from components import names
+from components import progress
 from components import records
 from components.ingestion import rules
 
+# The progress line's description.
+PROGRESS_DESCRIPTION = 'checking images'
 _REJECTED_TAG = 'rejected'
 _TALLY_TAG = 'tally'
 # Files in the executor's work folder.
@@ -61,12 +64,25 @@ _GZIP_LEVEL = 0
 class _ReadAndVerifyImage(beam.DoFn):
   """ImageRecord -> serialized tf.Example in its split's output, or a Reject.
 
-  Also emits (split, num_captions) to the tally output for the summary.
+  Also emits (split, num_captions) to the tally output for the summary, and
+  reports records checked of `total` (components/progress.py): one count per
+  process, shared by the instances on its threads.
   """
+
+  def __init__(self, progress_key: str, total: int):
+    self._progress_key, self._total = progress_key, total
+
+  def setup(self):
+    self._tracker = progress.shared_tracker(self._progress_key, self._total, PROGRESS_DESCRIPTION)
 
   def process(
       self, record: rules.ImageRecord
   ) -> Iterator[Union[bytes, beam.pvalue.TaggedOutput]]:
+    yield from self._verify(record)
+    self._tracker.advance()
+
+  @staticmethod
+  def _verify(record: rules.ImageRecord) -> Iterator[Union[bytes, beam.pvalue.TaggedOutput]]:
     def reject(reason: str, detail: str):
       return beam.pvalue.TaggedOutput(
           _REJECTED_TAG,
@@ -193,11 +209,13 @@ def _read_record_file(path: str) -> Iterator[rules.ImageRecord]:
 
 
 def verify_and_write(pipeline: beam.Pipeline, work_dir: str, split_uris: Dict[str, str],
-                     file_prefix: str) -> None:
+                     file_prefix: str, total: int) -> None:
   """The Beam part: records file -> verified images in TFRecord shards.
 
   Writes to `work_dir` the image rejects (JSON lines, with num_captions) and
-  the tally {split: [images, captions]} of what was written.
+  the tally {split: [images, captions]} of what was written. `total`: the
+  records in `work_dir`, for the progress lines (their key is `work_dir`;
+  progress.release_tracker(work_dir) after the pipeline).
   """
   # Only the file names pass through the runner; each worker streams the
   # records of its files straight into the image checks and its own shards.
@@ -210,7 +228,7 @@ def verify_and_write(pipeline: beam.Pipeline, work_dir: str, split_uris: Dict[st
       | 'ListRecordFiles' >> beam.Create(record_files, reshuffle=False)
       | 'SpreadRecordFiles' >> beam.Reshuffle()
       | 'ReadRecords' >> beam.FlatMap(_read_record_file)
-      | 'ReadAndVerifyImages' >> beam.ParDo(_ReadAndVerifyImage()).with_outputs(
+      | 'ReadAndVerifyImages' >> beam.ParDo(_ReadAndVerifyImage(work_dir, total)).with_outputs(
           _REJECTED_TAG, _TALLY_TAG, *features.SPLITS))
   for split in features.SPLITS:  # each worker writes its own shards: no reshuffle
     _ = outputs[split] | f'WriteSplit[{split}]' >> fileio.WriteToFiles(
