@@ -12,7 +12,7 @@ size its serving graph decodes images to.
 
 Speed: the backbone is frozen, so without augmentation its features are a
 pure function of the image; the ImageFeatureGen computed them once per image
-and the Trainer only reads them (the brief's "bottleneck"), so retraining with
+and the Trainer only reads them (the "bottleneck"), so retraining with
 other decoder or training settings runs no backbone at all. With augmentation
 on, every epoch sees new pixels, so the backbone runs inside the training model.
 Either way the exported model embeds the artifact's own backbone SavedModel:
@@ -28,8 +28,8 @@ model_run/names.CROSS_ENTROPY_MODEL_DIR, so the stage's effect can be measured
 on one training (bench/quality.py). Every exported model records the stages
 it went through (components/training/stages.py).
 
-The same `run_fn` trains the captions-only language model (the brief's step 2,
-`use_image=False`, no features needed): the baseline the captioner has to beat.
+The same `run_fn` trains the captions-only language model
+(`use_image=False`, no features needed): the baseline the captioner has to beat.
 """
 import functools
 import json
