@@ -745,8 +745,7 @@ def test_curl_commands_of_the_readmes_caption_an_image(server, model, tmp_path):
   photo = tmp_path / 'photo.jpg'
   photo.write_bytes(block_image(90, image_format='JPEG'))
   commands = []
-  root = os.path.join(DEPLOY_DIR, os.pardir, os.pardir)
-  for readme in (os.path.join(root, 'README.md'), os.path.join(root, 'docs', 'serving.md')):
+  for readme in (os.path.join(REPO, 'README.md'), os.path.join(REPO, 'docs', 'serving.md')):
     with open(readme) as f:
       found = re.findall(r'^\s*(curl -d .*?:predict)', f.read().replace('\\\n', ''), re.MULTILINE)
     assert found, f'no curl :predict call in {readme}'
