@@ -5,7 +5,7 @@
 #   docker push <registry>/captioner:<tag>
 #   python -m pipeline.kubeflow_runner compile --image <registry>/captioner:<tag> ...
 #
-# See pipeline/KUBEFLOW.md (README, "Kubeflow Pipelines") for what it holds and why.
+# See docs/kubeflow.md for what it holds and why.
 
 # Keep these equal to the tfx and apache-beam pins in requirements/constraints.txt
 # (tests/test_kubeflow_runner.py checks).

@@ -23,8 +23,8 @@ learns as well per pair seen. A larger batch makes fewer updates per pair, so
 its loss after a fixed number of pairs shows what it costs.
 
 Prints one JSON line: per candidate, seconds per 30,000-pair epoch (median step
-time times steps per epoch), its ratio to the default's (the decoder issue 17
-measured: batch 64, float32, tf_keras' LSTM in its while loop), and its val_loss; and how
+time times steps per epoch), its ratio to the `default` candidate's (the baseline:
+batch 64, float32, tf_keras' LSTM in its while loop), and its val_loss; and how
 long the input pipeline alone takes for an epoch. `recipe_default` is what
 TrainerConfig() trains with now.
 
@@ -49,7 +49,7 @@ from testing import timing
 FEATURE_DIM = 4096  # VGG16 fc2
 CAPTIONS_PER_IMAGE = synthetic_captions.CAPTIONS_PER_IMAGE
 
-# Overrides of TODAY, the decoder as the issue measured it (batch 64, Adam at
+# Overrides of TODAY, the baseline decoder (batch 64, Adam at
 # 1e-3, float32, tf_keras' LSTM in its while loop); 'recipe_default' is TrainerConfig()'s choice.
 TODAY = dict(batch_size=64, learning_rate=1e-3, decoder_precision='float32', fused_training=False,
              jit_compile=False)

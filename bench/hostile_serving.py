@@ -1,4 +1,4 @@
-"""Hostile clients against the local server: every request of issue 19, its answer, memory and log lines.
+"""Hostile clients against the local server: malformed HTTP, half-sent bodies, huge and bad requests: answers, memory and log lines.
 
 Starts `python -m serving.server` (as a person does, in its own process) on
 the tiny random captioner (or --model_base_path) with a short REST deadline,

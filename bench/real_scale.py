@@ -9,7 +9,7 @@ the shapes generator's (32 words in all) or, with `flickr8k`, captions of
 Flickr8k's statistics from testing/synthetic_captions.py: five per image of
 about 11 words, about 7,800 distinct words with a Zipf-like spread. The
 executor-only mode keeps the shapes captions by default (they do not change
-its figures, and its README figure was measured with them); `--pipeline`
+its figures, and its figure in docs/benchmarks.md was measured with them); `--pipeline`
 uses Flickr8k's statistics, which set the Trainers' vocabulary and sequence
 length and so their epoch time.
 

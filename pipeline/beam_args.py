@@ -61,27 +61,11 @@ def direct_thread_beam_args(num_threads: int) -> List[str]:
 def direct_in_process_beam_args() -> List[str]:
   """Beam's DirectRunner in the component's own process (`in_memory`, one worker).
 
-  Why: in the other two modes the runner talks to its workers over the Fn
-  API's gRPC data plane, and Beam 2.61 loses data there without an error.
-  The runner's side of each stream is a
-  `apache_beam.runners.worker.data_plane.TimeBasedBufferingClosableOutputStream`
-  (fn_api_runner/worker_handlers.py creates its BeamFnDataServicer with
-  DATA_BUFFER_TIME_LIMIT_MS = 1000; multi_threading's embedded workers use the
-  same for their outputs). A PeriodicThread calls its `flush()` every second,
-  which sends `get()` and then `_clear()`s the buffer under `_flush_lock`;
-  `write()` takes no lock. `fn_runner.BundleManager._send_input_to_worker`
-  writes a stage's input buffer chunk by chunk (about 10 MB each), so a chunk
-  written between that `get()` and `_clear()` is erased unsent: the worker
-  never sees its ~111 Flickr8k-size images, and nothing fails. It takes a
-  bundle input that needs longer than the flush interval to write: with
-  8,000 records of 95 KB between two stages (the old feature pass at Flickr8k
-  size) chunks were lost in 3 of 4 runs on 2 worker processes and in 3 of 3 on
-  2 threads; with 3,000 such records in none of 4 (tests/test_feature_pass.py).
-  The in-memory mode hands buffers over with no data plane and no timer
-  (data_plane.InMemoryDataChannel).
-
-  One process costs the feature pass nothing: its work is the backbone's
-  TensorFlow ops, which use every core from one process, with one model load.
+  Why: the other two modes pass a stage's input to the workers over the Fn
+  API's gRPC data plane, where Beam 2.61 silently drops chunks of an input that
+  takes over a second to write (docs/design-notes/beam-data-plane-loss.md).
+  In memory, buffers are handed over with no data plane; one process costs the
+  feature pass nothing, as the backbone's TensorFlow ops use every core.
   """
   return ['--direct_running_mode=in_memory', '--direct_num_workers=1', *_local_dependency_args()]
 

@@ -48,7 +48,7 @@ IMAGE_SCHEMA_PATH = f'{IMAGE_WORKDIR}/{names.SCHEMA_RELATIVE_PATH}'
 # in the pod's limits. Vertex AI wants its machine names (NVIDIA_TESLA_T4, ...).
 DEFAULT_GPU_TYPE = 'nvidia.com/gpu'
 # Object stores TensorFlow and Beam address by URI (s3:// needs extra packages
-# in the image, see pipeline/KUBEFLOW.md); pods share no local disk.
+# in the image, see docs/kubeflow.md); pods share no local disk.
 _OBJECT_STORE_SCHEMES = ('gs://', 's3://')
 _YAML_SUFFIXES = ('.yaml', '.yml')
 
@@ -206,7 +206,7 @@ def _add_compile_arguments(compile_: argparse.ArgumentParser) -> None:
   compile_.add_argument('--pipeline_root', required=True, type=_object_store_uri,
                         help='Where component outputs go, e.g. gs://bucket/captioner/root.')
   compile_.add_argument('--data_root', required=True, type=_object_store_uri,
-                        help='The dataset folder, in any layout the local runner reads (README: '
+                        help='The dataset folder, in any layout the local runner reads (docs/datasets.md: '
                              'Flickr8k, Flickr30k, MS COCO 2014, Karpathy split files).')
   compile_.add_argument('--serving_dir', required=True, type=_object_store_uri,
                         help='TF Serving base directory; the Pusher writes '

@@ -17,8 +17,8 @@ continues from its last finished epoch.
   python -m pipeline.local_runner --output_dir outputs
   python -m pipeline.local_runner --data_dir /data/Flickr8k --backbone_weights imagenet
 
-Datasets --data_dir reads (the layout is detected; README.md's "Real
-datasets" says what to download and where each file goes):
+Datasets --data_dir reads (the layout is detected; docs/datasets.md says
+what to download and where each file goes):
   Flickr8k   Flicker8k_Dataset/ + Flickr8k.token.txt + Flickr_8k.{train,dev,test}Images.txt,
              or Kaggle's Images/ + captions.txt
   Flickr30k  flickr30k_images/ + results.csv [+ dataset_flickr30k.json for Karpathy's splits]

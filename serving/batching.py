@@ -1,11 +1,10 @@
 """Merges concurrent Predict requests into one model call, like TF Serving's batching.
 
 Where a model call costs about the same for 1 image as for 8, merging
-requests that arrive together multiplies throughput (the tiny model: 2.1x
-under 16 concurrent clients); where it does not, merging costs throughput
-(the pushed model on 2 busy cores: 0.72x, because a merged beam search runs
-until its slowest caption ends). bench/serving.py measures both ways on the
-model served; serving/README.md has the figures. Requests are queued; a batch thread
+requests that arrive together multiplies throughput; where it does not,
+merging costs throughput (a merged beam search runs until its slowest caption
+ends). bench/serving.py measures both ways on the model served;
+docs/benchmarks.md has the figures. Requests are queued; a batch thread
 takes the first one, waits up to `batch_timeout_micros` for more that call
 the same function (same model version and signature), up to `max_batch_size`
 rows, runs them as one call and hands each request its own rows of the outputs.

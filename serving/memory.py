@@ -1,12 +1,11 @@
 """Gives the memory of a large request back to the system a moment after the request is done.
 
-After a failed 45 MiB gRPC request the server's RSS stayed 1.10-1.13x its
-level before, though nothing held the request any more (the garbage collector
-found nothing to free): glibc keeps freed chunks in the arena of the thread
-that allocated them (gRPC's receive buffers, the request proto, numpy's and
+Without it, a large failed request leaves the server's RSS above its level
+before, though nothing holds the request any more: glibc keeps freed chunks
+in the arena of the thread that allocated them (gRPC's receive buffers, the request proto, numpy's and
 TensorFlow's copies of the input) and gives back to the system only what is
 free at the top of a heap. malloc_trim(0) returns every free page of every
-arena; with it the server came back to 1.01-1.04x of its level. It walks all
+arena (figures: docs/benchmarks.md, `bench hostile_serving`). It walks all
 arenas, so it runs only after requests of TRIM_AFTER_BYTES or more, once for
 all such requests that end within _DELAY_S of each other, and _DELAY_S after
 they end, when the front ends have let go of their buffers too.

@@ -740,13 +740,12 @@ def test_client_over_rest_equals_grpc(server, client, model, tmp_path):
 
 
 def test_curl_commands_of_the_readmes_caption_an_image(server, model, tmp_path):
-  """Every :predict curl call README.md and serving/README.md show, run as printed (host and port aside)."""
+  """Every :predict curl call README.md and docs/serving.md show, run as printed (host and port aside)."""
   assert shutil.which('curl'), 'curl is needed to check the documented commands'
   photo = tmp_path / 'photo.jpg'
   photo.write_bytes(block_image(90, image_format='JPEG'))
   commands = []
-  for readme in (os.path.join(DEPLOY_DIR, os.pardir, 'README.md'), os.path.join(DEPLOY_DIR, os.pardir, os.pardir,
-                                                                                  'README.md')):
+  for readme in (os.path.join(REPO, 'README.md'), os.path.join(REPO, 'docs', 'serving.md')):
     with open(readme) as f:
       found = re.findall(r'^\s*(curl -d .*?:predict)', f.read().replace('\\\n', ''), re.MULTILINE)
     assert found, f'no curl :predict call in {readme}'

@@ -1,4 +1,4 @@
-"""The brief's image augmentation as Keras preprocessing layers.
+"""The training images' augmentation as Keras preprocessing layers.
 
 Equivalent of
     ImageDataGenerator(rotation_range=40, width_shift_range=0.2, height_shift_range=0.2,

@@ -2,18 +2,18 @@
 
 bfloat16 keeps float32's exponent range with an 8-bit mantissa; for a frozen
 CNN whose features feed a trained decoder that is plenty (VGG16 fc2's features
-under Keras' `mixed_bfloat16` policy: cosine similarity >= 0.9999 to float32's,
-bench/precision.py), and on hardware with bfloat16 units it runs several times
-faster (4.3x for VGG16 fc2 on a Xeon with AMX, issue 17). Without such units
+under Keras' `mixed_bfloat16` policy stay close to float32's), and on hardware
+with bfloat16 units it runs several times faster (figures: bench/precision.py,
+docs/benchmarks.md; why: docs/design-notes/precision-and-determinism.md). Without such units
 bfloat16 is emulated and slower, so 'auto' picks it only where the hardware
 has them:
   GPU visible: every GPU of compute capability >= 8.0 (Ampere and later);
   CPU only:    the `amx_bf16` or `avx512_bf16` flag in /proc/cpuinfo (oneDNN,
                TensorFlow's CPU kernels, uses those instructions).
 
-'auto' is resolved when the pipeline is built, and the ImageFeatureGen takes
-the resolved value as a parameter, so TFX's cache keys the features on the
-precision that computed them (see components/encoder/feature_gen.py).
+'auto' is resolved by the ImageFeatureGen on the machine that runs it, which
+records the resolved value in its artifact; the Trainer reads it from there
+(see components/encoder/feature_gen.py).
 """
 from typing import Optional
 

@@ -15,8 +15,8 @@ as an input only ever has PAD as its target, which the loss masks, so no
 prediction is ever made from END. PAD inputs are masked (`mask_zero`), so the
 LSTM skips them.
 
-With `use_image=False` the same decoder is the captions-only language model of
-the brief's step 2 (the baseline): a learned constant vector replaces the image
+With `use_image=False` the same decoder is the captions-only language model
+(the baseline): a learned constant vector replaces the image
 embedding at t=0 and the model has no image input.
 
 `CaptionDecoder` reuses the trained layers one step at a time for beam search;
@@ -123,7 +123,7 @@ def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=
     feature_dim: length of the backbone feature vector (ignored if not use_image).
     sequence_length: length of the Transform's padded id sequences (with START
       and END); the model reads and predicts T = sequence_length - 1 steps.
-    embedding_dim: size of the image and word embeddings (300 in the brief).
+    embedding_dim: size of the image and word embeddings (300 by default).
     lstm_units: hidden size of every LSTM layer.
     num_layers: 1 to 3 stacked LSTMs.
     dropout: rate applied to the LSTM inputs, between layers and before the softmax.
@@ -218,10 +218,8 @@ def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_len
                              INPUT_IDS_INPUT: input_ids})
     training_model = keras.Model({features.IMAGE_FEATURES_KEY: images, INPUT_IDS_INPUT: input_ids}, logits)
   if config.fused_training:
-    # The legacy Adam updates each variable in one fused kernel (ResourceApplyAdam);
-    # the new optimizer's update is several passes over each variable, and on a CPU
-    # (where its XLA option is ignored) took 2.4x as long at Flickr8k's size (22 ms
-    # against 9 ms per step under TensorFlow's profiler; README, bench decoder_speed).
+    # The legacy Adam updates each variable in one fused kernel (ResourceApplyAdam),
+    # the new one in several passes: slower on a CPU (docs/design-notes/fused-lstm.md).
     optimizer, loss = keras.optimizers.legacy.Adam(config.learning_rate), summed_target_loss
   else:
     optimizer, loss = keras.optimizers.Adam(config.learning_rate), summed_caption_loss
@@ -328,7 +326,7 @@ def softmax_cross_entropy(labels, logits):
 def summed_caption_loss(y_true, logits):
   """Cross-entropy summed over the real time steps of each caption.
 
-  L(I, S) = -sum_t log p_t(S_t), the brief's loss: targets equal to PAD
+  L(I, S) = -sum_t log p_t(S_t), the paper's loss: targets equal to PAD
   (everything after END) contribute nothing. Keras then averages the
   per-example sums over the (global) batch.
 
