@@ -102,7 +102,7 @@ def main(argv=None) -> int:
   os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
   terminal = server_main.send_library_output_to(log_file)
   _logging_to(terminal, log_file)
-  _LOG.info('Log: %s', log_file)
+  logging.info('Bulk captioning; this log: %s', log_file)  # the log file only: the terminal keeps one line per event
   from serving.bulk import inputs  # pylint: disable=import-outside-toplevel; they import TensorFlow: see above
   from serving.bulk import job  # pylint: disable=import-outside-toplevel
   options = {} if args.batch_size is None else {'batch_size': args.batch_size}
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         {'msg': 'bulk run failed', 'levelno': logging.ERROR, 'levelname': 'ERROR', 'exc_info': sys.exc_info()}))
     _LOG.error('error: %s: %s (traceback in %s)', type(e).__name__, e, log_file)
     return 1
-  _LOG.info(summary.line())
+  _LOG.info('%s (log: %s)', summary.line(), log_file)
   return 0
 
 
