@@ -210,8 +210,8 @@ def _counters(result) -> Dict[str, int]:
   found = result.metrics().query(
       beam.metrics.MetricsFilter().with_namespace(handler_lib.METRICS_NAMESPACE))['counters']
   totals = collections.Counter()
-  for counter in found:
-    totals[counter.key.metric.name] += counter.committed or 0
+  for counter in found:  # committed where the runner reports it (Dataflow, Direct), else attempted
+    totals[counter.key.metric.name] += counter.committed if counter.committed is not None else counter.attempted
   return totals
 
 
