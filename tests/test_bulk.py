@@ -156,20 +156,21 @@ def test_a_killed_run_loses_nothing(model_base, tmp_path):
   output, log = tmp_path / 'out', tmp_path / 'killed.log'
   process = subprocess.Popen(
       [sys.executable, '-m', 'serving.bulk', '--input', str(tmp_path / 'photos'), '--model', str(model_base),
-       '--output', str(output), '--batch_size', '4', '--log_file', str(log)],
+       '--output', str(output), '--batch_size', '4', '--commit_every', '100', '--log_file', str(log)],
       cwd=_REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  give_up = time.monotonic() + 120
-  # WriteToText opens its temporary file at the first caption; its files are committed at the run's end.
-  while not list(output.glob('beam-temp-captions-*/*')):
-    assert process.poll() is None and time.monotonic() < give_up, 'the job did not start captioning'
-    time.sleep(0.1)
+  give_up = time.monotonic() + 240
+  # Killed once the first part has committed its files and the second is captioning.
+  while not (inputs.output_files(str(output), 'captions') and list(output.glob('beam-temp-captions-*/*'))):
+    assert process.poll() is None and time.monotonic() < give_up, 'the job did not get to its second part'
+    time.sleep(0.05)
   process.send_signal(signal.SIGKILL)
   assert process.wait() == -signal.SIGKILL
-  assert not _lines(output, 'captions') and not _lines(output, 'rejects')  # nothing half-written
+  committed = [list(inputs.read_lines([path])) for path in inputs.output_files(str(output), 'captions')]
+  assert [len(lines) for lines in committed] in ([100], [100, 100])  # whole parts only, nothing half-written
 
   rerun = job.run(str(tmp_path / 'photos'), str(model_base), str(output))
 
-  assert (rerun.skipped, rerun.captioned) == (0, len(paths))
+  assert (rerun.skipped, rerun.captioned) == (100 * len(committed), len(paths) - 100 * len(committed))
   assert set(_by_path(_lines(output, 'captions'))) == set(paths)
   assert not _lines(output, 'rejects')
 

@@ -76,6 +76,9 @@ def _parse_args(argv):
   parser.add_argument('--top_k', type=int, default=1,
                       help='Captions per image in the "captions" field, best first (at most the model\'s '
                            'beam width; default %(default)s).')
+  parser.add_argument('--commit_every', type=int, default=0,
+                      help='Images per Beam run, each committing its own files, so that a killed job loses '
+                           'at most one part (default: one run for all; each part loads the model again).')
   parser.add_argument('--batch_size', type=int, default=None, help='Images per model call (default 32).')
   parser.add_argument('--log_file', default='',
                       help='The log (default: outputs/logs/bulk-<UTC time>.log under the current folder).')
@@ -107,7 +110,8 @@ def main(argv=None) -> int:
   from serving.bulk import job  # pylint: disable=import-outside-toplevel
   options = {} if args.batch_size is None else {'batch_size': args.batch_size}
   try:
-    summary = job.run(args.input, args.model, args.output, beam_args, top_k=args.top_k, **options)
+    summary = job.run(args.input, args.model, args.output, beam_args, top_k=args.top_k,
+                          commit_every=args.commit_every, **options)
   except (inputs.InputError, job.LostOutputError) as e:
     _LOG.error('error: %s', e)
     return 1

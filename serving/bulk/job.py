@@ -150,12 +150,12 @@ class _ToLine(beam.DoFn):
 class _Progress(beam.DoFn):
   """Passes lines through, counting them per file and reporting images done of `total`."""
 
-  def __init__(self, total: int):
-    self._total = total
+  def __init__(self, total: int, description: str):
+    self._total, self._description = total, description
     self._lines = {inputs.CAPTIONS_PREFIX: _counter(CAPTION_LINES), inputs.REJECTS_PREFIX: _counter(REJECT_LINES)}
 
   def setup(self):
-    self._tracker = progress.Tracker(self._total, PROGRESS_DESCRIPTION)
+    self._tracker = progress.Tracker(self._total, self._description)
 
   def process(self, element: Tuple[str, str]):
     self._lines[element[0]].inc()
@@ -182,7 +182,7 @@ def _read_path_file(path_file: str) -> Iterator[str]:
 
 
 def build(pipeline: beam.Pipeline, path_files: Sequence[str], model: inputs.Model, output: str, run_id: str,
-          total: int, top_k: int, batch_size: int) -> None:
+          total: int, top_k: int, batch_size: int, description: str = PROGRESS_DESCRIPTION) -> None:
   """Adds the job to `pipeline` (module docstring); `total`: the paths in `path_files`."""
   checked = (pipeline
              | 'ListPathFiles' >> beam.Create(list(path_files), reshuffle=False)
@@ -197,7 +197,7 @@ def build(pipeline: beam.Pipeline, path_files: Sequence[str], model: inputs.Mode
   kinds = (inputs.CAPTIONS_PREFIX, inputs.REJECTS_PREFIX)
   lines = ((captioned, checked[_REJECTED_TAG])
            | 'AllLines' >> beam.Flatten()
-           | 'Progress' >> beam.ParDo(_Progress(total))
+           | 'Progress' >> beam.ParDo(_Progress(total, description))
            | 'ByFile' >> beam.Partition(lambda element, _: kinds.index(element[0]), len(kinds)))
   for kind, kind_lines in zip(kinds, lines):
     _ = (kind_lines
@@ -268,12 +268,32 @@ def beam_options(beam_args: Sequence[str]) -> pipeline_options.PipelineOptions:
   return pipeline_options.PipelineOptions(args)
 
 
+def _run_part(todo: Sequence[str], model: inputs.Model, output: str, run_id: str, beam_args: Sequence[str],
+              top_k: int, batch_size: int, description: str) -> Tuple[int, int, float]:
+  """(captioned, rejected, seconds) of one Beam run over `todo`, whose files are committed and reconciled."""
+  work_dir = os.path.join(output, f'.bulk-work-{run_id}')
+  path_files = write_path_files(todo, work_dir)
+  pipeline = beam.Pipeline(options=beam_options(beam_args))
+  build(pipeline, path_files, model, output, run_id, len(todo), top_k, batch_size, description)
+  start = time.monotonic()
+  result = pipeline.run()
+  result.wait_until_finish()
+  seconds = time.monotonic() - start
+  captioned, rejected = reconcile(todo, output, run_id, _counters(result))
+  tf.io.gfile.rmtree(work_dir)
+  return captioned, rejected, seconds
+
+
 def run(input_spec: str, model_spec: str, output: str, beam_args: Sequence[str] = (), top_k: int = 1,
-        batch_size: int = handler_lib.DEFAULT_BATCH_SIZE, run_id: str = '') -> Summary:
+        batch_size: int = handler_lib.DEFAULT_BATCH_SIZE, run_id: str = '', commit_every: int = 0) -> Summary:
   """Captions what `input_spec` names with `model_spec` into `output` (module docstring).
 
+  commit_every: images per Beam run, each committing its own files, so that a
+  killed job loses at most one part's work (0: one Beam run for everything).
+  Each part loads the model again.
+
   Raises inputs.InputError for a bad input, model or output, LostOutputError
-  if the run's files do not account for every input.
+  if a part's files do not account for each of its inputs.
   """
   model = inputs.resolve_model(model_spec)
   paths = inputs.list_inputs(input_spec)
@@ -282,16 +302,15 @@ def run(input_spec: str, model_spec: str, output: str, beam_args: Sequence[str] 
   run_id = run_id or new_run_id()
   logging.info('Bulk run %s: %d inputs, %d captioned before with model version %s, %d to do; model %s',
                run_id, len(paths), skipped, model.version, len(todo), model.path)
-  if not todo:
-    return Summary(run_id, model.version, len(paths), skipped, 0, 0, 0.0)
-  work_dir = os.path.join(output, f'.bulk-work-{run_id}')
-  path_files = write_path_files(todo, work_dir)
-  pipeline = beam.Pipeline(options=beam_options(beam_args))
-  build(pipeline, path_files, model, output, run_id, len(todo), top_k, batch_size)
-  start = time.monotonic()
-  result = pipeline.run()
-  result.wait_until_finish()
-  seconds = time.monotonic() - start
-  captioned, rejected = reconcile(todo, output, run_id, _counters(result))
-  tf.io.gfile.rmtree(work_dir)
+  size = commit_every or max(len(todo), 1)
+  parts = [todo[start:start + size] for start in range(0, len(todo), size)]
+  captioned = rejected = 0
+  seconds = 0.0
+  for index, part in enumerate(parts):
+    part_id, description = run_id, PROGRESS_DESCRIPTION
+    if len(parts) > 1:
+      part_id, description = f'{run_id}-part{index:05d}', f'{PROGRESS_DESCRIPTION} (part {index + 1} of {len(parts)})'
+    part_captioned, part_rejected, part_seconds = _run_part(part, model, output, part_id, beam_args, top_k,
+                                                            batch_size, description)
+    captioned, rejected, seconds = captioned + part_captioned, rejected + part_rejected, seconds + part_seconds
   return Summary(run_id, model.version, len(paths), skipped, captioned, rejected, seconds)
