@@ -5,15 +5,19 @@ each written under several names) and, in the same run on the same machine:
   * runs `python -m serving.bulk` (the DirectRunner as it runs here) as a
     subprocess over --rss_images of them and over all --num_images, each
     into a fresh output: images/s of the Beam run (model loading included,
-    from the job's summary line) and the process's peak RSS (wait4), which
-    should not grow with the number of images; every input must be captioned;
+    from the job's summary line) and the process's peak RSS (VmHWM, polled: a
+    forked child's ru_maxrss starts at its parent's RSS), which should not
+    grow with the number of images; every input must be captioned;
   * serves the same model with the local server (serving.server) and drives
     it with its client (serving.client, CaptionClient.caption_files, its
     default batch) from 1, 2 and 4 concurrent client threads over
     --sample images each time: images/s at the best concurrency;
   * a bare in-process loop over the same SavedModel: read the files, call
     the serving signature --batch_size at a time, over --sample images.
-Prints one JSON line: the figures and the ratios bulk / bare loop and bulk / server.
+The server and the bare loop are measured before and after the bulk runs and
+their mean reported, so that load which comes and goes on a shared machine
+hits all three alike. Prints one JSON line: the figures and the ratios bulk /
+bare loop and bulk / server.
 
 The model: a pushed one (--model_base_path) or by default a stand-in exported
 with the project's exporter (serving.tiny_model) with the paper's encoder cost,
@@ -30,6 +34,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import tensorflow as tf
@@ -49,6 +54,8 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DISTINCT_IMAGES = 256
 _CLIENT_CONCURRENCY = (1, 2, 4)
 _STAND_IN_IMAGE_SIZE, _STAND_IN_POOLING = 224, 'fc2'
+# Seconds between two reads of the bulk job's high-water RSS.
+_RSS_POLL_SECONDS = 0.2
 _SUMMARY = re.compile(r'(\d+) captioned, (\d+) rejected, \d+ skipped .*?, ([\d.]+) s, ')
 
 
@@ -64,6 +71,20 @@ def _write_jpegs(folder, count):
   return paths
 
 
+def _watch_peak_rss(process, peak_kb):
+  """Keeps peak_kb[0] at the process's high-water RSS (kB) until it exits."""
+  status = f'/proc/{process.pid}/status'
+  while process.poll() is None:
+    try:
+      with open(status, encoding='ascii') as f:
+        for line in f:
+          if line.startswith('VmHWM:'):
+            peak_kb[0] = max(peak_kb[0], int(line.split()[1]))
+    except (OSError, ValueError):
+      pass  # exiting
+    time.sleep(_RSS_POLL_SECONDS)
+
+
 def _bulk(paths, base_path, workdir, name, batch_size):
   """(images/s of the Beam run, peak RSS in MB) of `python -m serving.bulk` over `paths`."""
   listing = os.path.join(workdir, f'{name}.txt')
@@ -74,9 +95,12 @@ def _bulk(paths, base_path, workdir, name, batch_size):
       [sys.executable, '-m', 'serving.bulk', '--input', listing, '--model', base_path, '--output', output,
        '--batch_size', str(batch_size), '--log_file', os.path.join(workdir, f'{name}.log')],
       cwd=_REPO, stderr=subprocess.PIPE, text=True)
+  peak_kb = [0]
+  watcher = threading.Thread(target=_watch_peak_rss, args=(process, peak_kb), daemon=True)
+  watcher.start()
   terminal = process.stderr.read()
-  _, status, usage = os.wait4(process.pid, 0)
-  process.returncode = os.waitstatus_to_exitcode(status)
+  process.wait()
+  watcher.join()
   sys.stderr.write(terminal)
   summary = _SUMMARY.search(terminal)
   if process.returncode or not summary:
@@ -86,7 +110,7 @@ def _bulk(paths, base_path, workdir, name, batch_size):
   if (captioned, rejected, written) != (len(paths), 0, len(paths)):
     raise SystemExit(f'error: the bulk job captioned {captioned} ({written} lines), rejected {rejected} '
                      f'of {len(paths)} images')
-  return len(paths) / seconds, usage.ru_maxrss / 1024  # ru_maxrss: KB on Linux
+  return len(paths) / seconds, peak_kb[0] / 1024
 
 
 def _bare_loop(version_dir, paths, batch_size):
@@ -154,10 +178,12 @@ def main():
     paths = _write_jpegs(os.path.join(tmp, 'photos'), args.num_images)
     sample = paths[:args.sample]
 
-    bare = _bare_loop(version_dir, sample, args.batch_size)
-    server = _server(base_path, sample)
+    bare_before, server_before = _bare_loop(version_dir, sample, args.batch_size), _server(base_path, sample)
     small_rate, small_rss = _bulk(paths[:args.rss_images], base_path, tmp, 'small', args.batch_size)
     large_rate, large_rss = _bulk(paths, base_path, tmp, 'large', args.batch_size)
+    bare_after, server_after = _bare_loop(version_dir, sample, args.batch_size), _server(base_path, sample)
+  bare = (bare_before + bare_after) / 2
+  server = {clients: (server_before[clients] + server_after[clients]) / 2 for clients in server_before}
 
   best_clients = max(server, key=server.get)
   print(json.dumps({
@@ -172,6 +198,7 @@ def main():
       'bulk_small_images_per_second': round(small_rate, 2),
       'sample_images': args.sample,
       'bare_loop_images_per_second': round(bare, 2),
+      'bare_loop_images_per_second_before_and_after': [round(bare_before, 2), round(bare_after, 2)],
       'server_images_per_second_by_clients': {str(k): round(v, 2) for k, v in server.items()},
       'server_best_clients': best_clients,
       'server_best_images_per_second': round(server[best_clients], 2),

@@ -6,7 +6,7 @@ and loads with Keras 3), fixed batches, a metrics namespace. RunInference
 keeps the loaded model in a shared handle, so each worker process loads it once.
 """
 import dataclasses
-from typing import Iterable, Sequence
+from typing import Iterable, List, Sequence, Union
 
 from apache_beam.ml.inference import base as inference_base
 import tensorflow as tf
@@ -14,6 +14,7 @@ import tensorflow as tf
 from components import caption_signatures
 from components import features
 from components.ingestion import image_check
+from components.ingestion import rules
 
 # Images per signature call (RunInference's batches; the last one of a bundle may be smaller).
 DEFAULT_BATCH_SIZE = 32
@@ -23,7 +24,8 @@ METRICS_NAMESPACE = 'captioner_bulk'
 
 @dataclasses.dataclass(frozen=True)
 class CaptionFailure:
-  """The signature refused this one image (its detail: the decoder's message)."""
+  """An input that gets no caption: a components/ingestion/rules.py image-level reason and its detail."""
+  reason: str
   detail: str
 
 
@@ -31,6 +33,8 @@ class CaptionHandler(inference_base.ModelHandler):
   """Encoded images (bytes) -> PredictionResult(inference: caption_signatures.Captions of one image,
   or CaptionFailure).
 
+  A CaptionFailure in the batch (an input the checks rejected) passes through as
+  its own answer, so that every input flows through one stream to the writers.
   A batch the signature refuses (an image that passed the checks but that the
   serving graph cannot decode) is run again image by image, so only the guilty
   image fails and the job goes on.
@@ -44,29 +48,28 @@ class CaptionHandler(inference_base.ModelHandler):
   def load_model(self):
     return tf.saved_model.load(self._model_dir, tags=[tf.saved_model.SERVING])
 
-  def _caption(self, model, images: Sequence[bytes]) -> caption_signatures.Captions:
-    outputs = model.signatures[features.CAPTION_SIGNATURE](
-        **{features.IMAGES_INPUT: tf.constant(list(images), tf.string)})
-    return caption_signatures.decode_outputs({k: v.numpy() for k, v in outputs.items()}, len(images),
-                                             self._model_dir)
-
-  def run_inference(self, batch: Sequence[bytes], model, inference_args=None
+  def run_inference(self, batch: Sequence[Union[bytes, CaptionFailure]], model, inference_args=None
                     ) -> Iterable[inference_base.PredictionResult]:
-    try:
-      answers = self._caption(model, batch)
-    except tf.errors.InvalidArgumentError:
-      if len(batch) == 1:
-        raise
-      return [result for image in batch for result in self._one(model, image)]
-    return [inference_base.PredictionResult(image, _row(answers, i), self._model_dir)
-            for i, image in enumerate(batch)]
+    images = [i for i, item in enumerate(batch) if not isinstance(item, CaptionFailure)]
+    answers = list(batch)
+    for i, answer in zip(images, self._answers(model, [batch[i] for i in images])):
+      answers[i] = answer
+    return [inference_base.PredictionResult(item, answer, self._model_dir) for item, answer in zip(batch, answers)]
 
-  def _one(self, model, image: bytes):
+  def _answers(self, model, images: Sequence[bytes]) -> List[Union[caption_signatures.Captions, CaptionFailure]]:
+    """One Captions (a batch of one) or CaptionFailure per image."""
+    if not images:
+      return []
     try:
-      return self.run_inference([image], model)
+      outputs = model.signatures[features.CAPTION_SIGNATURE](
+          **{features.IMAGES_INPUT: tf.constant(list(images), tf.string)})
     except tf.errors.InvalidArgumentError as error:
-      return [inference_base.PredictionResult(image, CaptionFailure(image_check.op_error_detail(error)),
-                                              self._model_dir)]
+      if len(images) == 1:
+        return [CaptionFailure(rules.NOT_AN_IMAGE, image_check.op_error_detail(error))]
+      return [answer for image in images for answer in self._answers(model, [image])]
+    answers = caption_signatures.decode_outputs({k: v.numpy() for k, v in outputs.items()}, len(images),
+                                                self._model_dir)
+    return [_row(answers, i) for i in range(len(images))]
 
   def batch_elements_kwargs(self):
     # Fixed batches: BatchElements would otherwise start at one image and grow slowly.

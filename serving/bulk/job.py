@@ -16,7 +16,8 @@ model version (inputs.captioned) and tries the rest again, rejects included
 The pipeline (one fused stage after the reshuffle of the path files, so image
 bytes never wait in the runner's buffers and memory stays flat at any size):
   path files -> Reshuffle -> paths -> read + ingestion checks (image_check)
-  -> RunInference(CaptionHandler, keyed by path) -> lines -> progress
+  -> RunInference(CaptionHandler, keyed by path; a rejected input passes
+  through it as its CaptionFailure) -> lines + progress
   -> WriteToText(captions) / WriteToText(rejects).
 Every stage counts what it reads and writes (Beam counters in
 handler.METRICS_NAMESPACE); after the run, the counters must agree and the
@@ -40,7 +41,6 @@ import tensorflow as tf
 
 from components import progress
 from components.ingestion import image_check
-from components.ingestion import rules
 from serving.bulk import handler as handler_lib
 from serving.bulk import inputs
 
@@ -97,16 +97,10 @@ def _counter(name: str):
   return beam.metrics.Metrics.counter(handler_lib.METRICS_NAMESPACE, name)
 
 
-def _reject_line(path: str, reason: str, detail: str, version: str) -> Tuple[str, str]:
-  return inputs.REJECTS_PREFIX, json.dumps({inputs.PATH_FIELD: path, 'reason': reason, 'detail': detail,
-                                            inputs.MODEL_VERSION_FIELD: version})
-
-
 class _ReadAndCheck(beam.DoFn):
-  """path -> (path, image bytes), or a reject line to the rejected output."""
+  """path -> (path, image bytes), or (path, CaptionFailure) with the ingestion's reason."""
 
-  def __init__(self, version: str):
-    self._version = version
+  def __init__(self):
     self._read, self._passed, self._rejected = (_counter(PATHS_READ), _counter(IMAGES_PASSED),
                                                 _counter(REJECTED_BY_CHECKS))
 
@@ -118,49 +112,43 @@ class _ReadAndCheck(beam.DoFn):
       yield path, checked.image
     else:
       self._rejected.inc()
-      yield beam.pvalue.TaggedOutput(_REJECTED_TAG, _reject_line(path, checked.reason, checked.detail,
-                                                                 self._version))
+      yield path, handler_lib.CaptionFailure(checked.reason, checked.detail)
 
 
 class _ToLine(beam.DoFn):
-  """(path, PredictionResult) -> (CAPTIONS_PREFIX, JSON line), or a reject line if the model refused it."""
+  """(path, PredictionResult) -> a caption JSON line, or a reject line to the rejected output;
+  reports images done of `total` (components/progress.py) as they come out of the model."""
 
-  def __init__(self, version: str, top_k: int):
-    self._version, self._top_k = version, top_k
-    self._read, self._rejected = _counter(RESULTS_READ), _counter(REJECTED_BY_MODEL)
+  def __init__(self, version: str, top_k: int, total: int, description: str):
+    self._version, self._top_k, self._total, self._description = version, top_k, total, description
+    self._read, self._rejected_by_model = _counter(RESULTS_READ), _counter(REJECTED_BY_MODEL)
+    self._caption_lines, self._reject_lines = _counter(CAPTION_LINES), _counter(REJECT_LINES)
+
+  def setup(self):
+    self._tracker = progress.Tracker(self._total, self._description)
 
   def process(self, keyed: Tuple[str, inference_base.PredictionResult]):
     path, result = keyed
     self._read.inc()
     answer = result.inference
     if isinstance(answer, handler_lib.CaptionFailure):
-      self._rejected.inc()
-      yield _reject_line(path, rules.NOT_AN_IMAGE, answer.detail, self._version)
-      return
-    yield inputs.CAPTIONS_PREFIX, json.dumps({
-        inputs.PATH_FIELD: path,
-        'caption': answer.captions[0],
-        'log_probability': answer.log_probabilities[0],
-        'captions': answer.top_captions[0][:self._top_k],
-        'log_probabilities': answer.top_log_probabilities[0][:self._top_k],
-        inputs.MODEL_VERSION_FIELD: self._version,
-    })
-
-
-class _Progress(beam.DoFn):
-  """Passes lines through, counting them per file and reporting images done of `total`."""
-
-  def __init__(self, total: int, description: str):
-    self._total, self._description = total, description
-    self._lines = {inputs.CAPTIONS_PREFIX: _counter(CAPTION_LINES), inputs.REJECTS_PREFIX: _counter(REJECT_LINES)}
-
-  def setup(self):
-    self._tracker = progress.Tracker(self._total, self._description)
-
-  def process(self, element: Tuple[str, str]):
-    self._lines[element[0]].inc()
+      if not isinstance(result.example, handler_lib.CaptionFailure):
+        self._rejected_by_model.inc()
+      self._reject_lines.inc()
+      yield beam.pvalue.TaggedOutput(_REJECTED_TAG, json.dumps({
+          inputs.PATH_FIELD: path, 'reason': answer.reason, 'detail': answer.detail,
+          inputs.MODEL_VERSION_FIELD: self._version}))
+    else:
+      self._caption_lines.inc()
+      yield json.dumps({
+          inputs.PATH_FIELD: path,
+          'caption': answer.captions[0],
+          'log_probability': answer.log_probabilities[0],
+          'captions': answer.top_captions[0][:self._top_k],
+          'log_probabilities': answer.top_log_probabilities[0][:self._top_k],
+          inputs.MODEL_VERSION_FIELD: self._version,
+      })
     self._tracker.advance()
-    yield element
 
 
 def write_path_files(paths: Sequence[str], work_dir: str) -> List[str]:
@@ -184,26 +172,19 @@ def _read_path_file(path_file: str) -> Iterator[str]:
 def build(pipeline: beam.Pipeline, path_files: Sequence[str], model: inputs.Model, output: str, run_id: str,
           total: int, top_k: int, batch_size: int, description: str = PROGRESS_DESCRIPTION) -> None:
   """Adds the job to `pipeline` (module docstring); `total`: the paths in `path_files`."""
-  checked = (pipeline
-             | 'ListPathFiles' >> beam.Create(list(path_files), reshuffle=False)
-             | 'SpreadPathFiles' >> beam.Reshuffle()
-             | 'ReadPaths' >> beam.FlatMap(_read_path_file)
-             | 'ReadAndCheck' >> beam.ParDo(_ReadAndCheck(model.version)).with_outputs(
-                 _REJECTED_TAG, main='images'))
-  captioned = (checked.images
-               | 'Caption' >> inference_base.RunInference(inference_base.KeyedModelHandler(
-                   handler_lib.CaptionHandler(model.path, batch_size)))
-               | 'ToLines' >> beam.ParDo(_ToLine(model.version, top_k)))
-  kinds = (inputs.CAPTIONS_PREFIX, inputs.REJECTS_PREFIX)
-  lines = ((captioned, checked[_REJECTED_TAG])
-           | 'AllLines' >> beam.Flatten()
-           | 'Progress' >> beam.ParDo(_Progress(total, description))
-           | 'ByFile' >> beam.Partition(lambda element, _: kinds.index(element[0]), len(kinds)))
-  for kind, kind_lines in zip(kinds, lines):
-    _ = (kind_lines
-         | f'Text[{kind}]' >> beam.Values()
-         | f'Write[{kind}]' >> beam.io.WriteToText(os.path.join(output, f'{kind}-{run_id}'),
-                                                    file_name_suffix=inputs.OUTPUT_SUFFIX))
+  lines = (pipeline
+           | 'ListPathFiles' >> beam.Create(list(path_files), reshuffle=False)
+           | 'SpreadPathFiles' >> beam.Reshuffle()
+           | 'ReadPaths' >> beam.FlatMap(_read_path_file)
+           | 'ReadAndCheck' >> beam.ParDo(_ReadAndCheck())
+           | 'Caption' >> inference_base.RunInference(inference_base.KeyedModelHandler(
+               handler_lib.CaptionHandler(model.path, batch_size)))
+           | 'ToLines' >> beam.ParDo(_ToLine(model.version, top_k, total, description)).with_outputs(
+               _REJECTED_TAG, main=inputs.CAPTIONS_PREFIX))
+  for kind, kind_lines in ((inputs.CAPTIONS_PREFIX, lines[inputs.CAPTIONS_PREFIX]),
+                           (inputs.REJECTS_PREFIX, lines[_REJECTED_TAG])):
+    _ = kind_lines | f'Write[{kind}]' >> beam.io.WriteToText(os.path.join(output, f'{kind}-{run_id}'),
+                                                             file_name_suffix=inputs.OUTPUT_SUFFIX)
 
 
 def _counters(result) -> Dict[str, int]:
@@ -243,10 +224,9 @@ def reconcile(todo: Sequence[str], output: str, run_id: str, counters: Dict[str,
       ('paths read', c[PATHS_READ], 'inputs', len(todo)),
       ('images passed + rejected by the checks', c[IMAGES_PASSED] + c[REJECTED_BY_CHECKS], 'paths read',
        c[PATHS_READ]),
-      ('images captioned by the model', c[INFERENCES], 'images passed', c[IMAGES_PASSED]),
-      ('results read', c[RESULTS_READ], 'images captioned', c[INFERENCES]),
-      ('caption lines', c[CAPTION_LINES], 'results read - rejected by the model',
-       c[RESULTS_READ] - c[REJECTED_BY_MODEL]),
+      ('inputs through RunInference', c[INFERENCES], 'paths read', c[PATHS_READ]),
+      ('results read', c[RESULTS_READ], 'inputs through RunInference', c[INFERENCES]),
+      ('caption + reject lines', c[CAPTION_LINES] + c[REJECT_LINES], 'results read', c[RESULTS_READ]),
       ('reject lines', c[REJECT_LINES], 'rejected by the checks + by the model',
        c[REJECTED_BY_CHECKS] + c[REJECTED_BY_MODEL]),
       ('caption lines in the files', len(written[inputs.CAPTIONS_PREFIX]), 'caption lines', c[CAPTION_LINES]),
