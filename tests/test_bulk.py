@@ -7,6 +7,7 @@ with one line.
 """
 import collections
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -22,6 +23,8 @@ from PIL import Image
 
 from components import features
 from components.ingestion import rules
+from components import progress
+from serving.bulk import __main__ as bulk_main
 from serving.bulk import inputs
 from serving.bulk import job
 from testing import images
@@ -195,3 +198,21 @@ def test_saved_model_without_the_caption_signature_is_refused(tmp_path):
                                               'caption, log_probability, captions, log_probabilities'):
     job.run(str(tmp_path), str(tmp_path / 'captioner'), str(tmp_path / 'out'))
   assert not (tmp_path / 'out').exists()
+
+
+def test_progress_lines_every_interval_with_rate_and_time_left():
+  now = [0.0]
+  every = bulk_main.EveryInterval(30.0, clock=lambda: now[0])
+
+  def record(at, done, finished=False):
+    now[0] = at
+    state = progress.Progress('bulk captioning', done, 1000, at, 'image', finished)
+    item = logging.LogRecord('captioner.progress', logging.INFO, __file__, 0, 'raw', (), None)
+    item.progress = state
+    return item.getMessage() if every.filter(item) else None
+
+  assert record(1.0, 10) is None
+  assert record(29.0, 290) is None
+  assert record(30.0, 300) == 'bulk captioning: 300/1000 (30%) images, 10.0 images/s, 0:01:10 left'
+  assert record(45.0, 450) is None
+  assert record(50.0, 1000, finished=True) == 'bulk captioning: 1000/1000 (100%) images, 20.0 images/s'

@@ -34,20 +34,20 @@ def _duration(seconds: float) -> str:
   return f'{hours}:{minutes:02d}:{seconds:02d}'
 
 
-class _EveryInterval(logging.Filter):
+class EveryInterval(logging.Filter):
   """Lets a loop's progress record through every `interval` seconds and at its end, as one line:
   done of total, images/s, time left."""
 
-  def __init__(self, interval: float):
+  def __init__(self, interval: float, clock=time.monotonic):
     super().__init__()
-    self._interval = interval
-    self._last = time.monotonic()
+    self._interval, self._clock = interval, clock
+    self._last = clock()
 
   def filter(self, record: logging.LogRecord) -> bool:
     state = getattr(record, 'progress', None)
     if state is None:
       return True
-    now = time.monotonic()
+    now = self._clock()
     if not state.finished and now - self._last < self._interval:
       return False
     self._last = now
@@ -95,7 +95,7 @@ def _logging_to(terminal, log_file: str) -> None:
   root = logging.getLogger()
   root.handlers = [file_handler, terminal_handler]
   root.setLevel(logging.INFO)
-  progress.logger.addFilter(_EveryInterval(PROGRESS_INTERVAL_SECONDS))
+  progress.logger.addFilter(EveryInterval(PROGRESS_INTERVAL_SECONDS))
 
 
 def main(argv=None) -> int:
