@@ -30,7 +30,7 @@ DEBUG_LOG_FLAG.add_argument(
          'temporary folder; - leaves it on stderr).')
 
 
-def _send_library_output_to(path):
+def send_library_output_to(path):
   """Points file descriptor 2 at `path`; returns a stream on the terminal's stderr for the server's own log."""
   terminal = os.fdopen(os.dup(2), 'w', buffering=1)
   debug_log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -42,7 +42,7 @@ def _send_library_output_to(path):
 def main(argv=None):
   debug_log = DEBUG_LOG_FLAG.parse_known_args(argv)[0].debug_log or os.path.join(
       tempfile.gettempdir(), f'captioner-serving-{os.getpid()}.log')
-  terminal = sys.stderr if debug_log == '-' else _send_library_output_to(debug_log)
+  terminal = sys.stderr if debug_log == '-' else send_library_output_to(debug_log)
   with contextlib.redirect_stderr(terminal):  # usage errors go to the person who typed the command
     args = parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s', stream=terminal)

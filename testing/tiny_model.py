@@ -34,13 +34,15 @@ class TinyCaptioner(NamedTuple):
 
 
 def build_tiny_captioner(seed: int = 0, max_length: int = 7, words: Sequence[str] = WORDS,
-                         precision: str = 'float32') -> TinyCaptioner:
+                         precision: str = 'float32', image_size: int = IMAGE_SIZE,
+                         pooling: str = 'avg') -> TinyCaptioner:
   """Builds the tiny random-weight captioner for captions of up to `max_length` words of `words`,
-  its backbone computing in `precision` ('float32' or 'bfloat16')."""
+  its backbone computing in `precision` ('float32' or 'bfloat16'); a bigger `image_size` and
+  pooling 'fc2' give the paper's encoder cost (benchmarks) behind the same tiny decoder."""
   keras.utils.set_random_seed(seed)
   vocabulary = list(features.SPECIAL_TOKENS) + list(words)
   feature_extractor = image_features.build_feature_extractor(config_lib.EncoderConfig(
-      backbone='vgg16', image_size=IMAGE_SIZE, backbone_weights=None, pooling='avg', precision=precision))
+      backbone='vgg16', image_size=image_size, backbone_weights=None, pooling=pooling, precision=precision))
   caption_model = model_lib.build_caption_model(
       vocab_size=len(vocabulary), feature_dim=feature_extractor.output_shape[-1],
       sequence_length=max_length + 1, embedding_dim=8, lstm_units=8)
@@ -50,9 +52,9 @@ def build_tiny_captioner(seed: int = 0, max_length: int = 7, words: Sequence[str
 
 
 def export_tiny_model(export_dir: str, seed: int = 0, beam_width: int = 2, max_length: int = 7,
-                      words: Sequence[str] = WORDS) -> str:
+                      words: Sequence[str] = WORDS, image_size: int = IMAGE_SIZE, pooling: str = 'avg') -> str:
   """Writes a tiny random-weight serving SavedModel to `export_dir`; returns `export_dir`."""
-  captioner = build_tiny_captioner(seed, max_length, words)
+  captioner = build_tiny_captioner(seed, max_length, words, image_size=image_size, pooling=pooling)
   return exporter.export_serving_model(
       export_dir, captioner.feature_extractor, captioner.decoder, captioner.vocabulary,
       max_length=max_length, beam_width=beam_width)

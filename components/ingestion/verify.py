@@ -31,10 +31,9 @@ import google_crc32c
 import tensorflow as tf
 
 from components import features
-from components import image_limits
-from components import names
 from components import progress
 from components import records
+from components.ingestion import image_check
 from components.ingestion import rules
 
 # The progress line's description.
@@ -49,11 +48,6 @@ _RECORDS_PREFIX = 'records'
 _MAX_RECORD_FILES = 256
 _IMAGE_REJECTS_PREFIX = 'image_rejects'
 _TALLY_FILE = 'tally.json'
-# TF error messages carry op boilerplate: '{{function_node ...}} <message>
-# [Op:DecodeImage]'; the report keeps <message>.
-_OP_BOILERPLATE = re.compile(r'^\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]$')
-# JPEG files start with an SOI marker followed by another marker.
-_JPEG_MAGIC = b'\xff\xd8\xff'
 # Deflate level of the gzipped TFRecords. The records are encoded images,
 # already compressed: level 6 (zlib's default, Beam's WriteToTFRecord) saves
 # ~1.5% of the bytes for ~15x the CPU of storing them (level 0), which would
@@ -83,50 +77,17 @@ class _ReadAndVerifyImage(beam.DoFn):
 
   @staticmethod
   def _verify(record: rules.ImageRecord) -> Iterator[Union[bytes, beam.pvalue.TaggedOutput]]:
-    def reject(reason: str, detail: str):
-      return beam.pvalue.TaggedOutput(
+    checked = image_check.read_and_check(record.path)
+    if not checked.ok:
+      yield beam.pvalue.TaggedOutput(
           _REJECTED_TAG,
-          rules.Reject(rules.IMAGE_LEVEL, record.image_id, record.file, 0, reason,
-                       detail, len(record.captions)))
-
-    def op_error_detail(error: tf.errors.OpError) -> str:
-      lines = (error.message or '').strip().splitlines()
-      return _OP_BOILERPLATE.sub('', lines[0]) if lines else ''
-
-    try:
-      with tf.io.gfile.GFile(record.path, 'rb') as f:
-        image = f.read()
-    except tf.errors.OpError as error:
-      yield reject(rules.UNREADABLE_IMAGE, op_error_detail(error))
+          rules.Reject(rules.IMAGE_LEVEL, record.image_id, record.file, 0, checked.reason,
+                       checked.detail, len(record.captions)))
       return
-    too_large = image_limits.oversize(image, names.MAX_IMAGE_PIXELS)
-    if too_large:
-      yield reject(rules.IMAGE_TOO_LARGE,
-                   f'{too_large}, over the limit of {names.MAX_IMAGE_PIXELS}')
-      return
-    try:
-      _check_decodes(image)
-    except tf.errors.OpError as error:
-      yield reject(rules.NOT_AN_IMAGE, op_error_detail(error))
-      return
-    example = records.image_example(image, record.image_id, record.captions)
+    example = records.image_example(checked.image, record.image_id, record.captions)
     # deterministic: the same bytes on every run (the feature map's order is otherwise arbitrary)
     yield beam.pvalue.TaggedOutput(record.split, example.SerializeToString(deterministic=True))
     yield beam.pvalue.TaggedOutput(_TALLY_TAG, (record.split, len(record.captions)))
-
-
-def _check_decodes(image: bytes) -> None:
-  """Raises tf.errors.OpError unless tf.io.decode_image(channels=3) decodes `image`.
-
-  JPEGs are decoded at 1/8 scale: libjpeg still parses every marker and
-  every entropy-coded byte (where truncation and corruption show, with the
-  same errors as at full scale) and skips most of the inverse DCT and colour
-  conversion, which cannot fail; that halves the cost of the check.
-  """
-  if image.startswith(_JPEG_MAGIC):
-    tf.io.decode_jpeg(image, channels=3, ratio=8)
-  else:
-    tf.io.decode_image(image, channels=3, expand_animations=False)
 
 
 def _masked_crc32c(data: bytes) -> bytes:
