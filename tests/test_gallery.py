@@ -6,6 +6,7 @@ scripts finish) and `--dump-dom` returns the DOM after it ran. Chromium is
 Debian's `chromium` package, which the set-up installs (`.ci/run`; locally
 `apt-get install chromium`); without it the browser tests fail saying so.
 """
+import base64
 import html.parser
 import json
 import os
@@ -15,7 +16,9 @@ import shutil
 import subprocess
 from typing import Dict, List
 
+import numpy as np
 from PIL import Image
+from PIL import ImageDraw
 from PIL import ImageStat
 import pytest
 
@@ -29,6 +32,7 @@ from components.evaluation import gallery
 from components.training import stages
 from testing import examples as examples_lib
 from testing import executors
+from testing import images as images_lib
 from testing import lookup_captioner
 
 CHROMIUM = 'chromium'
@@ -64,10 +68,11 @@ class PageDom(html.parser.HTMLParser):
   def __init__(self, text: str):
     super().__init__()
     self.body: Dict[str, str] = {}
-    self.cards: List[dict] = []  # {'id', 'hidden', 'caption', 'references', 'img'}
+    self.cards: List[dict] = []  # {'id', 'hidden', 'caption', 'references', 'img', 'attention', 'wordmaps'}
     self.shown = ''
     self.title = ''
     self._into = None  # (dict, key) receiving text, or None
+    self._in_wordmap = False
     self.feed(text)
 
   def handle_starttag(self, tag, attrs):
@@ -77,7 +82,13 @@ class PageDom(html.parser.HTMLParser):
       self.body = attrs
     elif tag == 'figure' and 'card' in classes:
       self.cards.append({'id': attrs['data-id'], 'hidden': 'hidden' in attrs, 'caption': '',
-                         'references': [], 'img': None})
+                         'references': [], 'img': None, 'attention': attrs.get('data-attention'),
+                         'wordmaps': []})
+    elif tag == 'figure' and 'wordmap' in classes:
+      self._in_wordmap = True
+    elif tag == 'figcaption' and self._in_wordmap:
+      self.cards[-1]['wordmaps'].append('')
+      self._into = (self.cards[-1]['wordmaps'], -1)
     elif tag == 'img' and 'thumb' in classes:
       self.cards[-1]['img'] = attrs
     elif tag == 'p' and 'caption' in classes:
@@ -91,8 +102,10 @@ class PageDom(html.parser.HTMLParser):
       self._into = (self, 'title')
 
   def handle_endtag(self, tag):
-    if tag in ('p', 'li', 'span', 'title'):
+    if tag in ('p', 'li', 'span', 'title', 'figcaption'):
       self._into = None
+    if tag == 'figcaption':
+      self._in_wordmap = False
 
   def handle_data(self, data):
     if self._into is None:
@@ -139,6 +152,9 @@ def test_every_thumbnail_loads_and_captions_are_shown_in_chromium(chromium, page
     assert card['references'] == entry.references
     assert card['img']['loading'] == 'lazy'
   assert dom.title == 'Caption gallery'  # the caption's <script> did not run
+  # A model without attention: no maps on the page.
+  assert dom.body['data-maps-total'] == dom.body['data-maps-drawn'] == '0'
+  assert all(card['attention'] is None and card['wordmaps'] == [] for card in dom.cards)
   # Sorted on load by BLEU-4, best first.
   bleu4 = [by_id[card['id']].scores[caption_metrics.BLEU_4] for card in dom.cards]
   assert bleu4 == sorted(bleu4, reverse=True)
@@ -186,6 +202,8 @@ def test_page_has_metrics_notes_and_no_external_resources(page):
   assert set(re.findall(r'<(?:img|script|link|iframe)\b[^>]*\b(?:src|href)="([^"]*)"', text)) == {
       f'{names.GALLERY_THUMBS_DIR}/{i:06d}.jpg' for i in range(NUM_IMAGES)}
   assert 'http' not in text and 'url(' not in text and '@import' not in text
+  assert ' data-attention="' not in text and 'class="wordmap"' not in text
+  assert 'Under an attention model' not in text
 
 
 def test_undecodable_image_gets_a_card_saying_why(tmp_path):
@@ -208,6 +226,112 @@ def test_card_shows_the_beam_searchs_alternatives_under_the_caption(tmp_path):
   card = text[text.index('data-id="a.png"'):]
   assert '<p class="alternatives">also: a dog &lt;sits&gt; &middot; a cat runs</p>' in card
   assert card.index('a dog runs') < card.index('class="alternatives"') < card.index('a reference')
+
+
+# --- attention maps --------------------------------------------------------------
+
+MAP_GRID = (14, 14)  # VGG16 conv5 at 224 pixels
+MAP_MAX_LENGTH = 12
+_SHAPE_COLOURS = {'red': (215, 40, 40), 'blue': (40, 70, 215), 'green': (40, 160, 70), 'yellow': (235, 200, 30)}
+
+
+def _blob(centre, spread=1.6):
+  """A map [grid_h, grid_w] summing to 1, peaked at `centre` (row, column in cells)."""
+  rows, columns = np.mgrid[:MAP_GRID[0], :MAP_GRID[1]]
+  weights = np.exp(-((rows - centre[0]) ** 2 + (columns - centre[1]) ** 2) / (2 * spread ** 2))
+  return weights / weights.sum()
+
+
+def _two_shapes(index):
+  """(PNG bytes, caption, attention): a coloured circle left of a coloured square on grey, with
+  the maps an attention model would have: the circle's words on the circle, the square's on the
+  square, 'left of' between them, the other words spread over the picture."""
+  width, height = 320, 240
+  colours = list(_SHAPE_COLOURS)
+  first, second = colours[index % 4], colours[(index + 1 + index // 4) % 4]
+  if first == second:
+    second = colours[(index + 2) % 4]
+  image = Image.new('RGB', (width, height), (225, 225, 220))
+  draw = ImageDraw.Draw(image)
+  circle = (30 + 8 * index, 60 + 6 * index % 90, 40)  # x, y, radius
+  square = (230 - 4 * index, 150 - 5 * index % 70, 38)
+  draw.ellipse([circle[0] - circle[2], circle[1] - circle[2], circle[0] + circle[2], circle[1] + circle[2]],
+               fill=_SHAPE_COLOURS[first])
+  draw.rectangle([square[0] - square[2], square[1] - square[2], square[0] + square[2], square[1] + square[2]],
+                 fill=_SHAPE_COLOURS[second])
+  image.putpixel((0, 0), (index, index, index))
+
+  def cell(x, y):
+    return (y / height * MAP_GRID[0] - 0.5, x / width * MAP_GRID[1] - 0.5)
+
+  caption = f'a {first} circle left of a {second} square'
+  at_circle, at_square = _blob(cell(*circle[:2])), _blob(cell(*square[:2]))
+  between = _blob(cell((circle[0] + square[0]) / 2, (circle[1] + square[1]) / 2), spread=3)
+  spread = np.full(MAP_GRID, 1 / np.prod(MAP_GRID))
+  rows = [spread, at_circle, at_circle, between, between, spread, at_square, at_square]
+  attention = np.zeros((MAP_MAX_LENGTH, *MAP_GRID), np.float32)
+  attention[:len(rows)] = rows
+  return images_lib.encode(image), caption, attention
+
+
+@pytest.fixture(scope='module')
+def map_page(tmp_path_factory):
+  """A gallery of 8 attention-model cards (caption words and maps known) and one undecodable image."""
+  out_dir = tmp_path_factory.mktemp('maps')
+  entries = []
+  for index in range(8):
+    image, caption, attention = _two_shapes(index)
+    entries.append(gallery.GalleryEntry(f'shapes_{index}.png', image, caption, [caption, 'two shapes'],
+                                        {caption_metrics.BLEU_4: index / 8}, attention=attention))
+  entries.append(gallery.GalleryEntry('broken.png', b'not an image', 'a cat', ['a cat'],
+                                      {caption_metrics.BLEU_4: 0.0}, attention=entries[0].attention))
+  index_path = gallery.render_gallery(entries, {'captioner (eval split)': {caption_metrics.BLEU_4: 0.5}},
+                                      str(out_dir), title='Attention gallery')
+  return {'index': pathlib.Path(index_path), 'entries': entries}
+
+
+def test_attention_maps_are_drawn_for_every_word_in_chromium(chromium, map_page, tmp_path):
+  dom = PageDom(run_chromium(chromium, tmp_path / 'profile', map_page['index'].as_uri(), '--dump-dom'))
+
+  drawn = [entry for entry in map_page['entries'] if entry.image_id != 'broken.png']
+  words = sum(len(entry.caption.split()) for entry in drawn)
+  assert dom.body['data-maps-total'] == dom.body['data-maps-drawn'] == str(words)
+  assert dom.body['data-images-loaded'] == dom.body['data-images-total'] == str(len(drawn))
+  by_id = {card['id']: card for card in dom.cards}
+  for entry in drawn:
+    card = by_id[entry.image_id]
+    assert card['wordmaps'] == entry.caption.split() and card['caption'] == entry.caption
+    data = json.loads(card['attention'])
+    maps = np.frombuffer(base64.b64decode(data['maps']), np.uint8).reshape(-1, *data['grid'])
+    assert data['grid'] == list(MAP_GRID) and len(maps) == len(card['wordmaps'])
+    # Each word's map peaks (255) where the fixture put its weight.
+    for word_map, weights in zip(maps, entry.attention):
+      assert word_map.max() == 255
+      assert word_map.ravel()[np.argmax(weights)] == 255
+  # An image that cannot be shown gets no maps either.
+  assert by_id['broken.png']['attention'] is None and by_id['broken.png']['wordmaps'] == []
+
+
+def test_attention_page_loads_nothing_else_and_explains_the_maps(map_page):
+  text = map_page['index'].read_text()
+
+  thumbs = {f'{names.GALLERY_THUMBS_DIR}/{i:06d}.jpg' for i in range(8)}  # the small multiples reuse them
+  assert set(re.findall(r'<(?:img|script|link|iframe)\b[^>]*\b(?:src|href)="([^"]*)"', text)) == thumbs
+  assert 'url(' not in text and '@import' not in text
+  assert "Under an attention model's caption, one small picture per word" in text
+
+
+def test_screenshot_shows_the_maps(chromium, map_page, tmp_path):
+  screenshot = tmp_path / 'attention-gallery.png'
+  run_chromium(chromium, tmp_path / 'profile', map_page['index'].as_uri(), f'--screenshot={screenshot}')
+
+  with Image.open(screenshot) as shot:
+    assert shot.size == (1200, 900)
+    pixels = np.asarray(shot.convert('RGB'), np.int32)
+  # The small multiples darken the grey background of the shapes: many pixels are darker than
+  # anything on the page without maps (text aside, which is thin).
+  dark_grey = (np.abs(pixels - pixels.mean(axis=2, keepdims=True)).max(axis=2) < 12) & (pixels.mean(axis=2) < 90)
+  assert dark_grey.mean() > 0.05
 
 
 # --- the DemoGallery component on real artifacts -------------------------------

@@ -53,8 +53,8 @@ from components.artifacts import ImageFeatures
 
 THUMBNAIL_SIZE = 160  # pixels, the longer side
 # The small multiples of an attention model's card: one copy of the thumbnail per word, this
-# many pixels on the longer side, three or four to a row of a card.
-WORD_MAP_SIZE = 64
+# many pixels on the longer side, four to a row of a card.
+WORD_MAP_SIZE = 56
 # Per-image scores shown on every card, in this order (when computed).
 CARD_METRICS = (caption_metrics.BLEU_4, caption_metrics.CIDER_D, caption_metrics.METEOR,
                 caption_metrics.ROUGE_L)
