@@ -23,6 +23,7 @@ from PIL import ImageStat
 import pytest
 
 from components import artifacts
+from components import attention_maps
 from components import config as config_lib
 from components import names
 from components.evaluation import caption_metrics
@@ -334,6 +335,53 @@ def test_screenshot_shows_the_maps(chromium, map_page, tmp_path):
   assert dark_grey.mean() > 0.05
 
 
+# Points at a word of the first attention card of the gallery beside it (an iframe of the
+# same folder, readable with --allow-file-access-from-files), records what the large
+# picture then shows in <body> data attributes, and leaves the pointer there.
+_HOVER_PAGE = """<!DOCTYPE html><html><body style="margin:0">
+<iframe id="page" src="index.html" width="1200" height="900" style="border:0"></iframe>
+<script>
+var frame = document.getElementById('page');
+frame.addEventListener('load', function () {
+  var card = frame.contentDocument.querySelector('.card[data-attention]');
+  var word = card.querySelectorAll('.wordmap')[%d];
+  var large = card.querySelector('.frame canvas.map');
+  document.body.dataset.card = card.dataset.id;
+  document.body.dataset.hiddenBefore = large.hidden;
+  word.dispatchEvent(new MouseEvent('mouseleave'));
+  word.dispatchEvent(new MouseEvent('mouseenter'));
+  document.body.dataset.hiddenWhileOver = large.hidden;
+  var pixels = large.getContext('2d').getImageData(0, 0, large.width, large.height).data;
+  var alpha = [];
+  for (var i = 3; i < pixels.length; i += 4) { alpha.push(pixels[i]); }
+  document.body.dataset.alpha = JSON.stringify(alpha);
+  document.body.dataset.active = card.querySelector('.wordmap.active figcaption').textContent;
+});
+</script></body></html>
+"""
+
+
+def test_pointing_at_a_word_shows_its_map_on_the_large_picture_in_chromium(chromium, map_page, tmp_path):
+  t = 6  # 'a yellow circle left of a blue square': the square's colour
+  hover = map_page['index'].parent / 'hover.html'
+  hover.write_text(_HOVER_PAGE % t)
+  flags = ('--allow-file-access-from-files',)
+
+  dom = PageDom(run_chromium(chromium, tmp_path / 'profile', hover.as_uri(), *flags, '--dump-dom'))
+  run_chromium(chromium, tmp_path / 'profile2', hover.as_uri(), *flags,
+               f'--screenshot={tmp_path / "pointing.png"}')
+
+  entry = {e.image_id: e for e in map_page['entries']}[dom.body['data-card']]
+  assert dom.body['data-hidden-before'] == 'true' and dom.body['data-hidden-while-over'] == 'false'
+  assert dom.body['data-active'] == entry.caption.split()[t]
+  alpha = np.array(json.loads(dom.body['data-alpha'])).reshape(MAP_GRID)
+  # Clear where the word's weight peaks, dimmed by DIM_OPACITY where it has none.
+  assert alpha.ravel()[np.argmax(entry.attention[t])] == 0
+  assert alpha.max() == round(255 * attention_maps.DIM_OPACITY)
+  with Image.open(tmp_path / 'pointing.png') as shot:
+    assert shot.size == (1200, 900)
+
+
 # --- the DemoGallery component on real artifacts -------------------------------
 
 
@@ -354,11 +402,17 @@ def pipeline_run(tmp_path_factory):
       'baseline': lookup_captioner.export_lookup_captioner(root / 'baseline', {i: 'a red square'
                                                                                for i, _ in everything}, 3),
   }
+  # An attention model with the good captions, word t looking at cell (t % 4, t // 2 % 4) of a 4x4 grid.
+  models['attention'] = lookup_captioner.export_lookup_captioner(
+      root / 'attention', {i: refs[0] for i, refs in everything}, 4,
+      attention_by_image={i: lookup_captioner.focus_maps(
+          refs[0], [(t % 4, t // 2 % 4) for t in range(len(refs[0].split()))], (4, 4), 8)
+          for i, refs in everything})
   runs = {'examples': examples, 'demo': demo_set, 'models': models}
-  for name in ('good', 'bad'):
+  for name in ('good', 'bad', 'attention'):
     model = models[name]
     evaluation, blessing = executors.run_caption_evaluator(str(root / name), examples, model, THRESHOLDS)
-    pushed = executors.run_pusher(str(root / name), model, blessing, str(root / 'serving'))
+    pushed = executors.run_pusher(str(root / name), model, blessing, str(root / name / 'serving'))
     runs[name] = {'evaluation': evaluation, 'pushed': pushed}
   return runs
 
@@ -433,3 +487,23 @@ def test_component_shows_the_caption_diversity_of_the_evaluation(pipeline_run, t
   assert ('<p>Caption diversity of the captioner on the eval split: 0.1250 distinct captions per '
           'image, 2 distinct words, 0.0000 of the captions copied verbatim from the training '
           'references</p>') in text
+
+
+def test_component_shows_the_attention_maps_of_an_attention_model(chromium, pipeline_run, tmp_path):
+  assert pipeline_run['attention']['pushed'].get_int_custom_property('pushed') == 1
+  output = run_gallery(tmp_path, pipeline_run, 'attention', with_baseline=False)
+  index = pathlib.Path(output.uri) / names.GALLERY_INDEX_FILE
+
+  dom = PageDom(run_chromium(chromium, tmp_path / 'profile', index.as_uri(), '--dump-dom'))
+
+  demo = pipeline_run['demo']
+  words = {image_id: refs[0].split() for image_id, (_, refs) in demo.items()}
+  assert dom.body['data-maps-total'] == dom.body['data-maps-drawn'] == str(sum(map(len, words.values())))
+  for card in dom.cards:
+    assert card['wordmaps'] == words[card['id']]
+    data = json.loads(card['attention'])
+    maps = np.frombuffer(base64.b64decode(data['maps']), np.uint8).reshape(-1, *data['grid'])
+    # The model's maps, through serving_default, captioning and the page: word t at its cell.
+    assert data['grid'] == [4, 4]
+    assert [np.unravel_index(np.argmax(m), (4, 4)) for m in maps] == [
+        (t % 4, t // 2 % 4) for t in range(len(words[card['id']]))]
