@@ -8,7 +8,11 @@ self-contained page into its `gallery` artifact:
   <gallery.uri>/index.html    overall metrics and caption diversity at the
                               top, then one card per image: thumbnail,
                               generated caption, references, per-image
-                              scores; sort and filter by score
+                              scores; sort and filter by score. Under an
+                              attention model, per word of the caption a
+                              small copy of the thumbnail with the word's
+                              attention map over it (components/attention_maps.py),
+                              drawn on the large one under the pointer
   <gallery.uri>/thumbs/*.jpg  JPEG thumbnails, at most THUMBNAIL_SIZE pixels
   <gallery.uri>/metrics.json  corpus metrics of the shown model (and of the
                               captions-only baseline, when given) on the split
@@ -58,8 +62,9 @@ WORD_MAP_SIZE = 56
 # Per-image scores shown on every card, in this order (when computed).
 CARD_METRICS = (caption_metrics.BLEU_4, caption_metrics.CIDER_D, caption_metrics.METEOR,
                 caption_metrics.ROUGE_L)
-# Stylesheet and script of the page (gallery.js sorts and filters the cards by score
-# and records in <body> data attributes how many thumbnails loaded, for the browser test).
+# Stylesheet and script of the page (gallery.js sorts and filters the cards by score, draws
+# the attention maps, and records in <body> data attributes how many thumbnails loaded and
+# maps it drew, for the browser tests).
 _ASSETS_DIR = 'gallery_assets'
 # Custom properties the standard Pusher sets on its PushedModel output.
 _PUSHED_KEY = 'pushed'
