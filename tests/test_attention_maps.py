@@ -56,8 +56,7 @@ def image_dir(tmp_path_factory):
   return root
 
 
-def _serve(base, captions, attention):
-  lookup_captioner.save_lookup_captioner(str(base / names.MODEL_NAME / '1'), captions, attention)
+def _serve(base):
   return server_lib.LocalModelServer(str(base / names.MODEL_NAME), names.MODEL_NAME, port=0, rest_port=0,
                                      max_image_pixels=2048 * 2048, poll_wait_seconds=0.2)
 
@@ -70,15 +69,19 @@ def attention_server(image_dir, tmp_path_factory):
     data = (image_dir / name).read_bytes()
     captions[data] = caption
     attention[data] = lookup_captioner.focus_maps(caption, cells, GRID, MAX_LENGTH)
-  with _serve(tmp_path_factory.mktemp('attention'), captions, attention) as running:
+  base = tmp_path_factory.mktemp('attention')
+  lookup_captioner.save_lookup_captioner(str(base / names.MODEL_NAME / '1'), captions, attention)
+  with _serve(base) as running:
     yield running
 
 
 @pytest.fixture(scope='module')
 def show_and_tell_server(image_dir, tmp_path_factory):
-  """The same captions from a model without the attention output."""
+  """The same captions from a model without the attention output, as a Show-and-Tell model answers."""
   captions = {(image_dir / name).read_bytes(): caption for name, (_, caption, _) in IMAGES.items()}
-  with _serve(tmp_path_factory.mktemp('show_and_tell'), captions, None) as running:
+  base = tmp_path_factory.mktemp('show_and_tell')
+  lookup_captioner.save_lookup_captioner(str(base / names.MODEL_NAME / '1'), captions)
+  with _serve(base) as running:
     yield running
 
 
@@ -129,8 +132,10 @@ def test_client_asked_for_maps_of_a_model_without_attention_says_so(show_and_tel
 
   captured = capsys.readouterr()
   assert status == 1 and captured.out == ''
-  assert (f"signature 'serving_default' has no output 'attention' (it has ['caption', 'log_probability']): "
-          f"it is not an attention model") in captured.err
+  assert (f"error: model 'captioner' signature 'serving_default' at {_target(show_and_tell_server, protocol)}"
+          + (' (REST)' if protocol == 'rest' else '') + " failed: FAILED_PRECONDITION: signature 'serving_default' "
+          "has no output 'attention' (it has ['caption', 'log_probability']): "
+          "it is not an attention model\n") == captured.err
   assert list(out_dir.iterdir()) == []
 
 
