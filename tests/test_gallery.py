@@ -322,17 +322,31 @@ def test_attention_page_loads_nothing_else_and_explains_the_maps(map_page):
   assert "Under an attention model's caption, one small picture per word" in text
 
 
-def test_screenshot_shows_the_maps(chromium, map_page, tmp_path):
-  screenshot = tmp_path / 'attention-gallery.png'
-  run_chromium(chromium, tmp_path / 'profile', map_page['index'].as_uri(), f'--screenshot={screenshot}')
-
+def _dark_grey_share(screenshot: pathlib.Path) -> float:
+  """The share of a screenshot's pixels inside dark grey areas (5x5 pixels and more): what the maps
+  make of the pale background around the shapes; text strokes are thinner, the shapes coloured."""
   with Image.open(screenshot) as shot:
     assert shot.size == (1200, 900)
     pixels = np.asarray(shot.convert('RGB'), np.int32)
-  # The small multiples darken the grey background of the shapes: many pixels are darker than
-  # anything on the page without maps (text aside, which is thin).
-  dark_grey = (np.abs(pixels - pixels.mean(axis=2, keepdims=True)).max(axis=2) < 12) & (pixels.mean(axis=2) < 90)
-  assert dark_grey.mean() > 0.05
+  dark = (np.abs(pixels - pixels.mean(axis=2, keepdims=True)).max(axis=2) < 12) & (pixels.mean(axis=2) < 90)
+  inside = dark[2:-2, 2:-2].copy()
+  for dy in range(5):
+    for dx in range(5):
+      inside &= dark[dy:dy + dark.shape[0] - 4, dx:dx + dark.shape[1] - 4]
+  return float(inside.mean())
+
+
+def test_screenshot_shows_the_maps(chromium, map_page, tmp_path):
+  plain = gallery.render_gallery([entry._replace(attention=None) for entry in map_page['entries']],
+                                 {'captioner (eval split)': {caption_metrics.BLEU_4: 0.5}},
+                                 str(tmp_path / 'plain'), title='Attention gallery')
+  shots = {}
+  for name, index in (('maps', map_page['index']), ('plain', pathlib.Path(plain))):
+    shots[name] = tmp_path / f'{name}.png'
+    run_chromium(chromium, tmp_path / f'profile-{name}', index.as_uri(), f'--screenshot={shots[name]}')
+
+  # The same cards without maps have next to no dark grey; with them, the small multiples do.
+  assert _dark_grey_share(shots['maps']) > 0.01 > 10 * _dark_grey_share(shots['plain'])
 
 
 # Points at a word of the first attention card of the gallery beside it (an iframe of the
