@@ -61,5 +61,10 @@ LOG_PROBABILITY_OUTPUT = 'log_probability'  # float32 [batch]: log p(caption | i
 # rest are '' with -inf.
 CAPTIONS_OUTPUT = 'captions'  # string [batch, k]
 LOG_PROBABILITIES_OUTPUT = 'log_probabilities'  # float32 [batch, k]
+# Attention models only (show_and_tell SavedModels do not have it), in every caption
+# signature: row t holds the weights over the backbone's grid at the step that produced
+# word t of `caption` (each row sums to 1); rows from the caption's length on are 0.
+# grid_h and grid_w are static in the signature.
+ATTENTION_OUTPUT = 'attention'  # float32 [batch, max_length, grid_h, grid_w]
 # GetModelMetadata's one metadata field (TF Serving's name), the signatures of the served model.
 SIGNATURE_DEF_METADATA_FIELD = 'signature_def'

@@ -9,6 +9,7 @@ the model name, an optional version or version label, and the signature name.
     python -m serving.client --server localhost:8500 --model_name captioner photo.jpg
     python -m serving.client --server localhost:8500 --model_name captioner --format jsonl photos/
     python -m serving.client --protocol rest --server localhost:8501 --top_k 3 photo.jpg
+    python -m serving.client --server localhost:8500 --attention_maps maps/ photos/
 
 Files go out `--batch_size` to a request (fewer when their bytes would pass the
 message size limit). Each call has a deadline; calls that fail with
@@ -26,6 +27,15 @@ the path is written as \\t, \\n or \\\\, so every line splits the same way. Or
 a JSON object per image (jsonl), with "top_captions" when K > 1. Failed
 images go to stderr (text) or get an "error" object (jsonl). Exit status 1 if
 any image failed.
+
+With --attention_maps DIR (attention models only: the signature must have the
+features.ATTENTION_OUTPUT output, checked before any image is sent), each
+captioned image also gets one PNG per word of its caption in DIR,
+`<image stem>-<t>-<word>.png` with t the word's position from 01: the image
+(upright, at most ATTENTION_MAP_SIZE pixels on its longer side) lit where the
+model looked for that word and dimmed elsewhere (components/attention_maps.py).
+Images whose stems repeat get `<stem>-2`, `<stem>-3`, ... in input order; jsonl
+lines list the files under "attention_maps".
 """
 import argparse
 import base64
@@ -46,6 +56,7 @@ import grpc
 import numpy as np
 import tqdm
 
+from components import attention_maps
 from components import caption_signatures
 from components import features
 from components import names
@@ -54,6 +65,9 @@ from serving import rest_api
 _LOG = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
+# Longer side of an attention map PNG, in pixels: the grid is coarse (14x14 at most
+# today), so more pixels would show nothing more and only fill the disk.
+ATTENTION_MAP_SIZE = 512
 PROTOCOLS = ('grpc', 'rest')
 # Bytes a request needs beyond the images themselves: the model spec, the
 # tensor header, and a few bytes of framing per image.
@@ -73,6 +87,9 @@ class Caption:
   # The beam search's best captions, best first ([0] is `caption`), and theirs.
   top_captions: Tuple[str, ...] = ()
   top_log_probabilities: Tuple[float, ...] = ()
+  # Where an attention model looked for each word (float32 [max_length, grid_h, grid_w],
+  # features.ATTENTION_OUTPUT); None for a model without that output.
+  attention: Optional[np.ndarray] = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,13 +161,14 @@ class _GrpcTransport:
     except grpc.RpcError as e:
       raise _CallError(e.code(), e.details()) from None
 
-  def signature_names(self, client, timeout_s):
+  def signature_outputs(self, client, timeout_s):
+    """-> signature name -> its output aliases, sorted."""
     request = self._metadata_pb2.GetModelMetadataRequest(metadata_field=[features.SIGNATURE_DEF_METADATA_FIELD])
     client.fill_model_spec(request.model_spec)
     response = self._invoke(self._stub.GetModelMetadata, request, timeout_s)
     signature_map = self._metadata_pb2.SignatureDefMap()
     response.metadata[features.SIGNATURE_DEF_METADATA_FIELD].Unpack(signature_map)
-    return sorted(signature_map.signature_def)
+    return {name: sorted(signature.outputs) for name, signature in signature_map.signature_def.items()}
 
   def predict(self, client, input_name, values, timeout_s):
     """-> (alias -> numpy array, the version that answered)."""
@@ -202,12 +220,14 @@ class _RestTransport:
     except ValueError as e:
       raise _CallError(grpc.StatusCode.INTERNAL, f'unexpected response: {e}') from None
 
-  def signature_names(self, client, timeout_s):
+  def signature_outputs(self, client, timeout_s):
+    """-> signature name -> its output aliases, sorted."""
     document = self._invoke(self._url(client, '/metadata'), None, timeout_s)
     field = features.SIGNATURE_DEF_METADATA_FIELD  # SignatureDefMap as JSON: {"signature_def": {name: ...}}
     try:
-      return sorted(document[rest_api.METADATA_KEY][field][field])
-    except (KeyError, TypeError) as e:
+      return {name: sorted(signature.get('outputs', {}))
+              for name, signature in document[rest_api.METADATA_KEY][field][field].items()}
+    except (KeyError, TypeError, AttributeError) as e:
       raise _CallError(grpc.StatusCode.INTERNAL, f'unexpected metadata: {e!r}') from None
 
   def predict(self, client, input_name, values, timeout_s):
@@ -288,17 +308,25 @@ class CaptionClient:
     return (f'model {self.model_name!r}{choice} signature {self.signature_name!r} at {self.target}'
             + (' (REST)' if self.protocol == 'rest' else ''))
 
-  def check_signature(self):
-    """Raises RequestError unless the server has the model, version and `signature_name` asked for.
+  def check_signature(self, required_outputs: Sequence[str] = ()):
+    """Raises RequestError unless the server has the model, version and `signature_name` asked for,
+    and that signature has every output of `required_outputs`.
 
-    A cheap first call that catches a wrong model name, version, label or
-    signature before any image is sent.
+    A cheap first call that catches a wrong model name, version, label,
+    signature or kind of model before any image is sent.
     """
-    signature_names = self._call(lambda: self._transport.signature_names(self, self.timeout_s),
-                                 f'GetModelMetadata for {self.describe()}')
-    if self.signature_name not in signature_names:
+    outputs = self._call(lambda: self._transport.signature_outputs(self, self.timeout_s),
+                         f'GetModelMetadata for {self.describe()}')
+    if self.signature_name not in outputs:
       raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
-                         f'the model has no signature {self.signature_name!r}; it has {signature_names}',
+                         f'the model has no signature {self.signature_name!r}; it has {sorted(outputs)}',
+                         self.describe())
+    missing = [alias for alias in required_outputs if alias not in outputs[self.signature_name]]
+    if missing:
+      raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                         f'signature {self.signature_name!r} has no output {missing[0]!r} (it has '
+                         f'{outputs[self.signature_name]})'
+                         + (': it is not an attention model' if features.ATTENTION_OUTPUT in missing else ''),
                          self.describe())
 
   def caption(self, images: Sequence[bytes], paths: Optional[Sequence[str]] = None) -> List[Caption]:
@@ -316,21 +344,23 @@ class CaptionClient:
       answer = caption_signatures.decode_outputs(outputs, len(images), self.describe())
     except ValueError as e:
       raise RequestError(grpc.StatusCode.INTERNAL, f'unexpected response: {e}', what) from e
-    return [Caption(path, text, log_probability, version, tuple(top), tuple(top_log_probabilities))
-            for path, text, log_probability, top, top_log_probabilities in zip(
+    attention = answer.attention if answer.attention is not None else [None] * len(images)
+    return [Caption(path, text, log_probability, version, tuple(top), tuple(top_log_probabilities), looked)
+            for path, text, log_probability, top, top_log_probabilities, looked in zip(
                 paths, answer.captions, answer.log_probabilities, answer.top_captions,
-                answer.top_log_probabilities)]
+                answer.top_log_probabilities, attention)]
 
   def caption_files(self, paths: Sequence[str], batch_size=caption_signatures.DEFAULT_BATCH_SIZE,
-                    progress=False) -> Iterator[Union[Caption, Failure]]:
+                    progress=False, required_outputs: Sequence[str] = ()) -> Iterator[Union[Caption, Failure]]:
     """Captions image files, `batch_size` per request, yielding a Caption or Failure per file in order.
 
     Raises RequestError for failures that are not about a file's contents
-    (unknown model or signature, server down after all retries, deadline).
+    (unknown model or signature, or one without `required_outputs`, server
+    down after all retries, deadline).
     """
     if batch_size < 1:
       raise ValueError(f'batch_size must be at least 1, got {batch_size}.')
-    self.check_signature()
+    self.check_signature(required_outputs)
     with tqdm.tqdm(total=len(paths), unit='image', disable=not progress, file=sys.stderr) as bar:
       for batch in _batches(paths, batch_size, self._transport.payload_bytes):
         results = self._caption_batch(batch)
@@ -384,6 +414,50 @@ class CaptionClient:
         time.sleep(delay)
 
 
+class AttentionMapWriter:
+  """Writes the attention maps of captioned image files as PNGs into one folder (see the module doc).
+
+  Each image's maps are named after its file's stem, made unique within the writer.
+  """
+
+  def __init__(self, out_dir: str, max_size: int = ATTENTION_MAP_SIZE):
+    os.makedirs(out_dir, exist_ok=True)
+    self.out_dir = out_dir
+    self.max_size = max_size
+    self._stems = set()
+
+  def _stem(self, path: str) -> str:
+    base = os.path.splitext(os.path.basename(path))[0]
+    stem, count = base, 1
+    while stem in self._stems:
+      count += 1
+      stem = f'{base}-{count}'
+    self._stems.add(stem)
+    return stem
+
+  def write(self, caption: Caption) -> List[str]:
+    """Writes one PNG per word of `caption` (its image read again from caption.path); returns their paths.
+
+    Raises ValueError naming the file when the answer has no attention, or its
+    image or attention cannot be drawn.
+    """
+    if caption.attention is None:
+      raise ValueError(f'No attention maps for {caption.path}: the answer has no output '
+                       f'{features.ATTENTION_OUTPUT!r}.')
+    try:
+      with open(caption.path, 'rb') as f:
+        images = attention_maps.map_images(f.read(), caption.caption, caption.attention, self.max_size)
+    except (OSError, ValueError) as e:  # PIL.UnidentifiedImageError is an OSError
+      raise ValueError(f'No attention maps for {caption.path}: {e}') from e
+    stem = self._stem(caption.path)
+    written = []
+    for t, (word, image) in enumerate(images, start=1):
+      path = os.path.join(self.out_dir, f'{stem}-{t:02d}-{attention_maps.file_word(word)}.png')
+      image.save(path, format='PNG')
+      written.append(path)
+    return written
+
+
 def find_images(paths: Iterable[str]) -> List[str]:
   """Expands folders (recursively, image extensions only, sorted); files are kept as given.
 
@@ -434,8 +508,8 @@ def _escape_path(path):
           .replace('\r', '\\r'))
 
 
-def _format(result, output_format, top_k=1):
-  """One output line for a Caption or (jsonl only) a Failure."""
+def _format(result, output_format, top_k=1, map_files=None):
+  """One output line for a Caption (with the paths of its attention maps, if written) or (jsonl only) a Failure."""
   top = list(zip(result.top_captions, result.top_log_probabilities))[:top_k] if top_k > 1 else []
   if output_format == 'jsonl':
     if isinstance(result, Failure):
@@ -444,6 +518,8 @@ def _format(result, output_format, top_k=1):
             'model_version': result.model_version}
     if top_k > 1:
       line['top_captions'] = [{'caption': c, 'log_probability': p} for c, p in top]
+    if map_files is not None:
+      line['attention_maps'] = map_files
     return json.dumps(line)
   pairs = top or [(result.caption, result.log_probability)]
   return '\t'.join([_escape_path(result.path)] + [f'{c}\t{p:.6f}' for c, p in pairs])
@@ -481,6 +557,9 @@ def _parse_args(argv):
                       help='path<TAB>caption<TAB>log_probability lines (tab, newline, backslash in the path '
                            'escaped), or JSON objects.')
   parser.add_argument('--no_progress', action='store_true', help='No progress bar for folders.')
+  parser.add_argument('--attention_maps', metavar='DIR',
+                      help='Also write, per image, a PNG per word of where an attention model looked '
+                           '(<image stem>-<t>-<word>.png); fails if the model has no attention output.')
   return parser.parse_args(argv)
 
 
@@ -499,24 +578,35 @@ def main(argv=None, stdout=None):
     return 1
   progress = not args.no_progress and any(os.path.isdir(path) for path in args.paths)
   failures = 0
+  writer = AttentionMapWriter(args.attention_maps) if args.attention_maps else None
+  required_outputs = (features.ATTENTION_OUTPUT,) if writer else ()
   with CaptionClient(args.server, args.model_name, protocol=args.protocol, version=args.model_version,
                      version_label=args.version_label,
                      signature_name=args.signature_name, timeout_s=args.timeout, max_attempts=args.max_attempts,
                      max_message_bytes=args.max_message_bytes) as client:
     try:
-      for result in client.caption_files(paths, batch_size=args.batch_size, progress=progress):
+      for result in client.caption_files(paths, batch_size=args.batch_size, progress=progress,
+                                         required_outputs=required_outputs):
         if isinstance(result, Failure):
           failures += 1
           if args.output_format == 'text':
             message = ' '.join(result.message.split())  # one line per failed image
             print(f'error: {_escape_path(result.path)}: {result.code}: {message}', file=sys.stderr)
             continue
-        print(_format(result, args.output_format, args.top_k), file=stdout, flush=True)
+        map_files = None
+        if writer is not None and not isinstance(result, Failure):
+          try:
+            map_files = writer.write(result)
+          except ValueError as e:
+            failures += 1
+            print(f'error: {e}', file=sys.stderr)
+        print(_format(result, args.output_format, args.top_k, map_files), file=stdout, flush=True)
     except RequestError as e:
       print(f'error: {e}', file=sys.stderr)
       return 1
   if failures:
-    print(f'error: {failures} of {len(paths)} images got no caption', file=sys.stderr)
+    print(f'error: {failures} of {len(paths)} images got no caption' + (' or no attention maps' if writer else ''),
+          file=sys.stderr)
   return 1 if failures else 0
 
 

@@ -10,7 +10,7 @@ full, to a debug log instead, and the terminal keeps the server's own log: one
 line per failed request (serving.errors). Descriptor 2 must point at the debug
 log before the first import of TensorFlow, which is why this module imports
 only the standard library until then, and serving.model_server (the server)
-after. Nothing imports this module.
+after; other command lines (serving.bulk) share send_library_output_to.
 """
 import argparse
 import contextlib

@@ -1,4 +1,5 @@
-"""components/caption_signatures.py: the caption signatures' inputs, built without TensorFlow."""
+"""components/caption_signatures.py: the caption signatures' inputs, built without TensorFlow, and their outputs decoded."""
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -24,3 +25,27 @@ def test_signature_inputs_per_signature():
   assert name == features.EXAMPLES_INPUT and values == [records.image_example(i).SerializeToString() for i in images]
   with pytest.raises(ValueError, match="Unknown caption signature 'from_features'"):
     caption_signatures.signature_inputs(features.FEATURES_SIGNATURE, images)
+
+
+def _outputs(**extra):
+  return {features.CAPTION_OUTPUT: np.array([b'a dog', b'a cat sits']),
+          features.LOG_PROBABILITY_OUTPUT: np.array([-1.0, -2.0], np.float32), **extra}
+
+
+def test_decode_outputs_reads_the_attention_of_an_attention_model():
+  attention = np.random.default_rng(0).random((2, 5, 3, 4)).astype(np.float64)
+
+  answer = caption_signatures.decode_outputs(_outputs(**{features.ATTENTION_OUTPUT: attention}), 2, 'the model')
+  without = caption_signatures.decode_outputs(_outputs(), 2, 'the model')
+
+  assert answer.attention.dtype == np.float32 and answer.attention.shape == (2, 5, 3, 4)
+  np.testing.assert_allclose(answer.attention, attention, rtol=1e-6)
+  assert without.attention is None
+  captions, log_probabilities = answer  # still unpacks as before
+  assert captions == ['a dog', 'a cat sits'] and log_probabilities == [-1.0, -2.0]
+
+
+@pytest.mark.parametrize('shape', [(2, 5, 3), (3, 5, 3, 4)], ids=['no grid width', 'wrong batch'])
+def test_decode_outputs_names_an_attention_of_the_wrong_shape(shape):
+  with pytest.raises(ValueError, match=rf"the model returned 'attention' of shape \({shape[0]}, 5, 3"):
+    caption_signatures.decode_outputs(_outputs(**{features.ATTENTION_OUTPUT: np.zeros(shape)}), 2, 'the model')

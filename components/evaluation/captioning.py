@@ -126,6 +126,9 @@ class SplitCaptions(NamedTuple):
   references: Dict[str, List[str]]  # image id -> reference captions
   # image id -> the beam search's k best captions, best first (Captions.top_captions)
   top_captions: Dict[str, List[str]]
+  # image id -> float32 [max_length, grid_h, grid_w], where an attention model looked
+  # for each word of its caption (Captions.attention); empty for a model without it.
+  attention: Dict[str, np.ndarray]
   # Images sent through the serving signature as bytes (so through the backbone,
   # when the model has one): the whole split, or none with cached features.
   serving_images: int = 0
@@ -161,7 +164,7 @@ def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
     logging.info('Captioning split %r from the cached features in %s.', split, image_features_uri)
   else:
     captioner = SavedModelCaptioner(model_dir)
-  result = SplitCaptions({}, {}, {}, {})
+  result = SplitCaptions({}, {}, {}, {}, {})
   serving_images = 0
   images = progress.track(records.iter_split_examples(examples, split), records.split_size(examples, split),
                           f'captioning {split}')
@@ -171,8 +174,9 @@ def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
       serving_images += len(batch)
     else:
       answer = captioner(_cached_vectors(cached, batch, split, image_features_uri))
-    for example, caption, log_probability, top in zip(batch, answer.captions, answer.log_probabilities,
-                                                      answer.top_captions):
+    attention = answer.attention if answer.attention is not None else [None] * len(batch)
+    for example, caption, log_probability, top, looked in zip(
+        batch, answer.captions, answer.log_probabilities, answer.top_captions, attention):
       if example.image_id in result.captions:
         raise ValueError(f'Image id {example.image_id!r} occurs twice in split {split!r} '
                          f'of {examples.uri}.')
@@ -180,6 +184,8 @@ def caption_split(model_dir: str, examples: artifact.Artifact, split: str,
       result.log_probabilities[example.image_id] = log_probability
       result.references[example.image_id] = example.references
       result.top_captions[example.image_id] = list(top)
+      if looked is not None:
+        result.attention[example.image_id] = looked
   logging.info('Captioned %d images of split %r with %s (%d through serving_default).',
                len(result.captions), split, model_dir, serving_images)
   return result._replace(serving_images=serving_images)

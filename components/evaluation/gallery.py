@@ -8,7 +8,11 @@ self-contained page into its `gallery` artifact:
   <gallery.uri>/index.html    overall metrics and caption diversity at the
                               top, then one card per image: thumbnail,
                               generated caption, references, per-image
-                              scores; sort and filter by score
+                              scores; sort and filter by score. Under an
+                              attention model, per word of the caption a
+                              small copy of the thumbnail with the word's
+                              attention map over it (components/attention_maps.py),
+                              drawn on the large one under the pointer
   <gallery.uri>/thumbs/*.jpg  JPEG thumbnails, at most THUMBNAIL_SIZE pixels
   <gallery.uri>/metrics.json  corpus metrics of the shown model (and of the
                               captions-only baseline, when given) on the split
@@ -21,6 +25,7 @@ ImageFeatureGen's artifact, the shown model captions from the cached features
 when it embeds their encoder (captioning.caption_split), as in the
 CaptionEvaluator: no backbone pass.
 """
+import base64
 import html
 import importlib.resources
 import io
@@ -29,6 +34,7 @@ import os
 from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
+import numpy as np
 from PIL import Image
 from PIL import ImageOps
 import tensorflow as tf
@@ -36,6 +42,7 @@ from tfx import v1 as tfx
 from tfx.types import artifact
 from tfx.utils import io_utils
 
+from components import attention_maps
 from components import features
 from components import names
 from components import records
@@ -49,11 +56,15 @@ from components.artifacts import CaptionGallery
 from components.artifacts import ImageFeatures
 
 THUMBNAIL_SIZE = 160  # pixels, the longer side
+# The small multiples of an attention model's card: one copy of the thumbnail per word, this
+# many pixels on the longer side, four to a row of a card.
+WORD_MAP_SIZE = 56
 # Per-image scores shown on every card, in this order (when computed).
 CARD_METRICS = (caption_metrics.BLEU_4, caption_metrics.CIDER_D, caption_metrics.METEOR,
                 caption_metrics.ROUGE_L)
-# Stylesheet and script of the page (gallery.js sorts and filters the cards by score
-# and records in <body> data attributes how many thumbnails loaded, for the browser test).
+# Stylesheet and script of the page (gallery.js sorts and filters the cards by score, draws
+# the attention maps, and records in <body> data attributes how many thumbnails loaded and
+# maps it drew, for the browser tests).
 _ASSETS_DIR = 'gallery_assets'
 # Custom properties the standard Pusher sets on its PushedModel output.
 _PUSHED_KEY = 'pushed'
@@ -69,6 +80,9 @@ class GalleryEntry(NamedTuple):
   scores: Dict[str, float]  # caption_metrics name -> per-image score
   baseline_caption: Optional[str] = None  # the captions-only baseline's, if shown
   alternatives: Sequence[str] = ()  # the beam search's runners-up, best first
+  # Where an attention model looked for each word of `caption`
+  # (float32 [max_length, grid_h, grid_w], features.ATTENTION_OUTPUT); None for other models.
+  attention: Optional[np.ndarray] = None
 
 
 def make_thumbnail(image: bytes, size: int = THUMBNAIL_SIZE) -> Tuple[bytes, int, int]:
@@ -102,14 +116,44 @@ def _metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
           f'<tbody>{"".join(rows)}</tbody></table>')
 
 
+def _attention_data(entry: GalleryEntry) -> str:
+  """The card's maps for its script: {"grid": [grid_h, grid_w], "maps": base64 of uint8 [words, grid_h, grid_w]}."""
+  try:
+    maps = attention_maps.quantized_maps(entry.image, entry.caption, entry.attention)
+  except ValueError as error:
+    raise ValueError(f'Attention of image {entry.image_id!r}: {error}') from error
+  return json.dumps({'grid': list(maps.shape[1:]), 'maps': base64.b64encode(maps.tobytes()).decode('ascii')})
+
+
+def _word_maps(entry: GalleryEntry, path: str, width: int, height: int) -> str:
+  """The small multiples: per word of the caption a small copy of the thumbnail, its map drawn over it."""
+  scale = WORD_MAP_SIZE / max(width, height)
+  small = f'width="{max(1, round(width * scale))}" height="{max(1, round(height * scale))}"'
+  return '<div class="wordmaps">' + ''.join(
+      f'<figure class="wordmap" data-t="{t}" tabindex="0"><div class="stack">'
+      f'<img class="mapthumb" src="{html.escape(path)}" {small} loading="lazy" decoding="async" alt="">'
+      f'<canvas class="map"></canvas></div><figcaption>{html.escape(word)}</figcaption></figure>'
+      for t, word in enumerate(attention_maps.caption_words(entry.caption))) + '</div>'
+
+
 def _card(entry: GalleryEntry, thumbnail: Optional[Tuple[str, int, int]], error: str) -> str:
-  """One image card; `thumbnail` is (relative path, width, height) or None (see `error`)."""
+  """One image card; `thumbnail` is (relative path, width, height) or None (see `error`).
+
+  With attention (and a thumbnail), the card carries its maps in `data-attention`,
+  a canvas over the thumbnail for the map of the word under the mouse, and the
+  small multiples under the caption.
+  """
+  attention, word_maps = '', ''
   if thumbnail is None:
     picture = f'<div class="nothumb">no thumbnail: {html.escape(error)}</div>'
   else:
     path, width, height = thumbnail
     picture = (f'<img class="thumb" src="{html.escape(path)}" width="{width}" height="{height}" '
                f'loading="lazy" decoding="async" alt="{html.escape(entry.caption)}">')
+    if entry.attention is not None:
+      attention = f' data-attention="{html.escape(_attention_data(entry))}"'
+      picture = f'<div class="stack">{picture}<canvas class="map" hidden></canvas></div>'
+      word_maps = _word_maps(entry, path, width, height)
   references = ''.join(f'<li>{html.escape(r)}</li>' for r in entry.references)
   scores = ' &middot; '.join(f'{html.escape(n)} {entry.scores[n]:.3f}'
                              for n in CARD_METRICS if n in entry.scores)
@@ -119,21 +163,27 @@ def _card(entry: GalleryEntry, thumbnail: Optional[Tuple[str, int, int]], error:
                   '<p class="alternatives">also: '
                   + ' &middot; '.join(html.escape(a) for a in entry.alternatives) + '</p>')
   return (f'<figure class="card" data-id="{html.escape(entry.image_id)}" '
-          f'data-scores="{html.escape(json.dumps(entry.scores))}">'
+          f'data-scores="{html.escape(json.dumps(entry.scores))}"{attention}>'
           f'<div class="frame">{picture}</div>'
-          f'<figcaption><p class="caption">{html.escape(entry.caption)}</p>'
+          f'<figcaption><p class="caption">{html.escape(entry.caption)}</p>{word_maps}'
           f'{alternatives}{baseline}<ol class="refs">{references}</ol><p class="scores">{scores}</p>'
           f'<p class="id">{html.escape(entry.image_id)}</p></figcaption></figure>')
 
 
-def _write_cards(entries: Iterable[GalleryEntry], out_dir: str) -> Tuple[List[str], List[str]]:
-  """Writes each entry's thumbnail as it comes; returns (the cards' HTML, the metrics they score).
+class _Cards(NamedTuple):
+  html: List[str]  # one card per entry
+  scored: List[str]  # the metrics they score
+  with_maps: int  # cards with attention maps
+
+
+def _write_cards(entries: Iterable[GalleryEntry], out_dir: str) -> _Cards:
+  """Writes each entry's thumbnail as it comes; returns the cards.
 
   One entry at a time, so that a generator keeps memory flat for large splits;
   an image that cannot be decoded gets a card saying why, and a logged warning.
   """
   tf.io.gfile.makedirs(os.path.join(out_dir, names.GALLERY_THUMBS_DIR))
-  cards, scored = [], []
+  cards, scored, with_maps = [], [], 0
   for index, entry in enumerate(entries):
     relative_path = f'{names.GALLERY_THUMBS_DIR}/{index:06d}.jpg'
     try:
@@ -145,17 +195,22 @@ def _write_cards(entries: Iterable[GalleryEntry], out_dir: str) -> Tuple[List[st
       with tf.io.gfile.GFile(os.path.join(out_dir, relative_path), 'wb') as f:
         f.write(jpeg)
       cards.append(_card(entry, (relative_path, width, height), ''))
+      with_maps += entry.attention is not None
     scored += [n for n in entry.scores if n not in scored]
-  return cards, scored
+  return _Cards(cards, scored, with_maps)
+
+
+_MAPS_LEGEND = """<p class="legend">Under an attention model's caption, one small picture per word:
+lit where the model looked when it said that word, dark where it did not (each word's
+brightest spot is its peak). Point at one, or tab to it, to see it on the large picture.</p>"""
 
 
 def _page(title: str, notes: Sequence[str], warnings: Sequence[str],
-          metrics: Mapping[str, Mapping[str, float]], cards: Sequence[str],
-          sort_metrics: Sequence[str], sort_metric: str) -> str:
+          metrics: Mapping[str, Mapping[str, float]], cards: _Cards, sort_metric: str) -> str:
   """The whole page, its stylesheet and script inlined: it loads nothing from the network."""
   options = ''.join(
       f'<option value="{html.escape(n)}"{" selected" if n == sort_metric else ""}>'
-      f'{html.escape(n)}</option>' for n in caption_metrics.METRIC_NAMES if n in sort_metrics)
+      f'{html.escape(n)}</option>' for n in caption_metrics.METRIC_NAMES if n in cards.scored)
   note_lines = ''.join(f'<p>{html.escape(line)}</p>' for line in notes)
   note_lines += ''.join(f'<p class="warning">{html.escape(line)}</p>' for line in warnings)
   return f"""<!DOCTYPE html>
@@ -177,7 +232,8 @@ def _page(title: str, notes: Sequence[str], warnings: Sequence[str],
 <p class="legend">Each card: the generated caption (bold), the captions-only baseline's
 (italic, when shown), the reference captions (numbered), the per-image scores of the
 generated caption and the image id.</p>
-<div id="grid">{''.join(cards)}</div>
+{_MAPS_LEGEND if cards.with_maps else ''}
+<div id="grid" data-dim="{attention_maps.DIM_OPACITY}">{''.join(cards.html)}</div>
 <script>{_asset('gallery.js')}</script>
 </body></html>
 """
@@ -203,11 +259,12 @@ def render_gallery(entries: Iterable[GalleryEntry], metrics: Mapping[str, Mappin
     warnings: lines shown under the title in red (e.g. "NOT pushed").
     sort_metric: the metric the page sorts by initially.
   """
-  cards, sort_metrics = _write_cards(entries, out_dir)
+  cards = _write_cards(entries, out_dir)
   index_path = os.path.join(out_dir, names.GALLERY_INDEX_FILE)
   with tf.io.gfile.GFile(index_path, 'w') as f:
-    f.write(_page(title, notes, warnings, metrics, cards, sort_metrics, sort_metric))
-  logging.info('Gallery of %d images written to %s', len(cards), index_path)
+    f.write(_page(title, notes, warnings, metrics, cards, sort_metric))
+  logging.info('Gallery of %d images (%d with attention maps) written to %s', len(cards.html),
+               cards.with_maps, index_path)
   return index_path
 
 
@@ -258,7 +315,8 @@ def _entries(examples: artifact.Artifact, split: str, shown: captioning.ScoredSp
     yield GalleryEntry(example.image_id, example.image, split_captions.captions[example.image_id],
                        example.references, scores['per_image'][example.image_id],
                        baseline_captions.captions[example.image_id] if baseline_captions else None,
-                       split_captions.top_captions[example.image_id][1:])
+                       split_captions.top_captions[example.image_id][1:],
+                       split_captions.attention.get(example.image_id))
 
 
 @tfx.dsl.components.component
