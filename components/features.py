@@ -28,6 +28,10 @@ IMAGE_FEATURES_KEY = 'image_features'  # float32 [feature_dim]: the frozen backb
 # DemoGallery's input), the caption model's Keras input and the from_features
 # serving signature's input.
 
+# The caption models' other Keras input: int64 [batch, sequence_length - 1], the
+# teacher-forcing ids (components/training/model.py, attention.py).
+INPUT_IDS_INPUT = 'input_ids'
+
 # --- Special tokens. Their ids are fixed and precede the learned vocabulary so
 # that padding is id 0 (what Keras masking and `pad_model_inputs` assume). ---
 PAD_TOKEN = '<pad>'
@@ -61,5 +65,9 @@ LOG_PROBABILITY_OUTPUT = 'log_probability'  # float32 [batch]: log p(caption | i
 # rest are '' with -inf.
 CAPTIONS_OUTPUT = 'captions'  # string [batch, k]
 LOG_PROBABILITIES_OUTPUT = 'log_probabilities'  # float32 [batch, k]
+# Attention models only: for the best caption, row t holds the weights over the
+# grid of the step that produced word t (each row sums to 1); rows from the
+# caption's length on are 0. grid_h and grid_w are static in the signature.
+ATTENTION_OUTPUT = 'attention'  # float32 [batch, max_length, grid_h, grid_w]
 # GetModelMetadata's one metadata field (TF Serving's name), the signatures of the served model.
 SIGNATURE_DEF_METADATA_FIELD = 'signature_def'
