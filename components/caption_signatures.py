@@ -76,10 +76,15 @@ class Captions(_BestCaptions):
   top_captions / top_log_probabilities: per image, the k best captions of the
   beam search, best first (so [0] is the caption), without the missing ones
   (fewer than k finished); empty lists for a model exported without them.
+  attention: an attention model's features.ATTENTION_OUTPUT, float32
+  [num_images, max_length, grid_h, grid_w] (row t: where word t of the caption
+  looked; 0 from the caption's length on); None for other models.
   """
 
-  def __new__(cls, captions, log_probabilities, top_captions=None, top_log_probabilities=None):
+  def __new__(cls, captions, log_probabilities, top_captions=None, top_log_probabilities=None,
+              attention=None):
     self = super().__new__(cls, captions, log_probabilities)
+    self.attention = attention
     self.top_captions = top_captions if top_captions is not None else [[] for _ in captions]
     self.top_log_probabilities = (top_log_probabilities if top_log_probabilities is not None
                                   else [[] for _ in captions])
@@ -103,8 +108,14 @@ def decode_outputs(outputs: Mapping[str, np.ndarray], num_images: int, source: s
   if len(captions) != num_images or len(log_probabilities) != num_images:
     raise ValueError(f'{source} returned {len(captions)} captions and {len(log_probabilities)} '
                      f'log-probabilities for {num_images} images.')
+  attention = None
+  if features.ATTENTION_OUTPUT in outputs:
+    attention = np.asarray(outputs[features.ATTENTION_OUTPUT], np.float32)
+    if attention.ndim != 4 or len(attention) != num_images:
+      raise ValueError(f'{source} returned {features.ATTENTION_OUTPUT!r} of shape {attention.shape} for '
+                       f'{num_images} images; expected [{num_images}, max_length, grid_h, grid_w].')
   if features.CAPTIONS_OUTPUT not in outputs or features.LOG_PROBABILITIES_OUTPUT not in outputs:
-    return Captions(captions, log_probabilities)
+    return Captions(captions, log_probabilities, attention=attention)
   top_captions = np.asarray(outputs[features.CAPTIONS_OUTPUT])
   top_log_probabilities = np.asarray(outputs[features.LOG_PROBABILITIES_OUTPUT], np.float64)
   if (top_captions.ndim != 2 or top_captions.shape != top_log_probabilities.shape
@@ -116,4 +127,4 @@ def decode_outputs(outputs: Mapping[str, np.ndarray], num_images: int, source: s
   return Captions(
       captions, log_probabilities,
       [_decode_strings(row[keep].tolist()) for row, keep in zip(top_captions, found)],
-      [row[keep].tolist() for row, keep in zip(top_log_probabilities, found)])
+      [row[keep].tolist() for row, keep in zip(top_log_probabilities, found)], attention)

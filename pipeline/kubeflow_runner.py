@@ -77,7 +77,7 @@ def gpu_node_ids(beam_runner: str) -> Tuple[str, ...]:
 
 def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
   """The pipeline of the parsed `compile` flags, resources attached."""
-  trainer_config = settings.trainer_config(args, config_lib.TrainerConfig())
+  trainer_config = settings.trainer_config(args, config_lib.trainer_defaults(args.decoder, embedded=False))
   resources = trainer_resources(args.gpu_type, args.gpu_count, args.trainer_cpu_limit,
                                 args.trainer_memory_limit)
   return pipeline_lib.create_pipeline(

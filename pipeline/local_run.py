@@ -69,10 +69,11 @@ def run_configs(args: argparse.Namespace) -> Tuple[config_lib.TransformConfig, c
   """(Transform, captioner, evaluation) settings: the flags over the embedded
   dataset's defaults without --data_dir, over the real-data defaults with it."""
   if args.data_dir is None:
-    defaults = (config_lib.EMBEDDED_TRANSFORM, config_lib.EMBEDDED_TRAINER,
+    defaults = (config_lib.EMBEDDED_TRANSFORM, config_lib.trainer_defaults(args.decoder, embedded=True),
                 config_lib.EMBEDDED_EVALUATION)
   else:
-    defaults = (config_lib.TransformConfig(), config_lib.TrainerConfig(), config_lib.EvaluationConfig())
+    defaults = (config_lib.TransformConfig(), config_lib.trainer_defaults(args.decoder, embedded=False),
+                config_lib.EvaluationConfig())
   return (settings.transform_config(args, defaults[0]), settings.trainer_config(args, defaults[1]),
           settings.evaluation_config(args, defaults[2]))
 

@@ -75,6 +75,11 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
   """The vocabulary's and the decoder's training flags."""
   trainer_defaults = config_lib.TrainerConfig()
   transform_defaults = config_lib.TransformConfig()
+  parser.add_argument('--decoder', default=trainer_defaults.decoder, choices=config_lib.DECODERS,
+                      help="'show_and_tell' (the image enters the LSTM once, at t=0) or 'attention' "
+                           '(soft attention over the backbone\'s grid at every word, with its own '
+                           "defaults: pooling 'grid', the plain Keras training path; see "
+                           'components/config.py). Default: %(default)s.')
   parser.add_argument('--epochs', type=int, default=None)
   parser.add_argument('--batch_size', type=int, default=None,
                       help=f"Default: the runner's ({trainer_defaults.batch_size} on real data).")
@@ -135,9 +140,16 @@ def trainer_config(args: argparse.Namespace,
 
   Args:
     args: parsed flags from a parser `add_arguments` was applied to.
-    defaults: the runner's TrainerConfig (e.g. config_lib.EMBEDDED_TRAINER),
-      used where a flag is left at 'auto' / unset.
+    defaults: the runner's TrainerConfig for the decoder --decoder names
+      (config_lib.trainer_defaults), used where a flag is left at 'auto' / unset.
+
+  Raises:
+    ValueError: if `defaults` is another decoder's, or the flags make a config
+      the decoder cannot train (e.g. --pooling flatten with --decoder attention).
   """
+  if defaults.decoder != args.decoder:
+    raise ValueError(f'The runner passed {defaults.decoder!r} defaults for --decoder {args.decoder}: '
+                     'take them from config_lib.trainer_defaults.')
   encoder = _given(args, _OPTIONAL_ENCODER_FLAGS)
   if args.backbone_weights != _RUNNER_WEIGHTS:
     encoder['backbone_weights'] = None if args.backbone_weights == _RANDOM_WEIGHTS else args.backbone_weights
@@ -163,9 +175,10 @@ def baseline_config(trainer: config_lib.TrainerConfig) -> config_lib.TrainerConf
   """The captions-only baseline: the captioner's settings without the image.
 
   Cross-entropy only: the self-critical stage trains from the cached image
-  features, which the baseline does not read.
+  features, which the baseline does not read; the Show-and-Tell language model
+  whatever the captioner's decoder (attention needs an image to attend to).
   """
-  return dataclasses.replace(trainer, use_image=False, scst_epochs=0)
+  return dataclasses.replace(trainer, use_image=False, scst_epochs=0, decoder=config_lib.SHOW_AND_TELL)
 
 
 def evaluation_config(args: argparse.Namespace,
