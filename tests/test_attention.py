@@ -176,3 +176,33 @@ def test_the_decoder_flag_picks_the_decoders_defaults():
   with pytest.raises(ValueError, match="pooling 'grid'"):
     args = parser.parse_args(['--decoder', 'attention', '--pooling', 'flatten'])
     settings.trainer_config(args, config_lib.trainer_defaults(args.decoder, True))
+
+
+def test_streamed_grids_equal_the_cached_ones(transformed, grid_features):
+  """The Trainer streams bfloat16 grids from the artifact's files: the same vectors and captions
+  per image as the in-memory join, batches in float32."""
+  tf_transform_output = tft.TFTransformOutput(transformed.transform_graph_uri)
+  per_image = datasets.images_and_captions(transformed.transformed_files(features.EVAL_SPLIT),
+                                           tf_transform_output)
+  cached = datasets.with_cached_features(
+      per_image, features_artifact.read_features(grid_features.uri, features.EVAL_SPLIT), 'eval')
+  streamed = datasets.with_streamed_features(per_image, grid_features.uri, features.EVAL_SPLIT)
+  assert streamed.element_spec[0].dtype == tf.bfloat16
+  key = lambda pair: pair[0].tobytes()
+  as_float = [(vector.astype(np.float32), ids) for vector, ids in streamed.as_numpy_iterator()]
+  expected = sorted(cached.as_numpy_iterator(), key=key)
+  for (vector, ids), (want_vector, want_ids) in zip(sorted(as_float, key=key), expected, strict=True):
+    np.testing.assert_array_equal(vector, want_vector)
+    np.testing.assert_array_equal(ids, want_ids)
+  inputs, _ = next(iter(datasets.training_batches(streamed, 4, shuffle=False, use_image=True,
+                                                  captions=datasets.caption_count(per_image))))
+  assert inputs[features.IMAGE_FEATURES_KEY].dtype == tf.float32
+
+
+def test_the_stream_accounts_for_every_image(transformed, grid_features):
+  tf_transform_output = tft.TFTransformOutput(transformed.transform_graph_uri)
+  per_image = datasets.images_and_captions(transformed.transformed_files(features.EVAL_SPLIT),
+                                           tf_transform_output)
+  with pytest.raises(ValueError, match=r"1 images have no features in split 'eval'"):
+    datasets.with_streamed_features(per_image.concatenate(per_image.take(1).map(
+        lambda image_id, image, ids: (image_id + b'-copy', image, ids))), grid_features.uri, features.EVAL_SPLIT)

@@ -160,11 +160,14 @@ def run_fn(fn_args: FnArgs) -> None:
 def _image_inputs(config: config_lib.TrainerConfig, per_image: tf.data.Dataset, split: str,
                   feature_extractor: keras.Model, features_uri: Optional[str]) -> tf.data.Dataset:
   """What the model reads of each image of `split`: nothing (the baseline), the
-  artifact's cached features, or, with augmentation, pixels at its backbone's input size."""
+  artifact's cached features (held in memory, or streamed from its files where stored in a
+  compact dtype: the grids), or, with augmentation, pixels at its backbone's input size."""
   if not config.use_image:
     return datasets.without_image(per_image)
   if config.encoder.augment:
     return datasets.with_pixels(per_image, feature_extractor.input_shape[1])
+  if features_artifact.artifact_encoder_info(features_uri).feature_dtype != 'float32':
+    return datasets.with_streamed_features(per_image, features_uri, split)  # grids: too large to hold
   return datasets.with_cached_features(per_image, features_artifact.read_features(features_uri, split),
                                        f'split {split!r} of {features_uri}')
 
