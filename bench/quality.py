@@ -1,4 +1,4 @@
-"""Does self-critical training help? The captioner over seeds, with and without the stage.
+"""Caption quality over seeds: per decoder, and with and without self-critical training.
 
 One seed says little (bench/seeds.py measured how much seeds differ), so for
 each seed this bench runs the CaptionTrainer's run_fn (components/training/
@@ -10,14 +10,23 @@ scored on the eval and demo splits as the CaptionEvaluator scores them
 (captioning.caption_and_score from the cached features: the COCO toolkit's
 BLEU-4 and CIDEr-D).
 
-Data: the embedded dataset (components/config.py EMBEDDED_*), generated and
-run through the ExampleGen, Transform and ImageFeatureGen executors once
-(testing/transformed_data.py), or a finished main job's artifacts with
-`--pipeline_root`. Every seed trains from the same cached features.
+`--decoders show_and_tell,attention` trains each decoder with the settings
+and pooling its embedded job uses (config_lib.trainer_defaults: 'flatten' for
+Show and Tell, 'grid' for attention), every seed of each from the same
+features, so the decoders compare against the seed-to-seed spread.
+`--scst_epochs 0` skips the self-critical stage (cross-entropy only).
 
-Prints one JSON line: per seed and mean, eval/demo BLEU-4 and CIDEr-D of both
-models; the per-seed differences (SCST minus cross-entropy), their mean, min
-and max; the seed-to-seed range of the cross-entropy models; the train-split
+Data: the embedded dataset (components/config.py EMBEDDED_*), generated and
+run through the ExampleGen and Transform executors once and the
+ImageFeatureGen executor once per pooling (testing/transformed_data.py), or a
+finished main job's artifacts with `--pipeline_root` (its features where their
+pooling is the decoder's, features computed here from its examples otherwise).
+
+Prints one JSON line: `seeds`, and per decoder (`decoders`): per seed the
+eval/demo BLEU-4 and CIDEr-D of the cross-entropy model, its epochs and median
+seconds per epoch; their mean and seed range (max - min). With self-critical
+epochs, per decoder also (`scst_stage`): the fine-tuned model's scores; the per-seed
+differences (SCST minus cross-entropy), their mean, min and max; the train-split
 CIDEr-D of the sampled and the greedy captions per self-critical epoch (what
 the stage optimises: it must rise); the median seconds of a cross-entropy and
 of a self-critical epoch; and `helps`, per split, whether the mean CIDEr-D gain
@@ -25,7 +34,7 @@ exceeds the seed-to-seed range (the rule for turning the stage on by default;
 null with one seed).
 
 Usage: python -m bench.quality [--seeds 0,1,2] [--scst_epochs 5] [--epochs 25]
-       [--pipeline_root outputs/pipeline_root]
+       [--decoders show_and_tell,attention] [--pipeline_root outputs/pipeline_root]
 """
 import argparse
 import contextlib
@@ -43,6 +52,7 @@ from bench import seeds as seeds_bench
 from components import config as config_lib
 from components import features
 from components import names
+from components.encoder import features_artifact
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.training import trainer
@@ -63,22 +73,40 @@ def _scores(model_dir: str, examples, features_uri: str) -> Dict[str, float]:
   return result
 
 
-def train_both(data, examples, features_uri: str, config: config_lib.TrainerConfig, work_dir: str) -> Dict:
-  """run_fn with the stage on; both exported models' scores, the stage's rewards and epoch seconds."""
+def train(data, examples, features_uri: str, config: config_lib.TrainerConfig, work_dir: str) -> Dict:
+  """run_fn once: the cross-entropy model's scores, epochs and seconds per epoch, and with
+  self-critical epochs the fine-tuned model's scores and the stage's rewards and epoch seconds."""
   args = transformed_data.fn_args(data, work_dir, config, features_uri)
   with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines; stdout holds the JSON only
     trainer.run_fn(args)
   with open(os.path.join(args.model_run_dir, names.TRAINING_REPORT_FILE)) as f:
     report = json.load(f)
+  epoch_seconds = report['epoch_seconds']
+  run = {
+      'epochs': len(report['history']['loss']),
+      # The first epoch also traces the graphs.
+      'seconds_per_epoch': round(float(np.median(epoch_seconds[1:] or epoch_seconds)), 2),
+      'cross_entropy_epoch_seconds': epoch_seconds,
+  }
+  if not config.scst_epochs:
+    return {'cross_entropy': _scores(args.serving_model_dir, examples, features_uri), **run}
   return {
       'cross_entropy': _scores(os.path.join(args.model_run_dir, names.CROSS_ENTROPY_MODEL_DIR), examples,
                                features_uri),
       'scst': _scores(args.serving_model_dir, examples, features_uri),
       'train_sample_cider': [round(v, 4) for v in report['scst']['sample_cider']],
       'train_greedy_cider': [round(v, 4) for v in report['scst']['greedy_cider']],
-      'cross_entropy_epoch_seconds': report['epoch_seconds'],
+      **run,
       'scst_epoch_seconds': report['scst']['seconds'],
   }
+
+
+def summarise_cross_entropy(runs: List[Dict]) -> Dict:
+  """The cross-entropy models' mean and seed range (max - min) of every score."""
+  keys = list(runs[0]['cross_entropy'])
+  return {'mean': {key: round(float(np.mean([run['cross_entropy'][key] for run in runs])), 4) for key in keys},
+          'seed_range': {key: round(float(np.ptp([run['cross_entropy'][key] for run in runs])), 4)
+                         for key in keys}}
 
 
 def summarise(runs: List[Dict]) -> Dict:
@@ -100,15 +128,33 @@ def summarise(runs: List[Dict]) -> Dict:
                                 'ratio_scst_to_cross_entropy': round(scst_seconds / ce_seconds, 2)}}
 
 
-def _artifacts(args, tmp: str, config: config_lib.TrainerConfig):
-  """(Transform output, raw Examples, ImageFeatures uri): a main job's, or built once here."""
+def _data(args, tmp: str):
+  """(Transform output, raw Examples, the main job's ImageFeatures uri or None): a main job's,
+  or the embedded dataset built here."""
   if args.pipeline_root:
     return seeds_bench.pipeline_artifacts(args.pipeline_root)
   data = transformed_data.build_transformed_data(
       os.path.join(tmp, 'data'), config_lib.EMBEDDED_DATASET.num_images, config_lib.EMBEDDED_DATASET.image_size)
-  image_features = transformed_data.build_image_features(data.examples_uri, os.path.join(tmp, 'features'),
-                                                         config_lib.EMBEDDED_ENCODER, config.seed)
-  return data, seeds_bench.examples_artifact(data.examples_uri), image_features.uri
+  return data, seeds_bench.examples_artifact(data.examples_uri), None
+
+
+def _features(data, given_uri, tmp: str, encoder: config_lib.EncoderConfig, seed: int) -> str:
+  """The ImageFeatures uri for `encoder`: `given_uri` if its pooling is encoder's, else built here."""
+  if given_uri and features_artifact.artifact_encoder_info(given_uri).pooling == encoder.pooling:
+    return given_uri
+  return transformed_data.build_image_features(
+      data.examples_uri, os.path.join(tmp, f'features-{encoder.pooling}'), encoder, seed).uri
+
+
+def measure_decoder(decoder: str, seeds: List[int], args, data, examples, given_features, tmp: str) -> Dict:
+  """Every seed of `decoder` trained and scored; the runs and their summaries."""
+  encoder, config = config_lib.decoder_defaults(decoder, embedded=True)
+  config = dataclasses.replace(config, epochs=args.epochs, scst_epochs=args.scst_epochs)
+  features_uri = _features(data, given_features, tmp, encoder, config.seed)
+  runs = [train(data, examples, features_uri, dataclasses.replace(config, seed=seed),
+                os.path.join(tmp, f'{decoder}-seed-{seed}')) for seed in seeds]
+  return {'pooling': encoder.pooling, 'runs': [{'seed': seed, **run} for seed, run in zip(seeds, runs)],
+          **summarise_cross_entropy(runs), **({'scst_stage': summarise(runs)} if args.scst_epochs else {})}
 
 
 def main():
@@ -117,22 +163,26 @@ def main():
   parser.add_argument('--scst_epochs', type=int, default=5)
   parser.add_argument('--epochs', type=int, default=config_lib.EMBEDDED_TRAINER.epochs,
                       help='Cross-entropy epochs (default: the embedded main job\'s, %(default)s).')
+  parser.add_argument('--decoders', default=config_lib.SHOW_AND_TELL,
+                      help=f'Comma-separated, of {config_lib.DECODERS} (default: %(default)s).')
   parser.add_argument('--pipeline_root', default=None,
                       help="A finished main job's pipeline_root to take the data and features from "
                            '(default: generate the embedded dataset and run its executors here).')
   args = parser.parse_args()
-  config = dataclasses.replace(config_lib.EMBEDDED_TRAINER, epochs=args.epochs, scst_epochs=args.scst_epochs)
+  decoders = args.decoders.split(',')
+  unknown = sorted(set(decoders) - set(config_lib.DECODERS))
+  if unknown:
+    parser.error(f'unknown decoders {unknown}; choose from {config_lib.DECODERS}')
   seeds = [int(seed) for seed in args.seeds.split(',')]
+  scst = config_lib.EMBEDDED_TRAINER
   with tempfile.TemporaryDirectory(prefix='quality_bench_') as tmp:
-    data, examples, features_uri = _artifacts(args, tmp, config)
-    runs = [train_both(data, examples, features_uri, dataclasses.replace(config, seed=seed),
-                       os.path.join(tmp, f'seed-{seed}')) for seed in seeds]
+    data, examples, given_features = _data(args, tmp)
+    measured = {decoder: measure_decoder(decoder, seeds, args, data, examples, given_features, tmp)
+                for decoder in decoders}
   print(json.dumps({
-      'seeds': seeds, 'epochs': config.epochs, 'scst_epochs': config.scst_epochs,
-      'scst_samples': config.scst_samples, 'scst_learning_rate': config.scst_learning_rate,
-      'cores': multiprocessing.cpu_count(),
-      'runs': [{'seed': seed, **run} for seed, run in zip(seeds, runs)],
-      **summarise(runs),
+      'seeds': seeds, 'epochs': args.epochs, 'scst_epochs': args.scst_epochs,
+      'scst_samples': scst.scst_samples, 'scst_learning_rate': scst.scst_learning_rate,
+      'cores': multiprocessing.cpu_count(), 'decoders': measured,
   }))
 
 

@@ -11,7 +11,9 @@ about 11 words, about 7,800 distinct words with a Zipf-like spread. The
 executor-only mode keeps the shapes captions by default (they do not change
 its figures, and its figure in docs/benchmarks.md was measured with them); `--pipeline`
 uses Flickr8k's statistics, which set the Trainers' vocabulary and sequence
-length and so their epoch time.
+length and so their epoch time. `--pipeline --decoder attention` runs the
+attention decoder on real data's defaults (VGG16's block5_conv3 grid at 224
+px, stored in bfloat16) and adds the feature artifact's bytes on disk.
 
 Without `--pipeline`, as the local runner runs them (pipeline/beam_args.py:
 the ExampleGen on DirectRunner threads, the feature pass in-process;
@@ -22,9 +24,9 @@ the ExampleGen on DirectRunner threads, the feature pass in-process;
     `--precision` (default `auto`, resolved as the runners resolve it).
 With `--pipeline`, the whole pipeline as a person runs it, in a subprocess:
 `python -m pipeline.local_runner --data_dir <folder> --backbone_weights none
---precision <precision>` (the real-data defaults otherwise: VGG16 fc2 at 224
-px, the real-data recipe and epoch budgets; `--epochs N` overrides the
-Trainers' budget for a quicker look), its progress on stderr; it fails
+--backbone_precision <precision> --decoder <--decoder>` (the real-data defaults otherwise: VGG16
+fc2 at 224 px, or its grid for attention, the real-data recipe and epoch budgets; `--epochs N`
+overrides the Trainers' budget for a quicker look), its progress on stderr; it fails
 (exit 1, the runner's last lines) if the run fails. Its figures come from
 what the run left: ML Metadata's executions (seconds from each one's start to
 its end), the artifacts' counts and custom properties, and the Trainers'
@@ -48,7 +50,7 @@ runner's peak RSS (its largest process).
 
 Usage: .venv/bin/python -m bench.real_scale [--num_images 8091] [--sample 128]
            [--mode in_process] [--workers 2] [--precision auto]
-           [--pipeline [--epochs N]] [--captions {shapes,flickr8k}]
+           [--pipeline [--epochs N] [--decoder show_and_tell]] [--captions {shapes,flickr8k}]
 At ~5 images/s (float32, 2 cores) the full size's feature pass takes about 30
 minutes; in bfloat16 on a CPU with AMX-BF16 about a quarter of that.
 """
@@ -116,11 +118,13 @@ def generate_flickr8k(data_dir: str, num_images: int) -> None:
       f.writelines(line + '\n' for line in ids[:num_images * FLICKR8K_SPLIT_IDS[split] // FLICKR8K_IDS])
 
 
-_ENCODER = config_lib.EncoderConfig(backbone_weights=None, image_size=224, pooling='fc2')
+def _encoder(decoder: str) -> config_lib.EncoderConfig:
+  """The real-data encoder the runner builds for `decoder`, with random weights (none can be downloaded)."""
+  return dataclasses.replace(config_lib.decoder_defaults(decoder, embedded=False)[0], backbone_weights=None)
 
 
 def _feature_pass(examples, out_dir: str, options, precision: str) -> artifacts.ImageFeatures:
-  encoder = dataclasses.replace(_ENCODER, precision=precision)
+  encoder = dataclasses.replace(_encoder(config_lib.SHOW_AND_TELL), precision=precision)
   return executors.run_executor(
       feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context(options)),
       {'examples': examples}, {features.IMAGE_FEATURES_KEY: artifacts.ImageFeatures},
@@ -142,11 +146,12 @@ def _counts(examples, features_uri: str) -> Dict[str, Dict[str, int]]:
       for split in artifact_utils.decode_split_names(examples.split_names)}
 
 
-def _around_bare_loops(precision: str, sample: Sequence[bytes], run: Callable[[], object]):
+def _around_bare_loops(precision: str, sample: Sequence[bytes], run: Callable[[], object],
+                       decoder: str = config_lib.SHOW_AND_TELL):
   """(run(), precision -> images/s of the bare loops of `precision` and
   float32, the mean of a timing before `run` and one after)."""
   # The pass's encoder as the pass builds it (random weights), and in float32.
-  backbones = {p: image_features.build_feature_extractor(dataclasses.replace(_ENCODER, precision=p))
+  backbones = {p: image_features.build_feature_extractor(dataclasses.replace(_encoder(decoder), precision=p))
                for p in {precision, precision_lib.FLOAT32}}
   before = _bare_rate(backbones, sample)
   result = run()
@@ -205,7 +210,7 @@ def _run_local_runner(data_dir: str, output_dir: str, args) -> float:
   """
   command = [sys.executable, '-m', 'pipeline.local_runner', '--data_dir', data_dir,
              '--output_dir', output_dir, '--backbone_weights', 'none', '--backbone_precision', args.precision,
-             *(['--epochs', str(args.epochs)] if args.epochs else [])]
+             '--decoder', args.decoder, *(['--epochs', str(args.epochs)] if args.epochs else [])]
   runner = subprocess.Popen(command, cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   tail = collections.deque(maxlen=_LOG_TAIL_LINES)
   for line in runner.stdout:  # its progress, on our stderr: stdout holds the JSON line only
@@ -247,7 +252,9 @@ def _run_figures(output_dir: str) -> Dict:
   [image_features_artifact] = metadata.outputs(store, executions[names.FEATURE_GEN],
                                                artifacts.ImageFeatures.TYPE_NAME)
   counts = _counts(examples, image_features_artifact.uri)
-  return {'image_features': image_features_artifact,
+  feature_bytes = sum(os.path.getsize(path) for split in counts
+                      for path in features_artifact.feature_files(image_features_artifact.uri, split))
+  return {'image_features': image_features_artifact, 'feature_artifact_bytes': feature_bytes,
           'per_split': counts, 'all_written': all(c['read'] == c['written'] for c in counts.values()),
           'component_seconds': {node: round(metadata.seconds(e), 1) for node, e in executions.items()},
           'trainers': {node: _trainer_figures(store, executions[node]) for node in names.TRAINERS},
@@ -272,14 +279,16 @@ def _pipeline(args, tmp: str, data_dir: str, precision: str) -> Dict:
       return _run_local_runner(data_dir, output_dir, args)
 
   with timing.Stopwatch() as run_and_loops:
-    peak_rss_mib, bare = _around_bare_loops(precision, _train_sample(data_dir, args.sample), timed_run)
+    peak_rss_mib, bare = _around_bare_loops(precision, _train_sample(data_dir, args.sample), timed_run,
+                                            args.decoder)
   figures = _run_figures(output_dir)
   images = sum(split['written'] for split in figures['per_split'].values())
   bare_seconds = images / bare[precision_lib.FLOAT32]
-  return {'epochs': args.epochs or 'defaults', 'run_seconds': round(run.seconds, 1),
+  return {'epochs': args.epochs or 'defaults', 'decoder': args.decoder, 'run_seconds': round(run.seconds, 1),
           'bare_float32_loop_seconds': round(bare_seconds, 1),
           'ratio_run_to_bare_float32_loop': round(run.seconds / bare_seconds, 2),
           'per_split': figures['per_split'], 'all_written': figures['all_written'],
+          'feature_artifact_bytes': figures['feature_artifact_bytes'],
           **_speed_figures(figures.pop('image_features'), bare, precision),
           'component_seconds': figures['component_seconds'], 'trainers': figures['trainers'],
           'evaluation_seconds': figures['evaluation_seconds'],
@@ -302,10 +311,14 @@ def main() -> None:
                       help='Run the whole pipeline with the local runner instead of the two executors.')
   parser.add_argument('--epochs', type=int, default=None,
                       help="With --pipeline: the Trainers' epoch budget (default: the real-data defaults').")
+  parser.add_argument('--decoder', choices=config_lib.DECODERS, default=config_lib.SHOW_AND_TELL,
+                      help="With --pipeline: the runner's --decoder (default %(default)s).")
   parser.add_argument('--captions', choices=(SHAPES_CAPTIONS, FLICKR8K_CAPTIONS), default=None,
                       help=f"The folder's captions (default: {FLICKR8K_CAPTIONS} with --pipeline, "
                            f'{SHAPES_CAPTIONS} without).')
   args = parser.parse_args()
+  if args.decoder != config_lib.SHOW_AND_TELL and not args.pipeline:
+    parser.error('--decoder needs --pipeline (the executor-only mode measures the fc2 feature pass)')
   precision = precision_lib.resolve(args.precision)
   captions = args.captions or (FLICKR8K_CAPTIONS if args.pipeline else SHAPES_CAPTIONS)
 
@@ -318,7 +331,8 @@ def main() -> None:
     figures = (_pipeline if args.pipeline else _executors)(args, tmp, data_dir, precision)
   print(json.dumps({
       'num_images': args.num_images, 'jpeg_size': '%dx%d' % JPEG_SIZE, 'captions': captions,
-      'encoder': 'vgg16 fc2 224', 'precision': precision, 'cores': multiprocessing.cpu_count(),
+      'encoder': '{0.backbone} {0.pooling} {0.input_size}'.format(
+          _encoder(args.decoder if args.pipeline else config_lib.SHOW_AND_TELL)), 'precision': precision, 'cores': multiprocessing.cpu_count(),
       **figures, 'generation_seconds': round(generation.seconds, 1),
   }))
 

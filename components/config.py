@@ -9,7 +9,7 @@ defaults is in docs/model.md.
 """
 import dataclasses
 import json
-from typing import Any, Dict, Optional, Type, TypeVar
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar
 
 _T = TypeVar('_T')
 
@@ -33,7 +33,17 @@ class TransformConfig:
 LEARNING_RATE_SCHEDULES = ('constant', 'cosine')
 
 # How the frozen backbone's output becomes one vector per image (components/encoder/image_features.py).
-POOLINGS = ('fc2', 'avg', 'flatten')
+# 'grid' keeps the last conv block's spatial grid for the attention decoder.
+POOLINGS = ('fc2', 'avg', 'flatten', 'grid')
+GRID_POOLING = 'grid'
+# The dtype a grid is stored in (components/encoder/features_artifact.py): half of
+# float32's bytes; the backbone rounds its grid to it, so every copy holds the same values.
+GRID_FEATURE_DTYPE = 'bfloat16'
+# The caption decoders (components/training/model.py, components/training/attention.py):
+# Show and Tell sees the image once, at t=0; 'attention' (Show, Attend and Tell's soft
+# attention) looks at the backbone's grid again at every word, and needs pooling 'grid'.
+SHOW_AND_TELL, ATTENTION = 'show_and_tell', 'attention'
+DECODERS = (SHOW_AND_TELL, ATTENTION)
 # Arithmetic precisions (components/encoder/precision.py): 'auto' is bfloat16
 # where the hardware has bfloat16 units, float32 elsewhere, resolved by the
 # component that does the work, on the machine it runs on.
@@ -113,6 +123,12 @@ class TrainerConfig:
   # The serving input side of a model that reads no pixels (use_image False):
   # its graph decodes images of this size and ignores them.
   image_size: int = BACKBONE_IMAGE_SIZES[EncoderConfig.backbone]
+  # One of DECODERS; 'attention' needs the encoder's pooling 'grid' (check_decoder)
+  # and trains on the plain Keras path (fused_training False): the fused path is Show and Tell's.
+  decoder: str = SHOW_AND_TELL
+  # The attention decoder's MLP score: the size of its hidden layer (Xu et al.'s
+  # attention model f_att); ignored by Show and Tell.
+  attention_units: int = 512
   # Show and Tell uses 512-d embeddings; this project's are 300-d.
   embedding_dim: int = 300
   lstm_units: int = 512
@@ -163,6 +179,13 @@ class TrainerConfig:
   # determinism on), and the local runner's embedded dataset: on a CPU the
   # same seed and inputs give the same model and metrics.
   seed: int = 0
+
+  def __post_init__(self):
+    if self.decoder not in DECODERS:
+      raise ValueError(f'Unknown decoder {self.decoder!r}; choose one of {DECODERS}.')
+    if self.decoder == ATTENTION and self.use_image and self.fused_training:
+        raise ValueError('The fused training path (fused_training) is the Show-and-Tell decoder\'s; '
+                         'the attention decoder trains on the plain Keras path: set fused_training=False.')
 
 
 def _threshold(default: float, help_text: str) -> Any:
@@ -219,6 +242,37 @@ EMBEDDED_ENCODER = EncoderConfig(backbone_weights=None, image_size=EMBEDDED_DATA
 EMBEDDED_TRAINER = TrainerConfig(image_size=EMBEDDED_DATASET.image_size, lstm_units=256, epochs=25,
                                  dropout=0.3, batch_size=64, learning_rate=1e-3, early_stopping_patience=3,
                                  decoder_precision='float32', fused_training=False)
+# The attention decoder on the embedded dataset: VGG16's block5_conv3 grid (4x4x512 at
+# 64 px) and the Show-and-Tell job's training settings, so the two compare on one recipe.
+EMBEDDED_ATTENTION_ENCODER = dataclasses.replace(EMBEDDED_ENCODER, pooling=GRID_POOLING)
+EMBEDDED_ATTENTION_TRAINER = dataclasses.replace(EMBEDDED_TRAINER, decoder=ATTENTION, attention_units=256)
+# The attention decoder on real photos: VGG16's block5_conv3 at 224 px (14x14x512), as
+# Xu et al. encode; the recipe's settings otherwise, on the plain Keras path.
+ATTENTION_ENCODER = EncoderConfig(pooling=GRID_POOLING)
+ATTENTION_TRAINER = TrainerConfig(decoder=ATTENTION, fused_training=False)
+
+
+def decoder_defaults(decoder: str, embedded: bool) -> Tuple[EncoderConfig, TrainerConfig]:
+  """The runners' (EncoderConfig, TrainerConfig) for `decoder`, on the embedded dataset or on real data."""
+  if decoder not in DECODERS:
+    raise ValueError(f'Unknown decoder {decoder!r}; choose one of {DECODERS}.')
+  if embedded:
+    return ((EMBEDDED_ATTENTION_ENCODER, EMBEDDED_ATTENTION_TRAINER) if decoder == ATTENTION
+            else (EMBEDDED_ENCODER, EMBEDDED_TRAINER))
+  return (ATTENTION_ENCODER, ATTENTION_TRAINER) if decoder == ATTENTION else (EncoderConfig(), TrainerConfig())
+
+
+def check_decoder(encoder: EncoderConfig, trainer: TrainerConfig) -> None:
+  """Refuses a decoder the encoder cannot feed: attention needs the backbone's grid.
+
+  Raises:
+    ValueError: naming the pooling the decoder needs.
+  """
+  if trainer.decoder == ATTENTION and trainer.use_image and encoder.pooling != GRID_POOLING:
+    raise ValueError(f"The attention decoder attends over the backbone's grid: it needs pooling "
+                     f"{GRID_POOLING!r}, got {encoder.pooling!r}.")
+
+
 # The embedded dataset's captions follow from the pixels: a good model must score high.
 # Its eval split has 150 distinct scenes in 250 images, so one wording per scene
 # gives 0.6 distinct captions per image. At 0.3, a captioner that loses position

@@ -28,6 +28,10 @@ IMAGE_FEATURES_KEY = 'image_features'  # float32 [feature_dim]: the frozen backb
 # DemoGallery's input), the caption model's Keras input and the from_features
 # serving signature's input.
 
+# The caption models' other Keras input: int64 [batch, sequence_length - 1], the
+# teacher-forcing ids (components/training/model.py, attention.py).
+INPUT_IDS_INPUT = 'input_ids'
+
 # --- Special tokens. Their ids are fixed and precede the learned vocabulary so
 # that padding is id 0 (what Keras masking and `pad_model_inputs` assume). ---
 PAD_TOKEN = '<pad>'

@@ -69,14 +69,13 @@ def run_configs(args: argparse.Namespace) -> Tuple[config_lib.TransformConfig, c
                                                     config_lib.TrainerConfig, config_lib.EvaluationConfig]:
   """(Transform, encoder, captioner, evaluation) settings: the flags over the embedded
   dataset's defaults without --data_dir, over the real-data defaults with it."""
+  encoder_defaults, trainer_defaults = config_lib.decoder_defaults(args.decoder, embedded=args.data_dir is None)
   if args.data_dir is None:
-    defaults = (config_lib.EMBEDDED_TRANSFORM, config_lib.EMBEDDED_ENCODER, config_lib.EMBEDDED_TRAINER,
-                config_lib.EMBEDDED_EVALUATION)
+    defaults = (config_lib.EMBEDDED_TRANSFORM, config_lib.EMBEDDED_EVALUATION)
   else:
-    defaults = (config_lib.TransformConfig(), config_lib.EncoderConfig(), config_lib.TrainerConfig(),
-                config_lib.EvaluationConfig())
-  return (settings.transform_config(args, defaults[0]), settings.encoder_config(args, defaults[1]),
-          settings.trainer_config(args, defaults[2]), settings.evaluation_config(args, defaults[3]))
+    defaults = (config_lib.TransformConfig(), config_lib.EvaluationConfig())
+  return (settings.transform_config(args, defaults[0]), settings.encoder_config(args, encoder_defaults),
+          settings.trainer_config(args, trainer_defaults), settings.evaluation_config(args, defaults[1]))
 
 
 def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:

@@ -70,6 +70,7 @@ def create_pipeline(
       (feature_gen.weights_file_digest, computed by the runner), None for
       'imagenet' or random weights.
   """
+  config_lib.check_decoder(encoder_config, trainer_config)
   example_gen, statistics_gen, schema_gen, example_validator, transform = _data_nodes(
       data_root, schema_path, transform_config, restval_split)
   # The frozen backbone once per image of every split, and the backbone itself. Its

@@ -74,6 +74,11 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
   """The vocabulary's and the decoder's training flags."""
   trainer_defaults = config_lib.TrainerConfig()
   transform_defaults = config_lib.TransformConfig()
+  parser.add_argument('--decoder', default=trainer_defaults.decoder, choices=config_lib.DECODERS,
+                      help="'show_and_tell' (the image enters the LSTM once, at t=0) or 'attention' "
+                           '(soft attention over the backbone\'s grid at every word, with its own '
+                           "defaults: pooling 'grid', the plain Keras training path; see "
+                           'components/config.py). Default: %(default)s.')
   parser.add_argument('--epochs', type=int, default=None)
   parser.add_argument('--batch_size', type=int, default=None,
                       help=f"Default: the runner's ({trainer_defaults.batch_size} on real data).")
@@ -133,9 +138,15 @@ def trainer_config(args: argparse.Namespace,
 
   Args:
     args: parsed flags from a parser `add_arguments` was applied to.
-    defaults: the runner's TrainerConfig (e.g. config_lib.EMBEDDED_TRAINER),
-      used where a flag is unset.
+    defaults: the runner's TrainerConfig for the decoder --decoder names
+      (config_lib.decoder_defaults), used where a flag is unset.
+
+  Raises:
+    ValueError: if `defaults` is another decoder's.
   """
+  if defaults.decoder != args.decoder:
+    raise ValueError(f'The runner passed {defaults.decoder!r} defaults for --decoder {args.decoder}: '
+                     'take them from config_lib.decoder_defaults.')
   return dataclasses.replace(
       defaults, augment=args.augment, num_layers=args.num_layers, beam_width=args.beam_width,
       mixed_precision=args.mixed_precision, seed=args.seed, **_given(args, _OPTIONAL_TRAINER_FLAGS))
@@ -157,11 +168,12 @@ def baseline_config(trainer: config_lib.TrainerConfig,
   """The captions-only baseline: the captioner's settings without the image.
 
   Cross-entropy only: the self-critical stage trains from the cached image
-  features, which the baseline does not read. Its serving graph takes images
-  of the encoder's input size, as the captioner's does.
+  features, which the baseline does not read; the Show-and-Tell language model
+  whatever the captioner's decoder (attention needs an image to attend to). Its
+  serving graph takes images of the encoder's input size, as the captioner's does.
   """
   return dataclasses.replace(trainer, use_image=False, scst_epochs=0, augment=False,
-                             image_size=encoder.input_size)
+                             decoder=config_lib.SHOW_AND_TELL, image_size=encoder.input_size)
 
 
 def evaluation_config(args: argparse.Namespace,

@@ -229,3 +229,54 @@ def test_top_k_must_not_exceed_the_beam_width():
   with pytest.raises(ValueError, match='top_k must be between 1 and beam_width'):
     beam_search_top_k(tf.constant([9], tf.int32), _table_step_fn(TABLE), batch_size=1, beam_width=2,
                       max_length=3, start_id=START, end_id=END, top_k=3)
+
+
+def _attending_step_fn(table):
+  """_table_step_fn that also 'attends' to the table row it read: a one-hot over the
+  table's rows, so each step's weights name the image or word that step came from."""
+  step_fn = _table_step_fn(table)
+
+  def attend(word_ids, image_rows):
+    rows = tf.where(tf.equal(word_ids, START), image_rows, word_ids)
+    log_probs, states = step_fn(word_ids, image_rows)
+    return log_probs, states, tf.one_hot(rows, table.shape[0])
+  return attend
+
+
+def _attention_rows(*rows, max_length, size=10):
+  """float32 [max_length, size]: one-hot rows, then zeros."""
+  expected = np.zeros([max_length, size], np.float32)
+  for position, row in enumerate(rows):
+    expected[position, row] = 1.0
+  return expected
+
+
+def test_attention_follows_its_beam():
+  """Image 8's best caption, B END, comes from the second live beam (A was ahead after one
+  step), and both finish in one step in the other order: each caption's weights must be
+  those of the steps that made it, whatever slot its beam moved through."""
+  ids, lengths, log_probs, attention = beam_search_top_k(
+      tf.constant(IMAGE_ROWS, tf.int32), _attending_step_fn(TABLE), batch_size=2, beam_width=2,
+      max_length=5, start_id=START, end_id=END, top_k=2, attention_size=10)
+  np.testing.assert_array_equal(ids.numpy()[0], [[B, END, 0, 0, 0], [A, END, 0, 0, 0]])
+  np.testing.assert_array_equal(ids.numpy()[1, 0], [C, D, END, 0, 0])
+  assert attention.shape == (2, 2, 5, 10) and attention.dtype == tf.float32
+  np.testing.assert_array_equal(attention.numpy()[0, 0], _attention_rows(8, B, max_length=5))
+  np.testing.assert_array_equal(attention.numpy()[0, 1], _attention_rows(8, A, max_length=5))
+  np.testing.assert_array_equal(attention.numpy()[1, 0], _attention_rows(9, C, D, max_length=5))
+  # The same ids, lengths and log-probabilities as without attention.
+  for with_weights, without in zip((ids, lengths, log_probs), beam_search_top_k(
+      tf.constant(IMAGE_ROWS, tf.int32), _table_step_fn(TABLE), batch_size=2, beam_width=2,
+      max_length=5, start_id=START, end_id=END, top_k=2)):
+    np.testing.assert_array_equal(with_weights.numpy(), without.numpy())
+
+
+def test_attention_of_an_unfinished_caption():
+  """Nothing finishes within two steps for image 9 (C D END needs three): its best
+  unfinished beam stands in, with that beam's weights."""
+  ids, lengths, _, attention = beam_search_top_k(
+      tf.constant([9], tf.int32), _attending_step_fn(TABLE), batch_size=1, beam_width=2,
+      max_length=2, start_id=START, end_id=END, top_k=1, attention_size=10)
+  np.testing.assert_array_equal(ids.numpy()[0, 0], [C, D])
+  np.testing.assert_array_equal(lengths.numpy(), [[2]])
+  np.testing.assert_array_equal(attention.numpy()[0, 0], _attention_rows(9, C, max_length=2))

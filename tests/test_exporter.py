@@ -54,6 +54,7 @@ def test_caption_signature_outputs(captioner, images):
   assert captions.dtype == tf.string and captions.shape == (3,)
   assert log_probs.dtype == tf.float32 and log_probs.shape == (3,)
   assert np.all(log_probs.numpy() < 0)
+  assert features.ATTENTION_OUTPUT not in outputs  # Show and Tell has no attention to show
   for caption in _texts(outputs):
     # Words of the vocabulary joined by single spaces: no special token, no empty word.
     words = caption.split(' ')

@@ -60,7 +60,7 @@ def test_no_image_lost_at_flickr8k_size(tmp_path, caplog):
                            tmp_path / 'features', options)
   assert {split: len(ids) for split, ids in read.items()} == FLICKR8K_SPLITS
   assert features_artifact.reconcile(str(tmp_path / 'features'), read) == FLICKR8K_SPLITS
-  vectors = features_artifact.read_features(str(tmp_path / 'features'), 'demo')
+  vectors = features_artifact.read_features(str(tmp_path / 'features'), 'demo', feature_dtype='float32')
   assert len(vectors) == 1000 and all(v.tolist() == [len(image)] for v in vectors.values())
   # In the component's process, so the console's handler of captioner.progress sees it.
   states = [record.progress for record in caplog.records if hasattr(record, 'progress')]

@@ -4,6 +4,7 @@ The spec files are parsed into KFP's own protos (PipelineJob / PipelineSpec),
 the YAML one exactly as kfp.Client reads it before uploading, so a spec that
 a KFP backend would refuse to load fails here.
 """
+import dataclasses
 import json
 import os
 import re
@@ -322,3 +323,17 @@ def test_dockerfile_matches_the_pins_and_the_runner():
   with open(os.path.join(_REPO, '.dockerignore')) as f:
     ignored = f.read().split()
   assert {'.venv', '.git', 'outputs', 'data'} <= set(ignored)
+
+
+def test_the_attention_decoder_compiles_with_its_grid(tmp_path_factory):
+  """--decoder attention: the captioner trains attention on the grid, the feature pass keeps the
+  grid, the baseline stays the Show-and-Tell language model."""
+  path = _compile(tmp_path_factory, 'attention.yaml', '--decoder', 'attention', '--epochs', '3')
+  with open(path) as f:
+    spec = json_format.ParseDict(yaml.safe_load(f), pipeline_spec_pb2.PipelineSpec())
+  captioner = config_lib.from_custom_config(
+      config_lib.TrainerConfig, json.loads(_parameter(spec, names.CAPTION_TRAINER, 'custom_config')))
+  assert captioner == dataclasses.replace(config_lib.ATTENTION_TRAINER, epochs=3)
+  baseline = json.loads(_parameter(spec, names.BASELINE_TRAINER, 'custom_config'))
+  assert (baseline['decoder'], baseline['use_image']) == ('show_and_tell', False)
+  assert _parameter(spec, names.FEATURE_GEN, 'pooling') == 'grid'

@@ -123,7 +123,8 @@ def build_encoder(encoder: config_lib.EncoderConfig
 
 
 def write_features(pipeline: beam.Pipeline, split_paths: Mapping[str, Sequence[str]],
-                   handler: inference_base.ModelHandler, uri: str, total: int) -> None:
+                   handler: inference_base.ModelHandler, uri: str, total: int,
+                   feature_dtype: str = 'float32') -> None:
   """Adds the feature pass to `pipeline`: every record of `split_paths`
   (split -> ExampleGen record files) through `handler`, written per split
   into `uri` as components/encoder/features_artifact.py lays out.
@@ -138,6 +139,7 @@ def write_features(pipeline: beam.Pipeline, split_paths: Mapping[str, Sequence[s
     handler: runs a batch of encoded images, giving PredictionResults whose
       `inference` is the feature vector (BackboneHandler; tests pass others).
     total: images in `split_paths`, for the progress bar.
+    feature_dtype: the dtype the records store the vectors in (EncoderInfo.feature_dtype).
   """
   splits = list(split_paths)
   split_of_dir = {os.path.dirname(path): split for split, paths in split_paths.items() for path in paths}
@@ -153,7 +155,8 @@ def write_features(pipeline: beam.Pipeline, split_paths: Mapping[str, Sequence[s
   for split, split_vectors in zip(splits, per_split):
     _ = (split_vectors
          | f'ToExample[{split}]' >> beam.MapTuple(
-             lambda key, result: features_artifact.feature_example(key[1], result.inference))
+             lambda key, result: features_artifact.feature_example(key[1], result.inference,
+                                                               feature_dtype))
          | f'Write[{split}]' >> beam.io.WriteToTFRecord(
              features_artifact.split_file_prefix(uri, split), file_name_suffix='.gz'))
 
@@ -170,7 +173,8 @@ def run_feature_pass(pipeline: beam.Pipeline, examples: tfx.types.standard_artif
   split_paths = {split: records.split_files(examples, split) for split in splits}
   read = {split: features_artifact.image_ids(paths) for split, paths in split_paths.items()}
   handler = backbone_handler.BackboneHandler(features_artifact.backbone_dir(uri), batch_size=batch_size)
-  write_features(pipeline, split_paths, handler, uri, sum(len(ids) for ids in read.values()))
+  write_features(pipeline, split_paths, handler, uri, sum(len(ids) for ids in read.values()),
+                 features_artifact.artifact_encoder_info(uri).feature_dtype)
   start = time.monotonic()
   result = pipeline.run()
   result.wait_until_finish()

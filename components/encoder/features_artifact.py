@@ -10,11 +10,15 @@ ImageFeatureGen's output, components/encoder/feature_gen.py):
         -> features.IMAGE_FEATURES_KEY float32 [None, feature_dim]
       (decode and resize as the serving graph does, then the backbone).
   <uri>/names.ENCODER_FILE    JSON `EncoderInfo`: backbone, weights,
-      weights_fingerprint, image_size, pooling, feature_dim, precision.
+      weights_fingerprint, image_size, pooling, feature_dim, precision,
+      feature_dtype, grid_shape.
   <uri>/Split-<split>/names.FEATURES_FILE_PREFIX-*.gz  per split of the
       examples, gzipped TFRecords of tf.Example, one per image:
         features.IMAGE_ID_KEY        bytes [1]
-        features.IMAGE_FEATURES_KEY  float [feature_dim]
+        features.IMAGE_FEATURES_KEY  float [feature_dim] when feature_dtype is
+            'float32'; otherwise bytes [1], the feature_dim values in
+            feature_dtype (little-endian), which hold the backbone's output
+            exactly (pooling 'grid' rounds to config_lib.GRID_FEATURE_DTYPE)
   Custom properties: the EncoderInfo fields (`weights` absent for random
   weights: ML Metadata holds no None), `split_names`,
   names.BACKBONE_PASSES_PROPERTY (images run through the backbone, from Beam's
@@ -72,6 +76,12 @@ class EncoderInfo:
   # 'float32' or 'bfloat16' (resolved, components/encoder/precision.py): the
   # backbone's arithmetic. Artifacts from before the setting computed in float32.
   precision: str = config_lib.RESOLVED_PRECISIONS[0]
+  # The dtype the records store the features in ('float32', or
+  # config_lib.GRID_FEATURE_DTYPE for pooling 'grid').
+  feature_dtype: str = 'float32'
+  # [grid_h, grid_w, channels] of pooling 'grid' (feature_dim is their
+  # product, in row-major order); None for the poolings that keep no grid.
+  grid_shape: Optional[List[int]] = None
 
 
 def weights_fingerprint(variables: Sequence[tf.Variable]) -> str:
@@ -86,11 +96,14 @@ def weights_fingerprint(variables: Sequence[tf.Variable]) -> str:
 
 def encoder_info(extractor: keras.Model, encoder: config_lib.EncoderConfig) -> EncoderInfo:
   """The EncoderInfo of a feature extractor built from `encoder` (precision resolved)."""
+  is_grid = encoder.pooling == config_lib.GRID_POOLING
   return EncoderInfo(
       backbone=encoder.backbone, weights=encoder.backbone_weights,
       weights_fingerprint=weights_fingerprint(extractor.weights),
       image_size=int(extractor.input_shape[1]), pooling=encoder.pooling,
-      feature_dim=int(extractor.output_shape[-1]), precision=encoder.precision)
+      feature_dim=int(extractor.output_shape[-1]), precision=encoder.precision,
+      feature_dtype=config_lib.GRID_FEATURE_DTYPE if is_grid else 'float32',
+      grid_shape=image_features_lib.grid_shape(extractor) if is_grid else None)
 
 
 def read_encoder_info(path: str) -> EncoderInfo:
@@ -113,7 +126,9 @@ def write_encoder_info(info: EncoderInfo, path: str) -> None:
 def set_encoder_properties(image_features: artifact.Artifact, info: EncoderInfo) -> None:
   """The EncoderInfo fields as custom properties of the artifact (None ones left out)."""
   for field, value in dataclasses.asdict(info).items():
-    if isinstance(value, int):
+    if isinstance(value, list):
+      image_features.set_string_custom_property(field, json.dumps(value))
+    elif isinstance(value, int):
       image_features.set_int_custom_property(field, value)
     elif value is not None:
       image_features.set_string_custom_property(field, value)
@@ -146,13 +161,35 @@ def backbone_passes(image_features: artifact.Artifact) -> int:
   return image_features.get_int_custom_property(names.BACKBONE_PASSES_PROPERTY)
 
 
-def feature_example(image_id: str, vector: np.ndarray) -> bytes:
-  """One serialized record of a features split (layout in the module docstring)."""
+def feature_example(image_id: str, vector: np.ndarray, feature_dtype: str = 'float32') -> bytes:
+  """One serialized record of a features split (layout in the module docstring).
+
+  Raises:
+    ValueError: if `vector` does not fit `feature_dtype` exactly (the store must lose nothing).
+  """
+  vector = np.asarray(vector, np.float32)
+  if feature_dtype == 'float32':
+    value = tf.train.Feature(float_list=tf.train.FloatList(value=vector))
+  else:
+    stored = vector.astype(tf.dtypes.as_dtype(feature_dtype).as_numpy_dtype)
+    if not np.array_equal(stored.astype(np.float32), vector):
+      raise ValueError(f'The features of image {image_id!r} are not exact in {feature_dtype}: the '
+                       'backbone must round them to it (image_features.RoundTo).')
+    value = tf.train.Feature(bytes_list=tf.train.BytesList(value=[stored.astype(stored.dtype.newbyteorder('<'))
+                                                                  .tobytes()]))
   return tf.train.Example(features=tf.train.Features(feature={
       features.IMAGE_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_id.encode('utf-8')])),
-      features.IMAGE_FEATURES_KEY: tf.train.Feature(
-          float_list=tf.train.FloatList(value=np.asarray(vector, np.float32))),
+      features.IMAGE_FEATURES_KEY: value,
   })).SerializeToString()
+
+
+def _stored_values(feature_dtype: str):
+  """(the records' IMAGE_FEATURES_KEY parse spec, parsed value -> float32 [feature_dim]) for `feature_dtype`."""
+  if feature_dtype == 'float32':
+    return tf.io.VarLenFeature(tf.float32), lambda parsed: parsed.values.numpy()
+  stored = np.dtype(tf.dtypes.as_dtype(feature_dtype).as_numpy_dtype).newbyteorder('<')
+  return (tf.io.FixedLenFeature([], tf.string),
+          lambda parsed: np.frombuffer(parsed.numpy(), stored).astype(np.float32))
 
 
 def split_dir(uri: str, split: str) -> str:
@@ -169,10 +206,11 @@ def feature_files(uri: str, split: str) -> List[str]:
   return sorted(tf.io.gfile.glob(os.path.join(split_dir(uri, split), '*.gz')))
 
 
-def read_features(uri: str, split: str, image_ids: Optional[Collection[str]] = None
-                  ) -> Dict[str, np.ndarray]:
+def read_features(uri: str, split: str, image_ids: Optional[Collection[str]] = None,
+                  feature_dtype: Optional[str] = None) -> Dict[str, np.ndarray]:
   """image id -> float32 [feature_dim] for every image of `split` in an ImageFeatures
-  artifact, or for those of `image_ids` only.
+  artifact, or for those of `image_ids` only. `feature_dtype`: the records' (None: the
+  artifact's EncoderInfo's).
 
   Raises:
     FileNotFoundError: if the split has no feature file.
@@ -182,8 +220,8 @@ def read_features(uri: str, split: str, image_ids: Optional[Collection[str]] = N
   paths = feature_files(uri, split)
   if not paths:
     raise FileNotFoundError(f'No feature file in {split_dir(uri, split)} (split {split!r}).')
-  spec = {features.IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string),
-          features.IMAGE_FEATURES_KEY: tf.io.VarLenFeature(tf.float32)}
+  value_spec, to_vector = _stored_values(feature_dtype or artifact_encoder_info(uri).feature_dtype)
+  spec = {features.IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string), features.IMAGE_FEATURES_KEY: value_spec}
   vectors = {}
   for path in paths:
     for record in tf.data.TFRecordDataset(path, compression_type='GZIP').as_numpy_iterator():
@@ -192,7 +230,7 @@ def read_features(uri: str, split: str, image_ids: Optional[Collection[str]] = N
       if image_id in vectors:
         raise ValueError(f'Image id {image_id!r} occurs twice in the features of {path}.')
       if image_ids is None or image_id in image_ids:
-        vectors[image_id] = parsed[features.IMAGE_FEATURES_KEY].values.numpy()
+        vectors[image_id] = to_vector(parsed[features.IMAGE_FEATURES_KEY])
         if image_ids is not None and len(vectors) == len(image_ids):
           return vectors  # all found: the rest of a large split need not be parsed
   return vectors

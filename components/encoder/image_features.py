@@ -22,6 +22,11 @@ Poolings (what the feature vector is):
   'flatten'  the last conv block flattened (7*7*512 = 25,088 values at 224 px):
              keeps where things are, at any input size; the embedded dataset's
              choice, whose captions say "left of" and "above".
+  'grid'     the last conv block before its final pooling (VGG16's block5_conv3,
+             14x14x512 at 224 px, 4x4x512 at 64 px; InceptionV3's mixed10),
+             rounded to config_lib.GRID_FEATURE_DTYPE and flattened: the
+             locations the attention decoder attends over, in row-major order
+             ([grid_h, grid_w, channels] is `grid_shape`).
 
 Precision (components/encoder/precision.py): 'bfloat16' builds the backbone
 under Keras' `mixed_bfloat16` policy, so its convolutions and dense layers
@@ -51,6 +56,8 @@ FC2_IMAGE_SIZE = config_lib.BACKBONE_IMAGE_SIZES['vgg16']
 _FC2_LAYER = 'fc2'
 # VGG16's layers around its fully connected head (keras.applications names).
 _LAST_POOL_LAYER, _FLATTEN_LAYER, _FC1_LAYER = 'block5_pool', 'flatten', 'fc1'
+# Each backbone's last conv block before its final pooling: the 'grid' pooling's locations.
+GRID_LAYERS = {'vgg16': 'block5_conv3', 'inception_v3': 'mixed10'}
 # Rows the fully connected layers always see (see the module docstring, 'fc2').
 _MIN_DENSE_ROWS = 2
 
@@ -152,6 +159,32 @@ class TakeRows(keras.layers.Layer):
     return padded[:tf.shape(original)[0]]
 
 
+@keras.saving.register_keras_serializable(package='captioner')
+class RoundTo(keras.layers.Layer):
+  """Rounds float32 values to `storage_dtype` and back: what the feature artifact stores is exact."""
+
+  def __init__(self, storage_dtype, **kwargs):
+    kwargs['dtype'] = 'float32'
+    super().__init__(**kwargs)
+    self.storage_dtype = storage_dtype
+
+  def call(self, values):
+    return tf.cast(tf.cast(values, self.storage_dtype), tf.float32)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(storage_dtype=self.storage_dtype)
+    return config
+
+
+def grid_shape(feature_extractor: keras.Model):
+  """[grid_h, grid_w, channels] of a 'grid' feature extractor (its layer before the flattening)."""
+  return [int(d) for d in feature_extractor.get_layer(_GRID_ROUND_LAYER).output_shape[1:]]
+
+
+_GRID_ROUND_LAYER = 'grid_rounded'
+
+
 @contextlib.contextmanager
 def _keras_policy(name):
   """Layers created inside take the Keras dtype policy `name` (restored on exit)."""
@@ -193,7 +226,7 @@ def build_feature_extractor(encoder: config_lib.EncoderConfig) -> keras.Model:
   Returns:
     A non-trainable keras Model: float32 [batch, size, size, 3] (0..255) ->
     float32 [batch, feature_dim]; feature_dim is `model.output_shape[-1]`
-    (4096 for 'fc2'; for 'avg' 512 / 2048; for 'flatten' h' * w' * channels).
+    (4096 for 'fc2'; for 'avg' 512 / 2048; for 'flatten' and 'grid' h' * w' * channels).
   """
   backbone, pooling, weights = encoder.backbone, encoder.pooling, encoder.backbone_weights
   spec = get_backbone(backbone)
@@ -219,9 +252,13 @@ def build_feature_extractor(encoder: config_lib.EncoderConfig) -> keras.Model:
       x = _vgg16_fc2(weights, x)  # [batch, 4096]
     else:
       net = spec.constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3))
+      if pooling == config_lib.GRID_POOLING:
+        net = keras.Model(net.input, net.get_layer(GRID_LAYERS[backbone]).output, name=net.name)
       net.trainable = False
       x = net(x, training=False)  # [batch, h', w', channels]
-    if pooling == 'flatten':
+    if pooling == config_lib.GRID_POOLING:
+      x = keras.layers.Flatten(name='flatten')(RoundTo(config_lib.GRID_FEATURE_DTYPE, name=_GRID_ROUND_LAYER)(x))
+    elif pooling == 'flatten':
       x = keras.layers.Flatten(name='flatten')(x)
     elif pooling == 'avg':  # averaged in float32: 2,048 bfloat16 sums would lose digits
       x = keras.layers.GlobalAveragePooling2D(dtype='float32', name='avg_pool')(x)

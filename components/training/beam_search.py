@@ -18,6 +18,11 @@ beam_width; the search then runs until the k-th best finished caption is at
 least as probable as every live beam). Fewer than top_k finished: the
 missing ones are empty with log-probability -inf (except the best, which
 falls back to the best unfinished beam as above).
+
+With `attention_size`, the step function also says where each step looked
+(an attention decoder's weights over its grid): every beam keeps the weights
+of the steps that made its ids, reordered with the beam, and the search
+returns them beside the ids.
 """
 from typing import Any, NamedTuple
 
@@ -35,6 +40,8 @@ class _Beams(NamedTuple):
   finished_ids: Any  # int32 [batch, beam, max_length]
   last_ids: Any  # int32 [batch*beam]: the ids the next step feeds
   states: Any  # the decoder states, nested [batch*beam, ...]
+  alive_attention: Any  # float32 [batch, beam, max_length, attention_size]; size 0 without attention
+  finished_attention: Any  # float32 [batch, beam, max_length, attention_size]
 
 
 def _gather_beams(nested, beam_indices, batch_size, beam_width):
@@ -69,11 +76,15 @@ def beam_search(initial_states, step_fn, batch_size, beam_width, max_length, sta
   return ids[:, 0], lengths[:, 0], log_probs[:, 0]
 
 
-def beam_search_top_k(initial_states, step_fn, batch_size, beam_width, max_length, start_id, end_id, top_k):
+def beam_search_top_k(initial_states, step_fn, batch_size, beam_width, max_length, start_id, end_id, top_k,
+                      attention_size=None):
   """Finds, per batch element, the `top_k` most probable sequences ending in END, best first.
 
   Args: as beam_search, plus
     top_k: python int, 1 <= top_k <= beam_width.
+    attention_size: None, or python int L: then step_fn returns (log_probs,
+      new states, attention float [batch*beam_width, L]), the weights of the
+      step that scored log_probs, and the result has a fourth element.
 
   Returns:
     ids: int32 [batch, top_k, max_length], generated ids (END included when
@@ -81,8 +92,15 @@ def beam_search_top_k(initial_states, step_fn, batch_size, beam_width, max_lengt
     lengths: int32 [batch, top_k], number of generated ids, END included (0 for a missing one).
     log_probs: float32 [batch, top_k], sum of the log-probabilities of those
       ids, descending; -inf for a missing one.
+    attention (with attention_size only): float32 [batch, top_k, max_length,
+      attention_size], row t the weights of the step that generated id t of
+      that sequence; zeros after its last id and for a missing one.
   """
   _check_arguments(beam_width, max_length, top_k)
+  if attention_size is None:
+    with_attention = lambda ids, states: (*step_fn(ids, states), tf.zeros([tf.shape(ids)[0], 0]))
+  else:
+    with_attention = step_fn
 
   def not_done(beams):
     # finished_log_probs is sorted, so column top_k - 1 is the k-th best finished.
@@ -90,12 +108,12 @@ def beam_search_top_k(initial_states, step_fn, batch_size, beam_width, max_lengt
     return tf.logical_and(beams.step < max_length, tf.reduce_any(can_improve))
 
   def extend(beams):
-    return (_extend(beams, step_fn, batch_size, beam_width, max_length, end_id),)
+    return (_extend(beams, with_attention, batch_size, beam_width, max_length, end_id, attention_size or 0),)
 
-  [beams] = tf.while_loop(
-      not_done, extend, (_first_beams(initial_states, batch_size, beam_width, max_length, start_id),),
-      maximum_iterations=max_length)
-  return _best_finished(beams, top_k, end_id)
+  first = _first_beams(initial_states, batch_size, beam_width, max_length, start_id, attention_size or 0)
+  [beams] = tf.while_loop(not_done, extend, (first,), maximum_iterations=max_length)
+  result = _best_finished(beams, top_k, end_id)
+  return result if attention_size is not None else result[:3]
 
 
 def _check_arguments(beam_width, max_length, top_k):
@@ -107,7 +125,7 @@ def _check_arguments(beam_width, max_length, top_k):
     raise ValueError(f'max_length must be at least 1, got {max_length}.')
 
 
-def _first_beams(initial_states, batch_size, beam_width, max_length, start_id) -> _Beams:
+def _first_beams(initial_states, batch_size, beam_width, max_length, start_id, attention_size) -> _Beams:
   """Before the first step: one live beam per batch element, fed START, nothing finished."""
   neg_inf = tf.constant(_NEG_INF, tf.float32)
   # Only beam 0 is live at first; the others would duplicate it.
@@ -119,14 +137,16 @@ def _first_beams(initial_states, batch_size, beam_width, max_length, start_id) -
       finished_log_probs=tf.fill([batch_size, beam_width], neg_inf),
       finished_ids=tf.zeros([batch_size, beam_width, max_length], tf.int32),
       last_ids=tf.fill([batch_size * beam_width], tf.cast(start_id, tf.int32)),
-      states=tf.nest.map_structure(lambda t: tf.repeat(t, beam_width, axis=0), initial_states))
+      states=tf.nest.map_structure(lambda t: tf.repeat(t, beam_width, axis=0), initial_states),
+      alive_attention=tf.zeros([batch_size, beam_width, max_length, attention_size]),
+      finished_attention=tf.zeros([batch_size, beam_width, max_length, attention_size]))
 
 
-def _extend(beams: _Beams, step_fn, batch_size, beam_width, max_length, end_id) -> _Beams:
+def _extend(beams: _Beams, step_fn, batch_size, beam_width, max_length, end_id, attention_size) -> _Beams:
   """One step: every live beam extended by every word, the `beam_width` best kept; those
   ending in END move into the finished pool (which keeps its `beam_width` best)."""
   neg_inf = tf.constant(_NEG_INF, tf.float32)
-  log_probs, new_states = step_fn(beams.last_ids, beams.states)
+  log_probs, new_states, attention = step_fn(beams.last_ids, beams.states)
   log_probs = tf.cast(log_probs, tf.float32)
   vocab_size = tf.shape(log_probs)[-1]
   scores = (beams.alive_log_probs[:, :, tf.newaxis]
@@ -137,10 +157,16 @@ def _extend(beams: _Beams, step_fn, batch_size, beam_width, max_length, end_id) 
   position = tf.one_hot(beams.step, max_length, dtype=tf.int32)  # [max_length]
   candidate_ids = (tf.gather(beams.alive_ids, beam_indices, batch_dims=1)
                    + word_ids[:, :, tf.newaxis] * position)  # [batch, beam, max_length]
+  # The step's weights belong to the parent beam, as its log-probabilities do.
+  attention = tf.reshape(tf.cast(attention, tf.float32), [batch_size, beam_width, attention_size])
+  candidate_attention = (tf.gather(beams.alive_attention, beam_indices, batch_dims=1)
+                         + tf.gather(attention, beam_indices, batch_dims=1)[:, :, tf.newaxis, :]
+                         * tf.cast(position, tf.float32)[:, tf.newaxis])  # [batch, beam, max_length, L]
 
   is_end = tf.equal(word_ids, end_id)
   pool_log_probs = tf.concat([beams.finished_log_probs, tf.where(is_end, top_scores, neg_inf)], axis=1)
   pool_ids = tf.concat([beams.finished_ids, candidate_ids], axis=1)  # [batch, 2*beam, max_length]
+  pool_attention = tf.concat([beams.finished_attention, candidate_attention], axis=1)
   finished_log_probs, kept = tf.math.top_k(pool_log_probs, k=beam_width)
   return _Beams(
       step=beams.step + 1,
@@ -149,12 +175,14 @@ def _extend(beams: _Beams, step_fn, batch_size, beam_width, max_length, end_id) 
       finished_log_probs=finished_log_probs,
       finished_ids=tf.gather(pool_ids, kept, batch_dims=1),
       last_ids=tf.reshape(word_ids, [-1]),
-      states=_gather_beams(new_states, beam_indices, batch_size, beam_width))
+      states=_gather_beams(new_states, beam_indices, batch_size, beam_width),
+      alive_attention=candidate_attention,
+      finished_attention=tf.gather(pool_attention, kept, batch_dims=1))
 
 
 def _best_finished(beams: _Beams, top_k, end_id):
-  """(ids, lengths, log_probs) of the `top_k` best finished sequences (see beam_search_top_k);
-  the best unfinished beam stands in for the first where nothing finished."""
+  """(ids, lengths, log_probs, attention) of the `top_k` best finished sequences (see
+  beam_search_top_k); the best unfinished beam stands in for the first where nothing finished."""
   neg_inf = tf.constant(_NEG_INF, tf.float32)
   # The finished pool is sorted by top_k; live slots emptied by END are not.
   finished_log_probs, finished_ids = beams.finished_log_probs[:, :top_k], beams.finished_ids[:, :top_k]
@@ -164,10 +192,13 @@ def _best_finished(beams: _Beams, top_k, end_id):
   use_alive = tf.logical_and(is_first, tf.logical_not(any_finished)[:, tf.newaxis])  # [batch, top_k]
   ids = tf.where(use_alive[:, :, tf.newaxis],
                  tf.gather(beams.alive_ids, best_alive, batch_dims=1)[:, tf.newaxis, :], finished_ids)
+  attention = tf.where(use_alive[:, :, tf.newaxis, tf.newaxis],
+                       tf.gather(beams.alive_attention, best_alive, batch_dims=1)[:, tf.newaxis],
+                       beams.finished_attention[:, :top_k])
   log_probs = tf.where(use_alive, tf.gather(beams.alive_log_probs, best_alive, batch_dims=1)[:, tf.newaxis],
                        finished_log_probs)
   is_end = tf.equal(ids, end_id)  # [batch, top_k, max_length]
   end_position = tf.argmax(tf.cast(is_end, tf.int32), axis=2, output_type=tf.int32)
   lengths = tf.where(tf.reduce_any(is_end, axis=2), end_position + 1,
                      tf.where(log_probs > neg_inf, beams.step, 0))
-  return ids, lengths, log_probs
+  return ids, lengths, log_probs, attention

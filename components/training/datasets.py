@@ -8,7 +8,9 @@ ids[1:] (first word .. END).
 
 What stands for the image is chosen per Trainer:
   * `with_cached_features`: the ImageFeatureGen's vector for the image id (the
-    default: the frozen backbone never runs in the Trainer);
+    default: the frozen backbone never runs in the Trainer), held in memory;
+  * `with_streamed_features`: the same, streamed from the artifact's files in
+    their stored dtype (the grids of pooling 'grid', too large to hold);
   * `with_pixels`: the decoded pixels, for augmentation and the backbone on the
     fly (`--augment`);
   * `without_image`: nothing (an empty vector), the captions held in memory
@@ -22,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import features
+from components.encoder import features_artifact
 from components.encoder import image_features
 from components.training import model as model_lib
 
@@ -80,21 +83,68 @@ def with_cached_features(per_image: tf.data.Dataset, vectors: Mapping[str, np.nd
   """
   ids_per_image = [(image_id.decode('utf-8'), ids)
                    for image_id, _, ids in per_image.as_numpy_iterator()]
-  missing = [image_id for image_id, _ in ids_per_image if image_id not in vectors]
-  if missing:
-    raise ValueError(f'{len(missing)} images have no features in {source}, e.g. {missing[:5]}.')
-  seen = {image_id for image_id, _ in ids_per_image}
-  unused = sorted(set(vectors) - seen)
-  if unused:
-    raise ValueError(f'{len(unused)} images of {source} have features but no transformed example, '
-                     f'e.g. {unused[:5]}: the examples lost them after the feature pass.')
-  if len(seen) != len(ids_per_image):
-    raise ValueError(f'{len(ids_per_image) - len(seen)} transformed examples repeat an image of '
-                     f'{source}.')
+  _check_join([image_id for image_id, _ in ids_per_image], list(vectors), source)
   matrix = np.stack([vectors[image_id] for image_id, _ in ids_per_image]).astype(np.float32)
   ids = tf.RaggedTensor.from_row_lengths(np.concatenate([ids for _, ids in ids_per_image]),
                                          [len(ids) for _, ids in ids_per_image])
   return tf.data.Dataset.from_tensor_slices((matrix, ids))
+
+
+def with_streamed_features(per_image: tf.data.Dataset, features_uri: str, split: str) -> tf.data.Dataset:
+  """(id, bytes, ids) -> (features [feature_dim] in the artifact's feature_dtype, ids), the
+  features read from the artifact's files as the batches need them.
+
+  with_cached_features holds a split's float32 matrix: 6,000 Flickr8k images of VGG16's
+  14x14x512 grid take 2.4 GB, COCO's 113,000 train images 45 GB. Here only the captions
+  and the image ids are held; each image's features stream from its record, in the
+  dtype it is stored in (training_batches casts a batch to float32). The accounting is
+  with_cached_features', on the ids alone.
+
+  Raises:
+    ValueError: as with_cached_features.
+  """
+  source = f'split {split!r} of {features_uri}'
+  ids_per_image = [(image_id.decode('utf-8'), ids) for image_id, _, ids in per_image.as_numpy_iterator()]
+  paths = features_artifact.feature_files(features_uri, split)
+  _check_join([image_id for image_id, _ in ids_per_image], features_artifact.image_ids(paths), source)
+  image_ids = [image_id for image_id, _ in ids_per_image]
+  captions = tf.RaggedTensor.from_row_lengths(np.concatenate([ids for _, ids in ids_per_image]),
+                                              [len(ids) for _, ids in ids_per_image])
+  row_of = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(tf.constant(image_ids), tf.range(len(image_ids), dtype=tf.int64)),
+      default_value=-1)
+  info = features_artifact.artifact_encoder_info(features_uri)
+  dtype = tf.dtypes.as_dtype(info.feature_dtype)
+  spec = {features.IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string),
+          features.IMAGE_FEATURES_KEY: (tf.io.FixedLenFeature([info.feature_dim], tf.float32) if dtype == tf.float32
+                                        else tf.io.FixedLenFeature([], tf.string))}
+
+  def parse(record):
+    parsed = tf.io.parse_single_example(record, spec)
+    vector = parsed[features.IMAGE_FEATURES_KEY]
+    if dtype != tf.float32:
+      vector = tf.ensure_shape(tf.io.decode_raw(vector, dtype, little_endian=True), [info.feature_dim])
+    return vector, captions[row_of.lookup(parsed[features.IMAGE_ID_KEY])]
+
+  return tf.data.TFRecordDataset(paths, compression_type='GZIP').map(parse)
+
+
+def _check_join(example_ids: List[str], feature_ids: List[str], source: str) -> None:
+  """Every example has features, every featurised image an example, and each once (ValueError otherwise)."""
+  featurised = set(feature_ids)
+  missing = [image_id for image_id in example_ids if image_id not in featurised]
+  if missing:
+    raise ValueError(f'{len(missing)} images have no features in {source}, e.g. {missing[:5]}.')
+  seen = set(example_ids)
+  unused = sorted(featurised - seen)
+  if unused:
+    raise ValueError(f'{len(unused)} images of {source} have features but no transformed example, '
+                     f'e.g. {unused[:5]}: the examples lost them after the feature pass.')
+  if len(seen) != len(example_ids):
+    raise ValueError(f'{len(example_ids) - len(seen)} transformed examples repeat an image of '
+                     f'{source}.')
+  if len(featurised) != len(feature_ids):
+    raise ValueError(f'{len(feature_ids) - len(featurised)} feature records repeat an image of {source}.')
 
 
 def with_pixels(per_image: tf.data.Dataset, image_size: int) -> tf.data.Dataset:
@@ -146,6 +196,10 @@ def training_batches(per_image: tf.data.Dataset, batch_size: int, shuffle: bool,
       lambda caption: (image_input, caption)))
   if shuffle:
     pairs = pairs.shuffle(SHUFFLE_BUFFER, reshuffle_each_iteration=True)
-  return (pairs.map(lambda image_input, ids: _teacher_forcing(image_input, ids, use_image))
-          .batch(batch_size).apply(tf.data.experimental.assert_cardinality(steps))
-          .prefetch(tf.data.AUTOTUNE))
+  batches = (pairs.map(lambda image_input, ids: _teacher_forcing(image_input, ids, use_image))
+             .batch(batch_size).apply(tf.data.experimental.assert_cardinality(steps)))
+  if use_image and per_image.element_spec[0].dtype == tf.bfloat16:  # with_streamed_features' grids
+    batches = batches.map(lambda inputs, targets: (
+        {**inputs, features.IMAGE_FEATURES_KEY: tf.cast(inputs[features.IMAGE_FEATURES_KEY], tf.float32)},
+        targets))
+  return batches.prefetch(tf.data.AUTOTUNE)

@@ -18,6 +18,9 @@ answer a request. Three signatures, per the contract in components/features.py:
          features.LOG_PROBABILITY_OUTPUT   float32 [None]    log p(caption, END | image)
          features.CAPTIONS_OUTPUT          string [None, k]  the k = beam_width best, best first
          features.LOG_PROBABILITIES_OUTPUT float32 [None, k] theirs ('' and -inf where fewer finished)
+  and, for an attention decoder (attention.AttentionDecoder) only:
+         features.ATTENTION_OUTPUT float32 [None, max_length, grid_h, grid_w]  the
+             caption's weights per word (row t: word t's step; 0 from its length on)
 
 The module also keeps `encode_images` (a function, not a signature): images
 string [None] -> float32 [None, feature_dim], the serving graph's own features,
@@ -55,26 +58,42 @@ def _caption_fns(feature_extractor, decoder, vocabulary, max_length, beam_width)
   outputs being the caption outputs above (k = beam_width)."""
   vocabulary = tf.constant(vocabulary, dtype=tf.string)  # string [vocab_size], by id
   feature_dim = feature_extractor.output_shape[-1]
+  grid_shape = getattr(decoder, 'grid_shape', None)  # an attention decoder's [grid_h, grid_w, channels]
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def encode(images):  # string [batch] -> float32 [batch, feature_dim]
     return image_features.encode_images(feature_extractor, images)
 
+  attention_shape = [max_length] + list(grid_shape[:2]) if grid_shape else [0]  # per image
+
   def caption_batch(image_vectors):
-    ids, lengths, log_probs = decoder.generate(image_vectors, beam_width, max_length, top_k=beam_width)
+    generated = decoder.generate(image_vectors, beam_width, max_length, top_k=beam_width)
+    ids, lengths, log_probs = generated[:3]
     ids = tf.reshape(ids, [-1, max_length])  # [batch*k, max_length], hypotheses of an image together
     words = tf.gather(vocabulary, ids)  # string [batch*k, max_length]
     is_word = tf.logical_and(ids >= features.NUM_SPECIAL_TOKENS,
                              tf.sequence_mask(tf.reshape(lengths, [-1]), max_length))
     captions = tf.strings.reduce_join(tf.ragged.boolean_mask(words, is_word), axis=1, separator=' ')
-    return tf.reshape(captions, [-1, beam_width]), log_probs  # string [batch, k], float32 [batch, k]
+    captions = tf.reshape(captions, [-1, beam_width])  # string [batch, k]
+    if not grid_shape:
+      return captions, log_probs, tf.zeros([tf.shape(captions)[0]] + attention_shape)
+    # The best caption's weights, one row per word it shows (special tokens dropped as from
+    # the caption), then zeros.
+    best_is_word = tf.reshape(is_word, [-1, beam_width, max_length])[:, 0]  # [batch, max_length]
+    shown = tf.ragged.boolean_mask(generated[3][:, 0], best_is_word)  # [batch, (words), L]
+    attention = shown.to_tensor(shape=[None, max_length, grid_shape[0] * grid_shape[1]])
+    return captions, log_probs, tf.reshape(attention, [-1] + attention_shape)
 
   def empty_batch():
-    return tf.zeros([0, beam_width], tf.string), tf.zeros([0, beam_width], tf.float32)
+    return (tf.zeros([0, beam_width], tf.string), tf.zeros([0, beam_width], tf.float32),
+            tf.zeros([0] + attention_shape))
 
-  def outputs(captions, log_probs):  # string [batch, k], float32 [batch, k] -> the outputs above
-    return {features.CAPTION_OUTPUT: captions[:, 0], features.LOG_PROBABILITY_OUTPUT: log_probs[:, 0],
-            features.CAPTIONS_OUTPUT: captions, features.LOG_PROBABILITIES_OUTPUT: log_probs}
+  def outputs(captions, log_probs, attention):  # string [batch, k], float32 [batch, k] -> the outputs above
+    result = {features.CAPTION_OUTPUT: captions[:, 0], features.LOG_PROBABILITY_OUTPUT: log_probs[:, 0],
+              features.CAPTIONS_OUTPUT: captions, features.LOG_PROBABILITIES_OUTPUT: log_probs}
+    if grid_shape:
+      result[features.ATTENTION_OUTPUT] = tf.ensure_shape(attention, [None] + attention_shape)
+    return result
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def caption_images(images):
@@ -96,7 +115,8 @@ def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, max
     export_dir: destination directory (e.g. the Trainer's serving_model_dir).
     feature_extractor: image_features.build_feature_extractor(...) model; its
       input side is the size images are resized to.
-    decoder: model.CaptionDecoder over the trained caption model.
+    decoder: model.step_decoder(...) over the trained caption model (an
+      attention decoder adds features.ATTENTION_OUTPUT to every signature).
     vocabulary: list of str, the words in id order; ids 0..3 must be
       features.SPECIAL_TOKENS, and its length the decoder's vocabulary size.
     max_length: maximum number of generated ids, END included (the

@@ -31,10 +31,11 @@ from components import config as config_lib
 from components import features
 from components.encoder import augmentation
 from components.encoder import precision as precision_lib
+from components.training import attention as attention_lib
 from components.training import beam_search as beam_search_lib
 from components.training import fused_lstm as fused_lstm_lib
 
-INPUT_IDS_INPUT = 'input_ids'  # int64 [batch, sequence_length - 1]
+INPUT_IDS_INPUT = features.INPUT_IDS_INPUT  # int64 [batch, sequence_length - 1]
 MAX_LAYERS = 3
 
 _IMAGE_EMBEDDING = 'image_embedding'
@@ -186,8 +187,13 @@ def pixel_blind_extractor(image_size: int) -> keras.Model:
 
 
 def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_length: int,
-                 feature_extractor: keras.Model) -> Tuple[keras.Model, keras.Model]:
+                 feature_extractor: keras.Model, grid_shape=None) -> Tuple[keras.Model, keras.Model]:
   """The caption model and the compiled model Keras fits, for `config`.
+
+  `config.decoder` picks the caption model: build_caption_model's Show and
+  Tell, or attention.build_attention_model's, which attends over the
+  features' grid, `grid_shape` [grid_h, grid_w, channels] (the features
+  artifact's EncoderInfo.grid_shape; required for it).
 
   Without augmentation Keras fits the caption model itself, on cached feature
   vectors, or with `config.fused_training` its target-steps model
@@ -202,12 +208,22 @@ def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_len
     (caption model: build_caption_model's, what the exporter decodes with;
      training model, compiled with Adam and the summed cross-entropy).
   """
-  caption_model = build_caption_model(
-      vocab_size=vocab_size, feature_dim=feature_extractor.output_shape[-1],
-      sequence_length=sequence_length, embedding_dim=config.embedding_dim,
-      lstm_units=config.lstm_units, num_layers=config.num_layers, dropout=config.dropout,
-      use_image=config.use_image, dense_dtype=dense_dtype_policy(config),
-      fused_lstm=config.fused_training)
+  if config.decoder == config_lib.ATTENTION and config.use_image:
+    if grid_shape is None:
+      raise ValueError('The attention decoder needs the features\' grid shape (pooling '
+                       f'{config_lib.GRID_POOLING!r}); the image features have none.')
+    caption_model = attention_lib.build_attention_model(
+        vocab_size=vocab_size, grid_shape=grid_shape, sequence_length=sequence_length,
+        embedding_dim=config.embedding_dim, lstm_units=config.lstm_units,
+        attention_units=config.attention_units, dropout=config.dropout,
+        dense_dtype=dense_dtype_policy(config))
+  else:
+    caption_model = build_caption_model(
+        vocab_size=vocab_size, feature_dim=feature_extractor.output_shape[-1],
+        sequence_length=sequence_length, embedding_dim=config.embedding_dim,
+        lstm_units=config.lstm_units, num_layers=config.num_layers, dropout=config.dropout,
+        use_image=config.use_image, dense_dtype=dense_dtype_policy(config),
+        fused_lstm=config.fused_training)
   training_model = target_steps_model(caption_model) if config.fused_training else caption_model
   if config.augment and config.use_image:
     image_size = feature_extractor.input_shape[1]
@@ -342,6 +358,14 @@ def summed_caption_loss(y_true, logits):
       labels=y_true, logits=tf.cast(logits, tf.float32))  # [batch, T]
   mask = tf.cast(tf.not_equal(y_true, features.PAD_ID), tf.float32)
   return tf.reduce_sum(cross_entropy * mask, axis=1)
+
+
+def step_decoder(caption_model: keras.Model):
+  """The step-wise decoder of a trained caption model: attention.AttentionDecoder for an
+  attention model, CaptionDecoder otherwise (the same interface)."""
+  if attention_lib.is_attention_model(caption_model):
+    return attention_lib.AttentionDecoder(caption_model)
+  return CaptionDecoder(caption_model)
 
 
 class CaptionDecoder(tf.Module):

@@ -115,7 +115,7 @@ class _Stage:
   def __init__(self, caption_model: keras.Model, config: config_lib.TrainerConfig, feature_dim: int,
                max_length: int, strategy: tf.distribute.Strategy):
     self._model, self._strategy = caption_model, strategy
-    decoder = model_lib.CaptionDecoder(caption_model)
+    decoder = model_lib.step_decoder(caption_model)
     with strategy.scope():
       self._optimizer = keras.optimizers.Adam(config.scst_learning_rate)
     feature_spec = tf.TensorSpec([None, feature_dim], tf.float32)

@@ -8,6 +8,11 @@ Serving ignores): it travels with the model through the Pusher, and the
 evaluator and the gallery read it from the model they caption, whatever run
 trained it. The training report (names.TRAINING_REPORT_FILE) holds the same
 list for the run summary.
+
+The same file records the model's decoder (config_lib.DECODERS), as the
+serving model's encoder file records its encoder:
+  {"stages": ["cross_entropy", ...], "decoder": "show_and_tell"}
+(models exported before the decoder was recorded hold the bare list).
 """
 import json
 import os
@@ -27,20 +32,38 @@ def of(config: config_lib.TrainerConfig) -> List[str]:
   return [CROSS_ENTROPY] + ([SCST] if config.scst_epochs else [])
 
 
-def write(model_dir: str, stages: List[str]) -> None:
+_STAGES, _DECODER = 'stages', 'decoder'
+
+
+def write(model_dir: str, stages: List[str], decoder: str) -> None:
+  if decoder not in config_lib.DECODERS:
+    raise ValueError(f'Unknown decoder {decoder!r}; choose one of {config_lib.DECODERS}.')
   path = os.path.join(model_dir, names.SERVING_STAGES_FILE)
   tf.io.gfile.makedirs(os.path.dirname(path))
   with tf.io.gfile.GFile(path, 'w') as f:
-    json.dump(stages, f)
+    json.dump({_STAGES: stages, _DECODER: decoder}, f)
 
 
-def read(model_dir: str) -> Optional[List[str]]:
-  """The stages of the SavedModel in `model_dir`; None for a model exported before they were recorded."""
+def _read(model_dir: str):
   path = os.path.join(model_dir, names.SERVING_STAGES_FILE)
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+    recorded = json.load(f)
+  return recorded if isinstance(recorded, dict) else {_STAGES: recorded}
+
+
+def read(model_dir: str) -> Optional[List[str]]:
+  """The stages of the SavedModel in `model_dir`; None for a model exported before they were recorded."""
+  recorded = _read(model_dir)
+  return None if recorded is None else recorded[_STAGES]
+
+
+def read_decoder(model_dir: str) -> Optional[str]:
+  """The decoder of the SavedModel in `model_dir` (one of config_lib.DECODERS); None for a
+  model exported before it was recorded."""
+  recorded = _read(model_dir)
+  return None if recorded is None else recorded.get(_DECODER)
 
 
 def describe(stages: Optional[List[str]]) -> str:

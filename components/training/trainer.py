@@ -1,4 +1,4 @@
-"""Trainer module code: fits the Show-and-Tell captioner and exports it.
+"""Trainer module code: fits the captioner (Show and Tell, or the attention decoder) and exports it.
 
 Input: the Transform output (see components/training/datasets.py) and, for the
 captioner, the ImageFeatureGen's artifact (components/encoder/features_artifact.py),
@@ -111,11 +111,12 @@ def run_fn(fn_args: FnArgs) -> None:
   eval_images = datasets.images_and_captions(fn_args.eval_files, tf_transform_output)
   sequence_length = datasets.sequence_length(train_images)
 
+  grid_shape = features_artifact.artifact_encoder_info(features_uri).grid_shape if features_uri else None
   with strategy.scope():
     feature_extractor = (features_artifact.load_backbone(features_uri) if config.use_image
                          else model_lib.pixel_blind_extractor(config.image_size))
     caption_model, training_model = model_lib.build_models(
-        config, len(vocabulary), sequence_length, feature_extractor)
+        config, len(vocabulary), sequence_length, feature_extractor, grid_shape)
 
   train_per_image, eval_per_image = (
       _image_inputs(config, per_image, split, feature_extractor, features_uri)
@@ -132,9 +133,9 @@ def run_fn(fn_args: FnArgs) -> None:
       callbacks=callbacks(fn_args, config) + training_run.callbacks(),
       verbose=2)
   export = functools.partial(
-      _export, feature_extractor=feature_extractor, decoder=model_lib.CaptionDecoder(caption_model),
+      _export, feature_extractor=feature_extractor, decoder=model_lib.step_decoder(caption_model),
       vocabulary=vocabulary, max_length=sequence_length - 1, beam_width=config.beam_width,
-      features_uri=features_uri)
+      features_uri=features_uri, decoder_name=decoder_name(config))
   scst_history = None
   if config.scst_epochs:
     export(os.path.join(fn_args.model_run_dir, names.CROSS_ENTROPY_MODEL_DIR), [stages.CROSS_ENTROPY])
@@ -145,6 +146,7 @@ def run_fn(fn_args: FnArgs) -> None:
       'vocabulary_size': len(vocabulary),
       'sequence_length': sequence_length,
       'config': config_lib.to_custom_config(config),
+      'decoder': decoder_name(config),
       'decoder_precision': precision_lib.resolve(config.decoder_precision),
       'image_features_uri': features_uri,
       'resumed_from_epoch': training_run.resumed_from_epoch,
@@ -158,26 +160,34 @@ def run_fn(fn_args: FnArgs) -> None:
 def _image_inputs(config: config_lib.TrainerConfig, per_image: tf.data.Dataset, split: str,
                   feature_extractor: keras.Model, features_uri: Optional[str]) -> tf.data.Dataset:
   """What the model reads of each image of `split`: nothing (the baseline), the
-  artifact's cached features, or, with augmentation, pixels at its backbone's input size."""
+  artifact's cached features (held in memory, or streamed from its files where stored in a
+  compact dtype: the grids), or, with augmentation, pixels at its backbone's input size."""
   if not config.use_image:
     return datasets.without_image(per_image)
   if config.augment:
     return datasets.with_pixels(per_image, feature_extractor.input_shape[1])
+  if features_artifact.artifact_encoder_info(features_uri).feature_dtype != 'float32':
+    return datasets.with_streamed_features(per_image, features_uri, split)  # grids: too large to hold
   return datasets.with_cached_features(per_image, features_artifact.read_features(features_uri, split),
                                        f'split {split!r} of {features_uri}')
 
 
+def decoder_name(config: config_lib.TrainerConfig) -> str:
+  """The decoder a config trains (the captions-only baseline is Show and Tell's language model)."""
+  return config.decoder if config.use_image else config_lib.SHOW_AND_TELL
+
+
 def _export(model_dir: str, trained_stages: List[str], feature_extractor: keras.Model,
             decoder: model_lib.CaptionDecoder, vocabulary: List[str], max_length: int, beam_width: int,
-            features_uri: Optional[str]) -> None:
+            features_uri: Optional[str], decoder_name: str) -> None:
   """The serving SavedModel, with the encoder it embeds (the features artifact's, for the
-  evaluator's feature cache) and the training stages its weights went through."""
+  evaluator's feature cache), the training stages its weights went through and its decoder."""
   exporter.export_serving_model(model_dir, feature_extractor, decoder, vocabulary, max_length=max_length,
                                 beam_width=beam_width)
   if features_uri is not None:
     features_artifact.write_encoder_info(features_artifact.artifact_encoder_info(features_uri),
                                          os.path.join(model_dir, names.SERVING_ENCODER_FILE))
-  stages.write(model_dir, trained_stages)
+  stages.write(model_dir, trained_stages, decoder_name)
 
 
 def _write_report(model_run_dir: str, report: Dict) -> None:
