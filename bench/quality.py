@@ -10,8 +10,8 @@ scored on the eval and demo splits as the CaptionEvaluator scores them
 (captioning.caption_and_score from the cached features: the COCO toolkit's
 BLEU-4 and CIDEr-D).
 
-Data: the embedded dataset (components/config.py EMBEDDED_*), generated and
-run through the ExampleGen, Transform and ImageFeatureGen executors once
+Data: an embedded dataset (`--dataset`, components/config.py EMBEDDED_DATASETS,
+trained with its settings), generated and run through the ExampleGen, Transform and ImageFeatureGen executors once
 (testing/transformed_data.py), or a finished main job's artifacts with
 `--pipeline_root`. Every seed trains from the same cached features.
 
@@ -24,7 +24,7 @@ of a self-critical epoch; and `helps`, per split, whether the mean CIDEr-D gain
 exceeds the seed-to-seed range (the rule for turning the stage on by default;
 null with one seed).
 
-Usage: python -m bench.quality [--seeds 0,1,2] [--scst_epochs 5] [--epochs 25]
+Usage: python -m bench.quality [--dataset scenes] [--seeds 0,1,2] [--scst_epochs 5] [--epochs 25]
        [--pipeline_root outputs/pipeline_root]
 """
 import argparse
@@ -100,12 +100,13 @@ def summarise(runs: List[Dict]) -> Dict:
                                 'ratio_scst_to_cross_entropy': round(scst_seconds / ce_seconds, 2)}}
 
 
-def _artifacts(args, tmp: str, config: config_lib.TrainerConfig):
+def _artifacts(args, tmp: str, dataset: config_lib.EmbeddedDataset, config: config_lib.TrainerConfig):
   """(Transform output, raw Examples, ImageFeatures uri): a main job's, or built once here."""
   if args.pipeline_root:
     return seeds_bench.pipeline_artifacts(args.pipeline_root)
   data = transformed_data.build_transformed_data(
-      os.path.join(tmp, 'data'), config_lib.EMBEDDED_DATASET.num_images, config_lib.EMBEDDED_DATASET.image_size)
+      os.path.join(tmp, 'data'), dataset.num_images, dataset.image_size, transform_config=dataset.transform,
+      dataset=dataset.name)
   image_features = transformed_data.build_image_features(data.examples_uri, os.path.join(tmp, 'features'),
                                                          config)
   return data, seeds_bench.examples_artifact(data.examples_uri), image_features.uri
@@ -113,22 +114,26 @@ def _artifacts(args, tmp: str, config: config_lib.TrainerConfig):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--dataset', choices=list(config_lib.EMBEDDED_DATASETS), default=names.SHAPES_DATASET,
+                      help='The embedded dataset to generate and train on (default: %(default)s).')
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--scst_epochs', type=int, default=5)
-  parser.add_argument('--epochs', type=int, default=config_lib.EMBEDDED_TRAINER.epochs,
-                      help='Cross-entropy epochs (default: the embedded main job\'s, %(default)s).')
+  parser.add_argument('--epochs', type=int, default=None,
+                      help="Cross-entropy epochs (default: the dataset's main job's).")
   parser.add_argument('--pipeline_root', default=None,
                       help="A finished main job's pipeline_root to take the data and features from "
                            '(default: generate the embedded dataset and run its executors here).')
   args = parser.parse_args()
-  config = dataclasses.replace(config_lib.EMBEDDED_TRAINER, epochs=args.epochs, scst_epochs=args.scst_epochs)
+  dataset = config_lib.EMBEDDED_DATASETS[args.dataset]
+  config = dataclasses.replace(dataset.trainer, epochs=args.epochs or dataset.trainer.epochs,
+                               scst_epochs=args.scst_epochs)
   seeds = [int(seed) for seed in args.seeds.split(',')]
   with tempfile.TemporaryDirectory(prefix='quality_bench_') as tmp:
-    data, examples, features_uri = _artifacts(args, tmp, config)
+    data, examples, features_uri = _artifacts(args, tmp, dataset, config)
     runs = [train_both(data, examples, features_uri, dataclasses.replace(config, seed=seed),
                        os.path.join(tmp, f'seed-{seed}')) for seed in seeds]
   print(json.dumps({
-      'seeds': seeds, 'epochs': config.epochs, 'scst_epochs': config.scst_epochs,
+      'dataset': dataset.name, 'seeds': seeds, 'epochs': config.epochs, 'scst_epochs': config.scst_epochs,
       'scst_samples': config.scst_samples, 'scst_learning_rate': config.scst_learning_rate,
       'cores': multiprocessing.cpu_count(),
       'runs': [{'seed': seed, **run} for seed, run in zip(seeds, runs)],
