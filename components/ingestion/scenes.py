@@ -57,12 +57,13 @@ POSITIONS = {
 SMALL_MAX, LARGE_MIN = 0.16, 0.22
 _SINGLE_SIZES = {'small': (0.12, SMALL_MAX), 'large': (0.26, 0.32)}
 _PAIR_SIZES = {'small': (0.12, SMALL_MAX), 'large': (LARGE_MIN, 0.27)}
-_GROUP_SIZES = {'small': (0.11, 0.14), 'large': (LARGE_MIN, 0.24)}
-_MIXTURE_SIZE = (0.13, 0.19)  # no size words
+_GROUP_SIZES = {'small': (0.13, SMALL_MAX), 'large': (LARGE_MIN, 0.25)}
+_MIXTURE_SIZE = (0.16, 0.22)  # no size words
 _OVERLAP_SIZE = (0.24, 0.32)
 _JITTER = 0.04  # max offset from a nominal centre, fraction of the side
 _BACKGROUND_TINT = 12  # max per-channel offset of the background from grey
-_CLUTTER_LINES = (0, 6)  # grey lines behind the objects, fewest and most
+_CLUTTER_LINES = (0, 4)  # grey lines behind the objects, fewest and most
+_TEXTURE_DEPTH = 20.0  # grey levels between the light and dark parts of a texture
 
 # Words and their sampling weights: the first is the common one, the others the long tail.
 SIZE_WORDS = {'small': (('small', 6), ('little', 3), ('tiny', 1)),
@@ -238,7 +239,8 @@ def make_scene(rng: np.random.Generator) -> Scene:
       objects.append(SceneObject(colour, shape, float(rng.uniform(*_PAIR_SIZES[word])), centre, word))
     return Scene(kind, tuple(objects), background, arrangement=arrangement)
   if kind == 'overlap':
-    sizes = [float(s) for s in rng.uniform(*_OVERLAP_SIZE, size=2)]
+    # The back object is the larger one, so that it always shows around the front one.
+    sizes = sorted((float(s) for s in rng.uniform(*_OVERLAP_SIZE, size=2)), reverse=True)
     angle = float(rng.uniform(0, 2 * math.pi))
     # Centres 0.35-0.55 of a side apart: the front object hides part of the back one, never all of it.
     offset = float(rng.uniform(0.35, 0.55)) * (sizes[0] + sizes[1]) / 2
@@ -298,7 +300,7 @@ def _background(width: int, height: int, background: str, rng: np.random.Generat
     pattern = (((xs % period) - period / 2) ** 2 + ((ys % period) - period / 2) ** 2 < (period / 5) ** 2)
   else:
     pattern = np.zeros((height, width))
-  pixels = base[None, None, :] - 30.0 * pattern[..., None]
+  pixels = base[None, None, :] - _TEXTURE_DEPTH * pattern[..., None]
   image = Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
   draw = ImageDraw.Draw(image)
   for _ in range(int(rng.integers(_CLUTTER_LINES[0], _CLUTTER_LINES[1] + 1))):
