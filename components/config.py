@@ -234,16 +234,16 @@ EMBEDDED_EVALUATION = EvaluationConfig(min_bleu4=0.7, min_cider=2.0, min_baselin
 # The scenes dataset (components/ingestion/scenes.py) is trained exactly as shapes is, at 128 px:
 # VGG16's last pool is then 4x4 (flatten: 8,192-d), its block5_conv3 an 8x8 grid to attend over.
 SCENES_TRAINER = dataclasses.replace(EMBEDDED_TRAINER, encoder=dataclasses.replace(EMBEDDED_ENCODER, image_size=128))
-# Its captions follow from the pixels, but Show and Tell cannot say all a scene holds
-# (docs/datasets.md has its measured BLEU-4): the gate asks for a clear win over the baseline.
-SCENES_EVALUATION = EvaluationConfig(min_bleu4=0.3, min_cider=1.0, min_baseline_ratio=1.3,
-                                     min_distinct_caption_share=0.3)
+# Its captions follow from the pixels, but Show and Tell says little of what a scene holds
+# (docs/datasets.md has its measured BLEU-4 and the baseline's): the gate asks for a clear
+# win over the baseline; CIDEr-D and caption diversity keep the real-data thresholds.
+SCENES_EVALUATION = EvaluationConfig(min_bleu4=0.15, min_baseline_ratio=1.5)
 
 # The embedded datasets by name; `shapes` is the default everywhere.
 EMBEDDED_DATASETS = {
     names.SHAPES_DATASET: EmbeddedDataset(names.SHAPES_DATASET, num_images=2000, transform=EMBEDDED_TRANSFORM,
                                           trainer=EMBEDDED_TRAINER, evaluation=EMBEDDED_EVALUATION),
-    names.SCENES_DATASET: EmbeddedDataset(names.SCENES_DATASET, num_images=4000, transform=EMBEDDED_TRANSFORM,
+    names.SCENES_DATASET: EmbeddedDataset(names.SCENES_DATASET, num_images=3000, transform=EMBEDDED_TRANSFORM,
                                           trainer=SCENES_TRAINER, evaluation=SCENES_EVALUATION),
 }
 EMBEDDED_DATASET = EMBEDDED_DATASETS[names.SHAPES_DATASET]
