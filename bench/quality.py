@@ -11,18 +11,18 @@ scored on the eval and demo splits as the CaptionEvaluator scores them
 BLEU-4 and CIDEr-D).
 
 `--decoders show_and_tell,attention` trains each decoder with the settings
-and pooling its embedded job uses (config_lib.trainer_defaults: 'flatten' for
+and pooling its embedded job uses (config_lib.decoder_defaults: 'flatten' for
 Show and Tell, 'grid' for attention), every seed of each from the same
 features, so the decoders compare against the seed-to-seed spread.
 `--scst_epochs 0` skips the self-critical stage (cross-entropy only).
 
-Data: the embedded dataset (components/config.py EMBEDDED_*), generated and
+Data: an embedded dataset (`--dataset`, components/config.py EMBEDDED_DATASETS), generated and
 run through the ExampleGen and Transform executors once and the
 ImageFeatureGen executor once per pooling (testing/transformed_data.py), or a
 finished main job's artifacts with `--pipeline_root` (its features where their
 pooling is the decoder's, features computed here from its examples otherwise).
 
-Prints one JSON line: `seeds`, and per decoder (`decoders`): per seed the
+Prints one JSON line: `dataset`, `seeds`, and per decoder (`decoders`): per seed the
 eval/demo BLEU-4 and CIDEr-D of the cross-entropy model, its epochs and median
 seconds per epoch; their mean and seed range (max - min). With self-critical
 epochs, per decoder also (`scst_stage`): the fine-tuned model's scores; the per-seed
@@ -33,7 +33,7 @@ of a self-critical epoch; and `helps`, per split, whether the mean CIDEr-D gain
 exceeds the seed-to-seed range (the rule for turning the stage on by default;
 null with one seed).
 
-Usage: python -m bench.quality [--seeds 0,1,2] [--scst_epochs 5] [--epochs 25]
+Usage: python -m bench.quality [--dataset scenes] [--seeds 0,1,2] [--scst_epochs 5] [--epochs 25]
        [--decoders show_and_tell,attention] [--pipeline_root outputs/pipeline_root]
 """
 import argparse
@@ -128,13 +128,14 @@ def summarise(runs: List[Dict]) -> Dict:
                                 'ratio_scst_to_cross_entropy': round(scst_seconds / ce_seconds, 2)}}
 
 
-def _data(args, tmp: str):
+def _data(args, tmp: str, dataset: config_lib.EmbeddedDataset):
   """(Transform output, raw Examples, the main job's ImageFeatures uri or None): a main job's,
-  or the embedded dataset built here."""
+  or the embedded `dataset` built here."""
   if args.pipeline_root:
     return seeds_bench.pipeline_artifacts(args.pipeline_root)
   data = transformed_data.build_transformed_data(
-      os.path.join(tmp, 'data'), config_lib.EMBEDDED_DATASET.num_images, config_lib.EMBEDDED_DATASET.image_size)
+      os.path.join(tmp, 'data'), dataset.num_images, dataset.image_size, transform_config=dataset.transform,
+      dataset=dataset.name)
   return data, seeds_bench.examples_artifact(data.examples_uri), None
 
 
@@ -146,9 +147,10 @@ def _features(data, given_uri, tmp: str, encoder: config_lib.EncoderConfig, seed
       data.examples_uri, os.path.join(tmp, f'features-{encoder.pooling}'), encoder, seed).uri
 
 
-def measure_decoder(decoder: str, seeds: List[int], args, data, examples, given_features, tmp: str) -> Dict:
-  """Every seed of `decoder` trained and scored; the runs and their summaries."""
-  encoder, config = config_lib.decoder_defaults(decoder, embedded=True)
+def measure_decoder(decoder: str, dataset: config_lib.EmbeddedDataset, seeds: List[int], args, data,
+                    examples, given_features, tmp: str) -> Dict:
+  """Every seed of `decoder` trained and scored on `dataset`; the runs and their summaries."""
+  encoder, config = config_lib.decoder_defaults(decoder, dataset)
   config = dataclasses.replace(config, epochs=args.epochs, scst_epochs=args.scst_epochs)
   features_uri = _features(data, given_features, tmp, encoder, config.seed)
   runs = [train(data, examples, features_uri, dataclasses.replace(config, seed=seed),
@@ -159,6 +161,8 @@ def measure_decoder(decoder: str, seeds: List[int], args, data, examples, given_
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--dataset', choices=list(config_lib.EMBEDDED_DATASETS), default=names.SHAPES_DATASET,
+                      help='The embedded dataset to generate and train on (default: %(default)s).')
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--scst_epochs', type=int, default=5)
   parser.add_argument('--epochs', type=int, default=config_lib.EMBEDDED_TRAINER.epochs,
@@ -174,13 +178,14 @@ def main():
   if unknown:
     parser.error(f'unknown decoders {unknown}; choose from {config_lib.DECODERS}')
   seeds = [int(seed) for seed in args.seeds.split(',')]
+  dataset = config_lib.EMBEDDED_DATASETS[args.dataset]
   scst = config_lib.EMBEDDED_TRAINER
   with tempfile.TemporaryDirectory(prefix='quality_bench_') as tmp:
-    data, examples, given_features = _data(args, tmp)
-    measured = {decoder: measure_decoder(decoder, seeds, args, data, examples, given_features, tmp)
+    data, examples, given_features = _data(args, tmp, dataset)
+    measured = {decoder: measure_decoder(decoder, dataset, seeds, args, data, examples, given_features, tmp)
                 for decoder in decoders}
   print(json.dumps({
-      'seeds': seeds, 'epochs': args.epochs, 'scst_epochs': args.scst_epochs,
+      'dataset': dataset.name, 'seeds': seeds, 'epochs': args.epochs, 'scst_epochs': args.scst_epochs,
       'scst_samples': scst.scst_samples, 'scst_learning_rate': scst.scst_learning_rate,
       'cores': multiprocessing.cpu_count(), 'decoders': measured,
   }))

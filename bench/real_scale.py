@@ -120,7 +120,7 @@ def generate_flickr8k(data_dir: str, num_images: int) -> None:
 
 def _encoder(decoder: str) -> config_lib.EncoderConfig:
   """The real-data encoder the runner builds for `decoder`, with random weights (none can be downloaded)."""
-  return dataclasses.replace(config_lib.decoder_defaults(decoder, embedded=False)[0], backbone_weights=None)
+  return dataclasses.replace(config_lib.decoder_defaults(decoder)[0], backbone_weights=None)
 
 
 def _feature_pass(examples, out_dir: str, options, precision: str) -> artifacts.ImageFeatures:

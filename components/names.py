@@ -27,6 +27,11 @@ DEMO_GALLERY = 'DemoGallery'
 # The Trainers: the captioner's, then the captions-only baseline's.
 TRAINERS = (CAPTION_TRAINER, BASELINE_TRAINER)
 
+# --- The embedded datasets (components/ingestion/shapes_dataset.py; settings in components/config.py) ---
+SHAPES_DATASET = 'shapes'  # the quick check: one or two objects, regular wording
+SCENES_DATASET = 'scenes'  # harder: 1-4 objects, counts, relations, overlaps, varied wording
+EMBEDDED_DATASET_NAMES = (SHAPES_DATASET, SCENES_DATASET)
+
 # --- Module code the TFX executors import ---
 PREPROCESSING_FN = 'components.training.transform.preprocessing_fn'
 RUN_FN = 'components.training.trainer.run_fn'

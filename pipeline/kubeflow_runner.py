@@ -78,7 +78,7 @@ def gpu_node_ids(beam_runner: str) -> Tuple[str, ...]:
 
 def build_pipeline(args: argparse.Namespace) -> tfx.dsl.Pipeline:
   """The pipeline of the parsed `compile` flags, resources attached."""
-  encoder_defaults, trainer_defaults = config_lib.decoder_defaults(args.decoder, embedded=False)
+  encoder_defaults, trainer_defaults = config_lib.decoder_defaults(args.decoder)
   encoder_config = settings.encoder_config(args, encoder_defaults)
   trainer_config = settings.trainer_config(args, trainer_defaults)
   resources = trainer_resources(args.gpu_type, args.gpu_count, args.trainer_cpu_limit,

@@ -32,22 +32,23 @@ from pipeline import summary as summary_lib
 _ORDERED_OUTPUT_NODES = (names.TRANSFORM,)
 
 
-def _ensure_embedded_dataset(data_dir: str, num_images: int, seed: int) -> None:
-  """Generates the embedded dataset unless `data_dir` already holds it with these settings.
+def _ensure_embedded_dataset(data_dir: str, dataset: config_lib.EmbeddedDataset, num_images: int,
+                             seed: int) -> None:
+  """Generates the embedded `dataset` unless `data_dir` already holds it with these settings.
 
   The settings are kept beside the folder (`<data_dir>.json`); a folder
   generated with other settings is deleted first, so no image of a larger
   earlier dataset is left without captions.
   """
   settings_path = data_dir + '.json'
-  wanted = {'num_images': num_images, 'image_size': config_lib.EMBEDDED_DATASET.image_size,
-            'seed': seed}
+  wanted = {'num_images': num_images, 'image_size': dataset.image_size, 'seed': seed,
+            'dataset': dataset.name}
   if os.path.exists(settings_path):
     with open(settings_path) as f:
       if json.load(f) == wanted:
         return
-  progress.logger.info('Generating the embedded dataset (%d images, seed %d) into %s',
-                       num_images, seed, data_dir)
+  progress.logger.info('Generating the embedded dataset %s (%d images, seed %d) into %s',
+                       dataset.name, num_images, seed, data_dir)
   shutil.rmtree(data_dir, ignore_errors=True)
   shapes_dataset.generate(data_dir, **wanted)
   with open(settings_path, 'w') as f:
@@ -68,10 +69,11 @@ def _node_beam_args(num_workers: int) -> Dict[str, List[str]]:
 def run_configs(args: argparse.Namespace) -> Tuple[config_lib.TransformConfig, config_lib.EncoderConfig,
                                                     config_lib.TrainerConfig, config_lib.EvaluationConfig]:
   """(Transform, encoder, captioner, evaluation) settings: the flags over the embedded
-  dataset's defaults without --data_dir, over the real-data defaults with it."""
-  encoder_defaults, trainer_defaults = config_lib.decoder_defaults(args.decoder, embedded=args.data_dir is None)
-  if args.data_dir is None:
-    defaults = (config_lib.EMBEDDED_TRANSFORM, config_lib.EMBEDDED_EVALUATION)
+  dataset's (--dataset) defaults without --data_dir, over the real-data defaults with it."""
+  dataset = config_lib.EMBEDDED_DATASETS[args.dataset] if args.data_dir is None else None
+  encoder_defaults, trainer_defaults = config_lib.decoder_defaults(args.decoder, dataset)
+  if dataset is not None:
+    defaults = (dataset.transform, dataset.evaluation)
   else:
     defaults = (config_lib.TransformConfig(), config_lib.EvaluationConfig())
   return (settings.transform_config(args, defaults[0]), settings.encoder_config(args, encoder_defaults),
@@ -82,8 +84,9 @@ def run(args: argparse.Namespace, output_dir: str, log: run_log.RunLog) -> int:
   """Runs the pipeline the flags describe; see local_runner.main for the exit codes."""
   transform_config, encoder_config, trainer_config, evaluation_config = run_configs(args)
   if args.data_dir is None:
-    data_dir = os.path.join(output_dir, 'data', 'shapes')
-    _ensure_embedded_dataset(data_dir, args.num_images, trainer_config.seed)
+    dataset = config_lib.EMBEDDED_DATASETS[args.dataset]
+    data_dir = os.path.join(output_dir, 'data', dataset.name)
+    _ensure_embedded_dataset(data_dir, dataset, args.num_images or dataset.num_images, trainer_config.seed)
   else:
     data_dir = os.path.abspath(args.data_dir)
   try:

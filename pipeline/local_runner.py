@@ -8,8 +8,10 @@ Everything lands in one output folder:
   <output_dir>/serving/<model>/ the TF Serving base directory the Pusher writes versions into
   <output_dir>/summary.json     metrics of captioner and baseline, blessing, and paths
                                 of the pushed model, the gallery and the reject report
-Without --data_dir it generates the embedded default dataset into
-<output_dir>/data/shapes on first use (again when --num_images or --seed change).
+Without --data_dir it generates the embedded dataset --dataset (shapes, the
+default, or the harder scenes) into <output_dir>/data/<dataset> on first use
+(again when --num_images or --seed change), and trains with its settings
+(components/config.py EMBEDDED_DATASETS).
 A run that was killed or interrupted is resumed by running the same command
 again: finished components come from the cache and an interrupted Trainer
 continues from its last finished epoch.
@@ -33,6 +35,7 @@ import sys
 from typing import List, Optional
 
 from components import config as config_lib
+from components import names
 from components import progress
 from pipeline import run_log
 from pipeline import settings
@@ -46,8 +49,14 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   parser.add_argument('--data_dir', default=None,
                       help='A Flickr8k, Flickr30k, MS COCO 2014 or Karpathy-split dataset folder '
                            '(layouts above). Default: the embedded dataset, generated on first use.')
-  parser.add_argument('--num_images', type=int, default=config_lib.EMBEDDED_DATASET.num_images,
-                      help='Size of the generated embedded dataset.')
+  parser.add_argument('--dataset', choices=list(config_lib.EMBEDDED_DATASETS), default=names.SHAPES_DATASET,
+                      help='The embedded dataset used without --data_dir: shapes (the quick check) or '
+                           'scenes (harder: counts, relations, overlaps, varied wording); '
+                           'default: %(default)s.')
+  parser.add_argument('--num_images', type=int, default=None,
+                      help="Size of the generated embedded dataset (default: the dataset's, "
+                           + ', '.join(f'{name} {dataset.num_images}'
+                                       for name, dataset in config_lib.EMBEDDED_DATASETS.items()) + ').')
   parser.add_argument('--beam_workers', type=int, default=0,
                       help='Beam DirectRunner workers (processes; threads for the ExampleGen); '
                            '0 means one per core.')

@@ -88,16 +88,15 @@ def _run_transform(examples: standard_artifacts.Examples, out_dir: str,
 
 
 def build_transformed_data(work_dir: str, num_images: int, image_size: int, seed: int = 0,
-                           transform_config: Optional[config_lib.TransformConfig] = None
-                           ) -> TransformedData:
-  """Generates `num_images` shapes images and runs ExampleGen and Transform on them.
+                           transform_config: Optional[config_lib.TransformConfig] = None,
+                           dataset: str = names.SHAPES_DATASET) -> TransformedData:
+  """Generates `num_images` images of the embedded `dataset` and runs ExampleGen and Transform on them.
 
   Splits are Flickr8k's 6:1:1 (e.g. 40 images -> 30 train, 5 eval, 5 demo).
-  `transform_config` defaults to the embedded dataset's (config_lib.EMBEDDED_TRANSFORM), which
-  these generated shapes images are.
+  `transform_config` defaults to the shapes dataset's (config_lib.EMBEDDED_TRANSFORM).
   """
   data_dir = os.path.join(work_dir, 'dataset')
-  shapes_dataset.generate(data_dir, num_images, image_size, seed=seed)
+  shapes_dataset.generate(data_dir, num_images, image_size, seed=seed, dataset=dataset)
   examples, _ = executors.run_example_gen(data_dir, work_dir)
   return _run_transform(examples, work_dir, transform_config or config_lib.EMBEDDED_TRANSFORM)
 

@@ -166,19 +166,19 @@ def test_the_attention_decoder_needs_the_grid_and_the_plain_path():
 def test_the_decoder_flag_picks_the_decoders_defaults():
   parser = argparse.ArgumentParser()
   settings.add_arguments(parser)
-  for embedded in (True, False):
+  for dataset in (config_lib.EMBEDDED_DATASET, None):
     args = parser.parse_args(['--decoder', 'attention'])
-    encoder_defaults, trainer_defaults = config_lib.decoder_defaults(args.decoder, embedded)
+    encoder_defaults, trainer_defaults = config_lib.decoder_defaults(args.decoder, dataset)
     encoder = settings.encoder_config(args, encoder_defaults)
     config = settings.trainer_config(args, trainer_defaults)
     assert (config.decoder, encoder.pooling, config.fused_training) == ('attention', 'grid', False)
     assert settings.baseline_config(config, encoder).decoder == 'show_and_tell'
-  assert config_lib.decoder_defaults('attention', embedded=False)[0].input_size == 224
+  assert config_lib.decoder_defaults('attention')[0].input_size == 224
   default = parser.parse_args([])
-  assert settings.trainer_config(default, config_lib.decoder_defaults(default.decoder, True)[1]) == \
+  assert settings.trainer_config(default, config_lib.decoder_defaults(default.decoder, config_lib.EMBEDDED_DATASET)[1]) == \
       config_lib.EMBEDDED_TRAINER
   args = parser.parse_args(['--decoder', 'attention', '--pooling', 'flatten'])
-  encoder_defaults, trainer_defaults = config_lib.decoder_defaults(args.decoder, True)
+  encoder_defaults, trainer_defaults = config_lib.decoder_defaults(args.decoder, config_lib.EMBEDDED_DATASET)
   with pytest.raises(ValueError, match="pooling 'grid'"):
     executors.node_parameters(names.FEATURE_GEN, encoder_config=settings.encoder_config(args, encoder_defaults),
                               trainer_config=settings.trainer_config(args, trainer_defaults))

@@ -1,4 +1,4 @@
-"""Deterministic generator of the embedded default dataset ("shapes8k").
+"""Deterministic generator of the embedded datasets: `shapes` (the default) and `scenes`.
 
 Real Flickr8k cannot be downloaded in every environment, so the project ships
 this generator. It writes synthetic scenes whose correct captions follow from
@@ -16,6 +16,10 @@ Scenes, on a light grey background with a slight per-image tint and noise:
 Every image has five differently worded captions, all correct for its pixels.
 Caption slot n always uses template n of its scene type, so the wording is
 regular enough for a one-layer LSTM to learn from ~1,500 training images.
+
+`dataset='scenes'` writes the harder scenes of components/ingestion/scenes.py
+instead (1 to 4 objects, counts, relations, overlaps, textured backgrounds,
+varied wording), in the same layouts, its files named scenes_<index>.jpg.
 
 Layouts written (`layout=`), the layouts the ExampleGen reads
 (components/ingestion/layouts.py), with the official split's 6:1:1 blocks:
@@ -41,13 +45,13 @@ Layouts written (`layout=`), the layouts the ExampleGen reads
                                               "sentences": [{"raw", "tokens"}]}]}
 
 Output is a pure function of (num_images, image_size, image_height, seed,
-layout): the same arguments give byte-identical files (also with processes > 1,
+layout, dataset): the same arguments give byte-identical files (also with processes > 1,
 which only renders the images in parallel). Image i depends only on (seed, i), so a
 larger dataset extends a smaller one.
 
 Usage:
   python -m components.ingestion.shapes_dataset --output_dir /tmp/shapes \\
-      --num_images 2000 --image_size 96 --seed 0
+      --num_images 2000 --image_size 96 --seed 0 [--dataset scenes]
 """
 
 import argparse
@@ -64,12 +68,14 @@ from PIL import Image
 from PIL import ImageDraw
 
 from components import features
+from components import names
 from components import progress
 from components.ingestion import coco
 from components.ingestion import flickr30k
 from components.ingestion import flickr8k
 from components.ingestion import karpathy
 from components.ingestion import layouts
+from components.ingestion import scenes
 
 # Very distinct RGB values, so colour survives JPEG and downscaling.
 COLOURS = {
@@ -193,12 +199,13 @@ class Scene:
     ]
 
 
-def image_id(index: int, layout: str = OFFICIAL, split: str = 'train') -> str:
+def image_id(index: int, layout: str = OFFICIAL, split: str = 'train',
+             dataset: str = names.SHAPES_DATASET) -> str:
   """File name (= image id) of image `index` in its official-split block
   `split`; COCO names its files after its sets, like the real dataset."""
   if layout == COCO:
     return f'COCO_{COCO_SET_OF_SPLIT[split]}2014_{index:012d}.jpg'
-  return f'shapes_{index:05d}.jpg'
+  return f'{dataset}_{index:05d}.jpg'
 
 
 def make_scene(rng: np.random.Generator) -> Scene:
@@ -290,10 +297,13 @@ def _write_json(path: str, value: object) -> None:
     json.dump(value, f)
 
 
-def _draw(task: Tuple[int, int, int, int]) -> Tuple[List[str], bytes]:
-  """(captions, JPEG bytes) of image `index`: a function of (seed, index, size)."""
-  seed, index, width, height = task
+def _draw(task: Tuple[int, int, int, int, str]) -> Tuple[List[str], bytes]:
+  """(captions, JPEG bytes) of image `index`: a function of (seed, index, size, dataset)."""
+  seed, index, width, height, dataset = task
   rng = np.random.default_rng([seed, index])
+  if dataset == names.SCENES_DATASET:
+    _, captions, pixels = scenes.draw(rng, width, height)
+    return captions, _encode_jpeg(pixels)
   scene = make_scene(rng)
   return scene.captions(), _encode_jpeg(render(scene, width, height, rng))
 
@@ -337,7 +347,7 @@ class _TextFiles:
         'imgid': index, 'filename': name, 'split': KARPATHY_SPLITS[split],
         'sentences': [{'raw': c, 'tokens': c.split()} for c in captions]})
 
-  def write(self, output_dir: str, layout: str) -> None:
+  def write(self, output_dir: str, layout: str, dataset: str) -> None:
     """Writes the text files of `layout` into `output_dir`."""
     if layout == OFFICIAL:
       _write_lines(os.path.join(output_dir, OFFICIAL_TOKEN_FILE), self.token_lines)
@@ -351,7 +361,7 @@ class _TextFiles:
       for name, (captions_file, image_dir) in COCO_SETS.items():
         os.makedirs(os.path.join(output_dir, image_dir), exist_ok=True)
         _write_json(os.path.join(output_dir, COCO_ANNOTATIONS_DIR, captions_file),
-                    dict({'info': {'description': 'shapes'}}, **self.coco_files[name]))
+                    dict({'info': {'description': dataset}}, **self.coco_files[name]))
     else:
       _write_json(os.path.join(output_dir, KARPATHY_SPLIT_FILE),
                   {'images': self.karpathy_entries, 'dataset': 'flickr8k'})
@@ -363,7 +373,8 @@ def generate(output_dir: str,
              seed: int = 0,
              layout: str = OFFICIAL,
              image_height: Optional[int] = None,
-             processes: int = 1) -> Dict[str, int]:
+             processes: int = 1,
+             dataset: str = names.SHAPES_DATASET) -> Dict[str, int]:
   """Writes the dataset into `output_dir` (created if missing).
 
   Args:
@@ -375,6 +386,7 @@ def generate(output_dir: str,
     layout: one of LAYOUTS.
     image_height: height in pixels (>= 16); None: square images.
     processes: processes rendering images in parallel (same bytes).
+    dataset: one of names.EMBEDDED_DATASET_NAMES.
 
   Returns:
     Counts: {'images', 'captions', 'train', 'dev', 'test'} (the split counts
@@ -382,25 +394,27 @@ def generate(output_dir: str,
   """
   if layout not in LAYOUTS:
     raise ValueError(f'layout must be one of {LAYOUTS}, got {layout!r}')
+  if dataset not in names.EMBEDDED_DATASET_NAMES:
+    raise ValueError(f'dataset must be one of {names.EMBEDDED_DATASET_NAMES}, got {dataset!r}')
   if num_images < 1:
     raise ValueError(f'num_images must be >= 1, got {num_images}')
   height = image_size if image_height is None else image_height
   if min(image_size, height) < 16:
     raise ValueError(f'image sides must be >= 16, got {image_size}x{height}')
 
-  tasks = [(seed, index, image_size, height) for index in range(num_images)]
+  tasks = [(seed, index, image_size, height, dataset) for index in range(num_images)]
   text_files = _TextFiles()
   with multiprocessing.Pool(processes) if processes > 1 else contextlib.nullcontext() as pool:
     drawn = pool.imap(_draw, tasks, chunksize=16) if pool else map(_draw, tasks)
     for index, (captions, jpeg) in enumerate(progress.track(drawn, num_images, 'generating images')):
       split = _split_of(index, num_images)
-      name = image_id(index, layout, split)
+      name = image_id(index, layout, split, dataset)
       image_dir = _image_dir(output_dir, layout, split)
       os.makedirs(image_dir, exist_ok=True)
       with open(os.path.join(image_dir, name), 'wb') as f:
         f.write(jpeg)
       text_files.add(index, name, split, captions, image_size, height)
-  text_files.write(output_dir, layout)
+  text_files.write(output_dir, layout, dataset)
   counts = {'images': num_images, 'captions': len(text_files.token_lines)}
   counts.update({split: len(ids) for split, ids in text_files.splits.items()})
   return counts
@@ -425,9 +439,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                       help='Folder layout (default: %(default)s).')
   parser.add_argument('--processes', type=int, default=1,
                       help='Processes rendering images (default: %(default)s).')
+  parser.add_argument('--dataset', choices=names.EMBEDDED_DATASET_NAMES, default=names.SHAPES_DATASET,
+                      help='Which scenes: the quick shapes, or the harder scenes (default: %(default)s).')
   args = parser.parse_args(argv)
   counts = generate(args.output_dir, args.num_images, args.image_size,
-                    args.seed, args.layout, args.image_height, args.processes)
+                    args.seed, args.layout, args.image_height, args.processes, args.dataset)
   print(json.dumps(counts))
 
 
