@@ -276,6 +276,7 @@ def test_the_local_runner_trains_scenes_with_its_settings():
   from pipeline import local_run
   from pipeline import local_runner
   dataset = config_lib.EMBEDDED_DATASETS[SCENES]
-  assert local_run.run_configs(local_runner._parse_args(['--dataset', SCENES])) == (
-      dataset.transform, dataset.trainer, dataset.evaluation)
-  assert dataset.image_size == dataset.trainer.encoder.input_size == IMAGE_SIZE
+  transform, encoder, trainer, evaluation = local_run.run_configs(local_runner._parse_args(['--dataset', SCENES]))
+  assert (transform, evaluation) == (dataset.transform, dataset.evaluation)
+  assert dataset.image_size == encoder.input_size == trainer.image_size == IMAGE_SIZE
+  assert (encoder.pooling, trainer.decoder) == ('flatten', 'show_and_tell')
