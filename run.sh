@@ -57,7 +57,7 @@ export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::FutureWarning,ignore::Deprecatio
 case "$cmd" in
   # The runner keeps TensorFlow's C++ log lines in its log file (and shows them
   # with --verbose), so they are not filtered here.
-  pipeline) exec "$VENV/bin/python" -m pipeline.local_runner "$@" ;;
+  pipeline) exec "$VENV/bin/python" -m pipeline.local.runner "$@" ;;
 esac
 # Everything else: TensorFlow's C++ INFO and WARNING lines off.
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}

@@ -40,7 +40,6 @@ import time
 import tensorflow as tf
 
 from bench import real_scale
-from components import features
 from components import names
 from serving import client as client_lib
 from serving import server as server_lib
@@ -115,14 +114,14 @@ def _bulk(paths, base_path, workdir, name, batch_size):
 
 def _bare_loop(version_dir, paths, batch_size):
   """Images/s of reading the files and calling the serving signature in-process, a batch at a time."""
-  signature = tf.saved_model.load(version_dir).signatures[features.CAPTION_SIGNATURE]
+  signature = tf.saved_model.load(version_dir).signatures[names.CAPTION_SIGNATURE]
 
   def call(batch):
     encoded = []
     for path in batch:
       with open(path, 'rb') as f:
         encoded.append(f.read())
-    signature(**{features.IMAGES_INPUT: tf.constant(encoded)})[features.CAPTION_OUTPUT].numpy()
+    signature(**{names.IMAGES_INPUT: tf.constant(encoded)})[names.CAPTION_OUTPUT].numpy()
 
   call(paths[:batch_size])  # the first call traces and allocates
   start = time.perf_counter()

@@ -34,7 +34,7 @@ import numpy as np
 
 from bench import decoder_speed
 from components import config as config_lib
-from components import features
+from components import names
 from components.training import callbacks as callbacks_lib
 from components.training import datasets
 from components.training import model as model_lib
@@ -44,7 +44,7 @@ from testing import synthetic_captions
 
 TRAIN_IMAGES, EVAL_IMAGES = 6000, 1000
 _CAPTIONER = config_lib.TrainerConfig()
-_BASELINE = settings.baseline_config(_CAPTIONER)
+_BASELINE = settings.baseline_config(_CAPTIONER, config_lib.EncoderConfig())
 # name -> the TrainerConfig it trains.
 CANDIDATES = {
     'captioner_30_patience_3': dataclasses.replace(_CAPTIONER, epochs=30, early_stopping_patience=3),
@@ -60,8 +60,8 @@ def flickr8k_shaped(min_word_frequency: int, seed: int = 0):
   captions = synthetic_captions.flickr8k_captions(TRAIN_IMAGES + EVAL_IMAGES, seed)
   counts = collections.Counter(w for image in captions[:TRAIN_IMAGES] for c in image for w in c.split())
   words = sorted(w for w, n in counts.items() if n >= min_word_frequency)
-  ids = {w: i for i, w in enumerate(words, len(features.SPECIAL_TOKENS))}
-  rows = [[ids.get(w, features.UNKNOWN_ID) for w in c.split()] for image in captions for c in image]
+  ids = {w: i for i, w in enumerate(words, len(names.SPECIAL_TOKENS))}
+  rows = [[ids.get(w, names.UNKNOWN_ID) for w in c.split()] for image in captions for c in image]
   sequence_length = int(np.percentile([len(r) + 2 for r in rows[:TRAIN_IMAGES * 5]], 95))
   padded = decoder_speed.padded(rows, sequence_length)
   rng = np.random.default_rng(seed)
@@ -71,7 +71,7 @@ def flickr8k_shaped(min_word_frequency: int, seed: int = 0):
   split = TRAIN_IMAGES * synthetic_captions.CAPTIONS_PER_IMAGE
   return (decoder_speed.per_image(vectors[:TRAIN_IMAGES], padded[:split]),
           decoder_speed.per_image(vectors[TRAIN_IMAGES:], padded[split:]),
-          len(words) + len(features.SPECIAL_TOKENS), sequence_length)
+          len(words) + len(names.SPECIAL_TOKENS), sequence_length)
 
 
 def train(config: config_lib.TrainerConfig, train_set, eval_set, vocabulary: int, sequence_length: int):

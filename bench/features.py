@@ -48,14 +48,13 @@ from tfx.types import standard_artifacts
 
 from components import artifacts
 from components import config as config_lib
-from components import features
 from components import names
 from components import records
 from components.encoder import features_artifact
 from components.encoder import backbone_handler
 from components.ingestion import flickr8k
 from components.ingestion import shapes_dataset
-from pipeline import local_runner
+from pipeline.local import runner as local_runner
 from testing import feature_pass
 from testing import metadata
 from testing import transformed_data
@@ -114,7 +113,7 @@ def _run(output_dir: str, data_dir: str, args, epochs: int) -> float:
 
 def _speed(examples_uri: str, image_features_uri: str, config: config_lib.EncoderConfig, work_dir: str) -> Dict:
   examples = _examples(examples_uri)
-  images = [record.image for split in features.SPLITS
+  images = [record.image for split in names.SPLITS
             for record in records.iter_split_examples(examples, split)]
   backbone = features_artifact.load_backbone(image_features_uri)
   bare_before = feature_pass.predict_rate(backbone, images, backbone_handler.DEFAULT_BATCH_SIZE)
@@ -139,7 +138,7 @@ def _rate(image_features) -> float:
 def _examples(uri: str) -> standard_artifacts.Examples:
   examples = standard_artifacts.Examples()
   examples.uri = uri
-  examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
+  examples.split_names = artifact_utils.encode_split_names(list(names.SPLITS))
   return examples
 
 

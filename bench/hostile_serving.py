@@ -46,7 +46,6 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from components import caption_signatures
-from components import features
 from components import names
 from testing import tiny_model
 from testing import images as test_images
@@ -176,12 +175,12 @@ class _Probe:
 
   def good_rest(self):
     status, answer = _post(self.port, _good_body(self.image))
-    return (status, answer['predictions'][0][features.CAPTION_OUTPUT]) if status == 200 else (status, answer)
+    return (status, answer['predictions'][0][names.CAPTION_OUTPUT]) if status == 200 else (status, answer)
 
   def good_grpc(self):
-    return self.grpc_predict([self.image]).outputs[features.CAPTION_OUTPUT].string_val[0].decode()
+    return self.grpc_predict([self.image]).outputs[names.CAPTION_OUTPUT].string_val[0].decode()
 
-  def grpc_predict(self, values, signature=features.CAPTION_SIGNATURE):
+  def grpc_predict(self, values, signature=names.CAPTION_SIGNATURE):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = names.MODEL_NAME
     request.model_spec.signature_name = signature
@@ -223,7 +222,7 @@ def _malformed_cases(probe):
   for name, send in cases.items():
     status, answer = send()
     if name in ('chunked_good_request', 'half_closed_good_request'):
-      ok = status == 200 and answer['predictions'][0][features.CAPTION_OUTPUT] == probe.want[1]
+      ok = status == 200 and answer['predictions'][0][names.CAPTION_OUTPUT] == probe.want[1]
     else:
       ok = status is not None and 400 <= status < 500 and _is_error_json(answer)
     results[name] = {'status': status, 'answered_as_tf_serving': ok,
@@ -283,7 +282,7 @@ def _bad_requests(probe):
       lambda: _post(probe.port, _good_body(b'not an image')),
       lambda: _post(probe.port, _good_body(truncated_jpeg)),
       lambda: _grpc_error(probe, [truncated_jpeg]),
-      lambda: _grpc_error(probe, [b'\x00\x01 not a tf.Example \xff'], features.EXAMPLES_SIGNATURE),
+      lambda: _grpc_error(probe, [b'\x00\x01 not a tf.Example \xff'], names.EXAMPLES_SIGNATURE),
   ]
   answers = [kinds[i % len(kinds)]() for i in range(_BAD_REQUESTS)]
   time.sleep(1.5)  # the rate limit's count of left-out lines goes out with the next line
@@ -307,7 +306,7 @@ def _start_up(probe):
           'tracebacks': sum('Traceback' in line for line in probe.start_up_lines)}
 
 
-def _grpc_error(probe, values, signature=features.CAPTION_SIGNATURE):
+def _grpc_error(probe, values, signature=names.CAPTION_SIGNATURE):
   try:
     probe.grpc_predict(values, signature)
   except grpc.RpcError as e:

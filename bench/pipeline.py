@@ -14,8 +14,8 @@ import tempfile
 
 from components.evaluation import caption_metrics
 from components.evaluation import report as report_lib
-from pipeline import local_run
-from pipeline import local_runner
+from pipeline.local import run as local_run
+from pipeline.local import runner as local_runner
 from testing import timing
 
 

@@ -50,7 +50,6 @@ import numpy as np
 
 from bench import seeds as seeds_bench
 from components import config as config_lib
-from components import features
 from components import names
 from components.encoder import features_artifact
 from components.evaluation import caption_metrics
@@ -58,7 +57,7 @@ from components.evaluation import captioning
 from components.training import trainer
 from testing import transformed_data
 
-SPLITS = (features.EVAL_SPLIT, features.DEMO_SPLIT)
+SPLITS = (names.EVAL_SPLIT, names.DEMO_SPLIT)
 METRICS = {'bleu4': caption_metrics.BLEU_4, 'cider': caption_metrics.CIDER_D}
 MODELS = ('cross_entropy', 'scst')
 

@@ -23,7 +23,7 @@ the ExampleGen on DirectRunner threads, the feature pass in-process;
     fc2 at 224 px, with random weights (none can be downloaded here), in
     `--precision` (default `auto`, resolved as the runners resolve it).
 With `--pipeline`, the whole pipeline as a person runs it, in a subprocess:
-`python -m pipeline.local_runner --data_dir <folder> --backbone_weights none
+`python -m pipeline.local.runner --data_dir <folder> --backbone_weights none
 --backbone_precision <precision> --decoder <--decoder>` (the real-data defaults otherwise: VGG16
 fc2 at 224 px, or its grid for attention, the real-data recipe and epoch budgets; `--epochs N`
 overrides the Trainers' budget for a quicker look), its progress on stderr; it fails
@@ -73,7 +73,6 @@ from tfx.types import standard_artifacts
 
 from components import artifacts
 from components import config as config_lib
-from components import features
 from components import names
 from components import records
 from components.encoder import features_artifact
@@ -85,7 +84,7 @@ from components.evaluation import caption_metrics
 from components.ingestion import flickr8k
 from components.ingestion import shapes_dataset
 from pipeline import beam_args
-from pipeline import local_run
+from pipeline.local import run as local_run
 from testing import executors
 from testing import feature_pass
 from testing import metadata
@@ -94,7 +93,7 @@ from testing import timing
 
 FLICKR8K_IDS = synthetic_captions.FLICKR8K_IMAGES
 # Ids per split file out of every FLICKR8K_IDS (the official split files).
-FLICKR8K_SPLIT_IDS = {features.TRAIN_SPLIT: 6000, features.EVAL_SPLIT: 1000, features.DEMO_SPLIT: 1000}
+FLICKR8K_SPLIT_IDS = {names.TRAIN_SPLIT: 6000, names.EVAL_SPLIT: 1000, names.DEMO_SPLIT: 1000}
 JPEG_SIZE = (500, 375)
 _MODES = {'in_process': lambda workers: beam_args.direct_node_beam_args(workers)[names.FEATURE_GEN],
           'processes': beam_args.direct_beam_args}
@@ -127,9 +126,9 @@ def _feature_pass(examples, out_dir: str, options, precision: str) -> artifacts.
   encoder = dataclasses.replace(_encoder(config_lib.SHOW_AND_TELL), precision=precision)
   return executors.run_executor(
       feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context(options)),
-      {'examples': examples}, {features.IMAGE_FEATURES_KEY: artifacts.ImageFeatures},
+      {'examples': examples}, {names.IMAGE_FEATURES_KEY: artifacts.ImageFeatures},
       {key: value for key, value in feature_gen.parameters(encoder, seed=0).items() if value is not None},
-      out_dir)[features.IMAGE_FEATURES_KEY]
+      out_dir)[names.IMAGE_FEATURES_KEY]
 
 
 def _bare_rate(backbones, sample) -> Dict[str, float]:
@@ -192,7 +191,7 @@ def _executors(args, tmp: str, data_dir: str, precision: str) -> Dict:
 
 def _train_sample(data_dir: str, size: int) -> List[bytes]:
   """The files of the first `size` train ids: what the ExampleGen stores (byte for byte)."""
-  with open(os.path.join(data_dir, flickr8k.SPLIT_FILES[features.TRAIN_SPLIT]), encoding='utf-8') as f:
+  with open(os.path.join(data_dir, flickr8k.SPLIT_FILES[names.TRAIN_SPLIT]), encoding='utf-8') as f:
     ids = f.read().split()[:size]
   sample = []
   for image_id in ids:
@@ -208,7 +207,7 @@ def _run_local_runner(data_dir: str, output_dir: str, args) -> float:
     SystemExit: naming the command and its log, and quoting its last lines on the
       terminal (where the runner reports a failure), if it fails.
   """
-  command = [sys.executable, '-m', 'pipeline.local_runner', '--data_dir', data_dir,
+  command = [sys.executable, '-m', 'pipeline.local.runner', '--data_dir', data_dir,
              '--output_dir', output_dir, '--backbone_weights', 'none', '--backbone_precision', args.precision,
              '--decoder', args.decoder, *(['--epochs', str(args.epochs)] if args.epochs else [])]
   runner = subprocess.Popen(command, cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

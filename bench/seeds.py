@@ -42,7 +42,6 @@ from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 
 from components import config as config_lib
-from components import features
 from components import names
 from components.encoder import features_artifact
 from components.evaluation import caption_metrics
@@ -64,7 +63,7 @@ def examples_artifact(examples_uri: str) -> standard_artifacts.Examples:
   """The raw Examples artifact at `examples_uri`, every split, as the evaluator receives it."""
   examples = standard_artifacts.Examples()
   examples.uri = examples_uri
-  examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
+  examples.split_names = artifact_utils.encode_split_names(list(names.SPLITS))
   return examples
 
 
@@ -83,7 +82,7 @@ def perturbed_copy(features_uri: str, out_dir: str, noise: float, seed: int) -> 
   """A copy of an ImageFeatures artifact with every vector multiplied by (1 + noise * N(0, 1))."""
   shutil.copytree(features_uri, out_dir)
   rng = np.random.default_rng(seed)
-  for split in features.SPLITS:
+  for split in names.SPLITS:
     vectors = features_artifact.read_features(features_uri, split)
     directory = features_artifact.split_dir(out_dir, split)
     shutil.rmtree(directory)
@@ -107,7 +106,7 @@ def train_and_score(data: transformed_data.TransformedData, examples: standard_a
     history = json.load(f)['history']
   result = {'epochs': len(history['val_loss']),
             'best_val_loss': round(min(history['val_loss']), 4)}
-  for split in (features.EVAL_SPLIT, features.DEMO_SPLIT):
+  for split in (names.EVAL_SPLIT, names.DEMO_SPLIT):
     scored = captioning.caption_and_score(args.serving_model_dir, examples, split,
                                           image_features_uri=features_uri)
     result[f'{split}_bleu4'] = round(scored.scores['corpus'][caption_metrics.BLEU_4], 4)
@@ -135,7 +134,7 @@ def _override(config: config_lib.TrainerConfig, assignment: str) -> config_lib.T
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--pipeline_root', required=True,
-                      help="A finished main job's pipeline_root (python -m pipeline.local_runner).")
+                      help="A finished main job's pipeline_root (python -m pipeline.local.runner).")
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--noise', type=float, default=0.0,
                       help='Also train on features times (1 + noise * N(0, 1)); 0: no perturbed runs.')

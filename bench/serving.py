@@ -37,7 +37,6 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 
-from components import features
 from components import names
 from serving import batching
 from serving import client as client_lib
@@ -142,10 +141,10 @@ def _base_path(args, tmp, parser):
 def _protocols(base_path, version_dir, options, images, args):
   """_latency_and_throughput of gRPC and REST through the local server and of in-process
   calls of the loaded SavedModel, which is released on return."""
-  signature = tf.saved_model.load(version_dir).signatures[features.CAPTION_SIGNATURE]
+  signature = tf.saved_model.load(version_dir).signatures[names.CAPTION_SIGNATURE]
 
   def in_process(batch):
-    outputs = signature(**{features.IMAGES_INPUT: tf.constant(batch)})
+    outputs = signature(**{names.IMAGES_INPUT: tf.constant(batch)})
     return {alias: tensor.numpy() for alias, tensor in outputs.items()}
 
   with server_lib.LocalModelServer(base_path, port=0, rest_port=0, batching_options=options) as server, \

@@ -53,7 +53,6 @@ import tf_keras as keras
 from testing import timing
 from testing import transformed_data
 from components import names
-from components import features
 from components.encoder import features_artifact
 from components.evaluation import captioning
 from components.encoder import image_features as image_features_lib
@@ -87,7 +86,7 @@ def _time_epochs(config: config_lib.TrainerConfig, encoder: config_lib.EncoderCo
 
   tf_transform_output = tft.TFTransformOutput(data.transform_graph_uri)
   vocabulary = datasets.vocabulary(tf_transform_output)
-  train_images = datasets.images_and_captions(data.transformed_files(features.TRAIN_SPLIT),
+  train_images = datasets.images_and_captions(data.transformed_files(names.TRAIN_SPLIT),
                                               tf_transform_output)
   sequence_length = datasets.sequence_length(train_images)
   captions_per_image = [int(ids.shape[0]) for _, _, ids in train_images]
@@ -102,7 +101,7 @@ def _time_epochs(config: config_lib.TrainerConfig, encoder: config_lib.EncoderCo
 
   per_image = {
       'cached': datasets.with_cached_features(
-          train_images, features_artifact.read_features(image_features.uri, features.TRAIN_SPLIT),
+          train_images, features_artifact.read_features(image_features.uri, names.TRAIN_SPLIT),
           image_features.uri),
       'on_the_fly': datasets.with_pixels(train_images, feature_extractor.input_shape[1]),
   }
@@ -141,7 +140,7 @@ def _time_latency(config, data, work_dir, image_features, requests):
   with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines; stdout holds the JSON only
     trainer.run_fn(args)
   captioner = captioning.SavedModelCaptioner(args.serving_model_dir)
-  images = data.images(features.EVAL_SPLIT) + data.images(features.DEMO_SPLIT)
+  images = data.images(names.EVAL_SPLIT) + data.images(names.DEMO_SPLIT)
   feature_extractor = features_artifact.load_backbone(image_features.uri)
   image_size = feature_extractor.input_shape[1]
   pixels = [image_features_lib.decode_images(tf.constant([image]), image_size) for image in images]

@@ -3,7 +3,7 @@ import importlib
 
 # Artifact classes reachable as `components.<Class>`, the form their TYPE_NAME
 # takes (see components/artifacts.py). Resolved on first use so that importing
-# a light module such as components.features does not import TFX.
+# a light module such as components.names does not import TFX.
 _ARTIFACTS = ('IngestionReport', 'ImageFeatures', 'CaptionEvaluation', 'CaptionGallery')
 
 

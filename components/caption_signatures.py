@@ -2,7 +2,7 @@
 
 The in-process captioner (components/evaluation/captioning.py) and the TF
 Serving client (serving/client.py) both build a signature's inputs and read
-its outputs here, so they agree on the serving contract (components/features.py)
+its outputs here, so they agree on the serving contract (components/names.py)
 by construction; the client imports this module alone, so it starts in about a
 second and, over REST, never imports TensorFlow.
 """
@@ -10,12 +10,12 @@ from typing import List, Mapping, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
-from components import features
+from components import names
 
 # Which input each caption signature takes (the SavedModel contract).
 INPUT_OF_SIGNATURE = {
-    features.CAPTION_SIGNATURE: features.IMAGES_INPUT,
-    features.EXAMPLES_SIGNATURE: features.EXAMPLES_INPUT,
+    names.CAPTION_SIGNATURE: names.IMAGES_INPUT,
+    names.EXAMPLES_SIGNATURE: names.EXAMPLES_INPUT,
 }
 DEFAULT_BATCH_SIZE = 32
 
@@ -37,7 +37,7 @@ def _field(number: int, payload: bytes) -> bytes:
 
 
 def image_example_bytes(image: bytes) -> bytes:
-  """A serialized tf.Example holding only `image` under features.IMAGE_KEY, what from_examples reads.
+  """A serialized tf.Example holding only `image` under names.IMAGE_KEY, what from_examples reads.
 
   Written in the wire format of tensorflow/core/example/example.proto
   (Example.features = 1, Features.feature = 1 (map entry: key 1, value 2),
@@ -46,7 +46,7 @@ def image_example_bytes(image: bytes) -> bytes:
   them), without importing TensorFlow for one message.
   """
   feature = _field(1, _field(1, image))
-  entry = _field(1, features.IMAGE_KEY.encode('utf-8')) + _field(2, feature)
+  entry = _field(1, names.IMAGE_KEY.encode('utf-8')) + _field(2, feature)
   return _field(1, _field(1, entry))
 
 
@@ -59,9 +59,9 @@ def signature_inputs(signature_name: str, images: Sequence[bytes]) -> Tuple[str,
   if signature_name not in INPUT_OF_SIGNATURE:
     raise ValueError(f'Unknown caption signature {signature_name!r}; '
                      f'choose one of {sorted(INPUT_OF_SIGNATURE)}.')
-  if signature_name == features.EXAMPLES_SIGNATURE:
-    return features.EXAMPLES_INPUT, [image_example_bytes(image) for image in images]
-  return features.IMAGES_INPUT, list(images)
+  if signature_name == names.EXAMPLES_SIGNATURE:
+    return names.EXAMPLES_INPUT, [image_example_bytes(image) for image in images]
+  return names.IMAGES_INPUT, list(images)
 
 
 class _BestCaptions(NamedTuple):
@@ -77,7 +77,7 @@ class Captions(_BestCaptions):
   beam search, best first (so [0] is the caption), without the missing ones
   (fewer than k finished); empty lists for a model exported without them.
   attention: float32 [num_images, max_length, grid_h, grid_w], where an attention
-  model looked for each word of the caption (features.ATTENTION_OUTPUT); None for
+  model looked for each word of the caption (names.ATTENTION_OUTPUT); None for
   a model without that output (show_and_tell).
   """
 
@@ -96,12 +96,12 @@ def _decode_strings(values):
 
 
 def _decode_attention(outputs: Mapping[str, np.ndarray], num_images: int, source: str):
-  """features.ATTENTION_OUTPUT as float32 [num_images, max_length, grid_h, grid_w], or None without it."""
-  if features.ATTENTION_OUTPUT not in outputs:
+  """names.ATTENTION_OUTPUT as float32 [num_images, max_length, grid_h, grid_w], or None without it."""
+  if names.ATTENTION_OUTPUT not in outputs:
     return None
-  attention = np.asarray(outputs[features.ATTENTION_OUTPUT], np.float32)
+  attention = np.asarray(outputs[names.ATTENTION_OUTPUT], np.float32)
   if attention.ndim != 4 or len(attention) != num_images:
-    raise ValueError(f'{source} returned {features.ATTENTION_OUTPUT!r} of shape {attention.shape} for '
+    raise ValueError(f'{source} returned {names.ATTENTION_OUTPUT!r} of shape {attention.shape} for '
                      f'{num_images} images; expected [{num_images}, max_length, grid_h, grid_w].')
   return attention
 
@@ -111,23 +111,23 @@ def decode_outputs(outputs: Mapping[str, np.ndarray], num_images: int, source: s
 
   Raises ValueError naming `source` if an output is missing or the batch size is wrong.
   """
-  for key in (features.CAPTION_OUTPUT, features.LOG_PROBABILITY_OUTPUT):
+  for key in (names.CAPTION_OUTPUT, names.LOG_PROBABILITY_OUTPUT):
     if key not in outputs:
       raise ValueError(f'{source} returned no output {key!r} (it has {sorted(outputs)}).')
-  captions = _decode_strings(np.asarray(outputs[features.CAPTION_OUTPUT]).tolist())
-  log_probabilities = [float(p) for p in np.asarray(outputs[features.LOG_PROBABILITY_OUTPUT])]
+  captions = _decode_strings(np.asarray(outputs[names.CAPTION_OUTPUT]).tolist())
+  log_probabilities = [float(p) for p in np.asarray(outputs[names.LOG_PROBABILITY_OUTPUT])]
   if len(captions) != num_images or len(log_probabilities) != num_images:
     raise ValueError(f'{source} returned {len(captions)} captions and {len(log_probabilities)} '
                      f'log-probabilities for {num_images} images.')
   attention = _decode_attention(outputs, num_images, source)
-  if features.CAPTIONS_OUTPUT not in outputs or features.LOG_PROBABILITIES_OUTPUT not in outputs:
+  if names.CAPTIONS_OUTPUT not in outputs or names.LOG_PROBABILITIES_OUTPUT not in outputs:
     return Captions(captions, log_probabilities, attention=attention)
-  top_captions = np.asarray(outputs[features.CAPTIONS_OUTPUT])
-  top_log_probabilities = np.asarray(outputs[features.LOG_PROBABILITIES_OUTPUT], np.float64)
+  top_captions = np.asarray(outputs[names.CAPTIONS_OUTPUT])
+  top_log_probabilities = np.asarray(outputs[names.LOG_PROBABILITIES_OUTPUT], np.float64)
   if (top_captions.ndim != 2 or top_captions.shape != top_log_probabilities.shape
           or len(top_captions) != num_images):
-    raise ValueError(f'{source} returned {features.CAPTIONS_OUTPUT!r} of shape {top_captions.shape} and '
-                     f'{features.LOG_PROBABILITIES_OUTPUT!r} of shape {top_log_probabilities.shape} for '
+    raise ValueError(f'{source} returned {names.CAPTIONS_OUTPUT!r} of shape {top_captions.shape} and '
+                     f'{names.LOG_PROBABILITIES_OUTPUT!r} of shape {top_log_probabilities.shape} for '
                      f'{num_images} images; expected [{num_images}, k] each.')
   found = np.isfinite(top_log_probabilities)  # -inf marks a caption that never finished
   return Captions(

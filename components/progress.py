@@ -2,14 +2,14 @@
 
 Library code reports through one logger, `captioner.progress`, and never
 writes to the terminal itself: the runner decides where the lines go
-(pipeline/run_log.py shows them on the console and keeps every other log
+(pipeline/local/run_log.py shows them on the console and keeps every other log
 line in the run's log file). Anywhere else (tests, Kubeflow) they are
 ordinary log lines.
 
 `track(items, total, description)` reports a loop over images, at two
 levels, each record carrying a `Progress` (in its `progress` attribute):
   * DEBUG at most every `BAR_INTERVAL_SECONDS`: a terminal's bar redrawn in
-    place (pipeline/console.py enables them only there);
+    place (pipeline/local/console.py enables them only there);
   * INFO at most every `LINE_INTERVAL_SECONDS`, and at the end: a plain line
     (done of total, rate, time left) for anything that is not a terminal, a
     log file, a pipe, a pod's log, which a bar's updates would flood.

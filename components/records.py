@@ -1,8 +1,8 @@
 """The ExampleGen's record layout: one tf.Example per image, written and read here only.
 
-  features.IMAGE_ID_KEY  bytes [1]             image file name (the id)
-  features.IMAGE_KEY     bytes [1]             the image file, byte for byte
-  features.CAPTIONS_KEY  bytes [num_captions]  its captions, UTF-8
+  names.IMAGE_ID_KEY  bytes [1]             image file name (the id)
+  names.IMAGE_KEY     bytes [1]             the image file, byte for byte
+  names.CAPTIONS_KEY  bytes [num_captions]  its captions, UTF-8
 
 The ExampleGen writes it, the `from_examples` serving signature parses it (by
 IMAGE_KEY alone), and the feature pass, the evaluator, the gallery, the client
@@ -15,7 +15,7 @@ import tensorflow as tf
 from tfx.types import artifact
 from tfx.types import artifact_utils
 
-from components import features
+from components import names
 
 
 class ImageExample(NamedTuple):
@@ -32,24 +32,24 @@ def _bytes_feature(values: Sequence[bytes]) -> tf.train.Feature:
 def image_example(image: bytes, image_id: str = None, captions: Sequence[str] = ()) -> tf.train.Example:
   """A tf.Example in the ExampleGen's layout; id and captions are optional
   (the serving signature reads only the image)."""
-  feature = {features.IMAGE_KEY: _bytes_feature([image])}
+  feature = {names.IMAGE_KEY: _bytes_feature([image])}
   if image_id is not None:
-    feature[features.IMAGE_ID_KEY] = _bytes_feature([image_id.encode('utf-8')])
+    feature[names.IMAGE_ID_KEY] = _bytes_feature([image_id.encode('utf-8')])
   if captions:
-    feature[features.CAPTIONS_KEY] = _bytes_feature([c.encode('utf-8') for c in captions])
+    feature[names.CAPTIONS_KEY] = _bytes_feature([c.encode('utf-8') for c in captions])
   return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
 def parse_image_example(serialized: bytes, where: str = 'record') -> ImageExample:
   """Reads a serialized ExampleGen record; ValueError naming `where` if a feature is missing."""
   feature = tf.train.Example.FromString(serialized).features.feature
-  for key in (features.IMAGE_ID_KEY, features.IMAGE_KEY, features.CAPTIONS_KEY):
+  for key in (names.IMAGE_ID_KEY, names.IMAGE_KEY, names.CAPTIONS_KEY):
     if not feature[key].bytes_list.value:
       raise ValueError(f'{where} has no {key!r} bytes feature.')
   return ImageExample(
-      image_id=feature[features.IMAGE_ID_KEY].bytes_list.value[0].decode('utf-8'),
-      image=feature[features.IMAGE_KEY].bytes_list.value[0],
-      references=[c.decode('utf-8') for c in feature[features.CAPTIONS_KEY].bytes_list.value])
+      image_id=feature[names.IMAGE_ID_KEY].bytes_list.value[0].decode('utf-8'),
+      image=feature[names.IMAGE_KEY].bytes_list.value[0],
+      references=[c.decode('utf-8') for c in feature[names.CAPTIONS_KEY].bytes_list.value])
 
 
 def split_files(examples: artifact.Artifact, split: str) -> List[str]:

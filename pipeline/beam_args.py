@@ -84,7 +84,7 @@ def dataflow_beam_args(project: str, region: str, temp_location: str, image: str
   """Beam on Dataflow, with the pipeline image as the workers' SDK container.
 
   The workers then have the same code and pinned packages as the component
-  pods (Flickr8kExampleGen's DoFns and the Transform module live in this
+  pods (ImageCaptionExampleGen's DoFns and the Transform module live in this
   project); --sdk_location=container stops Dataflow staging another SDK.
   """
   args = ['--runner=DataflowRunner', f'--project={project}', f'--region={region}',

@@ -190,7 +190,7 @@ def _parser() -> argparse.ArgumentParser:
   compile_ = commands.add_parser('compile', help='Compile the pipeline into a KFP v2 spec file.')
   _add_compile_arguments(compile_)
   _add_beam_arguments(compile_.add_argument_group(
-      'Beam (Flickr8kExampleGen, StatisticsGen, Transform, ...)'))
+      'Beam (ImageCaptionExampleGen, StatisticsGen, Transform, ...)'))
   _add_resource_arguments(compile_.add_argument_group(
       'Trainer resources (CaptionTrainer, BaselineTrainer)'))
   _add_submit_arguments(commands.add_parser('submit', help='Start a run of a compiled YAML spec.'))

@@ -12,7 +12,6 @@ from tfx import v1 as tfx
 from tfx.proto import transform_pb2
 
 from components import names
-from components import features
 from components.encoder import feature_gen as feature_gen_lib
 from components.encoder.feature_gen import ImageFeatureGen
 from components.evaluation.caption_evaluator import CaptionEvaluator
@@ -39,7 +38,7 @@ def create_pipeline(
     node_platform_configs: Optional[Mapping[str, Any]] = None,
     enable_cache: bool = True,
     resolve_last_blessed_model: bool = True,
-    restval_split: str = features.DEFAULT_RESTVAL_SPLIT,
+    restval_split: str = names.DEFAULT_RESTVAL_SPLIT,
     backbone_weights_sha256: Optional[str] = None,
 ) -> tfx.dsl.Pipeline:
   """Builds the captioner pipeline.
@@ -115,7 +114,7 @@ def _data_nodes(data_root: str, schema_path: str, transform_config: config_lib.T
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=names.PREPROCESSING_FN,
       splits_config=transform_pb2.SplitsConfig(
-          analyze=[features.TRAIN_SPLIT], transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT]),
+          analyze=[names.TRAIN_SPLIT], transform=[names.TRAIN_SPLIT, names.EVAL_SPLIT]),
       custom_config=config_lib.to_custom_config(transform_config)).with_id(names.TRANSFORM)
   return example_gen, statistics_gen, schema_gen, example_validator, transform
 
@@ -126,7 +125,7 @@ def _trainers(transform, schema_gen, feature_gen, trainer_config: config_lib.Tra
   # The Show-and-Tell captioner, trained from the cached features (or on the fly with
   # augmentation), exported with the caption signatures and the backbone inside.
   trainer = _trainer(transform, schema_gen, trainer_config,
-                     feature_gen.outputs[features.IMAGE_FEATURES_KEY]).with_id(names.CAPTION_TRAINER)
+                     feature_gen.outputs[names.IMAGE_FEATURES_KEY]).with_id(names.CAPTION_TRAINER)
   # The captions-only language model: the baseline the captioner must beat (reads no image).
   baseline_trainer = _trainer(transform, schema_gen, baseline_config).with_id(names.BASELINE_TRAINER)
   return trainer, baseline_trainer
@@ -149,8 +148,8 @@ def _evaluation_nodes(example_gen, feature_gen, trainer, baseline_trainer, servi
       model=trainer.outputs['model'],
       baseline_model=baseline_trainer.outputs['model'],
       last_blessed_model=resolver.outputs['model'] if resolver else None,
-      image_features=feature_gen.outputs[features.IMAGE_FEATURES_KEY],
-      split=features.EVAL_SPLIT,
+      image_features=feature_gen.outputs[names.IMAGE_FEATURES_KEY],
+      split=names.EVAL_SPLIT,
       thresholds=config_lib.to_json(evaluation_config),
   ).with_id(names.CAPTION_EVALUATOR)
   # Copies a blessed model into the directory TF Serving watches.
@@ -167,8 +166,8 @@ def _evaluation_nodes(example_gen, feature_gen, trainer, baseline_trainer, servi
       model=trainer.outputs['model'],
       baseline_model=baseline_trainer.outputs['model'],
       evaluation=evaluator.outputs['evaluation'],
-      image_features=feature_gen.outputs[features.IMAGE_FEATURES_KEY],
-      split=features.DEMO_SPLIT,
+      image_features=feature_gen.outputs[names.IMAGE_FEATURES_KEY],
+      split=names.DEMO_SPLIT,
   ).with_id(names.DEMO_GALLERY)
   return resolver, evaluator, pusher, gallery
 
@@ -209,7 +208,7 @@ def _trainer(transform, schema_gen, trainer_config: config_lib.TrainerConfig,
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
-      train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
-      eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
+      train_args=tfx.proto.TrainArgs(splits=[names.TRAIN_SPLIT]),
+      eval_args=tfx.proto.EvalArgs(splits=[names.EVAL_SPLIT]),
       custom_config=config_lib.to_custom_config(trainer_config),
       image_features=image_features_channel)

@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 
 from components import config as config_lib
-from components import features
 from components import names
 
 # TrainerConfig and EncoderConfig fields that are None-able overrides: the flag
@@ -27,8 +26,8 @@ _OPTIONAL_TRANSFORM_FLAGS = ('min_word_frequency',)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   """Adds the pipeline, model and evaluation flags both runners share."""
   parser.add_argument('--pipeline_name', default=names.PIPELINE_NAME)
-  parser.add_argument('--restval_split', default=features.DEFAULT_RESTVAL_SPLIT,
-                      choices=features.SPLITS,
+  parser.add_argument('--restval_split', default=names.DEFAULT_RESTVAL_SPLIT,
+                      choices=names.SPLITS,
                       help="Where a Karpathy split file's 'restval' images go (default: %(default)s, "
                            'as im2txt does).')
   parser.add_argument('--model_name', default=names.MODEL_NAME,

@@ -29,7 +29,7 @@ images go to stderr (text) or get an "error" object (jsonl). Exit status 1 if
 any image failed.
 
 With --attention_maps DIR (attention models only: the signature must have the
-features.ATTENTION_OUTPUT output, checked before any image is sent), each
+names.ATTENTION_OUTPUT output, checked before any image is sent), each
 captioned image also gets one PNG per word of its caption in DIR,
 `<image stem>-<t>-<word>.png` with t the word's position from 01: the image
 (upright, at most ATTENTION_MAP_SIZE pixels on its longer side) lit where the
@@ -58,7 +58,6 @@ import tqdm
 
 from components import attention_maps
 from components import caption_signatures
-from components import features
 from components import names
 from serving import rest_api
 
@@ -88,7 +87,7 @@ class Caption:
   top_captions: Tuple[str, ...] = ()
   top_log_probabilities: Tuple[float, ...] = ()
   # Where an attention model looked for each word (float32 [max_length, grid_h, grid_w],
-  # features.ATTENTION_OUTPUT); None for a model without that output.
+  # names.ATTENTION_OUTPUT); None for a model without that output.
   attention: Optional[np.ndarray] = dataclasses.field(default=None, compare=False, repr=False)
 
 
@@ -163,11 +162,11 @@ class _GrpcTransport:
 
   def signature_outputs(self, client, timeout_s):
     """-> signature name -> its output aliases, sorted."""
-    request = self._metadata_pb2.GetModelMetadataRequest(metadata_field=[features.SIGNATURE_DEF_METADATA_FIELD])
+    request = self._metadata_pb2.GetModelMetadataRequest(metadata_field=[names.SIGNATURE_DEF_METADATA_FIELD])
     client.fill_model_spec(request.model_spec)
     response = self._invoke(self._stub.GetModelMetadata, request, timeout_s)
     signature_map = self._metadata_pb2.SignatureDefMap()
-    response.metadata[features.SIGNATURE_DEF_METADATA_FIELD].Unpack(signature_map)
+    response.metadata[names.SIGNATURE_DEF_METADATA_FIELD].Unpack(signature_map)
     return {name: sorted(signature.outputs) for name, signature in signature_map.signature_def.items()}
 
   def predict(self, client, input_name, values, timeout_s):
@@ -223,7 +222,7 @@ class _RestTransport:
   def signature_outputs(self, client, timeout_s):
     """-> signature name -> its output aliases, sorted."""
     document = self._invoke(self._url(client, '/metadata'), None, timeout_s)
-    field = features.SIGNATURE_DEF_METADATA_FIELD  # SignatureDefMap as JSON: {"signature_def": {name: ...}}
+    field = names.SIGNATURE_DEF_METADATA_FIELD  # SignatureDefMap as JSON: {"signature_def": {name: ...}}
     try:
       return {name: sorted(signature.get('outputs', {}))
               for name, signature in document[rest_api.METADATA_KEY][field][field].items()}
@@ -239,7 +238,7 @@ class _RestTransport:
     try:
       rows = document[rest_api.PREDICTIONS_KEY]
       outputs = {alias: np.array([_string_bytes(row[alias]) for row in rows], dtype=object)
-                 if alias in (features.CAPTION_OUTPUT, features.CAPTIONS_OUTPUT)
+                 if alias in (names.CAPTION_OUTPUT, names.CAPTIONS_OUTPUT)
                  else np.array([row[alias] for row in rows], dtype=np.float32)
                  for alias in (rows[0] if rows else {})}
     except (KeyError, TypeError, ValueError) as e:
@@ -261,8 +260,8 @@ class CaptionClient:
     protocol: 'grpc' or 'rest'.
     version: ask for this version (default: the newest the server has).
     version_label: or ask for the version a label points to (TF Serving only).
-    signature_name: features.CAPTION_SIGNATURE (image bytes) or
-      features.EXAMPLES_SIGNATURE (the client wraps images in tf.Examples).
+    signature_name: names.CAPTION_SIGNATURE (image bytes) or
+      names.EXAMPLES_SIGNATURE (the client wraps images in tf.Examples).
     timeout_s: deadline of each call, retries excluded.
     max_attempts: calls per request when the server is UNAVAILABLE.
     initial_backoff_s, max_backoff_s: wait before the 2nd attempt, doubling up to the max (with jitter).
@@ -270,7 +269,7 @@ class CaptionClient:
   """
 
   def __init__(self, target, model_name, *, protocol='grpc', version=None, version_label=None,
-               signature_name=features.CAPTION_SIGNATURE, timeout_s=30.0, max_attempts=5,
+               signature_name=names.CAPTION_SIGNATURE, timeout_s=30.0, max_attempts=5,
                initial_backoff_s=0.5, max_backoff_s=8.0, max_message_bytes=names.MAX_MESSAGE_BYTES):
     if version is not None and version_label is not None:
       raise ValueError('Give a model version or a version label, not both.')
@@ -326,7 +325,7 @@ class CaptionClient:
       raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                          f'signature {self.signature_name!r} has no output {missing[0]!r} (it has '
                          f'{outputs[self.signature_name]})'
-                         + (': it is not an attention model' if features.ATTENTION_OUTPUT in missing else ''),
+                         + (': it is not an attention model' if names.ATTENTION_OUTPUT in missing else ''),
                          self.describe())
 
   def caption(self, images: Sequence[bytes], paths: Optional[Sequence[str]] = None) -> List[Caption]:
@@ -443,7 +442,7 @@ class AttentionMapWriter:
     """
     if caption.attention is None:
       raise ValueError(f'No attention maps for {caption.path}: the answer has no output '
-                       f'{features.ATTENTION_OUTPUT!r}.')
+                       f'{names.ATTENTION_OUTPUT!r}.')
     try:
       with open(caption.path, 'rb') as f:
         images = attention_maps.map_images(f.read(), caption.caption, caption.attention, self.max_size)
@@ -543,7 +542,7 @@ def _parse_args(argv):
   choice = parser.add_mutually_exclusive_group()
   choice.add_argument('--model_version', type=int, help='Version to ask for (default: the newest).')
   choice.add_argument('--version_label', help='Version label to ask for (TF Serving\'s version_labels).')
-  parser.add_argument('--signature_name', default=features.CAPTION_SIGNATURE, choices=sorted(caption_signatures.INPUT_OF_SIGNATURE),
+  parser.add_argument('--signature_name', default=names.CAPTION_SIGNATURE, choices=sorted(caption_signatures.INPUT_OF_SIGNATURE),
                       help='Image bytes in, or tf.Examples holding them.')
   parser.add_argument('--batch_size', type=_positive_int, default=caption_signatures.DEFAULT_BATCH_SIZE,
                       help='Images per request.')
@@ -579,7 +578,7 @@ def main(argv=None, stdout=None):
   progress = not args.no_progress and any(os.path.isdir(path) for path in args.paths)
   failures = 0
   writer = AttentionMapWriter(args.attention_maps) if args.attention_maps else None
-  required_outputs = (features.ATTENTION_OUTPUT,) if writer else ()
+  required_outputs = (names.ATTENTION_OUTPUT,) if writer else ()
   with CaptionClient(args.server, args.model_name, protocol=args.protocol, version=args.model_version,
                      version_label=args.version_label,
                      signature_name=args.signature_name, timeout_s=args.timeout, max_attempts=args.max_attempts,

@@ -17,7 +17,7 @@ import tensorflow as tf
 from google.protobuf import message
 from tensorflow.core.example import example_pb2
 
-from components import features
+from components import names
 from components import image_limits
 from serving import tensors
 from serving.errors import ServingError
@@ -32,13 +32,13 @@ DEFAULT_MAX_IMAGES_PER_REQUEST = 256
 
 def _encoded_images(alias, values):
   """(row, encoded image) for each image inside the input `alias` of the caption signatures."""
-  if alias == features.IMAGES_INPUT:
+  if alias == names.IMAGES_INPUT:
     return list(enumerate(values))
   images = []
-  if alias == features.EXAMPLES_INPUT:
+  if alias == names.EXAMPLES_INPUT:
     for row, serialized in enumerate(values):
       try:
-        feature = example_pb2.Example.FromString(serialized).features.feature[features.IMAGE_KEY]
+        feature = example_pb2.Example.FromString(serialized).features.feature[names.IMAGE_KEY]
       except message.DecodeError:
         continue  # the model's parser reports it
       images.extend((row, image) for image in feature.bytes_list.value)

@@ -45,7 +45,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from components import features
+from components import names
 from serving import errors
 from serving import memory
 from serving import rest_api
@@ -90,14 +90,14 @@ def _fill_model_spec(model_spec, name, version, label):
 def _metadata_json(response):
   """GetModelMetadataResponse -> TF Serving's JSON: {"model_spec": ..., "metadata": {"signature_def": ...}}."""
   signature_map = get_model_metadata_pb2.SignatureDefMap()
-  response.metadata[features.SIGNATURE_DEF_METADATA_FIELD].Unpack(signature_map)
+  response.metadata[names.SIGNATURE_DEF_METADATA_FIELD].Unpack(signature_map)
 
   def to_dict(proto):
     return json_format.MessageToDict(proto, including_default_value_fields=True,
                                      preserving_proto_field_name=True)
 
   return json.dumps({'model_spec': to_dict(response.model_spec),
-                     rest_api.METADATA_KEY: {features.SIGNATURE_DEF_METADATA_FIELD: to_dict(signature_map)}},
+                     rest_api.METADATA_KEY: {names.SIGNATURE_DEF_METADATA_FIELD: to_dict(signature_map)}},
                     indent=2)
 
 
@@ -125,7 +125,7 @@ class Api:
       raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, 'Missing model name in request.')
     if subresource:
       request = get_model_metadata_pb2.GetModelMetadataRequest(
-          metadata_field=[features.SIGNATURE_DEF_METADATA_FIELD])
+          metadata_field=[names.SIGNATURE_DEF_METADATA_FIELD])
       _fill_model_spec(request.model_spec, name, version, label)
       return _metadata_json(self._service.model_metadata(request))
     request = get_model_status_pb2.GetModelStatusRequest()

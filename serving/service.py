@@ -19,7 +19,6 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from components import features
 from components import names
 from serving import batching
 from serving import requests
@@ -86,7 +85,7 @@ class Service:
       raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                          'GetModelMetadataRequest must specify at least one metadata_field')
     for field in request.metadata_field:
-      if field != features.SIGNATURE_DEF_METADATA_FIELD:
+      if field != names.SIGNATURE_DEF_METADATA_FIELD:
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f'Metadata field {field} is not supported')
     servable = self._manager.servable(request.model_spec)
     response = get_model_metadata_pb2.GetModelMetadataResponse()
@@ -95,7 +94,7 @@ class Service:
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     for name, signature_def in servable.signature_defs.items():
       signature_map.signature_def[name].CopyFrom(signature_def)
-    response.metadata[features.SIGNATURE_DEF_METADATA_FIELD].Pack(signature_map)
+    response.metadata[names.SIGNATURE_DEF_METADATA_FIELD].Pack(signature_map)
     return response
 
   def model_status(self, request):

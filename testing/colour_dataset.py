@@ -27,7 +27,7 @@ from typing import Dict, NamedTuple, Tuple
 import numpy as np
 from PIL import Image
 
-from components import features
+from components import names
 from components.ingestion import flickr8k
 from testing import images
 
@@ -48,7 +48,7 @@ TEMPLATES = (
     '{thing} and {colour} everywhere',
 )
 # Of every 8 blocks: 6 train, 1 eval, 1 demo (Flickr8k's 6:1:1).
-_SPLIT_OF_BLOCK = (features.TRAIN_SPLIT,) * 6 + (features.EVAL_SPLIT, features.DEMO_SPLIT)
+_SPLIT_OF_BLOCK = (names.TRAIN_SPLIT,) * 6 + (names.EVAL_SPLIT, names.DEMO_SPLIT)
 _NOISE = 12  # +- grey levels per pixel, so no two images are byte-identical
 
 
@@ -60,7 +60,7 @@ IMAGE_BLIND_CAPTIONS = tuple(template.format(colour=colour, thing=thing)
 
 class ColourImage(NamedTuple):
   """What `write` wrote for one image."""
-  split: str  # one of features.SPLITS
+  split: str  # one of names.SPLITS
   colour: str  # of the pixels, a PALETTE key
   captions: Tuple[str, ...]  # captions(colour), or IMAGE_BLIND_CAPTIONS
 
@@ -95,7 +95,7 @@ def write(root: str, num_blocks: int = 16, image_size: int = 32, seed: int = 0,
   with open(os.path.join(root, flickr8k.TOKEN_FILE), 'w') as f:
     f.writelines(f'{image_id}#{n}\t{caption}\n'
                  for image_id, image in written.items() for n, caption in enumerate(image.captions))
-  for split in features.SPLITS:
+  for split in names.SPLITS:
     with open(os.path.join(root, flickr8k.SPLIT_FILES[split]), 'w') as f:
       f.writelines(f'{image_id}\n' for image_id, image in written.items() if image.split == split)
   return written

@@ -23,7 +23,6 @@ from tfx.utils import proto_utils
 
 from components import artifacts as artifacts_lib
 from components import config as config_lib
-from components import features
 from components import names
 from components.evaluation import caption_evaluator
 from components.ingestion import example_gen
@@ -81,7 +80,7 @@ def run_executor(executor, inputs: Mapping[str, Optional[artifact.Artifact]],
 
 
 def run_example_gen(data_dir: str, out_dir: str, beam_args: Sequence[str] = IN_MEMORY_BEAM_ARGS,
-                    restval_split: str = features.DEFAULT_RESTVAL_SPLIT
+                    restval_split: str = names.DEFAULT_RESTVAL_SPLIT
                     ) -> Tuple[standard_artifacts.Examples, example_gen.IngestionReport]:
   """Runs the ExampleGen's executor on a dataset folder; returns its (examples, reject report)."""
   outputs = run_executor(

@@ -15,7 +15,6 @@ import tensorflow as tf
 from tfx.types import artifact
 from tfx.types import standard_artifacts
 
-from components import features
 from components import names
 from components import records
 from components.ingestion import rules
@@ -34,8 +33,8 @@ def read_split(examples: standard_artifacts.Examples, split: str) -> Split:
 
 def read_all(examples: standard_artifacts.Examples) -> Dict[str, Split]:
   """{split: Split} for the three splits; no id in two of them."""
-  assert sorted(json.loads(examples.split_names)) == sorted(features.SPLITS)
-  splits = {split: read_split(examples, split) for split in features.SPLITS}
+  assert sorted(json.loads(examples.split_names)) == sorted(names.SPLITS)
+  splits = {split: read_split(examples, split) for split in names.SPLITS}
   ids = [i for split in splits.values() for i in split]
   assert len(ids) == len(set(ids)), 'an id is written to two splits'
   return splits
@@ -75,7 +74,7 @@ def assert_reconciles(splits: Dict[str, Split], rejects: List[dict],
   assert written | rejected == input_ids
   images = summary['images']
   assert images['input'] == len(input_ids)
-  assert images['written'] == {s: len(splits[s]) for s in features.SPLITS}
+  assert images['written'] == {s: len(splits[s]) for s in names.SPLITS}
   assert images['total_written'] == len(written)
   assert images['total_rejected'] == len(rejected)
   assert images['not_read'] == 0

@@ -1,13 +1,13 @@
 """A SavedModel captioner with a fixed caption per image, for exact evaluator, gallery and pusher tests.
 
-It honours the serving contract of components/features.py (both signatures,
+It honours the serving contract of components/names.py (both signatures,
 string and float32 outputs of shape [batch]) but its caption for an image is a
 table lookup keyed by the image bytes, so "good", "bad" and "slightly worse"
 captioners score exactly what a test expects. For a captioner with the real
 serving graph, use testing.tiny_model.
 
 Given attention maps, it stands in for an attention model: its signatures also
-answer features.ATTENTION_OUTPUT, float32 [batch, max_length, grid_h, grid_w]
+answer names.ATTENTION_OUTPUT, float32 [batch, max_length, grid_h, grid_w]
 with static grid_h, grid_w as the contract says, looked up like the caption
 (zeros for an unknown image); `focus_maps` builds maps that honour the contract.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
-from components import features
+from components import names
 from components.evaluation import captioning
 from components.training import stages as stages_lib
 
@@ -63,19 +63,19 @@ class LookupCaptioner(tf.Module):
       self.attention = tf.constant(np.stack([np.asarray(attention_by_image[k], np.float32)
                                              for k in attention_keys] + [np.zeros(shapes.pop(), np.float32)]))
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGES_INPUT)])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=names.IMAGES_INPUT)])
   def caption(self, images):
-    outputs = {features.CAPTION_OUTPUT: self.table.lookup(images),  # string [batch]
-               features.LOG_PROBABILITY_OUTPUT: tf.fill(tf.shape(images), LOG_PROBABILITY)}  # float32 [batch]
+    outputs = {names.CAPTION_OUTPUT: self.table.lookup(images),  # string [batch]
+               names.LOG_PROBABILITY_OUTPUT: tf.fill(tf.shape(images), LOG_PROBABILITY)}  # float32 [batch]
     if self.attention is not None:  # float32 [batch, max_length, grid_h, grid_w]
-      outputs[features.ATTENTION_OUTPUT] = tf.gather(self.attention, self.attention_rows.lookup(images))
+      outputs[names.ATTENTION_OUTPUT] = tf.gather(self.attention, self.attention_rows.lookup(images))
     return outputs
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=names.EXAMPLES_INPUT)])
   def caption_examples(self, examples):
     parsed = tf.io.parse_example(
-        examples, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
-    return self.caption(parsed[features.IMAGE_KEY])
+        examples, {names.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+    return self.caption(parsed[names.IMAGE_KEY])
 
 
 def save_lookup_captioner(export_dir: str, captions_by_image: Mapping[bytes, str],
@@ -83,8 +83,8 @@ def save_lookup_captioner(export_dir: str, captions_by_image: Mapping[bytes, str
   """Saves a LookupCaptioner as a serving SavedModel in `export_dir`; returns `export_dir`."""
   module = LookupCaptioner(captions_by_image, attention_by_image)
   tf.saved_model.save(module, str(export_dir), signatures={
-      features.CAPTION_SIGNATURE: module.caption.get_concrete_function(),
-      features.EXAMPLES_SIGNATURE: module.caption_examples.get_concrete_function(),
+      names.CAPTION_SIGNATURE: module.caption.get_concrete_function(),
+      names.EXAMPLES_SIGNATURE: module.caption_examples.get_concrete_function(),
   })
   return str(export_dir)
 

@@ -17,7 +17,7 @@ import tf_keras as keras
 
 from components.training import exporter
 from components import config as config_lib
-from components import features
+from components import names
 from components.encoder import image_features
 from components.training import model as model_lib
 
@@ -30,7 +30,7 @@ class TinyCaptioner(NamedTuple):
   """What the exporter takes: the pieces of the tiny captioner."""
   feature_extractor: keras.Model  # float32 [batch, IMAGE_SIZE, IMAGE_SIZE, 3] -> [batch, 512]
   decoder: model_lib.CaptionDecoder
-  vocabulary: List[str]  # features.SPECIAL_TOKENS, then the words
+  vocabulary: List[str]  # names.SPECIAL_TOKENS, then the words
 
 
 def build_tiny_captioner(seed: int = 0, max_length: int = 7, words: Sequence[str] = WORDS,
@@ -40,7 +40,7 @@ def build_tiny_captioner(seed: int = 0, max_length: int = 7, words: Sequence[str
   its backbone computing in `precision` ('float32' or 'bfloat16'); a bigger `image_size` and
   pooling 'fc2' give the paper's encoder cost (benchmarks) behind the same tiny decoder."""
   keras.utils.set_random_seed(seed)
-  vocabulary = list(features.SPECIAL_TOKENS) + list(words)
+  vocabulary = list(names.SPECIAL_TOKENS) + list(words)
   feature_extractor = image_features.build_feature_extractor(config_lib.EncoderConfig(
       backbone='vgg16', image_size=image_size, backbone_weights=None, pooling=pooling, precision=precision))
   caption_model = model_lib.build_caption_model(

@@ -31,7 +31,6 @@ from tfx.utils import io_utils
 from components import artifacts
 from components import names
 from components.encoder import feature_gen
-from components import features
 from components import records
 from components.ingestion import shapes_dataset
 from components import config as config_lib
@@ -108,13 +107,13 @@ def build_image_features(examples_uri: str, out_dir: str, encoder_config: config
   in-process DirectRunner."""
   examples = standard_artifacts.Examples()
   examples.uri = examples_uri
-  examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
+  examples.split_names = artifact_utils.encode_split_names(list(names.SPLITS))
   return executors.run_executor(
       feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context()),
-      {'examples': examples}, {features.IMAGE_FEATURES_KEY: artifacts.ImageFeatures},
+      {'examples': examples}, {names.IMAGE_FEATURES_KEY: artifacts.ImageFeatures},
       executors.node_parameters(names.FEATURE_GEN, encoder_config=encoder_config,
                                 trainer_config=config_lib.TrainerConfig(seed=seed)),
-      out_dir)[features.IMAGE_FEATURES_KEY]
+      out_dir)[names.IMAGE_FEATURES_KEY]
 
 
 def fn_args(data: TransformedData, work_dir: str, trainer_config: config_lib.TrainerConfig,
@@ -125,8 +124,8 @@ def fn_args(data: TransformedData, work_dir: str, trainer_config: config_lib.Tra
   is handed over as components/training/trainer_component.py does.
   """
   return trainer_component.CaptionFnArgs(
-      train_files=data.transformed_files(features.TRAIN_SPLIT),
-      eval_files=data.transformed_files(features.EVAL_SPLIT),
+      train_files=data.transformed_files(names.TRAIN_SPLIT),
+      eval_files=data.transformed_files(names.EVAL_SPLIT),
       transform_output=data.transform_graph_uri,
       transform_graph_path=data.transform_graph_uri,
       serving_model_dir=os.path.join(work_dir, SERVING_MODEL_DIR),

@@ -18,7 +18,6 @@ import tf_keras as keras
 
 from components import caption_signatures
 from components import config as config_lib
-from components import features
 from components import names
 from components import records
 from components.encoder import features_artifact
@@ -67,11 +66,11 @@ def test_the_artifact_stores_the_grid_in_bfloat16_with_its_shape(grid_features):
   assert (info.pooling, info.feature_dtype, info.grid_shape, info.feature_dim) == (
       'grid', 'bfloat16', GRID, int(np.prod(GRID)))
   assert json.loads(grid_features.get_string_custom_property('grid_shape')) == GRID
-  [path, *_] = features_artifact.feature_files(grid_features.uri, features.TRAIN_SPLIT)
+  [path, *_] = features_artifact.feature_files(grid_features.uri, names.TRAIN_SPLIT)
   record = next(iter(tf.data.TFRecordDataset(path, compression_type='GZIP'))).numpy()
-  stored = tf.train.Example.FromString(record).features.feature[features.IMAGE_FEATURES_KEY]
+  stored = tf.train.Example.FromString(record).features.feature[names.IMAGE_FEATURES_KEY]
   assert len(stored.bytes_list.value[0]) == 2 * info.feature_dim  # two bytes a value
-  vectors = features_artifact.read_features(grid_features.uri, features.TRAIN_SPLIT)
+  vectors = features_artifact.read_features(grid_features.uri, names.TRAIN_SPLIT)
   vector = next(iter(vectors.values()))
   assert vector.dtype == np.float32 and vector.shape == (info.feature_dim,)
   np.testing.assert_array_equal(vector.astype(tf.bfloat16.as_numpy_dtype).astype(np.float32), vector)
@@ -87,9 +86,9 @@ def test_a_vector_not_exact_in_bfloat16_is_refused():
 def test_its_loss_falls_on_a_tiny_batch(transformed, grid_features):
   """A few Adam steps on one batch of real features and captions lower the summed cross-entropy."""
   tf_transform_output = tft.TFTransformOutput(transformed.transform_graph_uri)
-  per_image = datasets.images_and_captions(transformed.transformed_files(features.TRAIN_SPLIT),
+  per_image = datasets.images_and_captions(transformed.transformed_files(names.TRAIN_SPLIT),
                                            tf_transform_output)
-  vectors = features_artifact.read_features(grid_features.uri, features.TRAIN_SPLIT)
+  vectors = features_artifact.read_features(grid_features.uri, names.TRAIN_SPLIT)
   batch = next(iter(datasets.training_batches(
       datasets.with_cached_features(per_image, vectors, 'train'), 16, shuffle=False, use_image=True,
       captions=datasets.caption_count(per_image))))
@@ -105,27 +104,27 @@ def test_its_loss_falls_on_a_tiny_batch(transformed, grid_features):
 def _signature_outputs(model_dir, examples_bytes, images, vectors):
   loaded = tf.saved_model.load(model_dir)
   return {
-      features.CAPTION_SIGNATURE: loaded.signatures[features.CAPTION_SIGNATURE](
-          **{features.IMAGES_INPUT: tf.constant(images)}),
-      features.EXAMPLES_SIGNATURE: loaded.signatures[features.EXAMPLES_SIGNATURE](
-          **{features.EXAMPLES_INPUT: tf.constant(examples_bytes)}),
-      features.FEATURES_SIGNATURE: loaded.signatures[features.FEATURES_SIGNATURE](
-          **{features.IMAGE_FEATURES_KEY: tf.constant(vectors)}),
+      names.CAPTION_SIGNATURE: loaded.signatures[names.CAPTION_SIGNATURE](
+          **{names.IMAGES_INPUT: tf.constant(images)}),
+      names.EXAMPLES_SIGNATURE: loaded.signatures[names.EXAMPLES_SIGNATURE](
+          **{names.EXAMPLES_INPUT: tf.constant(examples_bytes)}),
+      names.FEATURES_SIGNATURE: loaded.signatures[names.FEATURES_SIGNATURE](
+          **{names.IMAGE_FEATURES_KEY: tf.constant(vectors)}),
   }
 
 
 def test_every_signature_returns_the_captions_attention(attention_model, transformed, grid_features):
-  examples_bytes = transformed.raw_examples(features.DEMO_SPLIT)
+  examples_bytes = transformed.raw_examples(names.DEMO_SPLIT)
   demo = [records.parse_image_example(e, where='demo') for e in examples_bytes]
-  cached = features_artifact.read_features(grid_features.uri, features.DEMO_SPLIT)
+  cached = features_artifact.read_features(grid_features.uri, names.DEMO_SPLIT)
   vectors = np.stack([cached[example.image_id] for example in demo])
   answers = _signature_outputs(attention_model.serving_model_dir, examples_bytes,
                                [example.image for example in demo], vectors)
   max_length = json.load(open(os.path.join(attention_model.model_run_dir, names.TRAINING_REPORT_FILE))
                          )['sequence_length'] - 1
-  reference = answers[features.CAPTION_SIGNATURE]
+  reference = answers[names.CAPTION_SIGNATURE]
   for signature, outputs in answers.items():
-    attention = outputs[features.ATTENTION_OUTPUT].numpy()
+    attention = outputs[names.ATTENTION_OUTPUT].numpy()
     assert attention.dtype == np.float32 and attention.shape == (len(demo), max_length, 2, 2), signature
     decoded = caption_signatures.decode_outputs({k: v.numpy() for k, v in outputs.items()}, len(demo), signature)
     for caption, weights in zip(decoded.captions, decoded.attention):
@@ -135,10 +134,10 @@ def test_every_signature_returns_the_captions_attention(attention_model, transfo
       assert np.all(weights[words:] == 0), signature
       assert np.all(weights >= 0)
     # From bytes, tf.Examples and the cached features alike: the same captions and maps.
-    assert outputs[features.CAPTION_OUTPUT].numpy().tolist() == reference[features.CAPTION_OUTPUT].numpy().tolist()
-    np.testing.assert_array_equal(attention, reference[features.ATTENTION_OUTPUT].numpy())
-  signature = tf.saved_model.load(attention_model.serving_model_dir).signatures[features.CAPTION_SIGNATURE]
-  assert signature.structured_outputs[features.ATTENTION_OUTPUT].shape.as_list() == [None, max_length, 2, 2]
+    assert outputs[names.CAPTION_OUTPUT].numpy().tolist() == reference[names.CAPTION_OUTPUT].numpy().tolist()
+    np.testing.assert_array_equal(attention, reference[names.ATTENTION_OUTPUT].numpy())
+  signature = tf.saved_model.load(attention_model.serving_model_dir).signatures[names.CAPTION_SIGNATURE]
+  assert signature.structured_outputs[names.ATTENTION_OUTPUT].shape.as_list() == [None, max_length, 2, 2]
 
 
 def test_the_model_records_its_decoder(attention_model):
@@ -149,7 +148,7 @@ def test_the_model_records_its_decoder(attention_model):
 
 
 def test_the_evaluators_captioner_reads_the_attention(attention_model, transformed):
-  demo = transformed.images(features.DEMO_SPLIT)
+  demo = transformed.images(names.DEMO_SPLIT)
   answer = captioning.SavedModelCaptioner(attention_model.serving_model_dir)(demo)
   assert answer.attention is not None and answer.attention.shape[0] == len(demo)
 
@@ -188,11 +187,11 @@ def test_streamed_grids_equal_the_cached_ones(transformed, grid_features):
   """The Trainer streams bfloat16 grids from the artifact's files: the same vectors and captions
   per image as the in-memory join, batches in float32."""
   tf_transform_output = tft.TFTransformOutput(transformed.transform_graph_uri)
-  per_image = datasets.images_and_captions(transformed.transformed_files(features.EVAL_SPLIT),
+  per_image = datasets.images_and_captions(transformed.transformed_files(names.EVAL_SPLIT),
                                            tf_transform_output)
   cached = datasets.with_cached_features(
-      per_image, features_artifact.read_features(grid_features.uri, features.EVAL_SPLIT), 'eval')
-  streamed = datasets.with_streamed_features(per_image, grid_features.uri, features.EVAL_SPLIT)
+      per_image, features_artifact.read_features(grid_features.uri, names.EVAL_SPLIT), 'eval')
+  streamed = datasets.with_streamed_features(per_image, grid_features.uri, names.EVAL_SPLIT)
   assert streamed.element_spec[0].dtype == tf.bfloat16
   key = lambda pair: pair[0].tobytes()
   as_float = [(vector.astype(np.float32), ids) for vector, ids in streamed.as_numpy_iterator()]
@@ -202,13 +201,13 @@ def test_streamed_grids_equal_the_cached_ones(transformed, grid_features):
     np.testing.assert_array_equal(ids, want_ids)
   inputs, _ = next(iter(datasets.training_batches(streamed, 4, shuffle=False, use_image=True,
                                                   captions=datasets.caption_count(per_image))))
-  assert inputs[features.IMAGE_FEATURES_KEY].dtype == tf.float32
+  assert inputs[names.IMAGE_FEATURES_KEY].dtype == tf.float32
 
 
 def test_the_stream_accounts_for_every_image(transformed, grid_features):
   tf_transform_output = tft.TFTransformOutput(transformed.transform_graph_uri)
-  per_image = datasets.images_and_captions(transformed.transformed_files(features.EVAL_SPLIT),
+  per_image = datasets.images_and_captions(transformed.transformed_files(names.EVAL_SPLIT),
                                            tf_transform_output)
   with pytest.raises(ValueError, match=r"1 images have no features in split 'eval'"):
     datasets.with_streamed_features(per_image.concatenate(per_image.take(1).map(
-        lambda image_id, image, ids: (image_id + b'-copy', image, ids))), grid_features.uri, features.EVAL_SPLIT)
+        lambda image_id, image, ids: (image_id + b'-copy', image, ids))), grid_features.uri, names.EVAL_SPLIT)

@@ -15,7 +15,6 @@ from PIL import Image
 import pytest
 
 from components import attention_maps
-from components import features
 from components import names
 from serving import client as client_lib
 from serving import server as server_lib

@@ -7,13 +7,13 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from components import features
+from components import names
 from components.training import model as model_lib
 from components.training.beam_search import beam_search
 from components.training.beam_search import beam_search_top_k
 
-END = features.END_ID
-START = features.START_ID
+END = names.END_ID
+START = names.START_ID
 A, B, C, D = 4, 5, 6, 7  # learned words
 IMAGE_ROWS = (8, 9)  # table rows playing the role of two images
 TINY = 1e-6  # probability of every transition not listed

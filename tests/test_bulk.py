@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components import features
+from components import names
 from components.ingestion import rules
 from components import progress
 from serving.bulk import __main__ as bulk_main
@@ -69,10 +69,10 @@ def _by_path(lines):
 
 
 def _call_model(version_dir, encoded):
-  signature = tf.saved_model.load(str(version_dir)).signatures[features.CAPTION_SIGNATURE]
-  outputs = signature(**{features.IMAGES_INPUT: tf.constant(encoded)})
-  return ([c.decode() for c in outputs[features.CAPTION_OUTPUT].numpy()],
-          outputs[features.LOG_PROBABILITY_OUTPUT].numpy())
+  signature = tf.saved_model.load(str(version_dir)).signatures[names.CAPTION_SIGNATURE]
+  outputs = signature(**{names.IMAGES_INPUT: tf.constant(encoded)})
+  return ([c.decode() for c in outputs[names.CAPTION_OUTPUT].numpy()],
+          outputs[names.LOG_PROBABILITY_OUTPUT].numpy())
 
 
 def test_bad_inputs_are_rejected_with_their_reason_and_the_rest_captioned(model_base, tmp_path):

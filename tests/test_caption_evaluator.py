@@ -1,7 +1,7 @@
 """The CaptionEvaluator gate on real artifacts: TFRecords, SavedModels, Pusher.
 
 The models are real SavedModels honouring the serving contract of
-components/features.py; testing/lookup_captioner.py makes ones whose captions
+components/names.py; testing/lookup_captioner.py makes ones whose captions
 are fixed per image (a table keyed by the image bytes), so that "good", "bad"
 and "slightly worse" captioners are exact. The component's executor runs
 directly on artifacts in tmp dirs (testing/executors.py), then the standard
@@ -28,8 +28,7 @@ from components.evaluation import diversity
 from components.evaluation import report as report_lib
 from components.training import stages
 from components import config as config_lib
-from components import features
-from pipeline import summary
+from pipeline.local import summary
 from testing import tiny_model
 from testing import examples as examples_lib
 from testing import executors
@@ -84,7 +83,7 @@ def world(tmp_path_factory):
   root = tmp_path_factory.mktemp('world')
   dataset = examples_lib.captioned_images()
   examples = examples_lib.write_examples(root / 'examples', {
-      features.TRAIN_SPLIT: examples_lib.captioned_images(6), features.EVAL_SPLIT: dataset})
+      names.TRAIN_SPLIT: examples_lib.captioned_images(6), names.EVAL_SPLIT: dataset})
   good = {image: refs[0] for image, refs in dataset.values()}
   worse = dict(good)
   for image, _ in list(dataset.values())[:3]:
@@ -165,7 +164,7 @@ def test_good_model_is_blessed_and_pushed(world, first_runs):
 def test_report_records_baseline_beside_captioner(world, first_runs):
   report = read_report(first_runs['good']['evaluation'])
 
-  assert report['split'] == features.EVAL_SPLIT
+  assert report['split'] == names.EVAL_SPLIT
   assert report['num_images'] == len(world['dataset'])
   assert report['tokenizer'] == caption_metrics.PTB_TOKENIZER
   assert report['skipped_metrics'] == {}
@@ -308,7 +307,7 @@ def test_one_sentence_for_every_image_is_not_blessed_even_above_the_baseline(tmp
   references = dataset['img_000.png'][1]
   eval_set = {image_id: (image, references) for image_id, (image, _) in dataset.items()}
   examples = examples_lib.write_examples(tmp_path / 'examples', {
-      features.TRAIN_SPLIT: examples_lib.captioned_images(3), features.EVAL_SPLIT: eval_set})
+      names.TRAIN_SPLIT: examples_lib.captioned_images(3), names.EVAL_SPLIT: eval_set})
   images = [image for image, _ in eval_set.values()]
   candidate = lookup_captioner.export_lookup_captioner(
       tmp_path / 'one_sentence', {image: references[0] for image in images}, model_id=5)

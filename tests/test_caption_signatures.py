@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from components import caption_signatures
-from components import features
+from components import names
 from components import records
 from testing.images import block_image
 
@@ -15,27 +15,27 @@ def test_image_example_bytes_are_what_tensorflow_serializes(image):
   serialized = caption_signatures.image_example_bytes(image)
 
   assert serialized == records.image_example(image).SerializeToString()
-  assert tf.train.Example.FromString(serialized).features.feature[features.IMAGE_KEY].bytes_list.value == [image]
+  assert tf.train.Example.FromString(serialized).features.feature[names.IMAGE_KEY].bytes_list.value == [image]
 
 
 def test_signature_inputs_per_signature():
   images = [b'a', b'bc']
-  assert caption_signatures.signature_inputs(features.CAPTION_SIGNATURE, images) == (features.IMAGES_INPUT, images)
-  name, values = caption_signatures.signature_inputs(features.EXAMPLES_SIGNATURE, images)
-  assert name == features.EXAMPLES_INPUT and values == [records.image_example(i).SerializeToString() for i in images]
+  assert caption_signatures.signature_inputs(names.CAPTION_SIGNATURE, images) == (names.IMAGES_INPUT, images)
+  name, values = caption_signatures.signature_inputs(names.EXAMPLES_SIGNATURE, images)
+  assert name == names.EXAMPLES_INPUT and values == [records.image_example(i).SerializeToString() for i in images]
   with pytest.raises(ValueError, match="Unknown caption signature 'from_features'"):
-    caption_signatures.signature_inputs(features.FEATURES_SIGNATURE, images)
+    caption_signatures.signature_inputs(names.FEATURES_SIGNATURE, images)
 
 
 def _outputs(**extra):
-  return {features.CAPTION_OUTPUT: np.array([b'a dog', b'a cat sits']),
-          features.LOG_PROBABILITY_OUTPUT: np.array([-1.0, -2.0], np.float32), **extra}
+  return {names.CAPTION_OUTPUT: np.array([b'a dog', b'a cat sits']),
+          names.LOG_PROBABILITY_OUTPUT: np.array([-1.0, -2.0], np.float32), **extra}
 
 
 def test_decode_outputs_reads_the_attention_of_an_attention_model():
   attention = np.random.default_rng(0).random((2, 5, 3, 4)).astype(np.float64)
 
-  answer = caption_signatures.decode_outputs(_outputs(**{features.ATTENTION_OUTPUT: attention}), 2, 'the model')
+  answer = caption_signatures.decode_outputs(_outputs(**{names.ATTENTION_OUTPUT: attention}), 2, 'the model')
   without = caption_signatures.decode_outputs(_outputs(), 2, 'the model')
 
   assert answer.attention.dtype == np.float32 and answer.attention.shape == (2, 5, 3, 4)
@@ -48,4 +48,4 @@ def test_decode_outputs_reads_the_attention_of_an_attention_model():
 @pytest.mark.parametrize('shape', [(2, 5, 3), (3, 5, 3, 4)], ids=['no grid width', 'wrong batch'])
 def test_decode_outputs_names_an_attention_of_the_wrong_shape(shape):
   with pytest.raises(ValueError, match=rf"the model returned 'attention' of shape \({shape[0]}, 5, 3"):
-    caption_signatures.decode_outputs(_outputs(**{features.ATTENTION_OUTPUT: np.zeros(shape)}), 2, 'the model')
+    caption_signatures.decode_outputs(_outputs(**{names.ATTENTION_OUTPUT: np.zeros(shape)}), 2, 'the model')

@@ -10,7 +10,7 @@ from typing import Dict, List
 
 import pytest
 
-from components import features
+from components import names
 from components.ingestion import coco
 from components.ingestion import karpathy
 from components.ingestion import layouts
@@ -53,12 +53,12 @@ def test_clean_folder_without_karpathy_file_splits_coco_val_by_hash(tmp_path):
   splits = ingestion.read_all(examples)
   rejects, summary = ingestion.read_report(report)
   assert rejects == [] and summary['layout'] == coco.COCO
-  assert sorted(splits[features.TRAIN_SPLIT]) == sorted(train)
-  for split in (features.EVAL_SPLIT, features.DEMO_SPLIT):
+  assert sorted(splits[names.TRAIN_SPLIT]) == sorted(train)
+  for split in (names.EVAL_SPLIT, names.DEMO_SPLIT):
     assert sorted(splits[split]) == sorted(
         i for i in val if rules.hash_split(i, coco.VAL_HASH_BUCKETS) == split)
   for split, written in splits.items():
-    folder = root / (TRAIN_DIR if split == features.TRAIN_SPLIT else VAL_DIR)
+    folder = root / (TRAIN_DIR if split == names.TRAIN_SPLIT else VAL_DIR)
     for image_id, (image, captions) in written.items():
       assert image == (folder / image_id).read_bytes()
       assert captions == {**train, **val}[image_id]
@@ -72,13 +72,13 @@ def _write_karpathy(root: pathlib.Path, train: dict, val: dict) -> Dict[str, str
   entries, expected = [], {}
   for image_id in sorted(train):
     entries.append({'filepath': TRAIN_DIR, 'filename': image_id, 'split': 'train'})
-    expected[image_id] = features.TRAIN_SPLIT
+    expected[image_id] = names.TRAIN_SPLIT
   for n, image_id in enumerate(sorted(val)):
     split = ('val', 'test', 'restval')[n % 3]
     entries.append({'filepath': VAL_DIR, 'filename': image_id, 'split': split,
                     'sentences': [{'raw': 'ignored: captions come from COCO'}]})
-    expected[image_id] = {'val': features.EVAL_SPLIT, 'test': features.DEMO_SPLIT,
-                          'restval': features.TRAIN_SPLIT}[split]
+    expected[image_id] = {'val': names.EVAL_SPLIT, 'test': names.DEMO_SPLIT,
+                          'restval': names.TRAIN_SPLIT}[split]
   (root / karpathy.SPLIT_FILE_NAMES[2]).write_text(json.dumps({'images': entries, 'dataset': 'coco'}))
   return expected
 
@@ -134,7 +134,7 @@ def test_broken_folder_with_karpathy_splits_is_reconciled(tmp_path):
       assert image == (root / folder / image_id).read_bytes()
       expected = train[image_id][1:] if image_id == train_ids[3] else {**train, **val}[image_id]
       assert captions == expected
-  assert train_ids[4] in splits[features.TRAIN_SPLIT]  # listed by both COCO files, one Karpathy split
+  assert train_ids[4] in splits[names.TRAIN_SPLIT]  # listed by both COCO files, one Karpathy split
   input_ids = set(train) | set(val) | {'COCO_train2014_999999999999.jpg'}
   ingestion.assert_reconciles(splits, rejects, summary, input_ids,
                               caption_lines=len(annotations) + 1 + 5 * len(val))
@@ -145,7 +145,7 @@ def test_restval_split_is_configurable(tmp_path):
   train, val = _captions(_load(root, TRAIN_FILE)), _captions(_load(root, VAL_FILE))
   expected = _write_karpathy(root, train, val)
   restval = {i for n, i in enumerate(sorted(val)) if n % 3 == 2}
-  for restval_split in features.SPLITS:
+  for restval_split in names.SPLITS:
     dataset = layouts.read_dataset(str(root), restval_split=restval_split)
     assert not dataset.rejects
     assert {r.image_id: r.split for r in dataset.records} == {

@@ -1,4 +1,4 @@
-"""pipeline/component_progress.py on a real LocalDagRunner run: a line per node, cache reuse seen.
+"""pipeline/local/component_progress.py on a real LocalDagRunner run: a line per node, cache reuse seen.
 
 A two-node pipeline whose first node exports a tf_keras SavedModel, as the
 Trainers do: TensorFlow's export resets absl's verbosity, and a progress
@@ -16,8 +16,8 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
 from components import progress
-from pipeline import component_progress
-from pipeline import console
+from pipeline.local import component_progress
+from pipeline.local import console
 
 
 @component
@@ -55,7 +55,7 @@ def _run(tmp_path):
 
 
 def test_every_node_gets_a_line_after_a_savedmodel_export_and_a_rerun_says_cached(tmp_path, caplog):
-  caplog.set_level(logging.INFO)  # every logger at INFO, as in a run (pipeline/run_log.py)
+  caplog.set_level(logging.INFO)  # every logger at INFO, as in a run (pipeline/local/run_log.py)
   absl_logger = absl_logging.get_absl_logger()
   level_before, verbosity_before = absl_logger.level, absl_logging.get_verbosity()
   first, nodes = _run(tmp_path)

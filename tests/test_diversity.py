@@ -5,7 +5,7 @@ written in the ExampleGen's layout (testing/examples.py).
 """
 import pytest
 
-from components import features
+from components import names
 from components.evaluation import diversity
 from testing import examples as examples_lib
 
@@ -52,9 +52,9 @@ def test_no_captions_is_an_error():
 def test_reference_captions_reads_every_reference_of_the_split(tmp_path):
   train = examples_lib.captioned_images(3)
   examples = examples_lib.write_examples(tmp_path / 'examples', {
-      features.TRAIN_SPLIT: train, features.EVAL_SPLIT: examples_lib.captioned_images(1)})
+      names.TRAIN_SPLIT: train, names.EVAL_SPLIT: examples_lib.captioned_images(1)})
 
-  captions = diversity.reference_captions(examples, features.TRAIN_SPLIT)
+  captions = diversity.reference_captions(examples, names.TRAIN_SPLIT)
 
   assert captions == frozenset(diversity.normalize(
       [reference for _, references in train.values() for reference in references]))
@@ -71,7 +71,7 @@ def test_describe():
 
 def test_reference_captions_of_a_missing_split_is_an_error_naming_it(tmp_path):
   examples = examples_lib.write_examples(
-      tmp_path / 'examples', {features.EVAL_SPLIT: examples_lib.captioned_images(1)})
+      tmp_path / 'examples', {names.EVAL_SPLIT: examples_lib.captioned_images(1)})
 
   with pytest.raises(ValueError, match='Split does not exist .*: train'):
-    diversity.reference_captions(examples, features.TRAIN_SPLIT)
+    diversity.reference_captions(examples, names.TRAIN_SPLIT)

@@ -17,7 +17,6 @@ import pytest
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 
-from components import features
 from components import names
 from components.ingestion import example_gen
 from components.ingestion import flickr8k
@@ -77,7 +76,7 @@ def test_clean_official_folder_is_written_completely(tmp_path):
   splits = ingestion.read_all(examples)
   captions = _official_captions(root)
   expected_ids = _split_ids(root)
-  for split in features.SPLITS:
+  for split in names.SPLITS:
     assert sorted(splits[split]) == sorted(expected_ids[split])
     for image_id, (image, written_captions) in splits[split].items():
       path = root / shapes_dataset.OFFICIAL_IMAGE_DIR / image_id
@@ -102,7 +101,7 @@ def test_kaggle_folder_with_split_files_in_text_dir_uses_them(tmp_path):
 
   splits = ingestion.read_all(examples)
   expected_ids = _split_ids(official)
-  for split in features.SPLITS:
+  for split in names.SPLITS:
     assert sorted(splits[split]) == sorted(expected_ids[split])
   rejects, summary = ingestion.read_report(report)
   assert rejects == []
@@ -147,8 +146,8 @@ def _break_official(root: pathlib.Path):
   malformed_line = len(lines)
   (root / TOKEN_FILE).write_bytes(b'\n'.join(lines) + b'\n')
 
-  train = root / flickr8k.SPLIT_FILES[features.TRAIN_SPLIT]
-  test = root / flickr8k.SPLIT_FILES[features.DEMO_SPLIT]
+  train = root / flickr8k.SPLIT_FILES[names.TRAIN_SPLIT]
+  test = root / flickr8k.SPLIT_FILES[names.DEMO_SPLIT]
   train_ids = train.read_text().split()
   assert ids[6] in train_ids and ids[7] in train_ids
   train.write_text(''.join(f'{i}\n' for i in train_ids if i != ids[6]))
@@ -187,7 +186,7 @@ def test_threaded_runs_write_the_same_files_byte_for_byte(tmp_path):
   assert written[0] == written[1]
   # Both threads wrote: two shards per split.
   assert sorted(written[0]) == [f'Split-{split}/data_tfrecord-0000{shard}-of-00002.gz'
-                                for split in sorted(features.SPLITS) for shard in range(2)]
+                                for split in sorted(names.SPLITS) for shard in range(2)]
 
 
 def test_broken_official_folder_yields_reconciled_reject_report(tmp_path):
@@ -210,7 +209,7 @@ def test_broken_official_folder_yields_reconciled_reject_report(tmp_path):
   assert all(decode_details), 'decode rejects must say why'
 
   image_dir = root / shapes_dataset.OFFICIAL_IMAGE_DIR
-  for split in features.SPLITS:
+  for split in names.SPLITS:
     assert sorted(splits[split]) == sorted(
         set(split_ids[split]) - set(image_reasons))
     for image_id, (image, captions) in splits[split].items():
@@ -358,7 +357,7 @@ def test_everything_rejected_fails_at_once_naming_the_report(tmp_path):
 def test_a_split_emptied_by_the_image_checks_fails_naming_the_report(tmp_path):
   root = _generate(tmp_path / 'data', shapes_dataset.OFFICIAL)
   image_dir = root / shapes_dataset.OFFICIAL_IMAGE_DIR
-  demo_ids = _split_ids(root)[features.DEMO_SPLIT]
+  demo_ids = _split_ids(root)[names.DEMO_SPLIT]
   for image_id in demo_ids:
     (image_dir / image_id).write_bytes(b'not an image')
   with pytest.raises(example_gen.EmptySplitError, match='demo.*after the image checks') as error:
@@ -368,7 +367,7 @@ def test_a_split_emptied_by_the_image_checks_fails_naming_the_report(tmp_path):
   rejects = [json.loads(line) for line in (report_dir / names.REJECTS_FILE).read_text().splitlines()]
   summary = json.loads((report_dir / names.INGESTION_SUMMARY_FILE).read_text())
   assert ingestion.image_reasons(rejects) == {i: rules.NOT_AN_IMAGE for i in demo_ids}
-  assert summary['images']['written'][features.DEMO_SPLIT] == 0 and summary['reconciled']
+  assert summary['images']['written'][names.DEMO_SPLIT] == 0 and summary['reconciled']
 
 
 @pytest.mark.parametrize('rejected_images', [0, 1])
@@ -399,7 +398,7 @@ def test_empty_split_message_says_what_the_report_holds(tmp_path, rejected_image
   summary = json.loads((report_dir / names.INGESTION_SUMMARY_FILE).read_text())
   assert ingestion.image_reasons(rejects) == {i: rules.NO_VALID_CAPTION for i in ids[:rejected_images]}
   assert summary['images']['total_rejected'] == rejected_images and summary['reconciled']
-  empty = [split for split in features.SPLITS if split not in {rules.hash_split(i) for i in kept}]
+  empty = [split for split in names.SPLITS if split not in {rules.hash_split(i) for i in kept}]
   assert empty and message.startswith(f'Split(s) {", ".join(empty)} hold no image after the text checks')
   assert 'every image' not in message and 'rejected (if any)' in message
   assert str(report_dir / names.REJECTS_FILE) in message
@@ -446,9 +445,9 @@ def test_hash_split_is_deterministic_in_official_proportion():
   counts = collections.Counter(rules.hash_split(i) for i in ids)
   assert [rules.hash_split(i) for i in ids[:100]] == [
       rules.hash_split(i) for i in ids[:100]]
-  assert abs(counts[features.TRAIN_SPLIT] - 12000) < 300
-  assert abs(counts[features.EVAL_SPLIT] - 2000) < 200
-  assert abs(counts[features.DEMO_SPLIT] - 2000) < 200
+  assert abs(counts[names.TRAIN_SPLIT] - 12000) < 300
+  assert abs(counts[names.EVAL_SPLIT] - 2000) < 200
+  assert abs(counts[names.DEMO_SPLIT] - 2000) < 200
 
 
 # --- component and driver ------------------------------------------------------

@@ -12,7 +12,6 @@ import pytest
 import tensorflow as tf
 
 from components import config as config_lib
-from components import features
 from components import names
 from components.artifacts import ImageFeatures
 from components.encoder import features_artifact
@@ -109,17 +108,17 @@ def examples(tmp_path_factory):
   ids = list(split)
   return test_examples.write_examples(
       tmp_path_factory.mktemp('examples') / 'examples',
-      {features.TRAIN_SPLIT: {i: split[i] for i in ids[:8]}, features.EVAL_SPLIT: {i: split[i] for i in ids[8:10]},
-       features.DEMO_SPLIT: {i: split[i] for i in ids[10:]}})
+      {names.TRAIN_SPLIT: {i: split[i] for i in ids[:8]}, names.EVAL_SPLIT: {i: split[i] for i in ids[8:10]},
+       names.DEMO_SPLIT: {i: split[i] for i in ids[10:]}})
 
 
 def _feature_pass(examples, out_dir, precision):
   encoder = config_lib.EncoderConfig(backbone_weights=None, image_size=32, pooling='avg', precision=precision)
   return executors.run_executor(
       feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context()),
-      {'examples': examples}, {features.IMAGE_FEATURES_KEY: ImageFeatures},
+      {'examples': examples}, {names.IMAGE_FEATURES_KEY: ImageFeatures},
       {**feature_gen.parameters(encoder, seed=0), 'batch_size': 4},
-      out_dir)[features.IMAGE_FEATURES_KEY]
+      out_dir)[names.IMAGE_FEATURES_KEY]
 
 
 @pytest.fixture(scope='module')
@@ -150,7 +149,7 @@ def test_bfloat16_feature_pass_records_its_precision_and_passes_parity(feature_p
 
 
 def test_bfloat16_features_are_close_to_float32_but_not_equal(feature_passes):
-  by_precision = {p: features_artifact.read_features(a.uri, features.TRAIN_SPLIT) for p, a in feature_passes.items()}
+  by_precision = {p: features_artifact.read_features(a.uri, names.TRAIN_SPLIT) for p, a in feature_passes.items()}
   single, half = by_precision['float32'], by_precision['bfloat16']
   assert sorted(single) == sorted(half) and len(single) == 8
   for image_id in single:

@@ -11,7 +11,7 @@ from typing import Dict, List
 
 import pytest
 
-from components import features
+from components import names
 from components.ingestion import flickr30k
 from components.ingestion import karpathy
 from components.ingestion import layouts
@@ -104,8 +104,8 @@ def test_broken_folder_with_karpathy_splits_is_reconciled(tmp_path):
   ]
   assert summary['caption_lines']['repaired'] == {
       rules.DUPLICATE_CAPTION: 0, flickr30k.MISSING_SEPARATOR: 1}
-  expected_split = dict(zip(ids, [features.TRAIN_SPLIT] * 28 + [features.EVAL_SPLIT] * 4 +
-                            [features.DEMO_SPLIT] * 4 + [features.TRAIN_SPLIT] * 3))
+  expected_split = dict(zip(ids, [names.TRAIN_SPLIT] * 28 + [names.EVAL_SPLIT] * 4 +
+                            [names.DEMO_SPLIT] * 4 + [names.TRAIN_SPLIT] * 3))
   for split, written in splits.items():
     for image_id, (image, written_captions) in written.items():
       assert expected_split[image_id] == split

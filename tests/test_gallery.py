@@ -28,7 +28,6 @@ from components import config as config_lib
 from components import names
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
-from components import features
 from components.evaluation import gallery
 from components.training import stages
 from testing import examples as examples_lib
@@ -406,8 +405,8 @@ def pipeline_run(tmp_path_factory):
   eval_set = examples_lib.captioned_images(8)
   demo_set = examples_lib.captioned_images(10, image_size=200)
   examples = examples_lib.write_examples(root / 'examples', {
-      features.TRAIN_SPLIT: examples_lib.captioned_images(2), features.EVAL_SPLIT: eval_set,
-      features.DEMO_SPLIT: demo_set})
+      names.TRAIN_SPLIT: examples_lib.captioned_images(2), names.EVAL_SPLIT: eval_set,
+      names.DEMO_SPLIT: demo_set})
   everything = list(eval_set.values()) + list(demo_set.values())
   models = {
       'good': lookup_captioner.export_lookup_captioner(root / 'good', {i: refs[0] for i, refs in everything}, 1,
@@ -441,7 +440,7 @@ def run_gallery(tmp_path: pathlib.Path, pipeline_run, name: str, with_baseline: 
        'evaluation': pipeline_run[name]['evaluation'],
        'baseline_model': pipeline_run['models']['baseline'] if with_baseline else None},
       {'gallery': artifacts.CaptionGallery},
-      {'split': features.DEMO_SPLIT, 'batch_size': 4}, str(tmp_path))
+      {'split': names.DEMO_SPLIT, 'batch_size': 4}, str(tmp_path))
   return outputs['gallery']
 
 
@@ -465,7 +464,7 @@ def test_component_shows_the_pushed_model(chromium, pipeline_run, tmp_path):
   assert text.count('<p class="baseline">baseline: a red square</p>') == len(demo)
   with open(pathlib.Path(output.uri) / names.GALLERY_METRICS_FILE) as f:
     metrics = json.load(f)
-  assert metrics['split'] == features.DEMO_SPLIT and metrics['pushed'] is True
+  assert metrics['split'] == names.DEMO_SPLIT and metrics['pushed'] is True
   assert metrics['pushed_destination'] == pushed.get_string_custom_property('pushed_destination')
   assert metrics['shown_model'][caption_metrics.BLEU_4] == pytest.approx(1.0, abs=1e-6)
   assert metrics['baseline'][caption_metrics.BLEU_4] < 0.1

@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from components import features
+from components import names
 from components.ingestion import json_stream
 from components.ingestion import karpathy
 from components.ingestion import layouts
@@ -17,7 +17,7 @@ from testing import ingestion
 NUM_IMAGES = 40
 IMAGE_SIZE = 32
 BOM = b'\xef\xbb\xbf'
-SPLITS = {'train': features.TRAIN_SPLIT, 'val': features.EVAL_SPLIT, 'test': features.DEMO_SPLIT}
+SPLITS = {'train': names.TRAIN_SPLIT, 'val': names.EVAL_SPLIT, 'test': names.DEMO_SPLIT}
 
 
 def _generate(root: pathlib.Path) -> pathlib.Path:

@@ -1,6 +1,6 @@
 """The local runner as a person runs it: short output, seeded results, resumable after a kill.
 
-Three tiny runs of `python -m pipeline.local_runner` as separate processes
+Three tiny runs of `python -m pipeline.local.runner` as separate processes
 (40 images of 32 px, 3 epochs), so the output checked is the whole output a
 terminal would show, interpreter shut-down included:
   fresh    a complete run;
@@ -25,13 +25,12 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components import config as config_lib
-from components import features
 from components import names
 from components.evaluation import caption_metrics
 from components.ingestion import shapes_dataset
 from components.training import callbacks
-from pipeline import local_run
-from pipeline import local_runner
+from pipeline.local import run as local_run
+from pipeline.local import runner as local_runner
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINY_RUN = ['--num_images', '40', '--image_size', '32', '--epochs', '3', '--lstm_units', '16',
@@ -53,7 +52,7 @@ def _start(output_dir, kill_after_epoch=None):
   if kill_after_epoch:
     env[callbacks.KILL_AFTER_EPOCH_ENV] = str(kill_after_epoch)
   return subprocess.Popen(
-      [sys.executable, '-m', 'pipeline.local_runner', '--output_dir', output_dir] + _TINY_RUN,
+      [sys.executable, '-m', 'pipeline.local.runner', '--output_dir', output_dir] + _TINY_RUN,
       cwd=_REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -76,10 +75,10 @@ def _pushed_model_answers(output_dir):
   """(caption, log-probability to 4 decimals) of the pushed model for the dataset's first images."""
   model = tf.saved_model.load(_summary(output_dir)['pushed_model'])
   images = sorted(glob.glob(os.path.join(output_dir, 'data', 'shapes', 'Flicker8k_Dataset', '*.jpg')))[:6]
-  outputs = model.signatures[features.CAPTION_SIGNATURE](
-      **{features.IMAGES_INPUT: tf.constant([open(path, 'rb').read() for path in images])})
+  outputs = model.signatures[names.CAPTION_SIGNATURE](
+      **{names.IMAGES_INPUT: tf.constant([open(path, 'rb').read() for path in images])})
   return [(caption, round(float(log_probability), 4)) for caption, log_probability in zip(
-      outputs[features.CAPTION_OUTPUT].numpy(), outputs[features.LOG_PROBABILITY_OUTPUT].numpy())]
+      outputs[names.CAPTION_OUTPUT].numpy(), outputs[names.LOG_PROBABILITY_OUTPUT].numpy())]
 
 
 def _line_about(output, node, words):

@@ -5,7 +5,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components import config as config_lib
-from components import features
+from components import names
 from components.encoder import precision as precision_lib
 from components.training import callbacks
 from components.training import model as model_lib
@@ -13,7 +13,7 @@ from components.training import model as model_lib
 VOCAB_SIZE = 12
 FEATURE_DIM = 7
 SEQUENCE_LENGTH = 7  # START + at most 4 words + END, then PAD
-START, END, PAD = features.START_ID, features.END_ID, features.PAD_ID
+START, END, PAD = names.START_ID, names.END_ID, names.PAD_ID
 
 # What the Transform produces: [START, words..., END, PAD...] of SEQUENCE_LENGTH.
 CAPTION_IDS = np.array([
@@ -42,7 +42,7 @@ def _image_features(batch_size=len(CAPTION_IDS)):
 def _inputs(ids=CAPTION_IDS, use_image=True):
   inputs = {model_lib.INPUT_IDS_INPUT: tf.constant(ids[:, :-1])}
   if use_image:
-    inputs[features.IMAGE_FEATURES_KEY] = tf.constant(_image_features(len(ids)))
+    inputs[names.IMAGE_FEATURES_KEY] = tf.constant(_image_features(len(ids)))
   return inputs
 
 
@@ -56,14 +56,14 @@ def test_output_shapes_and_dtypes():
   logits = model(_inputs(), training=False)
   assert logits.shape == (len(CAPTION_IDS), SEQUENCE_LENGTH - 1, VOCAB_SIZE)
   assert logits.dtype == tf.float32
-  assert sorted(model.input_names) == sorted([features.IMAGE_FEATURES_KEY, model_lib.INPUT_IDS_INPUT])
+  assert sorted(model.input_names) == sorted([names.IMAGE_FEATURES_KEY, model_lib.INPUT_IDS_INPUT])
   assert model_lib.summed_caption_loss(CAPTION_IDS[:, 1:], logits).shape == (len(CAPTION_IDS),)
 
 
 def test_image_changes_the_predictions_and_the_baseline_has_no_image_input():
   model = _model()
   inputs = _inputs()
-  other = dict(inputs, **{features.IMAGE_FEATURES_KEY: inputs[features.IMAGE_FEATURES_KEY] + 1.0})
+  other = dict(inputs, **{names.IMAGE_FEATURES_KEY: inputs[names.IMAGE_FEATURES_KEY] + 1.0})
   assert not np.allclose(model(inputs, training=False), model(other, training=False))
 
   baseline = _model(use_image=False)

@@ -27,15 +27,14 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.types import standard_artifacts
 
 from components import config as config_lib
-from components import features
 from components import names
 from components.encoder import features_artifact
 from components.encoder import parity
 from components.evaluation import caption_metrics
 from components.evaluation import captioning
 from components.ingestion import flickr8k
-from pipeline import local_run
-from pipeline import local_runner
+from pipeline.local import run as local_run
+from pipeline.local import runner as local_runner
 from testing import colour_dataset
 from testing import metadata
 
@@ -149,7 +148,7 @@ def test_first_run_runs_every_node_and_pushes_the_blessed_captioner(first_run, o
 def test_pushed_model_names_the_colour_of_image_bytes(first_run, colour_data):
   summary = first_run[2]
   data_dir, written = colour_data
-  demo = {image_id: image for image_id, image in written.items() if image.split == features.DEMO_SPLIT}
+  demo = {image_id: image for image_id, image in written.items() if image.split == names.DEMO_SPLIT}
   images = []
   for image_id in demo:
     with open(os.path.join(data_dir, flickr8k.OFFICIAL_IMAGE_DIRS[0], image_id), 'rb') as f:
@@ -173,7 +172,7 @@ def test_summary_reports_ingestion_training_gallery_and_rejects(first_run):
   assert summary['ingestion']['images']['total_written'] == _NUM_IMAGES
   captioner = summary['training']['captioner']
   # 12 colour and thing words, 9 shared ones ('a', 'picture', ...), the special tokens.
-  assert captioner['vocabulary_size'] == 12 + 9 + len(features.SPECIAL_TOKENS)
+  assert captioner['vocabulary_size'] == 12 + 9 + len(names.SPECIAL_TOKENS)
   assert captioner['sequence_length'] == 6  # <start>, 4 words, <end>
   assert summary['training']['baseline']['config']['use_image'] is False
 

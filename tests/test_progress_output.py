@@ -18,7 +18,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LOOP = '''
 import sys, types
 from components import progress
-from pipeline import run_log
+from pipeline.local import run_log
 now = [1000.0]
 progress.time = types.SimpleNamespace(monotonic=lambda: now[0])
 with run_log.capture(sys.argv[1]):

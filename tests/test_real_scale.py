@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from components import features
+from components import names
 from components.ingestion import flickr8k
 from components.ingestion import shapes_dataset
 from testing import synthetic_captions
@@ -32,8 +32,8 @@ def _placeholder_folder(root: str, num_ids: int) -> None:
     open(os.path.join(image_dir, image_id), 'wb').close()
   with open(os.path.join(root, flickr8k.TOKEN_FILE), 'w', encoding='utf-8') as f:
     f.writelines(f'{image_id}#{n}\tplaceholder {n}\n' for image_id in ids for n in range(5))
-  blocks = {features.TRAIN_SPLIT: ids[:6000], features.EVAL_SPLIT: ids[6000:7000],
-            features.DEMO_SPLIT: ids[7000:8000]}
+  blocks = {names.TRAIN_SPLIT: ids[:6000], names.EVAL_SPLIT: ids[6000:7000],
+            names.DEMO_SPLIT: ids[7000:8000]}
   for split, file_name in flickr8k.SPLIT_FILES.items():
     with open(os.path.join(root, file_name), 'w', encoding='utf-8') as f:
       f.writelines(image_id + '\n' for image_id in blocks[split])
@@ -58,7 +58,7 @@ def test_flickr8k_captions_have_flickr8k_statistics(tmp_path):
   assert 0.08 <= ranked[0] / sum(ranked) <= 0.2
   slope = (math.log(ranked[999]) - math.log(ranked[9])) / (math.log(1000) - math.log(10))
   assert -2.0 <= slope <= -0.8
-  train = collections.Counter(w for r in in_splits if r.split == features.TRAIN_SPLIT
+  train = collections.Counter(w for r in in_splits if r.split == names.TRAIN_SPLIT
                               for c in r.captions for w in c.split())
   at_least_5 = sum(count >= 5 for count in train.values())
   at_least_2 = sum(count >= 2 for count in train.values())

@@ -17,7 +17,6 @@ from PIL import Image
 import pytest
 from scipy import ndimage
 
-from components import features
 from components import names
 from components.ingestion import scenes
 from components.ingestion import shapes_dataset
@@ -128,7 +127,7 @@ def test_every_layout_reads_back_through_the_example_gen(tmp_path, layout):
   official_ids = {split: (tmp_path / 'official' / name).read_text().split()
                   for split, name in shapes_dataset.OFFICIAL_SPLIT_FILES.items()}
   block_of = {image_id: block for block, ids in official_ids.items() for image_id in ids}
-  pipeline_split = {'train': features.TRAIN_SPLIT, 'dev': features.EVAL_SPLIT, 'test': features.DEMO_SPLIT}
+  pipeline_split = {'train': names.TRAIN_SPLIT, 'dev': names.EVAL_SPLIT, 'test': names.DEMO_SPLIT}
   for index, (split, image, references) in read.items():
     image_id = shapes_dataset.image_id(index, dataset=SCENES)
     assert [r.decode() if isinstance(r, bytes) else r for r in references] == expected[image_id]
@@ -273,8 +272,8 @@ def test_an_unknown_dataset_is_refused(tmp_path):
 def test_the_local_runner_trains_scenes_with_its_settings():
   # Imported here: local_run imports TFX, which local_runner defers until its log is open.
   from components import config as config_lib
-  from pipeline import local_run
-  from pipeline import local_runner
+  from pipeline.local import run as local_run
+  from pipeline.local import runner as local_runner
   dataset = config_lib.EMBEDDED_DATASETS[SCENES]
   transform, encoder, trainer, evaluation = local_run.run_configs(local_runner._parse_args(['--dataset', SCENES]))
   assert (transform, evaluation) == (dataset.transform, dataset.evaluation)

@@ -9,12 +9,12 @@ import tensorflow as tf
 from pycocoevalcap.cider.cider import Cider
 
 from components import config as config_lib
-from components import features
+from components import names
 from components.training import cider_reward
 from components.training import model as model_lib
 from components.training import scst
 
-END, PAD = features.END_ID, features.PAD_ID
+END, PAD = names.END_ID, names.PAD_ID
 VOCAB = 12  # ids 4..11 are words
 
 
@@ -63,7 +63,7 @@ def test_a_caption_equal_to_its_references_beats_a_wrong_one():
 
 def test_references_are_read_up_to_end():
   """The Transform's ids: START, words, END, PAD; the words are ids[1:] before END."""
-  ids = np.array([[features.START_ID, 4, 5, END, PAD], [features.START_ID, 6, 7, 8, 9]])
+  ids = np.array([[names.START_ID, 4, 5, END, PAD], [names.START_ID, 6, 7, 8, 9]])
   words, lengths = cider_reward.words_and_lengths(ids[:, 1:])
   assert [list(w[:n]) for w, n in zip(words, lengths)] == [[4, 5], [6, 7, 8, 9]]
 
@@ -117,7 +117,7 @@ def tiny_model():
 def _set_special_bias(model, value):
   """Adds `value` to the logits of PAD and START (a trained model makes them unlikely)."""
   bias = model.get_layer('logits').bias
-  bias.assign(bias + tf.one_hot([PAD, features.START_ID], VOCAB, on_value=value).numpy().sum(axis=0))
+  bias.assign(bias + tf.one_hot([PAD, names.START_ID], VOCAB, on_value=value).numpy().sum(axis=0))
 
 
 def test_the_sampler_gives_each_image_its_greedy_caption_then_samples(tiny_model):
@@ -137,7 +137,7 @@ def test_the_sampler_never_chooses_pad_or_start_and_pads_after_end(tiny_model):
   _set_special_bias(tiny_model, 20.0)  # an untrained model that would say little else
   ids = scst.sample_captions(model_lib.CaptionDecoder(tiny_model), tf.random.stateless_normal([8, 6], [0, 3]),
                              4, 7, tf.constant([0, 1])).numpy()
-  assert features.START_ID not in ids
+  assert names.START_ID not in ids
   words, lengths = cider_reward.words_and_lengths(ids)
   assert lengths.max() > 0
   for row, length in zip(ids, lengths):

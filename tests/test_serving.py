@@ -38,7 +38,6 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from components import names
-from components import features
 from components import caption_signatures
 from components.evaluation import captioning
 from serving import batching
@@ -69,7 +68,7 @@ def _png_start(width, height):
   return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(bytes(4096)))
 
 
-def _direct(model, images, signature=features.CAPTION_SIGNATURE):
+def _direct(model, images, signature=names.CAPTION_SIGNATURE):
   """(caption, log_probability) per image, from the SavedModel called in this process."""
   answer = model[signature](images)
   return list(zip(answer.captions, answer.log_probabilities))
@@ -77,15 +76,15 @@ def _direct(model, images, signature=features.CAPTION_SIGNATURE):
 
 def _direct_outputs(model, images):
   """serving_default's raw outputs (alias -> numpy array) for the images, called in this process."""
-  signature = tf.saved_model.load(model[features.CAPTION_SIGNATURE].model_dir).signatures[
-      features.CAPTION_SIGNATURE]
+  signature = tf.saved_model.load(model[names.CAPTION_SIGNATURE].model_dir).signatures[
+      names.CAPTION_SIGNATURE]
   return {alias: value.numpy()
-          for alias, value in signature(**{features.IMAGES_INPUT: tf.constant(images)}).items()}
+          for alias, value in signature(**{names.IMAGES_INPUT: tf.constant(images)}).items()}
 
 
 def _direct_top(model, images):
   """Per image, the (caption, log_probability) pairs of the k best, best first, missing ones left out."""
-  answer = model[features.CAPTION_SIGNATURE](images)
+  answer = model[names.CAPTION_SIGNATURE](images)
   return [list(zip(captions, log_probs))
           for captions, log_probs in zip(answer.top_captions, answer.top_log_probabilities)]
 
@@ -157,7 +156,7 @@ def channel(server):
     yield opened
 
 
-def _predict(channel, inputs, name=MODEL_NAME, signature=features.CAPTION_SIGNATURE, version=None, label=None,
+def _predict(channel, inputs, name=MODEL_NAME, signature=names.CAPTION_SIGNATURE, version=None, label=None,
              output_filter=()):
   request = predict_pb2.PredictRequest(output_filter=list(output_filter))
   request.model_spec.name = name
@@ -195,10 +194,10 @@ def test_caption_over_grpc_equals_calling_the_saved_model(client, model):
 def test_from_examples_signature_gives_the_same_captions(server, model):
   images = [block_image(i) for i in range(3)]
   with client_lib.CaptionClient(f'127.0.0.1:{server.port}', MODEL_NAME,
-                                signature_name=features.EXAMPLES_SIGNATURE) as examples_client:
+                                signature_name=names.EXAMPLES_SIGNATURE) as examples_client:
     captions = examples_client.caption(images)
 
-  _assert_same(_pairs(captions), _direct(model, images, features.EXAMPLES_SIGNATURE))
+  _assert_same(_pairs(captions), _direct(model, images, names.EXAMPLES_SIGNATURE))
   _assert_same(_pairs(captions), _direct(model, images))
 
 
@@ -287,29 +286,29 @@ def test_client_reports_unreadable_and_missing_files(client, model, tmp_path):
 # tests/test_serving_requests.py; here, what needs the model or the socket.
 BAD_REQUESTS = {
     'bytes that are not an image': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([b'plain text, not an image'])}),
+        lambda: dict(inputs={names.IMAGES_INPUT: _string_tensor([b'plain text, not an image'])}),
         Code.INVALID_ARGUMENT, 'Unknown image file format. One of JPEG, PNG, GIF, BMP required.'),
     'unknown model': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0)])}, name='no_such_model'),
+        lambda: dict(inputs={names.IMAGES_INPUT: _string_tensor([block_image(0)])}, name='no_such_model'),
         Code.NOT_FOUND, 'Servable not found for request: Latest(no_such_model)'),
     'unknown version': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0)])}, version=99),
+        lambda: dict(inputs={names.IMAGES_INPUT: _string_tensor([block_image(0)])}, version=99),
         Code.NOT_FOUND, f'Servable not found for request: Specific({MODEL_NAME}, 99)'),
     'unknown version label': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0)])}, label='stable'),
+        lambda: dict(inputs={names.IMAGES_INPUT: _string_tensor([block_image(0)])}, label='stable'),
         Code.INVALID_ARGUMENT, 'Unrecognized servable version label: stable'),
     'unknown signature': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0)])}, signature='no_such_signature'),
+        lambda: dict(inputs={names.IMAGES_INPUT: _string_tensor([block_image(0)])}, signature='no_such_signature'),
         Code.FAILED_PRECONDITION, 'Serving signature key "no_such_signature" not found.'),
     'image over the pixel limit': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([block_image(0), block_image(1, (100, 100))])}),
+        lambda: dict(inputs={names.IMAGES_INPUT: _string_tensor([block_image(0), block_image(1, (100, 100))])}),
         Code.RESOURCE_EXHAUSTED, 'Image 1 of input \'images\' is too large (100x100 = 10000 pixels)'),
     'bytes that are not a tf.Example, quoted in a message that is not UTF-8': (
-        lambda: dict(inputs={features.EXAMPLES_INPUT: _string_tensor([b'\xff\xfe not an example'])},
-                     signature=features.EXAMPLES_SIGNATURE),
+        lambda: dict(inputs={names.EXAMPLES_INPUT: _string_tensor([b'\xff\xfe not an example'])},
+                     signature=names.EXAMPLES_SIGNATURE),
         Code.INVALID_ARGUMENT, 'Could not parse example input'),
     'message over the size limit': (
-        lambda: dict(inputs={features.IMAGES_INPUT: _string_tensor([os.urandom(MAX_MESSAGE_BYTES + 1)])}),
+        lambda: dict(inputs={names.IMAGES_INPUT: _string_tensor([os.urandom(MAX_MESSAGE_BYTES + 1)])}),
         Code.RESOURCE_EXHAUSTED, 'larger than max'),
 }
 
@@ -338,12 +337,12 @@ def test_model_metadata_is_the_signature_def_map(channel):
   assert response.model_spec.name == MODEL_NAME and response.model_spec.version.value == 1
   signature_map = get_model_metadata_pb2.SignatureDefMap()
   assert response.metadata['signature_def'].Unpack(signature_map)
-  caption = signature_map.signature_def[features.CAPTION_SIGNATURE]
-  assert dict((k, v.dtype) for k, v in caption.inputs.items()) == {features.IMAGES_INPUT: types_pb2.DT_STRING}
+  caption = signature_map.signature_def[names.CAPTION_SIGNATURE]
+  assert dict((k, v.dtype) for k, v in caption.inputs.items()) == {names.IMAGES_INPUT: types_pb2.DT_STRING}
   assert dict((k, v.dtype) for k, v in caption.outputs.items()) == {
-      features.CAPTION_OUTPUT: types_pb2.DT_STRING, features.LOG_PROBABILITY_OUTPUT: types_pb2.DT_FLOAT,
-      features.CAPTIONS_OUTPUT: types_pb2.DT_STRING, features.LOG_PROBABILITIES_OUTPUT: types_pb2.DT_FLOAT}
-  assert set(signature_map.signature_def[features.EXAMPLES_SIGNATURE].inputs) == {features.EXAMPLES_INPUT}
+      names.CAPTION_OUTPUT: types_pb2.DT_STRING, names.LOG_PROBABILITY_OUTPUT: types_pb2.DT_FLOAT,
+      names.CAPTIONS_OUTPUT: types_pb2.DT_STRING, names.LOG_PROBABILITIES_OUTPUT: types_pb2.DT_FLOAT}
+  assert set(signature_map.signature_def[names.EXAMPLES_SIGNATURE].inputs) == {names.EXAMPLES_INPUT}
 
   del request.metadata_field[:]
   with pytest.raises(grpc.RpcError) as error:
@@ -393,7 +392,7 @@ def test_server_loads_a_newly_pushed_version_without_restart(version_dir, model,
     assert captions[0].model_version == 2
     _assert_same(_pairs(captions), _direct(model, [image]))
     with pytest.raises(grpc.RpcError) as error:
-      _predict(channel, {features.IMAGES_INPUT: _string_tensor([image])}, version=1)
+      _predict(channel, {names.IMAGES_INPUT: _string_tensor([image])}, version=1)
     assert error.value.code() == Code.NOT_FOUND
 
 
@@ -409,12 +408,12 @@ def test_server_keeps_serving_through_a_broken_version_and_loads_it_once_fixed(v
     statuses = _model_status(channel)
     assert statuses[1] == (State.AVAILABLE, 0)
     assert statuses[3] == (State.END, Code.UNKNOWN.value[0])
-    response = _predict(channel, {features.IMAGES_INPUT: _string_tensor([block_image(0)])})
+    response = _predict(channel, {names.IMAGES_INPUT: _string_tensor([block_image(0)])})
     assert response.model_spec.version.value == 1
 
     shutil.copytree(version_dir, base / '3', dirs_exist_ok=True)  # the copy completes
     _wait_for(lambda: _model_status(channel)[3][0] == State.AVAILABLE, 'version 3 to load once complete')
-    response = _predict(channel, {features.IMAGES_INPUT: _string_tensor([block_image(0)])})
+    response = _predict(channel, {names.IMAGES_INPUT: _string_tensor([block_image(0)])})
     assert response.model_spec.version.value == 3
 
 
@@ -583,7 +582,7 @@ def test_deploy_files_agree_with_each_other_and_with_the_client():
 def test_k_best_captions_over_grpc_equal_the_saved_models(client, model):
   images = [block_image(i) for i in range(60, 64)]
   outputs = _direct_outputs(model, images)
-  assert outputs[features.CAPTIONS_OUTPUT].shape == (len(images), TOP_K)
+  assert outputs[names.CAPTIONS_OUTPUT].shape == (len(images), TOP_K)
 
   captions = client.caption(images)
 
@@ -641,29 +640,29 @@ def test_rest_row_format_equals_grpc_and_the_saved_model(server, client, model):
   rows = answer['predictions']
   want = _direct_outputs(model, images)
   assert sorted(rows[0]) == sorted(want)
-  _assert_same([(row[features.CAPTION_OUTPUT], row[features.LOG_PROBABILITY_OUTPUT]) for row in rows],
+  _assert_same([(row[names.CAPTION_OUTPUT], row[names.LOG_PROBABILITY_OUTPUT]) for row in rows],
                _direct(model, images))
-  _assert_same([(row[features.CAPTION_OUTPUT], row[features.LOG_PROBABILITY_OUTPUT]) for row in rows],
+  _assert_same([(row[names.CAPTION_OUTPUT], row[names.LOG_PROBABILITY_OUTPUT]) for row in rows],
                _pairs(client.caption(images)))
-  for row, captions, log_probs in zip(rows, want[features.CAPTIONS_OUTPUT], want[features.LOG_PROBABILITIES_OUTPUT]):
-    assert row[features.CAPTIONS_OUTPUT] == [c.decode('utf-8') for c in captions]
-    np.testing.assert_allclose(row[features.LOG_PROBABILITIES_OUTPUT], log_probs, rtol=1e-5)  # -inf too
+  for row, captions, log_probs in zip(rows, want[names.CAPTIONS_OUTPUT], want[names.LOG_PROBABILITIES_OUTPUT]):
+    assert row[names.CAPTIONS_OUTPUT] == [c.decode('utf-8') for c in captions]
+    np.testing.assert_allclose(row[names.LOG_PROBABILITIES_OUTPUT], log_probs, rtol=1e-5)  # -inf too
     # float32s written as TF Serving writes them: the shortest text that reads back as the same float32.
-    assert repr(row[features.LOG_PROBABILITY_OUTPUT]) == str(np.float32(row[features.LOG_PROBABILITY_OUTPUT]))
+    assert repr(row[names.LOG_PROBABILITY_OUTPUT]) == str(np.float32(row[names.LOG_PROBABILITY_OUTPUT]))
 
 
 def test_rest_columnar_format_named_signature_and_version(server, model):
   images = [block_image(75), block_image(76)]
-  examples = [tf.train.Example(features=tf.train.Features(feature={features.IMAGE_KEY: tf.train.Feature(
+  examples = [tf.train.Example(features=tf.train.Features(feature={names.IMAGE_KEY: tf.train.Feature(
       bytes_list=tf.train.BytesList(value=[image]))})).SerializeToString() for image in images]
 
   status, answer = _rest(server, 'POST', f'/v1/models/{MODEL_NAME}/versions/1:predict',
-                         {'signature_name': features.EXAMPLES_SIGNATURE,
-                          'inputs': {features.EXAMPLES_INPUT: [_b64(e) for e in examples]}})
+                         {'signature_name': names.EXAMPLES_SIGNATURE,
+                          'inputs': {names.EXAMPLES_INPUT: [_b64(e) for e in examples]}})
 
   assert status == 200, answer
   outputs = answer['outputs']
-  _assert_same(list(zip(outputs[features.CAPTION_OUTPUT], outputs[features.LOG_PROBABILITY_OUTPUT])),
+  _assert_same(list(zip(outputs[names.CAPTION_OUTPUT], outputs[names.LOG_PROBABILITY_OUTPUT])),
                _direct(model, images))
 
 
@@ -676,9 +675,9 @@ def test_rest_status_and_metadata(server):
   status, answer = _rest(server, 'GET', f'/v1/models/{MODEL_NAME}/versions/1/metadata')
   assert status == 200
   assert answer['model_spec'] == {'name': MODEL_NAME, 'signature_name': '', 'version': '1'}
-  signature = answer['metadata']['signature_def']['signature_def'][features.CAPTION_SIGNATURE]
-  assert list(signature['inputs']) == [features.IMAGES_INPUT]
-  assert signature['outputs'][features.CAPTIONS_OUTPUT]['dtype'] == 'DT_STRING'
+  signature = answer['metadata']['signature_def']['signature_def'][names.CAPTION_SIGNATURE]
+  assert list(signature['inputs']) == [names.IMAGES_INPUT]
+  assert signature['outputs'][names.CAPTIONS_OUTPUT]['dtype'] == 'DT_STRING'
 
 
 # Each bad REST call that needs the model, the HTTP status TF Serving answers, and a piece of its {"error": ...}
@@ -716,8 +715,8 @@ def test_bad_rest_call_gets_tf_serving_http_status_and_server_keeps_serving(case
   assert message in answer['error']
   status, answer = _rest(server, 'POST', _PREDICT, {'instances': [_b64(block_image(51))]})
   assert status == 200
-  _assert_same([(answer['predictions'][0][features.CAPTION_OUTPUT],
-                 answer['predictions'][0][features.LOG_PROBABILITY_OUTPUT])], _direct(model, [block_image(51)]))
+  _assert_same([(answer['predictions'][0][names.CAPTION_OUTPUT],
+                 answer['predictions'][0][names.LOG_PROBABILITY_OUTPUT])], _direct(model, [block_image(51)]))
 
 
 def test_client_over_rest_equals_grpc(server, client, model, tmp_path):
@@ -756,7 +755,7 @@ def test_curl_commands_of_the_readmes_caption_an_image(server, model, tmp_path):
     answer = json.loads(subprocess.run(['bash', '-c', command], cwd=tmp_path, check=True, capture_output=True,
                                        text=True).stdout)
     [row] = answer['predictions']
-    _assert_same([(row[features.CAPTION_OUTPUT], row[features.LOG_PROBABILITY_OUTPUT])],
+    _assert_same([(row[names.CAPTION_OUTPUT], row[names.LOG_PROBABILITY_OUTPUT])],
                  _direct(model, [block_image(90, image_format='JPEG')]))
 
 
@@ -803,15 +802,15 @@ def test_version_whose_warmup_fails_is_not_served(version_dir, tmp_path):
 # --- Robustness ---
 
 def _examples_request(images):
-  return dict(inputs={features.EXAMPLES_INPUT: _string_tensor([tf.train.Example(features=tf.train.Features(
-      feature={features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))}))
-      .SerializeToString() for image in images])}, signature=features.EXAMPLES_SIGNATURE)
+  return dict(inputs={names.EXAMPLES_INPUT: _string_tensor([tf.train.Example(features=tf.train.Features(
+      feature={names.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))}))
+      .SerializeToString() for image in images])}, signature=names.EXAMPLES_SIGNATURE)
 
 
 def test_bad_clients_do_not_fail_good_clients_merged_into_the_same_batch(version_dir, model):
   """4 good and 3 bad from_examples clients at once, with batching that merges them: only the bad ones fail."""
   good_images = [block_image(100 + i) for i in range(4)]
-  want = {image: _direct(model, [image], features.EXAMPLES_SIGNATURE) for image in good_images}
+  want = {image: _direct(model, [image], names.EXAMPLES_SIGNATURE) for image in good_images}
   options = batching.BatchingOptions(max_batch_size=8, batch_timeout_micros=200_000)  # 0.2 s to merge in
   with server_lib.LocalModelServer(str(version_dir.parent), MODEL_NAME, port=0,
                                    batching_options=options) as running, \
@@ -824,8 +823,8 @@ def test_bad_clients_do_not_fail_good_clients_merged_into_the_same_batch(version
       codes = []
       for _ in range(3):
         with pytest.raises(grpc.RpcError) as error:
-          _predict(channel, inputs={features.EXAMPLES_INPUT: _string_tensor([b'\xff\xfe bad %d' % index])},
-                   signature=features.EXAMPLES_SIGNATURE)
+          _predict(channel, inputs={names.EXAMPLES_INPUT: _string_tensor([b'\xff\xfe bad %d' % index])},
+                   signature=names.EXAMPLES_SIGNATURE)
         codes.append((error.value.code(), error.value.details()))
       return codes
 
@@ -838,8 +837,8 @@ def test_bad_clients_do_not_fail_good_clients_merged_into_the_same_batch(version
   for image, responses in good_results.items():
     for response in responses:
       got = [(c.decode('utf-8'), float(p)) for c, p in zip(
-          tf.make_ndarray(response.outputs[features.CAPTION_OUTPUT]),
-          tf.make_ndarray(response.outputs[features.LOG_PROBABILITY_OUTPUT]))]
+          tf.make_ndarray(response.outputs[names.CAPTION_OUTPUT]),
+          tf.make_ndarray(response.outputs[names.LOG_PROBABILITY_OUTPUT]))]
       _assert_same(got, want[image])
   for codes in bad_results:
     for code, details in codes:
@@ -861,9 +860,9 @@ def test_bad_requests_are_logged_in_one_line_each_rate_limited(channel, caplog):
   caplog.clear()
   for _ in range(40):
     with pytest.raises(grpc.RpcError):
-      _predict(channel, {features.IMAGES_INPUT: _string_tensor([b'not an image'])})
+      _predict(channel, {names.IMAGES_INPUT: _string_tensor([b'not an image'])})
   with pytest.raises(grpc.RpcError):
-    _predict(channel, {features.IMAGES_INPUT: _string_tensor([b'not an image'])})
+    _predict(channel, {names.IMAGES_INPUT: _string_tensor([b'not an image'])})
 
   failures = [r for r in caplog.records if 'failed with INVALID_ARGUMENT' in r.getMessage()]
   assert 1 <= len(failures) < 40  # at most a few a second

@@ -12,7 +12,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import predict_pb2
 
 from components import caption_signatures
-from components import features
+from components import names
 from serving import errors
 from serving import requests
 from serving.errors import ServingError
@@ -28,8 +28,8 @@ def _signature_def(input_alias):
   signature = meta_graph_pb2.SignatureDef(method_name='tensorflow/serving/predict')
   signature.inputs[input_alias].dtype = types_pb2.DT_STRING
   signature.inputs[input_alias].tensor_shape.dim.add(size=-1)
-  for alias, dtype in ((features.CAPTION_OUTPUT, types_pb2.DT_STRING),
-                       (features.LOG_PROBABILITY_OUTPUT, types_pb2.DT_FLOAT)):
+  for alias, dtype in ((names.CAPTION_OUTPUT, types_pb2.DT_STRING),
+                       (names.LOG_PROBABILITY_OUTPUT, types_pb2.DT_FLOAT)):
     signature.outputs[alias].dtype = dtype
     signature.outputs[alias].tensor_shape.dim.add(size=-1)
   return signature
@@ -55,7 +55,7 @@ def _request(inputs, output_filter=()):
   return request
 
 
-IMAGES = features.IMAGES_INPUT
+IMAGES = names.IMAGES_INPUT
 REFUSED = {
     'wrong dtype': ({IMAGES: tf.make_tensor_proto([1.0, 2.0], dtype=tf.float32)},
                     Code.INVALID_ARGUMENT, 'Expects arg[0] to be string but float is provided'),
@@ -99,10 +99,10 @@ def test_request_is_refused_with_tf_servings_code_and_message(case):
 
 def test_image_inside_a_tf_example_is_checked_from_its_header():
   validator = requests.RequestValidator(MAX_IMAGE_PIXELS, MAX_IMAGES_PER_REQUEST)
-  _, examples = caption_signatures.signature_inputs(features.EXAMPLES_SIGNATURE,
+  _, examples = caption_signatures.signature_inputs(names.EXAMPLES_SIGNATURE,
                                                     [block_image(0), block_image(2, (100, 100))])
   with pytest.raises(ServingError) as error:
-    validator.inputs(_signature_def(features.EXAMPLES_INPUT), _request({features.EXAMPLES_INPUT: _strings(examples)}))
+    validator.inputs(_signature_def(names.EXAMPLES_INPUT), _request({names.EXAMPLES_INPUT: _strings(examples)}))
   assert error.value.code == Code.RESOURCE_EXHAUSTED
   assert "Image 1 of input 'examples' is too large (100x100" in error.value.message
 
@@ -116,9 +116,9 @@ def test_good_request_gives_its_inputs_and_the_outputs_asked_for():
 
   assert list(inputs) == [IMAGES] and inputs[IMAGES].tolist() == images
   assert validator.output_aliases(signature, _request({})) == sorted(signature.outputs)
-  assert validator.output_aliases(signature, _request({}, [features.CAPTION_OUTPUT])) == [features.CAPTION_OUTPUT]
+  assert validator.output_aliases(signature, _request({}, [names.CAPTION_OUTPUT])) == [names.CAPTION_OUTPUT]
   for output_filter, message in ((['score'], 'output tensor alias not found in signature: score'),
-                                 ([features.CAPTION_OUTPUT] * 2, 'duplicate output tensor alias')):
+                                 ([names.CAPTION_OUTPUT] * 2, 'duplicate output tensor alias')):
     with pytest.raises(ServingError, match=message):
       validator.output_aliases(signature, _request({}, output_filter))
 

@@ -30,7 +30,6 @@ from testing import executors
 from testing import transformed_data
 from components import artifacts
 from components import names
-from components import features
 from components import progress
 from components import records
 from components.encoder import features_artifact
@@ -81,7 +80,7 @@ def captioner(transformed, image_features, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def demo_images(transformed):
-  images = transformed.images(features.DEMO_SPLIT)
+  images = transformed.images(names.DEMO_SPLIT)
   assert len(images) == NUM_IMAGES // 8, 'the 6:1:1 split of the generated dataset changed'
   return images
 
@@ -91,7 +90,7 @@ def examples(transformed):
   """The raw Examples artifact of the generated dataset."""
   artifact = standard_artifacts.Examples()
   artifact.uri = transformed.examples_uri
-  artifact.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
+  artifact.split_names = artifact_utils.encode_split_names(list(names.SPLITS))
   return artifact
 
 
@@ -102,7 +101,7 @@ def _report(args):
 
 def _learned_words(transformed):
   vocabulary = tft.TFTransformOutput(transformed.transform_graph_uri).vocabulary_by_name(
-      features.VOCABULARY_NAME)
+      names.VOCABULARY_NAME)
   return [w.decode('utf-8') for w in vocabulary]
 
 
@@ -135,19 +134,19 @@ def test_captioner_exports_signatures_that_caption_image_bytes(captioner, transf
   np.testing.assert_allclose(single_log_prob, log_probs[:1], rtol=1e-4)
   # The tf.Example signature reads the same images out of the raw examples.
   loaded = tf.saved_model.load(captioner.serving_model_dir)
-  from_examples = loaded.signatures[features.EXAMPLES_SIGNATURE](
-      **{features.EXAMPLES_INPUT: tf.constant(transformed.raw_examples(features.DEMO_SPLIT))})
-  assert [c.decode('utf-8') for c in from_examples[features.CAPTION_OUTPUT].numpy()] == captions
-  np.testing.assert_allclose(from_examples[features.LOG_PROBABILITY_OUTPUT].numpy(), log_probs, rtol=1e-5)
+  from_examples = loaded.signatures[names.EXAMPLES_SIGNATURE](
+      **{names.EXAMPLES_INPUT: tf.constant(transformed.raw_examples(names.DEMO_SPLIT))})
+  assert [c.decode('utf-8') for c in from_examples[names.CAPTION_OUTPUT].numpy()] == captions
+  np.testing.assert_allclose(from_examples[names.LOG_PROBABILITY_OUTPUT].numpy(), log_probs, rtol=1e-5)
 
 
 def test_training_report_matches_the_transform_output(captioner, transformed):
   report = _report(captioner)
-  assert report['vocabulary_size'] == features.NUM_SPECIAL_TOKENS + len(_learned_words(transformed))
+  assert report['vocabulary_size'] == names.NUM_SPECIAL_TOKENS + len(_learned_words(transformed))
   records = tf.data.TFRecordDataset(
       glob.glob(captioner.train_files[0]), compression_type='GZIP').take(1)
   example = tf.train.Example.FromString(next(iter(records)).numpy())
-  assert report['sequence_length'] == example.features.feature[features.SEQUENCE_LENGTH_KEY].int64_list.value[0]
+  assert report['sequence_length'] == example.features.feature[names.SEQUENCE_LENGTH_KEY].int64_list.value[0]
   config = config_lib.from_custom_config(config_lib.TrainerConfig, captioner.custom_config)
   assert report['config'] == captioner.custom_config
   assert report['image_features_uri'] == captioner.image_features_uri is not None
@@ -163,12 +162,12 @@ def test_training_report_matches_the_transform_output(captioner, transformed):
 def test_a_long_epoch_reports_its_batches_and_time_left(transformed, image_features, caplog):
   """The in-epoch progress line, here after every batch (interval 0), with the epoch's total known."""
   tf_transform_output = tft.TFTransformOutput(transformed.transform_graph_uri)
-  train_images = datasets.images_and_captions(transformed.transformed_files(features.TRAIN_SPLIT),
+  train_images = datasets.images_and_captions(transformed.transformed_files(names.TRAIN_SPLIT),
                                               tf_transform_output)
   captions = datasets.caption_count(train_images)
   batches = datasets.training_batches(
       datasets.with_cached_features(train_images, features_artifact.read_features(image_features.uri,
-                                                                            features.TRAIN_SPLIT), 'train'),
+                                                                            names.TRAIN_SPLIT), 'train'),
       batch_size=16, shuffle=True, use_image=True, captions=captions)
   steps = -(-captions // 16)
   config = config_lib.TrainerConfig(**_TINY)
@@ -214,7 +213,7 @@ def test_captions_only_baseline_ignores_the_image(transformed, image_features, t
   np.testing.assert_allclose(log_probs, log_probs[0], rtol=1e-6)
   names = _decoder_variable_names(args)
   assert not any(n.startswith('image_embedding/') for n in names), names
-  assert _report(args)['vocabulary_size'] == features.NUM_SPECIAL_TOKENS + len(_learned_words(transformed))
+  assert _report(args)['vocabulary_size'] == names.NUM_SPECIAL_TOKENS + len(_learned_words(transformed))
 
 
 def test_two_lstm_layers_are_trained_and_exported(transformed, image_features, tmp_path_factory, captioner,
@@ -269,17 +268,17 @@ def test_missing_transformed_examples_fail_naming_the_pattern(transformed, image
 
 def test_cached_features_equal_the_serving_graphs_features(captioner, image_features, transformed):
   """The exported model embeds the artifact's backbone: same bytes, same features, same captions."""
-  cached = features_artifact.read_features(image_features.uri, features.DEMO_SPLIT)
-  ids = [records.parse_image_example(r).image_id for r in transformed.raw_examples(features.DEMO_SPLIT)]
-  images = transformed.images(features.DEMO_SPLIT)
+  cached = features_artifact.read_features(image_features.uri, names.DEMO_SPLIT)
+  ids = [records.parse_image_example(r).image_id for r in transformed.raw_examples(names.DEMO_SPLIT)]
+  images = transformed.images(names.DEMO_SPLIT)
   loaded = tf.saved_model.load(captioner.serving_model_dir)
   served = loaded.encode_images(tf.constant(images)).numpy()
   np.testing.assert_array_equal(served, np.stack([cached[i] for i in ids]))
-  from_features = loaded.signatures[features.FEATURES_SIGNATURE](
-      **{features.IMAGE_FEATURES_KEY: tf.constant(np.stack([cached[i] for i in ids]))})
+  from_features = loaded.signatures[names.FEATURES_SIGNATURE](
+      **{names.IMAGE_FEATURES_KEY: tf.constant(np.stack([cached[i] for i in ids]))})
   captions, log_probs = _caption(captioner, images)
-  assert [c.decode('utf-8') for c in from_features[features.CAPTION_OUTPUT].numpy()] == captions
-  np.testing.assert_array_equal(from_features[features.LOG_PROBABILITY_OUTPUT].numpy(), log_probs)
+  assert [c.decode('utf-8') for c in from_features[names.CAPTION_OUTPUT].numpy()] == captions
+  np.testing.assert_array_equal(from_features[names.LOG_PROBABILITY_OUTPUT].numpy(), log_probs)
   # The SavedModel says which encoder it embeds, for the evaluator's cache check.
   info = features_artifact.read_encoder_info(os.path.join(captioner.serving_model_dir, names.SERVING_ENCODER_FILE))
   assert info == features_artifact.read_encoder_info(os.path.join(image_features.uri, names.ENCODER_FILE))
@@ -299,7 +298,7 @@ def _ids(transformed, split):
 
 
 def test_every_image_of_every_split_gets_one_feature_vector(transformed, image_features):
-  for split in features.SPLITS:
+  for split in names.SPLITS:
     vectors = features_artifact.read_features(image_features.uri, split)
     assert sorted(vectors) == sorted(_ids(transformed, split)), split
     assert {v.shape for v in vectors.values()} == {(512,)}  # VGG16's last conv block at 32 px: 1x1x512
@@ -315,8 +314,8 @@ def test_artifact_records_and_carries_its_backbone(transformed, image_features):
   backbone = features_artifact.load_backbone(image_features.uri)
   assert features_artifact.weights_fingerprint(backbone.weights) == info.weights_fingerprint
   # The saved backbone recomputes the cached vectors from the image bytes.
-  ids, images = _ids(transformed, features.EVAL_SPLIT), transformed.images(features.EVAL_SPLIT)
-  cached = features_artifact.read_features(image_features.uri, features.EVAL_SPLIT)
+  ids, images = _ids(transformed, names.EVAL_SPLIT), transformed.images(names.EVAL_SPLIT)
+  cached = features_artifact.read_features(image_features.uri, names.EVAL_SPLIT)
   recomputed = backbone(tf.stack([tf.image.resize(tf.io.decode_image(i, channels=3), [IMAGE_SIZE] * 2)
                                   for i in images]))
   np.testing.assert_array_equal(recomputed.numpy(), np.stack([cached[i] for i in ids]))
@@ -324,8 +323,8 @@ def test_artifact_records_and_carries_its_backbone(transformed, image_features):
 
 def test_captions_from_the_cache_equal_captions_from_bytes(captioner, examples, image_features):
   model_dir = captioner.serving_model_dir
-  from_bytes = captioning.caption_split(model_dir, examples, features.DEMO_SPLIT, batch_size=2)
-  from_cache = captioning.caption_split(model_dir, examples, features.DEMO_SPLIT, batch_size=2,
+  from_bytes = captioning.caption_split(model_dir, examples, names.DEMO_SPLIT, batch_size=2)
+  from_cache = captioning.caption_split(model_dir, examples, names.DEMO_SPLIT, batch_size=2,
                                         image_features_uri=image_features.uri)
   assert from_cache.captions == from_bytes.captions
   assert from_cache.log_probabilities == from_bytes.log_probabilities
@@ -348,17 +347,17 @@ def _tampered_copy(image_features, split, image_id, tmp_path):
 
 
 def test_the_feature_pass_checked_parity_on_every_split(transformed, image_features):
-  expected = sum(min(parity.DEFAULT_PARITY_SAMPLE, len(_ids(transformed, split))) for split in features.SPLITS)
+  expected = sum(min(parity.DEFAULT_PARITY_SAMPLE, len(_ids(transformed, split))) for split in names.SPLITS)
   assert 0 < expected == image_features.get_int_custom_property(features_artifact.PARITY_PASSES_PROPERTY)
 
 
 def test_parity_failure_names_the_images(examples, image_features, tmp_path):
-  first = next(records.iter_split_examples(examples, features.DEMO_SPLIT)).image_id
-  tampered = _tampered_copy(image_features, features.DEMO_SPLIT, first, tmp_path)
-  assert parity.check_parity(image_features.uri, examples, features.SPLITS, 2) == 2 * len(features.SPLITS)
+  first = next(records.iter_split_examples(examples, names.DEMO_SPLIT)).image_id
+  tampered = _tampered_copy(image_features, names.DEMO_SPLIT, first, tmp_path)
+  assert parity.check_parity(image_features.uri, examples, names.SPLITS, 2) == 2 * len(names.SPLITS)
   with pytest.raises(parity.ParityError,
                      match=rf"disagree on 1 of 2 images of split 'demo': \['{first}'\] \(largest difference"):
-    parity.check_parity(tampered, examples, [features.DEMO_SPLIT], 2)
+    parity.check_parity(tampered, examples, [names.DEMO_SPLIT], 2)
 
 
 def test_a_model_whose_encoder_weights_differ_is_refused(captioner, examples, image_features, tmp_path):
@@ -373,7 +372,7 @@ def test_a_model_whose_encoder_weights_differ_is_refused(captioner, examples, im
   features_artifact.write_encoder_info(claimed, os.path.join(other_model, names.SERVING_ENCODER_FILE))
   assert captioning.embeds_encoder_of(other_model, other_features)
   with pytest.raises(parity.ParityError, match='encoder weights .* are not the ones'):
-    captioning.caption_split(other_model, examples, features.DEMO_SPLIT, image_features_uri=other_features)
+    captioning.caption_split(other_model, examples, names.DEMO_SPLIT, image_features_uri=other_features)
 
 
 def test_a_model_with_another_encoder_is_captioned_from_bytes(captioner, examples, image_features, tmp_path):
@@ -381,7 +380,7 @@ def test_a_model_with_another_encoder_is_captioned_from_bytes(captioner, example
   shutil.copytree(captioner.serving_model_dir, other)
   os.remove(os.path.join(other, names.SERVING_ENCODER_FILE))
   assert not captioning.embeds_encoder_of(other, image_features.uri)
-  result = captioning.caption_split(other, examples, features.DEMO_SPLIT,
+  result = captioning.caption_split(other, examples, names.DEMO_SPLIT,
                                     image_features_uri=image_features.uri)
   assert result.serving_images == NUM_IMAGES // 8
 
@@ -397,11 +396,11 @@ def test_a_local_weights_file_keys_the_feature_cache_on_its_content(transformed,
   # Replaced between building the pipeline and running the component: refused.
   examples = standard_artifacts.Examples()
   examples.uri = transformed.examples_uri
-  examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
+  examples.split_names = artifact_utils.encode_split_names(list(names.SPLITS))
   with pytest.raises(ValueError, match='vgg16_notop.h5 changed after the pipeline was built'):
     executors.run_executor(
         feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context()),
-        {'examples': examples}, {features.IMAGE_FEATURES_KEY: artifacts.ImageFeatures},
+        {'examples': examples}, {names.IMAGE_FEATURES_KEY: artifacts.ImageFeatures},
         {'backbone': 'vgg16', 'image_size': IMAGE_SIZE, 'pooling': 'flatten', 'seed': 0, 'precision': 'float32',
          'backbone_weights': str(weights), 'backbone_weights_sha256': first}, str(tmp_path / 'out'))
 
@@ -410,9 +409,9 @@ def test_the_features_join_accounts_for_every_image_both_ways(transformed, image
   """Every transformed image needs its vector, every vector its transformed image, once: the
   join on the image id names what the Transform's output and the feature pass disagree on."""
   tf_transform_output = tft.TFTransformOutput(transformed.transform_graph_uri)
-  train_images = datasets.images_and_captions(transformed.transformed_files(features.TRAIN_SPLIT),
+  train_images = datasets.images_and_captions(transformed.transformed_files(names.TRAIN_SPLIT),
                                               tf_transform_output)
-  vectors = features_artifact.read_features(image_features.uri, features.TRAIN_SPLIT)
+  vectors = features_artifact.read_features(image_features.uri, names.TRAIN_SPLIT)
   first_id = next(iter(vectors))
   assert sum(1 for _ in datasets.with_cached_features(train_images, vectors, 'train')) == len(vectors)
 
@@ -430,7 +429,7 @@ def test_the_baselines_captions_are_read_once_and_hold_no_image(transformed, tmp
   """The baseline trains from its captions in memory: the examples (image bytes and all) are not
   read again every epoch."""
   copy = tmp_path / 'train'
-  shutil.copytree(os.path.dirname(transformed.transformed_files(features.TRAIN_SPLIT)[0]), copy)
+  shutil.copytree(os.path.dirname(transformed.transformed_files(names.TRAIN_SPLIT)[0]), copy)
   tf_transform_output = tft.TFTransformOutput(transformed.transform_graph_uri)
   train_images = datasets.images_and_captions([str(copy / '*')], tf_transform_output)
   want = [ids for _, _, ids in train_images.as_numpy_iterator()]

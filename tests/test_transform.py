@@ -8,14 +8,14 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from components import features
+from components import names
 from components.training import transform
 from components import config as config_lib
 
 _RAW_FEATURE_SPEC = {
-    features.IMAGE_ID_KEY: tf.io.FixedLenFeature([1], tf.string),
-    features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
-    features.CAPTIONS_KEY: tf.io.VarLenFeature(tf.string),
+    names.IMAGE_ID_KEY: tf.io.FixedLenFeature([1], tf.string),
+    names.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
+    names.CAPTIONS_KEY: tf.io.VarLenFeature(tf.string),
 }
 
 
@@ -34,18 +34,18 @@ def _run(instances, **transform_config):
       output_dir = temp_dir + '/out'
       _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
     vocabulary = [w.decode() for w in
-                  tft.TFTransformOutput(output_dir).vocabulary_by_name(features.VOCABULARY_NAME)]
+                  tft.TFTransformOutput(output_dir).vocabulary_by_name(names.VOCABULARY_NAME)]
   return rows, vocabulary
 
 
 def _instance(image_id, captions):
-  return {features.IMAGE_ID_KEY: [image_id.encode()], features.IMAGE_KEY: [b'\x89PNG bytes'],
-          features.CAPTIONS_KEY: [c.encode() for c in captions]}
+  return {names.IMAGE_ID_KEY: [image_id.encode()], names.IMAGE_KEY: [b'\x89PNG bytes'],
+          names.CAPTIONS_KEY: [c.encode() for c in captions]}
 
 
 def _as_captions(row):
-  length = int(row[features.SEQUENCE_LENGTH_KEY])
-  return np.asarray(row[features.CAPTION_IDS_KEY]).reshape(-1, length)
+  length = int(row[names.SEQUENCE_LENGTH_KEY])
+  return np.asarray(row[names.CAPTION_IDS_KEY]).reshape(-1, length)
 
 
 def test_vocabulary_ids_markers_and_padding():
@@ -56,38 +56,38 @@ def test_vocabulary_ids_markers_and_padding():
   # Most frequent first; 'green' and 'dog' are seen once and fall below the threshold.
   assert vocabulary[:1] == ['a']
   assert set(vocabulary) == {'a', 'red', 'circle', 'square', 'blue'}
-  ids = {w: i + features.NUM_SPECIAL_TOKENS for i, w in enumerate(vocabulary)}
+  ids = {w: i + names.NUM_SPECIAL_TOKENS for i, w in enumerate(vocabulary)}
   first = _as_captions(rows[0])
   assert first.shape == (3, 6)
   np.testing.assert_array_equal(
-      first[0], [features.START_ID, ids['a'], ids['red'], ids['circle'], features.END_ID, features.PAD_ID])
+      first[0], [names.START_ID, ids['a'], ids['red'], ids['circle'], names.END_ID, names.PAD_ID])
   np.testing.assert_array_equal(
-      first[2], [features.START_ID, ids['a'], ids['blue'], ids['circle'], features.END_ID, features.PAD_ID])
+      first[2], [names.START_ID, ids['a'], ids['blue'], ids['circle'], names.END_ID, names.PAD_ID])
   second = _as_captions(rows[1])
   assert second.shape == (2, 6)
   np.testing.assert_array_equal(
-      second[1], [features.START_ID, ids['a'], features.UNKNOWN_ID, features.UNKNOWN_ID,
-                  features.END_ID, features.PAD_ID])
-  assert rows[0][features.IMAGE_KEY] == [b'\x89PNG bytes']
-  assert rows[1][features.IMAGE_ID_KEY] == [b'b.jpg']
+      second[1], [names.START_ID, ids['a'], names.UNKNOWN_ID, names.UNKNOWN_ID,
+                  names.END_ID, names.PAD_ID])
+  assert rows[0][names.IMAGE_KEY] == [b'\x89PNG bytes']
+  assert rows[1][names.IMAGE_ID_KEY] == [b'b.jpg']
 
 
 def test_long_captions_are_truncated_but_keep_end():
   rows, vocabulary = _run([_instance('a.jpg', ['one two three four five six'])],
                           min_word_frequency=1, sequence_length=4)
-  ids = {w: i + features.NUM_SPECIAL_TOKENS for i, w in enumerate(vocabulary)}
+  ids = {w: i + names.NUM_SPECIAL_TOKENS for i, w in enumerate(vocabulary)}
   np.testing.assert_array_equal(
-      _as_captions(rows[0])[0], [features.START_ID, ids['one'], ids['two'], features.END_ID])
+      _as_captions(rows[0])[0], [names.START_ID, ids['one'], ids['two'], names.END_ID])
 
 
 def test_sequence_length_comes_from_the_length_percentile():
   # 19 captions of 3 words and one of 9: the 90th percentile is 3 words, + START/END.
   captions = ['w%d x y' % i for i in range(19)] + ['a b c d e f g h i']
   rows, _ = _run([_instance('a.jpg', captions)], min_word_frequency=1, length_percentile=90)
-  assert int(rows[0][features.SEQUENCE_LENGTH_KEY]) == 5
+  assert int(rows[0][names.SEQUENCE_LENGTH_KEY]) == 5
   assert _as_captions(rows[0]).shape == (20, 5)
   rows, _ = _run([_instance('a.jpg', captions)], min_word_frequency=1, length_percentile=100)
-  assert int(rows[0][features.SEQUENCE_LENGTH_KEY]) == 11
+  assert int(rows[0][names.SEQUENCE_LENGTH_KEY]) == 11
 
 
 def test_unknown_config_keys_are_refused():

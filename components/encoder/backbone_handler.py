@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 from apache_beam.ml.inference import base as inference_base
 import tensorflow as tf
 
-from components import features
+from components import names
 
 # Images per backbone call (RunInference's batches; the last one of a bundle may be smaller).
 DEFAULT_BATCH_SIZE = 32
@@ -37,9 +37,9 @@ class BackboneHandler(inference_base.ModelHandler):
 
   def run_inference(self, batch: Sequence[bytes], model, inference_args=None
                     ) -> Iterable[inference_base.PredictionResult]:
-    outputs = model.signatures[features.CAPTION_SIGNATURE](
-        **{features.IMAGES_INPUT: tf.constant(list(batch), tf.string)})
-    vectors = outputs[features.IMAGE_FEATURES_KEY].numpy()  # float32 [batch, feature_dim]
+    outputs = model.signatures[names.CAPTION_SIGNATURE](
+        **{names.IMAGES_INPUT: tf.constant(list(batch), tf.string)})
+    vectors = outputs[names.IMAGE_FEATURES_KEY].numpy()  # float32 [batch, feature_dim]
     return [inference_base.PredictionResult(image, vector, self._model_dir)
             for image, vector in zip(batch, vectors)]
 

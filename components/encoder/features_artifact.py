@@ -6,16 +6,16 @@ ImageFeatureGen's output, components/encoder/feature_gen.py):
       SavedModel, weights included (random ones too), so that the Trainer
       exports exactly the network that produced the features. Its
       serving_default signature is what the feature pass runs:
-        features.IMAGES_INPUT        string [None]  encoded image bytes
-        -> features.IMAGE_FEATURES_KEY float32 [None, feature_dim]
+        names.IMAGES_INPUT        string [None]  encoded image bytes
+        -> names.IMAGE_FEATURES_KEY float32 [None, feature_dim]
       (decode and resize as the serving graph does, then the backbone).
   <uri>/names.ENCODER_FILE    JSON `EncoderInfo`: backbone, weights,
       weights_fingerprint, image_size, pooling, feature_dim, precision,
       feature_dtype, grid_shape.
   <uri>/Split-<split>/names.FEATURES_FILE_PREFIX-*.gz  per split of the
       examples, gzipped TFRecords of tf.Example, one per image:
-        features.IMAGE_ID_KEY        bytes [1]
-        features.IMAGE_FEATURES_KEY  float [feature_dim] when feature_dtype is
+        names.IMAGE_ID_KEY        bytes [1]
+        names.IMAGE_FEATURES_KEY  float [feature_dim] when feature_dtype is
             'float32'; otherwise bytes [1], the feature_dim values in
             feature_dtype (little-endian), which hold the backbone's output
             exactly (pooling 'grid' rounds to config_lib.GRID_FEATURE_DTYPE)
@@ -46,7 +46,6 @@ import tf_keras as keras
 from tfx.types import artifact
 
 from components import config as config_lib
-from components import features
 from components import names
 from components.encoder import image_features as image_features_lib
 
@@ -141,12 +140,12 @@ def backbone_dir(uri: str) -> str:
 def save_backbone(feature_extractor: keras.Model, export_dir: str) -> None:
   """Saves the feature extractor with its image-bytes signature (see the module docstring)."""
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGES_INPUT)])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=names.IMAGES_INPUT)])
   def encode(images):
-    return {features.IMAGE_FEATURES_KEY: image_features_lib.encode_images(feature_extractor, images)}
+    return {names.IMAGE_FEATURES_KEY: image_features_lib.encode_images(feature_extractor, images)}
 
   feature_extractor.save(export_dir, save_format='tf', include_optimizer=False,
-                         signatures={features.CAPTION_SIGNATURE: encode})
+                         signatures={names.CAPTION_SIGNATURE: encode})
 
 
 def load_backbone(uri: str) -> keras.Model:
@@ -178,8 +177,8 @@ def feature_example(image_id: str, vector: np.ndarray, feature_dtype: str = 'flo
     value = tf.train.Feature(bytes_list=tf.train.BytesList(value=[stored.astype(stored.dtype.newbyteorder('<'))
                                                                   .tobytes()]))
   return tf.train.Example(features=tf.train.Features(feature={
-      features.IMAGE_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_id.encode('utf-8')])),
-      features.IMAGE_FEATURES_KEY: value,
+      names.IMAGE_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_id.encode('utf-8')])),
+      names.IMAGE_FEATURES_KEY: value,
   })).SerializeToString()
 
 
@@ -221,23 +220,23 @@ def read_features(uri: str, split: str, image_ids: Optional[Collection[str]] = N
   if not paths:
     raise FileNotFoundError(f'No feature file in {split_dir(uri, split)} (split {split!r}).')
   value_spec, to_vector = _stored_values(feature_dtype or artifact_encoder_info(uri).feature_dtype)
-  spec = {features.IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string), features.IMAGE_FEATURES_KEY: value_spec}
+  spec = {names.IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string), names.IMAGE_FEATURES_KEY: value_spec}
   vectors = {}
   for path in paths:
     for record in tf.data.TFRecordDataset(path, compression_type='GZIP').as_numpy_iterator():
       parsed = tf.io.parse_single_example(record, spec)
-      image_id = parsed[features.IMAGE_ID_KEY].numpy().decode('utf-8')
+      image_id = parsed[names.IMAGE_ID_KEY].numpy().decode('utf-8')
       if image_id in vectors:
         raise ValueError(f'Image id {image_id!r} occurs twice in the features of {path}.')
       if image_ids is None or image_id in image_ids:
-        vectors[image_id] = to_vector(parsed[features.IMAGE_FEATURES_KEY])
+        vectors[image_id] = to_vector(parsed[names.IMAGE_FEATURES_KEY])
         if image_ids is not None and len(vectors) == len(image_ids):
           return vectors  # all found: the rest of a large split need not be parsed
   return vectors
 
 
 def image_ids(paths: Sequence[str]) -> List[str]:
-  """The features.IMAGE_ID_KEY of every record in gzipped TFRecord files of
+  """The names.IMAGE_ID_KEY of every record in gzipped TFRecord files of
   tf.Example (examples or features), in file order.
 
   Parses that feature alone, in C++ batches, so that a split of large images
@@ -245,9 +244,9 @@ def image_ids(paths: Sequence[str]) -> List[str]:
   """
   if not paths:
     return []
-  spec = {features.IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string)}
+  spec = {names.IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string)}
   dataset = tf.data.TFRecordDataset(list(paths), compression_type='GZIP').batch(_ID_BATCH).map(
-      lambda batch: tf.io.parse_example(batch, spec)[features.IMAGE_ID_KEY])
+      lambda batch: tf.io.parse_example(batch, spec)[names.IMAGE_ID_KEY])
   return [image_id.decode('utf-8') for batch in dataset.as_numpy_iterator() for image_id in batch]
 
 

@@ -50,7 +50,6 @@ from components.evaluation import report as report_lib
 from components.evaluation.report import BASELINE, CAPTIONER, LAST_BLESSED
 from components.training import stages
 from components import config as config_lib
-from components import features
 from components import names
 from components.artifacts import CaptionEvaluation
 from components.artifacts import ImageFeatures
@@ -202,7 +201,7 @@ def _evaluate(candidates: Mapping[str, Optional[artifact.Artifact]], examples: a
   measures their diversity and applies the gate; returns (report, captions, scores by role)."""
   split_captions, scores = _caption_and_score(candidates, examples, split, batch_size,
                                               image_features_uri)
-  training_captions = diversity.reference_captions(examples, features.TRAIN_SPLIT)
+  training_captions = diversity.reference_captions(examples, names.TRAIN_SPLIT)
   measures = {role: diversity.caption_diversity(list(split_captions[role].captions.values()),
                                                 training_captions) for role in scores}
   blessed, reasons = decide_blessing(
@@ -231,7 +230,7 @@ def CaptionEvaluator(
     baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     last_blessed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     image_features: tfx.dsl.components.InputArtifact[ImageFeatures] = None,
-    split: tfx.dsl.components.Parameter[str] = features.EVAL_SPLIT,
+    split: tfx.dsl.components.Parameter[str] = names.EVAL_SPLIT,
     batch_size: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_BATCH_SIZE,
 ) -> None:
   """Scores the candidate captioner (and baseline, last blessed) and blesses it or not.

@@ -6,7 +6,7 @@ score the captions against the references. The CaptionEvaluator, the
 DemoGallery, the benches and the tests go through it; the
 signature's inputs and outputs are built and read by
 components/caption_signatures.py, which the serving client shares, so they all
-agree on the serving contract (components/features.py) by construction.
+agree on the serving contract (components/names.py) by construction.
 
 With an ImageFeatureGen artifact whose encoder the model embeds (its
 names.SERVING_ENCODER_FILE equals the artifact's), `caption_split` captions
@@ -27,7 +27,6 @@ import tensorflow as tf
 from tfx.types import artifact
 from tfx.utils import path_utils
 
-from components import features
 from components import names
 from components.caption_signatures import Captions
 from components.caption_signatures import DEFAULT_BATCH_SIZE
@@ -62,7 +61,7 @@ def serving_model_dir(model: artifact.Artifact) -> str:
 class SavedModelCaptioner:
   """Calls a SavedModel's caption signature in-process, as TF Serving would."""
 
-  def __init__(self, model_dir: str, signature_name: str = features.CAPTION_SIGNATURE):
+  def __init__(self, model_dir: str, signature_name: str = names.CAPTION_SIGNATURE):
     if not tf.saved_model.contains_saved_model(model_dir):
       raise FileNotFoundError(f'No SavedModel in {model_dir}.')
     self.model_dir = model_dir
@@ -87,10 +86,10 @@ class FeaturesCaptioner:
   def __init__(self, model_dir: str):
     self.model_dir = model_dir
     self._loaded = tf.saved_model.load(model_dir)
-    if features.FEATURES_SIGNATURE not in self._loaded.signatures:
-      raise ValueError(f'SavedModel {model_dir} has no signature {features.FEATURES_SIGNATURE!r} '
+    if names.FEATURES_SIGNATURE not in self._loaded.signatures:
+      raise ValueError(f'SavedModel {model_dir} has no signature {names.FEATURES_SIGNATURE!r} '
                        f'(it has {sorted(self._loaded.signatures)}).')
-    self._signature = self._loaded.signatures[features.FEATURES_SIGNATURE]
+    self._signature = self._loaded.signatures[names.FEATURES_SIGNATURE]
 
   def check_encoder(self, image_features_uri: str) -> None:
     """Raises parity.ParityError unless the model's encoder weights are
@@ -107,9 +106,9 @@ class FeaturesCaptioner:
 
   def __call__(self, vectors: Sequence[np.ndarray]) -> Captions:
     """Captions a batch of feature vectors (float32 [feature_dim] each)."""
-    outputs = self._signature(**{features.IMAGE_FEATURES_KEY: tf.constant(np.stack(vectors), tf.float32)})
+    outputs = self._signature(**{names.IMAGE_FEATURES_KEY: tf.constant(np.stack(vectors), tf.float32)})
     return decode_outputs({k: v.numpy() for k, v in outputs.items()}, len(vectors),
-                          f'Signature {features.FEATURES_SIGNATURE!r} of {self.model_dir}')
+                          f'Signature {names.FEATURES_SIGNATURE!r} of {self.model_dir}')
 
 
 def embeds_encoder_of(model_dir: str, image_features_uri: str) -> bool:

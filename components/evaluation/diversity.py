@@ -28,7 +28,7 @@ from typing import AbstractSet, Dict, FrozenSet, List, Sequence, Tuple
 import tensorflow as tf
 from tfx.types import artifact
 
-from components import features
+from components import names
 from components import records
 from components.evaluation import captioning
 from components.training import transform
@@ -53,7 +53,7 @@ def normalize(captions: Sequence[str]) -> List[Words]:
 
 
 def reference_captions(examples: artifact.Artifact,
-                       split: str = features.TRAIN_SPLIT) -> FrozenSet[Words]:
+                       split: str = names.TRAIN_SPLIT) -> FrozenSet[Words]:
   """The normalised reference captions of every image of `split`.
 
   Raises what records.iter_split_examples raises for a missing or broken split.

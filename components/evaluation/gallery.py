@@ -43,7 +43,6 @@ from tfx.types import artifact
 from tfx.utils import io_utils
 
 from components import attention_maps
-from components import features
 from components import names
 from components import records
 from components.evaluation import caption_metrics
@@ -81,7 +80,7 @@ class GalleryEntry(NamedTuple):
   baseline_caption: Optional[str] = None  # the captions-only baseline's, if shown
   alternatives: Sequence[str] = ()  # the beam search's runners-up, best first
   # Where an attention model looked for each word of `caption`
-  # (float32 [max_length, grid_h, grid_w], features.ATTENTION_OUTPUT); None for other models.
+  # (float32 [max_length, grid_h, grid_w], names.ATTENTION_OUTPUT); None for other models.
   attention: Optional[np.ndarray] = None
 
 
@@ -328,7 +327,7 @@ def DemoGallery(
     gallery: tfx.dsl.components.OutputArtifact[CaptionGallery],
     baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     image_features: tfx.dsl.components.InputArtifact[ImageFeatures] = None,
-    split: tfx.dsl.components.Parameter[str] = features.DEMO_SPLIT,
+    split: tfx.dsl.components.Parameter[str] = names.DEMO_SPLIT,
     batch_size: tfx.dsl.components.Parameter[int] = captioning.DEFAULT_BATCH_SIZE,
 ) -> None:
   """Captions `split` with the pushed model and writes the gallery page.

@@ -23,7 +23,7 @@ the file's images list is 'caption of an unknown image' (detail: the id).
 import os
 from typing import Dict, Optional
 
-from components import features
+from components import names
 from components.ingestion import json_stream
 from components.ingestion import karpathy
 from components.ingestion import rules
@@ -36,7 +36,7 @@ SETS = {
     'val': ('captions_val2014.json', 'val2014'),
 }
 # Split of COCO val images without a Karpathy file: half eval, half demo.
-VAL_HASH_BUCKETS = ((features.EVAL_SPLIT, 1), (features.DEMO_SPLIT, 1))
+VAL_HASH_BUCKETS = ((names.EVAL_SPLIT, 1), (names.DEMO_SPLIT, 1))
 
 COCO_EXPECTS = (
     'MS COCO 2014: ' + ', '.join(f'{ANNOTATIONS_DIR}/{f}' for f, _ in SETS.values()) +
@@ -99,7 +99,7 @@ def read(layout: rules.Layout, restval_split: str) -> rules.Dataset:
   builder = rules.DatasetBuilder(layout)
   split_file = layout.files.get(karpathy.SPLIT_FILE)
   default_splits = {
-      'train': lambda image_id: features.TRAIN_SPLIT,
+      'train': lambda image_id: names.TRAIN_SPLIT,
       'val': lambda image_id: rules.hash_split(image_id, VAL_HASH_BUCKETS),
   }
   for name in SETS:

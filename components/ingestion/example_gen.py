@@ -10,12 +10,12 @@ folder in none of the layouts fails the component at once. `restval_split`:
 the split Karpathy's 'restval' images go to (default 'train').
 
 Output `examples` (standard Examples artifact): gzipped TFRecord shards
-`Split-<split>/data_tfrecord-*.gz` for the splits features.TRAIN_SPLIT,
-features.EVAL_SPLIT and features.DEMO_SPLIT, one serialized tf.train.Example
+`Split-<split>/data_tfrecord-*.gz` for the splits names.TRAIN_SPLIT,
+names.EVAL_SPLIT and names.DEMO_SPLIT, one serialized tf.train.Example
 per image, in the layout of components/records.py:
-  features.IMAGE_ID_KEY  bytes [1]              image file name (the id)
-  features.IMAGE_KEY     bytes [1]              the image file, byte for byte
-  features.CAPTIONS_KEY  bytes [num_captions]   its valid captions, UTF-8
+  names.IMAGE_ID_KEY  bytes [1]              image file name (the id)
+  names.IMAGE_KEY     bytes [1]              the image file, byte for byte
+  names.CAPTIONS_KEY  bytes [num_captions]   its valid captions, UTF-8
 Every written image decodes with tf.io.decode_image(channels=3), has at most
 names.MAX_IMAGE_PIXELS pixels and at least one caption; every split holds at
 least one image (else the component fails, naming the reject report).
@@ -73,7 +73,6 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils
 
-from components import features
 from components import names
 from components import progress
 from components.artifacts import IngestionReport
@@ -114,8 +113,8 @@ def summarise(dataset: rules.Dataset, tally: Dict[str, List[int]],
       dropped_with_image += reject.num_captions
     else:
       caption_reasons.append(reject.reason)
-  written = {split: tally[split][0] for split in features.SPLITS}
-  captions_written = sum(tally[split][1] for split in features.SPLITS)
+  written = {split: tally[split][0] for split in names.SPLITS}
+  captions_written = sum(tally[split][1] for split in names.SPLITS)
   not_read_captions = (
       sum(len(r.captions) for r in dataset.records) if not_read else 0)
   images = {
@@ -161,10 +160,10 @@ def _write_report(report_uri: str, rejects: List[rules.Reject],
 
 def _empty_split_error(counts: Dict[str, int], stage: str,
                        report_uri: str) -> EmptySplitError:
-  empty = [split for split in features.SPLITS if not counts[split]]
+  empty = [split for split in names.SPLITS if not counts[split]]
   return EmptySplitError(
       f'Split(s) {", ".join(empty)} hold no image {stage} ({counts}); the pipeline needs '
-      f'images in each of {features.SPLITS}. The images and caption lines that were rejected (if any), '
+      f'images in each of {names.SPLITS}. The images and caption lines that were rejected (if any), '
       f'with the reasons, and what each split kept: {os.path.join(report_uri, names.REJECTS_FILE)} and '
       f'{os.path.join(report_uri, names.INGESTION_SUMMARY_FILE)}')
 
@@ -220,9 +219,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     """Reads, checks and writes every image in Beam; returns ({split: [images, captions]
     written}, the images' rejects). The records go to Beam through files in a work folder,
     removed afterwards, so that neither they nor the images travel through the runner."""
-    examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
+    examples.split_names = artifact_utils.encode_split_names(list(names.SPLITS))
     split_uris = {split: artifact_utils.get_split_uri([examples], split)
-                  for split in features.SPLITS}
+                  for split in names.SPLITS}
     work_dir = self._work_dir()
     try:
       verify.write_records(dataset.records, work_dir)
@@ -250,12 +249,12 @@ def _read_dataset(exec_properties: Dict[str, Any], report_uri: str) -> rules.Dat
   """
   dataset = layouts.read_dataset(
       exec_properties[standard_component_specs.INPUT_BASE_KEY],
-      exec_properties.get(RESTVAL_SPLIT_KEY) or features.DEFAULT_RESTVAL_SPLIT)
+      exec_properties.get(RESTVAL_SPLIT_KEY) or names.DEFAULT_RESTVAL_SPLIT)
   passed = collections.Counter(r.split for r in dataset.records)
   logging.info('Read %s-layout dataset %s: %d images pass the text checks %s.',
                dataset.layout.name, dataset.layout.root, len(dataset.records), dict(passed))
-  if not all(passed[split] for split in features.SPLITS):
-    empty_tally = {split: [0, 0] for split in features.SPLITS}
+  if not all(passed[split] for split in names.SPLITS):
+    empty_tally = {split: [0, 0] for split in names.SPLITS}
     _write_report(report_uri, dataset.rejects,
                   summarise(dataset, empty_tally, dataset.rejects, len(dataset.records)))
     raise _empty_split_error(passed, 'after the text checks', report_uri)
@@ -312,7 +311,7 @@ class ImageCaptionExampleGenSpec(types.ComponentSpec):
   Not its output_config: there it names the output splits and the hash buckets
   that share one input among them, while here the dataset's own split files
   (or rules.hash_split) decide each image's split and the splits are always
-  features.SPLITS, so a config could only repeat them or contradict them.
+  names.SPLITS, so a config could only repeat them or contradict them.
   """
   PARAMETERS = {
       **{key: parameter
@@ -337,13 +336,13 @@ class ImageCaptionExampleGen(base_beam_component.BaseBeamComponent):
   DRIVER_CLASS = Driver
 
   def __init__(self, input_base: str,
-               restval_split: str = features.DEFAULT_RESTVAL_SPLIT):
+               restval_split: str = names.DEFAULT_RESTVAL_SPLIT):
     """Args:
       input_base: the dataset folder.
       restval_split: the split Karpathy's 'restval' images go to.
     """
-    if restval_split not in features.SPLITS:
-      raise ValueError(f'restval_split must be one of {features.SPLITS}, '
+    if restval_split not in names.SPLITS:
+      raise ValueError(f'restval_split must be one of {names.SPLITS}, '
                        f'got {restval_split!r}')
     spec = ImageCaptionExampleGenSpec(
         input_base=input_base,

@@ -22,7 +22,7 @@ import os
 import re
 from typing import Dict, Optional
 
-from components import features
+from components import names
 from components.ingestion import rules
 
 OFFICIAL = 'official'
@@ -32,9 +32,9 @@ OFFICIAL_IMAGE_DIRS = ('Flicker8k_Dataset', 'Flickr8k_Dataset')
 TEXT_DIR = 'Flickr8k_text'
 TOKEN_FILE = 'Flickr8k.token.txt'
 SPLIT_FILES = {
-    features.TRAIN_SPLIT: 'Flickr_8k.trainImages.txt',
-    features.EVAL_SPLIT: 'Flickr_8k.devImages.txt',
-    features.DEMO_SPLIT: 'Flickr_8k.testImages.txt',
+    names.TRAIN_SPLIT: 'Flickr_8k.trainImages.txt',
+    names.EVAL_SPLIT: 'Flickr_8k.devImages.txt',
+    names.DEMO_SPLIT: 'Flickr_8k.testImages.txt',
 }
 KAGGLE_IMAGE_DIR = 'Images'
 KAGGLE_CAPTIONS_FILE = 'captions.txt'
@@ -119,7 +119,7 @@ def _read_kaggle_lines(builder: rules.DatasetBuilder, path: str) -> None:
 
 def read_split_files(builder: rules.DatasetBuilder, layout: rules.Layout) -> bool:
   """Assigns the splits the layout's split files list; False if it has none."""
-  for split in features.SPLITS:
+  for split in names.SPLITS:
     path = layout.files.get(f'split:{split}')
     if path is None:
       return False

@@ -29,7 +29,7 @@ without a string "raw" is a 'malformed line'.
 import os
 from typing import Optional
 
-from components import features
+from components import names
 from components.ingestion import json_stream
 from components.ingestion import rules
 
@@ -41,7 +41,7 @@ KARPATHY_IMAGE_DIRS = ('images', 'Images', 'Flicker8k_Dataset', 'Flickr8k_Datase
 # Folders named by COCO entries' "filepath".
 COCO_IMAGE_DIRS = ('train2014', 'val2014')
 RESTVAL = 'restval'
-SPLITS = {'train': features.TRAIN_SPLIT, 'val': features.EVAL_SPLIT, 'test': features.DEMO_SPLIT}
+SPLITS = {'train': names.TRAIN_SPLIT, 'val': names.EVAL_SPLIT, 'test': names.DEMO_SPLIT}
 
 KARPATHY_EXPECTS = (
     f'Karpathy split file: one of {", ".join(SPLIT_FILE_NAMES)} with the images in '

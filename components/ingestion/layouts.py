@@ -16,7 +16,7 @@ from typing import Callable, Dict, Tuple
 
 import tensorflow as tf
 
-from components import features
+from components import names
 from components.ingestion import coco
 from components.ingestion import flickr30k
 from components.ingestion import flickr8k
@@ -72,13 +72,13 @@ def detect_layout(root: str) -> rules.Layout:
   raise LayoutError(expected_layouts_message(root, problem))
 
 
-def read_dataset(root: str, restval_split: str = features.DEFAULT_RESTVAL_SPLIT) -> rules.Dataset:
+def read_dataset(root: str, restval_split: str = names.DEFAULT_RESTVAL_SPLIT) -> rules.Dataset:
   """Detects the layout of `root` and streams its text files through the rules.
 
   Args:
     root: the dataset folder.
     restval_split: the split Karpathy's 'restval' images go to (one of
-      features.SPLITS); used by layouts with a Karpathy split file.
+      names.SPLITS); used by layouts with a Karpathy split file.
 
   Returns accepted records (image bytes not yet verified) and rejects such
   that every input id is in exactly one of them.
@@ -88,7 +88,7 @@ def read_dataset(root: str, restval_split: str = features.DEFAULT_RESTVAL_SPLIT)
       files cannot be parsed at all (the message names it).
     ValueError: restval_split is not a split.
   """
-  if restval_split not in features.SPLITS:
-    raise ValueError(f'restval_split must be one of {features.SPLITS}, got {restval_split!r}')
+  if restval_split not in names.SPLITS:
+    raise ValueError(f'restval_split must be one of {names.SPLITS}, got {restval_split!r}')
   layout = detect_layout(root)
   return _READERS[layout.name](layout, restval_split)

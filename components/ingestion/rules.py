@@ -57,7 +57,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 
 import tensorflow as tf
 
-from components import features
+from components import names
 
 # Image-level reject reasons.
 MISSING_IMAGE = 'image file missing'
@@ -82,9 +82,9 @@ CAPTION_LEVEL = 'caption'
 # [6000, 7000) eval, [7000, 8000) demo, like Flickr8k's official
 # 6000/1000/1000 split files.
 HASH_SPLIT_BUCKETS = (
-    (features.TRAIN_SPLIT, 6000),
-    (features.EVAL_SPLIT, 1000),
-    (features.DEMO_SPLIT, 1000),
+    (names.TRAIN_SPLIT, 6000),
+    (names.EVAL_SPLIT, 1000),
+    (names.DEMO_SPLIT, 1000),
 )
 
 _WHITESPACE = re.compile(r'\s+')
@@ -104,7 +104,7 @@ class ImageRecord:
   image_id: str  # file name, e.g. '1000268201_693b08cb0e.jpg'
   path: str  # absolute path (or URL) of the image file
   file: str  # the same, relative to the dataset folder (for the report)
-  split: str  # one of features.SPLITS
+  split: str  # one of names.SPLITS
   captions: Tuple[str, ...]  # valid, whitespace-normalised, unique
 
   def to_json_dict(self) -> Dict[str, object]:

@@ -67,7 +67,6 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
-from components import features
 from components import names
 from components import progress
 from components.ingestion import coco
@@ -139,9 +138,9 @@ LAYOUTS = (OFFICIAL, KAGGLE, FLICKR30K, COCO, KARPATHY)
 OFFICIAL_IMAGE_DIR = flickr8k.OFFICIAL_IMAGE_DIRS[0]
 OFFICIAL_TOKEN_FILE = flickr8k.TOKEN_FILE
 OFFICIAL_SPLIT_FILES = {
-    'train': flickr8k.SPLIT_FILES[features.TRAIN_SPLIT],
-    'dev': flickr8k.SPLIT_FILES[features.EVAL_SPLIT],
-    'test': flickr8k.SPLIT_FILES[features.DEMO_SPLIT],
+    'train': flickr8k.SPLIT_FILES[names.TRAIN_SPLIT],
+    'dev': flickr8k.SPLIT_FILES[names.EVAL_SPLIT],
+    'test': flickr8k.SPLIT_FILES[names.DEMO_SPLIT],
 }
 KAGGLE_IMAGE_DIR = flickr8k.KAGGLE_IMAGE_DIR
 KAGGLE_CAPTIONS_FILE = flickr8k.KAGGLE_CAPTIONS_FILE

@@ -30,7 +30,7 @@ from apache_beam.options.value_provider import StaticValueProvider
 import google_crc32c
 import tensorflow as tf
 
-from components import features
+from components import names
 from components import progress
 from components import records
 from components.ingestion import image_check
@@ -127,7 +127,7 @@ class _TallyFn(beam.CombineFn):
   """(split, num_captions) per written image -> {split: [images, captions]}."""
 
   def create_accumulator(self) -> Dict[str, List[int]]:
-    return {split: [0, 0] for split in features.SPLITS}
+    return {split: [0, 0] for split in names.SPLITS}
 
   def add_input(self, accumulator, element: Tuple[str, int]):
     split, num_captions = element
@@ -190,8 +190,8 @@ def verify_and_write(pipeline: beam.Pipeline, work_dir: str, split_uris: Dict[st
       | 'SpreadRecordFiles' >> beam.Reshuffle()
       | 'ReadRecords' >> beam.FlatMap(_read_record_file)
       | 'ReadAndVerifyImages' >> beam.ParDo(_ReadAndVerifyImage(work_dir, total)).with_outputs(
-          _REJECTED_TAG, _TALLY_TAG, *features.SPLITS))
-  for split in features.SPLITS:  # each worker writes its own shards: no reshuffle
+          _REJECTED_TAG, _TALLY_TAG, *names.SPLITS))
+  for split in names.SPLITS:  # each worker writes its own shards: no reshuffle
     _ = outputs[split] | f'WriteSplit[{split}]' >> fileio.WriteToFiles(
         split_uris[split], sink=_GzipTFRecordSink(),
         file_naming=fileio.default_file_naming(file_prefix, '.gz'),

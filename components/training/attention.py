@@ -30,14 +30,14 @@ being skipped by a Keras mask.
 `AttentionDecoder` reuses the trained layers one step at a time for beam
 search and self-critical sampling, with CaptionDecoder's interface, and also
 returns each step's attention weights for the serving output
-features.ATTENTION_OUTPUT.
+names.ATTENTION_OUTPUT.
 """
 from typing import List, Sequence
 
 import tensorflow as tf
 import tf_keras as keras
 
-from components import features
+from components import names
 from components.training import beam_search as beam_search_lib
 
 GRID_LAYER = 'grid'
@@ -127,7 +127,7 @@ def build_attention_model(vocab_size: int, grid_shape: Sequence[int], sequence_l
       the logits are float32.
 
   Returns:
-    keras Model: {features.IMAGE_FEATURES_KEY: float32 [batch, grid_h*grid_w*channels],
+    keras Model: {names.IMAGE_FEATURES_KEY: float32 [batch, grid_h*grid_w*channels],
     'input_ids': int64 [batch, T]} -> logits float32 [batch, T, vocab_size].
   """
   if sequence_length < 2:
@@ -135,8 +135,8 @@ def build_attention_model(vocab_size: int, grid_shape: Sequence[int], sequence_l
   grid_h, grid_w, channels = (int(d) for d in grid_shape)
   steps = sequence_length - 1
   image_features = keras.Input(shape=(grid_h * grid_w * channels,), dtype=tf.float32,
-                               name=features.IMAGE_FEATURES_KEY)
-  input_ids = keras.Input(shape=(steps,), dtype=tf.int64, name=features.INPUT_IDS_INPUT)
+                               name=names.IMAGE_FEATURES_KEY)
+  input_ids = keras.Input(shape=(steps,), dtype=tf.int64, name=names.INPUT_IDS_INPUT)
   grid = keras.layers.Reshape([grid_h, grid_w, channels], name=GRID_LAYER)(image_features)
   annotations = keras.layers.Reshape([grid_h * grid_w, channels], name='annotations')(grid)
   fixed_ids = keras.layers.Reshape([steps], name=_FIXED_LENGTH_IDS)(input_ids)
@@ -147,7 +147,7 @@ def build_attention_model(vocab_size: int, grid_shape: Sequence[int], sequence_l
   x = keras.layers.Dropout(dropout, name='dropout_logits')(outputs)
   x = keras.layers.Dense(vocab_size, name=LOGITS, dtype=dense_dtype)(x)
   logits = keras.layers.Activation('linear', dtype='float32', name='logits_float32')(x)
-  return keras.Model({features.IMAGE_FEATURES_KEY: image_features, features.INPUT_IDS_INPUT: input_ids}, logits,
+  return keras.Model({names.IMAGE_FEATURES_KEY: image_features, names.INPUT_IDS_INPUT: input_ids}, logits,
                      name='show_attend_and_tell')
 
 
@@ -204,7 +204,7 @@ class AttentionDecoder(tf.Module):
     ids, lengths, log_probs, attention = beam_search_lib.beam_search_top_k(
         initial_states=self.initial_state(image_features), step_fn=self.attend,
         batch_size=tf.shape(image_features)[0], beam_width=beam_width, max_length=max_length,
-        start_id=features.START_ID, end_id=features.END_ID, top_k=top_k or 1,
+        start_id=names.START_ID, end_id=names.END_ID, top_k=top_k or 1,
         attention_size=self.attention_size)
     if top_k is None:
       return ids[:, 0], lengths[:, 0], log_probs[:, 0], attention[:, 0]

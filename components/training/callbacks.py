@@ -73,7 +73,7 @@ def backup_dir(fn_args: FnArgs) -> str:
   did not change. Any change gives a new fingerprint, so a backup is never
   resumed into a different model. The backup stays inside the run's output
   folder, beside (not inside) the execution folders that
-  pipeline/interrupted.py removes after a kill, and Keras deletes it when
+  pipeline/local/interrupted.py removes after a kill, and Keras deletes it when
   training finishes.
   """
   fingerprint = hashlib.sha256(json.dumps({

@@ -27,7 +27,7 @@ from typing import NamedTuple, Sequence, Tuple
 
 import numpy as np
 
-from components import features
+from components import names
 
 MAX_N = 4
 SIGMA = 6.0
@@ -40,7 +40,7 @@ def words_and_lengths(ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
   A caption's words run until its first END or PAD; what follows is ignored.
   """
   ids = np.asarray(ids, np.int64)
-  stop = (ids == features.END_ID) | (ids == features.PAD_ID)
+  stop = (ids == names.END_ID) | (ids == names.PAD_ID)
   lengths = np.where(stop.any(axis=1), stop.argmax(axis=1), ids.shape[1])
   return ids, lengths
 

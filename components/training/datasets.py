@@ -1,7 +1,7 @@
 """The captioner's training datasets, built from the Transform output and the cached features.
 
 Input (Transform output, see components/training/transform.py), one example
-per image: features.IMAGE_ID_KEY, features.IMAGE_KEY (encoded bytes) and the
+per image: names.IMAGE_ID_KEY, names.IMAGE_KEY (encoded bytes) and the
 captions as padded ids [captions, L]. Each (image, caption) pair is one
 training example; the model reads ids[:-1] (START .. last word) and predicts
 ids[1:] (first word .. END).
@@ -23,7 +23,7 @@ from typing import List, Mapping
 import numpy as np
 import tensorflow as tf
 
-from components import features
+from components import names
 from components.encoder import features_artifact
 from components.encoder import image_features
 from components.training import model as model_lib
@@ -45,9 +45,9 @@ def images_and_captions(patterns: List[str], tf_transform_output) -> tf.data.Dat
 
   def parse(serialized):
     parsed = tf.io.parse_single_example(serialized, feature_spec)
-    ids = tf.sparse.to_dense(parsed[features.CAPTION_IDS_KEY])
-    ids = tf.reshape(ids, [-1, parsed[features.SEQUENCE_LENGTH_KEY]])
-    return (tf.reshape(parsed[features.IMAGE_ID_KEY], []), tf.reshape(parsed[features.IMAGE_KEY], []),
+    ids = tf.sparse.to_dense(parsed[names.CAPTION_IDS_KEY])
+    ids = tf.reshape(ids, [-1, parsed[names.SEQUENCE_LENGTH_KEY]])
+    return (tf.reshape(parsed[names.IMAGE_ID_KEY], []), tf.reshape(parsed[names.IMAGE_KEY], []),
             ids)
 
   return (tf.data.TFRecordDataset(tfrecord_files(patterns), compression_type='GZIP')
@@ -56,8 +56,8 @@ def images_and_captions(patterns: List[str], tf_transform_output) -> tf.data.Dat
 
 def vocabulary(tf_transform_output) -> List[str]:
   """Words in id order: the special tokens, then the learned vocabulary."""
-  learned = tf_transform_output.vocabulary_by_name(features.VOCABULARY_NAME)
-  return list(features.SPECIAL_TOKENS) + [w.decode('utf-8') for w in learned]
+  learned = tf_transform_output.vocabulary_by_name(names.VOCABULARY_NAME)
+  return list(names.SPECIAL_TOKENS) + [w.decode('utf-8') for w in learned]
 
 
 def sequence_length(per_image: tf.data.Dataset) -> int:
@@ -115,16 +115,16 @@ def with_streamed_features(per_image: tf.data.Dataset, features_uri: str, split:
       default_value=-1)
   info = features_artifact.artifact_encoder_info(features_uri)
   dtype = tf.dtypes.as_dtype(info.feature_dtype)
-  spec = {features.IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string),
-          features.IMAGE_FEATURES_KEY: (tf.io.FixedLenFeature([info.feature_dim], tf.float32) if dtype == tf.float32
+  spec = {names.IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string),
+          names.IMAGE_FEATURES_KEY: (tf.io.FixedLenFeature([info.feature_dim], tf.float32) if dtype == tf.float32
                                         else tf.io.FixedLenFeature([], tf.string))}
 
   def parse(record):
     parsed = tf.io.parse_single_example(record, spec)
-    vector = parsed[features.IMAGE_FEATURES_KEY]
+    vector = parsed[names.IMAGE_FEATURES_KEY]
     if dtype != tf.float32:
       vector = tf.ensure_shape(tf.io.decode_raw(vector, dtype, little_endian=True), [info.feature_dim])
-    return vector, captions[row_of.lookup(parsed[features.IMAGE_ID_KEY])]
+    return vector, captions[row_of.lookup(parsed[names.IMAGE_ID_KEY])]
 
   return tf.data.TFRecordDataset(paths, compression_type='GZIP').map(parse)
 
@@ -170,7 +170,7 @@ def _teacher_forcing(image_input, ids, use_image: bool):
   """(image input, ids [L]) -> ({image input, ids[:-1]}, ids[1:])."""
   inputs = {model_lib.INPUT_IDS_INPUT: ids[:-1]}
   if use_image:
-    inputs[features.IMAGE_FEATURES_KEY] = image_input
+    inputs[names.IMAGE_FEATURES_KEY] = image_input
   return inputs, ids[1:]
 
 
@@ -200,6 +200,6 @@ def training_batches(per_image: tf.data.Dataset, batch_size: int, shuffle: bool,
              .batch(batch_size).apply(tf.data.experimental.assert_cardinality(steps)))
   if use_image and per_image.element_spec[0].dtype == tf.bfloat16:  # with_streamed_features' grids
     batches = batches.map(lambda inputs, targets: (
-        {**inputs, features.IMAGE_FEATURES_KEY: tf.cast(inputs[features.IMAGE_FEATURES_KEY], tf.float32)},
+        {**inputs, names.IMAGE_FEATURES_KEY: tf.cast(inputs[names.IMAGE_FEATURES_KEY], tf.float32)},
         targets))
   return batches.prefetch(tf.data.AUTOTUNE)

@@ -2,24 +2,24 @@
 
 Everything happens inside the graph (decode and resize, backbone, beam search,
 id -> word lookup, special-token stripping, joining), so TF Serving alone can
-answer a request. Three signatures, per the contract in components/features.py:
+answer a request. Three signatures, per the contract in components/names.py:
 
-  features.CAPTION_SIGNATURE  (serving_default):
-      features.IMAGES_INPUT   string [None]  encoded JPEG/PNG/GIF/BMP bytes
-  features.EXAMPLES_SIGNATURE (from_examples):
-      features.EXAMPLES_INPUT string [None]  serialized tf.Example with bytes
-                                             feature features.IMAGE_KEY
-  features.FEATURES_SIGNATURE (from_features):
-      features.IMAGE_FEATURES_KEY float32 [None, feature_dim]  the backbone's output,
+  names.CAPTION_SIGNATURE  (serving_default):
+      names.IMAGES_INPUT   string [None]  encoded JPEG/PNG/GIF/BMP bytes
+  names.EXAMPLES_SIGNATURE (from_examples):
+      names.EXAMPLES_INPUT string [None]  serialized tf.Example with bytes
+                                             feature names.IMAGE_KEY
+  names.FEATURES_SIGNATURE (from_features):
+      names.IMAGE_FEATURES_KEY float32 [None, feature_dim]  the backbone's output,
           as the ImageFeatureGen cached it: the evaluator and the gallery
           caption from the cache once the model's encoder weights match the
           artifact's by fingerprint (components/evaluation/captioning.py)
-  all -> features.CAPTION_OUTPUT           string [None]     words joined by single spaces
-         features.LOG_PROBABILITY_OUTPUT   float32 [None]    log p(caption, END | image)
-         features.CAPTIONS_OUTPUT          string [None, k]  the k = beam_width best, best first
-         features.LOG_PROBABILITIES_OUTPUT float32 [None, k] theirs ('' and -inf where fewer finished)
+  all -> names.CAPTION_OUTPUT           string [None]     words joined by single spaces
+         names.LOG_PROBABILITY_OUTPUT   float32 [None]    log p(caption, END | image)
+         names.CAPTIONS_OUTPUT          string [None, k]  the k = beam_width best, best first
+         names.LOG_PROBABILITIES_OUTPUT float32 [None, k] theirs ('' and -inf where fewer finished)
   and, for an attention decoder (attention.AttentionDecoder) only:
-         features.ATTENTION_OUTPUT float32 [None, max_length, grid_h, grid_w]  the
+         names.ATTENTION_OUTPUT float32 [None, max_length, grid_h, grid_w]  the
              caption's weights per word (row t: word t's step; 0 from its length on)
 
 The module also keeps `encode_images` (a function, not a signature): images
@@ -42,7 +42,6 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from components import features
 from components import names
 from components import records
 from components.encoder import image_features
@@ -71,7 +70,7 @@ def _caption_fns(feature_extractor, decoder, vocabulary, max_length, beam_width)
     ids, lengths, log_probs = generated[:3]
     ids = tf.reshape(ids, [-1, max_length])  # [batch*k, max_length], hypotheses of an image together
     words = tf.gather(vocabulary, ids)  # string [batch*k, max_length]
-    is_word = tf.logical_and(ids >= features.NUM_SPECIAL_TOKENS,
+    is_word = tf.logical_and(ids >= names.NUM_SPECIAL_TOKENS,
                              tf.sequence_mask(tf.reshape(lengths, [-1]), max_length))
     captions = tf.strings.reduce_join(tf.ragged.boolean_mask(words, is_word), axis=1, separator=' ')
     captions = tf.reshape(captions, [-1, beam_width])  # string [batch, k]
@@ -89,10 +88,10 @@ def _caption_fns(feature_extractor, decoder, vocabulary, max_length, beam_width)
             tf.zeros([0] + attention_shape))
 
   def outputs(captions, log_probs, attention):  # string [batch, k], float32 [batch, k] -> the outputs above
-    result = {features.CAPTION_OUTPUT: captions[:, 0], features.LOG_PROBABILITY_OUTPUT: log_probs[:, 0],
-              features.CAPTIONS_OUTPUT: captions, features.LOG_PROBABILITIES_OUTPUT: log_probs}
+    result = {names.CAPTION_OUTPUT: captions[:, 0], names.LOG_PROBABILITY_OUTPUT: log_probs[:, 0],
+              names.CAPTIONS_OUTPUT: captions, names.LOG_PROBABILITIES_OUTPUT: log_probs}
     if grid_shape:
-      result[features.ATTENTION_OUTPUT] = tf.ensure_shape(attention, [None] + attention_shape)
+      result[names.ATTENTION_OUTPUT] = tf.ensure_shape(attention, [None] + attention_shape)
     return result
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
@@ -116,34 +115,34 @@ def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, max
     feature_extractor: image_features.build_feature_extractor(...) model; its
       input side is the size images are resized to.
     decoder: model.step_decoder(...) over the trained caption model (an
-      attention decoder adds features.ATTENTION_OUTPUT to every signature).
+      attention decoder adds names.ATTENTION_OUTPUT to every signature).
     vocabulary: list of str, the words in id order; ids 0..3 must be
-      features.SPECIAL_TOKENS, and its length the decoder's vocabulary size.
+      names.SPECIAL_TOKENS, and its length the decoder's vocabulary size.
     max_length: maximum number of generated ids, END included (the
       Transform's sequence_length - 1 allows every caption seen in training).
     beam_width: fixed at export; 1 is greedy decoding.
   """
   vocabulary = list(vocabulary)
-  if tuple(vocabulary[:features.NUM_SPECIAL_TOKENS]) != features.SPECIAL_TOKENS:
-    raise ValueError(f'vocabulary must start with {features.SPECIAL_TOKENS}, '
-                     f'got {vocabulary[:features.NUM_SPECIAL_TOKENS]}.')
+  if tuple(vocabulary[:names.NUM_SPECIAL_TOKENS]) != names.SPECIAL_TOKENS:
+    raise ValueError(f'vocabulary must start with {names.SPECIAL_TOKENS}, '
+                     f'got {vocabulary[:names.NUM_SPECIAL_TOKENS]}.')
   if len(vocabulary) != decoder.vocab_size:
     raise ValueError(f'vocabulary has {len(vocabulary)} words but the decoder predicts '
                      f'{decoder.vocab_size} ids.')
   encode, caption_images, caption_features = _caption_fns(
       feature_extractor, decoder, vocabulary, max_length, beam_width)
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGES_INPUT)])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=names.IMAGES_INPUT)])
   def caption(images):
     return caption_images(images)
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=names.EXAMPLES_INPUT)])
   def caption_examples(examples):
-    parsed = tf.io.parse_example(examples, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
-    return caption_images(parsed[features.IMAGE_KEY])
+    parsed = tf.io.parse_example(examples, {names.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+    return caption_images(parsed[names.IMAGE_KEY])
 
   @tf.function(input_signature=[tf.TensorSpec([None, feature_extractor.output_shape[-1]], tf.float32,
-                                              name=features.IMAGE_FEATURES_KEY)])
+                                              name=names.IMAGE_FEATURES_KEY)])
   def caption_from_features(image_features):  # the signature's input takes the argument's name
     return caption_features(image_features)
 
@@ -158,9 +157,9 @@ def export_serving_model(export_dir, feature_extractor, decoder, vocabulary, max
   module.caption_from_features = caption_from_features
   module.encode_images = encode
   signatures = {
-      features.CAPTION_SIGNATURE: caption.get_concrete_function(),
-      features.EXAMPLES_SIGNATURE: caption_examples.get_concrete_function(),
-      features.FEATURES_SIGNATURE: caption_from_features.get_concrete_function(),
+      names.CAPTION_SIGNATURE: caption.get_concrete_function(),
+      names.EXAMPLES_SIGNATURE: caption_examples.get_concrete_function(),
+      names.FEATURES_SIGNATURE: caption_from_features.get_concrete_function(),
   }
   tf.saved_model.save(module, export_dir, signatures=signatures)
   _write_warmup_requests(export_dir, feature_extractor.input_shape[1])
@@ -190,8 +189,8 @@ def _write_warmup_requests(export_dir, image_size):
     for batch_size in _WARMUP_BATCH_SIZES:
       images = _warmup_images(batch_size, image_size)
       for signature, alias, values in (
-          (features.CAPTION_SIGNATURE, features.IMAGES_INPUT, images),
-          (features.EXAMPLES_SIGNATURE, features.EXAMPLES_INPUT,
+          (names.CAPTION_SIGNATURE, names.IMAGES_INPUT, images),
+          (names.EXAMPLES_SIGNATURE, names.EXAMPLES_INPUT,
            [records.image_example(image).SerializeToString() for image in images])):
         request = predict_pb2.PredictRequest()
         request.model_spec.name = names.MODEL_NAME

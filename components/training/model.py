@@ -28,14 +28,14 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components import config as config_lib
-from components import features
+from components import names
 from components.encoder import augmentation
 from components.encoder import precision as precision_lib
 from components.training import attention as attention_lib
 from components.training import beam_search as beam_search_lib
 from components.training import fused_lstm as fused_lstm_lib
 
-INPUT_IDS_INPUT = features.INPUT_IDS_INPUT  # int64 [batch, sequence_length - 1]
+INPUT_IDS_INPUT = names.INPUT_IDS_INPUT  # int64 [batch, sequence_length - 1]
 MAX_LAYERS = 3
 
 _IMAGE_EMBEDDING = 'image_embedding'
@@ -138,20 +138,20 @@ def build_caption_model(vocab_size, feature_dim, sequence_length, embedding_dim=
       LSTM, faster to train on a CPU) instead of tf_keras' LSTM in a while loop.
 
   Returns:
-    keras Model: {features.IMAGE_FEATURES_KEY: float32 [batch, feature_dim] (if use_image),
+    keras Model: {names.IMAGE_FEATURES_KEY: float32 [batch, feature_dim] (if use_image),
     'input_ids': int64 [batch, T]} -> logits float32 [batch, T, vocab_size].
   """
   if not 1 <= num_layers <= MAX_LAYERS:
     raise ValueError(f'num_layers must be between 1 and {MAX_LAYERS}, got {num_layers}.')
   if sequence_length < 2:
     raise ValueError(f'sequence_length must be at least 2 (START and END), got {sequence_length}.')
-  assert features.PAD_ID == 0, 'mask_zero masks id 0, so PAD must be id 0'
+  assert names.PAD_ID == 0, 'mask_zero masks id 0, so PAD must be id 0'
   steps = sequence_length - 1
 
   input_ids = keras.Input(shape=(steps,), dtype=tf.int64, name=INPUT_IDS_INPUT)
   if use_image:
-    image_features = keras.Input(shape=(feature_dim,), dtype=tf.float32, name=features.IMAGE_FEATURES_KEY)
-    inputs = {features.IMAGE_FEATURES_KEY: image_features, INPUT_IDS_INPUT: input_ids}
+    image_features = keras.Input(shape=(feature_dim,), dtype=tf.float32, name=names.IMAGE_FEATURES_KEY)
+    inputs = {names.IMAGE_FEATURES_KEY: image_features, INPUT_IDS_INPUT: input_ids}
     first = keras.layers.Dense(embedding_dim, name=_IMAGE_EMBEDDING, dtype=dense_dtype)(image_features)
   else:
     inputs = {INPUT_IDS_INPUT: input_ids}
@@ -227,12 +227,12 @@ def build_models(config: config_lib.TrainerConfig, vocab_size: int, sequence_len
   training_model = target_steps_model(caption_model) if config.fused_training else caption_model
   if config.augment and config.use_image:
     image_size = feature_extractor.input_shape[1]
-    images = keras.Input([image_size, image_size, 3], name=features.IMAGE_FEATURES_KEY)
+    images = keras.Input([image_size, image_size, 3], name=names.IMAGE_FEATURES_KEY)
     input_ids = keras.Input([sequence_length - 1], dtype=tf.int64, name=INPUT_IDS_INPUT)
     pixels = augmentation.build_augmentation()(images)
-    logits = training_model({features.IMAGE_FEATURES_KEY: feature_extractor(pixels, training=False),
+    logits = training_model({names.IMAGE_FEATURES_KEY: feature_extractor(pixels, training=False),
                              INPUT_IDS_INPUT: input_ids})
-    training_model = keras.Model({features.IMAGE_FEATURES_KEY: images, INPUT_IDS_INPUT: input_ids}, logits)
+    training_model = keras.Model({names.IMAGE_FEATURES_KEY: images, INPUT_IDS_INPUT: input_ids}, logits)
   if config.fused_training:
     # The legacy Adam updates each variable in one fused kernel (ResourceApplyAdam),
     # the new one in several passes: slower on a CPU (docs/design-notes/fused-lstm.md).
@@ -277,8 +277,8 @@ class TargetSteps(keras.layers.Layer):
 
   def call(self, inputs):
     lstm_outputs, input_ids = inputs
-    has_target = tf.logical_and(tf.not_equal(input_ids, features.PAD_ID),
-                                tf.not_equal(input_ids, features.END_ID))
+    has_target = tf.logical_and(tf.not_equal(input_ids, names.PAD_ID),
+                                tf.not_equal(input_ids, names.END_ID))
     image_step = tf.zeros_like(has_target[:, :1])
     return tf.boolean_mask(lstm_outputs, tf.concat([image_step, has_target], axis=1))
 
@@ -307,7 +307,7 @@ def summed_target_loss(y_true, target_logits):
     size (Keras averages summed_caption_loss's per-caption sums the same way).
   """
   y_true = tf.cast(y_true, tf.int32)
-  targets = tf.boolean_mask(y_true, tf.not_equal(y_true, features.PAD_ID))
+  targets = tf.boolean_mask(y_true, tf.not_equal(y_true, names.PAD_ID))
   tf.debugging.assert_equal(
       tf.shape(targets)[0], tf.shape(target_logits)[0],
       message='The targets that are not PAD are not the steps whose input is neither END nor PAD: '
@@ -356,7 +356,7 @@ def summed_caption_loss(y_true, logits):
   y_true = tf.cast(y_true, tf.int32)
   cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=y_true, logits=tf.cast(logits, tf.float32))  # [batch, T]
-  mask = tf.cast(tf.not_equal(y_true, features.PAD_ID), tf.float32)
+  mask = tf.cast(tf.not_equal(y_true, names.PAD_ID), tf.float32)
   return tf.reduce_sum(cross_entropy * mask, axis=1)
 
 
@@ -377,7 +377,7 @@ class CaptionDecoder(tf.Module):
 
   def __init__(self, model, name='caption_decoder'):
     super().__init__(name=name)
-    self.use_image = features.IMAGE_FEATURES_KEY in model.input_names
+    self.use_image = names.IMAGE_FEATURES_KEY in model.input_names
     layer_names = {layer.name for layer in model.layers}
     self.first_step = model.get_layer(_IMAGE_EMBEDDING if self.use_image else _START_EMBEDDING)
     self.word_embedding = model.get_layer(_WORD_EMBEDDING)
@@ -421,7 +421,7 @@ class CaptionDecoder(tf.Module):
     """
     arguments = dict(initial_states=self.initial_state(image_features), step_fn=self.step,
                      batch_size=tf.shape(image_features)[0], beam_width=beam_width, max_length=max_length,
-                     start_id=features.START_ID, end_id=features.END_ID)
+                     start_id=names.START_ID, end_id=names.END_ID)
     if top_k is None:
       return beam_search_lib.beam_search(**arguments)
     return beam_search_lib.beam_search_top_k(**arguments, top_k=top_k)

@@ -31,7 +31,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components import config as config_lib
-from components import features
+from components import names
 from components import progress
 from components.training import cider_reward
 from components.training import model as model_lib
@@ -70,9 +70,9 @@ def sample_captions(decoder: model_lib.CaptionDecoder, image_features: tf.Tensor
                                  decoder.initial_state(image_features))
   rows = tf.shape(image_features)[0] * rows_per_image
   is_greedy = tf.equal(tf.range(rows) % rows_per_image, 0)
-  never = tf.one_hot([features.PAD_ID, features.START_ID], decoder.vocab_size, on_value=-1e9)
+  never = tf.one_hot([names.PAD_ID, names.START_ID], decoder.vocab_size, on_value=-1e9)
   never = tf.reduce_sum(never, axis=0)[tf.newaxis, :]
-  words = tf.fill([rows], tf.constant(features.START_ID, tf.int32))
+  words = tf.fill([rows], tf.constant(names.START_ID, tf.int32))
   finished = tf.zeros([rows], tf.bool)
   written = tf.TensorArray(tf.int32, size=max_length)
   for step in tf.range(max_length):
@@ -81,15 +81,15 @@ def sample_captions(decoder: model_lib.CaptionDecoder, image_features: tf.Tensor
     sampled = tf.random.stateless_categorical(
         logits, 1, tf.random.experimental.stateless_fold_in(seed, step), dtype=tf.int32)[:, 0]
     words = tf.where(is_greedy, tf.argmax(logits, axis=-1, output_type=tf.int32), sampled)
-    words = tf.where(finished, features.PAD_ID, words)
+    words = tf.where(finished, names.PAD_ID, words)
     written = written.write(step, words)
-    finished = tf.logical_or(finished, tf.equal(words, features.END_ID))
+    finished = tf.logical_or(finished, tf.equal(words, names.END_ID))
   return tf.transpose(written.stack())
 
 
 def teacher_inputs(sample_ids: tf.Tensor) -> tf.Tensor:
   """The caption model's input ids for sampled words [n, T]: START, then the words but the last."""
-  start = tf.fill([tf.shape(sample_ids)[0], 1], tf.constant(features.START_ID, sample_ids.dtype))
+  start = tf.fill([tf.shape(sample_ids)[0], 1], tf.constant(names.START_ID, sample_ids.dtype))
   return tf.cast(tf.concat([start, sample_ids[:, :-1]], axis=1), tf.int64)
 
 
@@ -130,7 +130,7 @@ class _Stage:
     """One policy-gradient step; every replica gets the whole batch, so each takes its share of the loss."""
     def replica_step():
       with tf.GradientTape() as tape:
-        logits = self._model({features.IMAGE_FEATURES_KEY: image_features,
+        logits = self._model({names.IMAGE_FEATURES_KEY: image_features,
                               model_lib.INPUT_IDS_INPUT: teacher_inputs(sample_ids)}, training=False)
         loss = policy_gradient_loss(logits, sample_ids, advantages)
         share = loss / self._strategy.num_replicas_in_sync

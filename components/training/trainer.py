@@ -44,7 +44,6 @@ import tf_keras as keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components import config as config_lib
-from components import features
 from components import names
 from components.encoder import features_artifact
 from components.encoder import precision as precision_lib
@@ -65,7 +64,7 @@ def image_features_uri(fn_args: FnArgs, config: config_lib.TrainerConfig) -> Opt
   uri = getattr(fn_args, 'image_features_uri', None)
   if config.use_image and uri is None:
     raise ValueError(f'The captioner trains from an ImageFeatureGen artifact, and run_fn got none '
-                     f'(wire {features.IMAGE_FEATURES_KEY!r} into the CaptionTrainer).')
+                     f'(wire {names.IMAGE_FEATURES_KEY!r} into the CaptionTrainer).')
   return uri if config.use_image else None
 
 
@@ -120,7 +119,7 @@ def run_fn(fn_args: FnArgs) -> None:
 
   train_per_image, eval_per_image = (
       _image_inputs(config, per_image, split, feature_extractor, features_uri)
-      for per_image, split in ((train_images, features.TRAIN_SPLIT), (eval_images, features.EVAL_SPLIT)))
+      for per_image, split in ((train_images, names.TRAIN_SPLIT), (eval_images, names.EVAL_SPLIT)))
   training_run = callbacks_lib.TrainingRun(fn_args)
   history = training_model.fit(
       datasets.training_batches(train_per_image, config.batch_size, shuffle=True,

@@ -5,7 +5,7 @@ carry an ImageFeatures artifact (`base_model` and `hyperparameters` are typed
 Model and HyperParameters). Passing the features' path through `custom_config`
 instead would hide the dependency from the DAG and from TFX's cache, whose key
 is the input artifacts plus the execution properties. So this component is the
-standard Trainer's spec with an optional features.IMAGE_FEATURES_KEY channel,
+standard Trainer's spec with an optional names.IMAGE_FEATURES_KEY channel,
 run by the standard GenericExecutor, which hands run_fn the artifact's uri as
 one more typed field of its `FnArgs` (`CaptionFnArgs.image_features_uri`), so
 the custom_config stays the TrainerConfig alone. Everything else, the other
@@ -30,7 +30,7 @@ from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 from tfx.utils import json_utils
 
-from components import features
+from components import names
 from components.artifacts import ImageFeatures
 
 
@@ -45,7 +45,7 @@ class CaptionTrainerSpec(types.ComponentSpec):
   PARAMETERS = standard_component_specs.TrainerSpec.PARAMETERS
   INPUTS = {
       **standard_component_specs.TrainerSpec.INPUTS,
-      features.IMAGE_FEATURES_KEY: component_spec.ChannelParameter(type=ImageFeatures, optional=True),
+      names.IMAGE_FEATURES_KEY: component_spec.ChannelParameter(type=ImageFeatures, optional=True),
   }
   OUTPUTS = standard_component_specs.TrainerSpec.OUTPUTS
 
@@ -57,7 +57,7 @@ class Executor(trainer_executor.GenericExecutor):
                  output_dict: Dict[str, List[types.Artifact]],
                  exec_properties: Dict[str, Any]):
     fn_args = super()._GetFnArgs(input_dict, output_dict, exec_properties)
-    image_features = input_dict.get(features.IMAGE_FEATURES_KEY)
+    image_features = input_dict.get(names.IMAGE_FEATURES_KEY)
     return CaptionFnArgs(**attr.asdict(fn_args, recurse=False),
                          image_features_uri=artifact_utils.get_single_uri(image_features)
                          if image_features else None)

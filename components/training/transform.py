@@ -11,7 +11,7 @@ Caption normalisation (applied in this order):
   3. Whitespace tokenisation (`tensorflow_text.WhitespaceTokenizer`): runs of
      whitespace separate words, leading and trailing whitespace disappear.
 
-Ids: PAD=0, START=1, END=2, UNK=3 (components/features.py), then the learned
+Ids: PAD=0, START=1, END=2, UNK=3 (components/names.py), then the learned
 vocabulary from 4 on, most frequent first. Words below the frequency threshold
 or beyond the size limit become UNK.
 
@@ -35,7 +35,7 @@ import tensorflow as tf
 import tensorflow_text as text
 import tensorflow_transform as tft
 
-from components import features
+from components import names
 from components import config as config_lib
 
 # Characters that survive normalisation step 2.
@@ -79,32 +79,32 @@ def preprocessing_fn(inputs: Dict[str, Any],
                      custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
   """tf.Transform entry point; see the module docstring for the contract."""
   transform_config = config_lib.from_custom_config(config_lib.TransformConfig, custom_config)
-  captions = tf.RaggedTensor.from_sparse(inputs[features.CAPTIONS_KEY])  # string [b, (captions)]
+  captions = tf.RaggedTensor.from_sparse(inputs[names.CAPTIONS_KEY])  # string [b, (captions)]
   words = tokenize_captions(captions.flat_values)  # string [total captions, (words)]
 
   vocabulary = tft.vocabulary(
       words.flat_values,
       top_k=transform_config.max_vocabulary_size,
       frequency_threshold=transform_config.min_word_frequency,
-      vocab_filename=features.VOCABULARY_NAME)
+      vocab_filename=names.VOCABULARY_NAME)
   word_ids = tft.apply_vocabulary(words.flat_values, vocabulary, default_value=-1)
-  word_ids = tf.where(word_ids < 0, tf.constant(features.UNKNOWN_ID, tf.int64),
-                      word_ids + features.NUM_SPECIAL_TOKENS)
+  word_ids = tf.where(word_ids < 0, tf.constant(names.UNKNOWN_ID, tf.int64),
+                      word_ids + names.NUM_SPECIAL_TOKENS)
   word_ids = words.with_flat_values(word_ids)  # int64 [total captions, (words)]
 
   sequence_length = _sequence_length(words, transform_config)
   (word_ids,) = text.WaterfallTrimmer(sequence_length - 2).trim([word_ids])
   with_markers, _ = text.combine_segments(
-      [word_ids], start_of_sequence_id=features.START_ID, end_of_segment_id=features.END_ID)
-  padded, _ = text.pad_model_inputs(with_markers, sequence_length, pad_value=features.PAD_ID)
+      [word_ids], start_of_sequence_id=names.START_ID, end_of_segment_id=names.END_ID)
+  padded, _ = text.pad_model_inputs(with_markers, sequence_length, pad_value=names.PAD_ID)
   # int64 [total captions, L] -> int64 [b, (captions * L)]
   per_image = tf.RaggedTensor.from_row_lengths(
       tf.reshape(padded, [-1]), captions.row_lengths() * sequence_length)
 
-  batch_size = tf.shape(inputs[features.IMAGE_KEY], out_type=tf.int64)[0]
+  batch_size = tf.shape(inputs[names.IMAGE_KEY], out_type=tf.int64)[0]
   return {
-      features.IMAGE_ID_KEY: inputs[features.IMAGE_ID_KEY],
-      features.IMAGE_KEY: inputs[features.IMAGE_KEY],
-      features.CAPTION_IDS_KEY: per_image.to_sparse(),
-      features.SEQUENCE_LENGTH_KEY: tf.fill([batch_size], sequence_length),
+      names.IMAGE_ID_KEY: inputs[names.IMAGE_ID_KEY],
+      names.IMAGE_KEY: inputs[names.IMAGE_KEY],
+      names.CAPTION_IDS_KEY: per_image.to_sparse(),
+      names.SEQUENCE_LENGTH_KEY: tf.fill([batch_size], sequence_length),
   }

@@ -12,7 +12,7 @@ from apache_beam.ml.inference import base as inference_base
 import tensorflow as tf
 
 from components import caption_signatures
-from components import features
+from components import names
 from components.ingestion import image_check
 from components.ingestion import rules
 
@@ -61,8 +61,8 @@ class CaptionHandler(inference_base.ModelHandler):
     if not images:
       return []
     try:
-      outputs = model.signatures[features.CAPTION_SIGNATURE](
-          **{features.IMAGES_INPUT: tf.constant(list(images), tf.string)})
+      outputs = model.signatures[names.CAPTION_SIGNATURE](
+          **{names.IMAGES_INPUT: tf.constant(list(images), tf.string)})
     except tf.errors.InvalidArgumentError as error:
       if len(images) == 1:
         return [CaptionFailure(rules.NOT_AN_IMAGE, image_check.op_error_detail(error))]

@@ -11,7 +11,7 @@ from typing import Iterable, List, Set, Tuple
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from components import features
+from components import names
 from serving import servables
 
 # Files under --output, one set per run ('<prefix>-<run id>-SSSSS-of-NNNNN.jsonl').
@@ -24,9 +24,9 @@ MODEL_VERSION_FIELD = 'model_version'
 # An --input file with one of these extensions is one image; any other file lists paths.
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
 _GLOB_CHARACTERS = '*?['
-# The serving signature's contract (components/features.py) the job calls.
-_CAPTION_OUTPUTS = (features.CAPTION_OUTPUT, features.LOG_PROBABILITY_OUTPUT, features.CAPTIONS_OUTPUT,
-                    features.LOG_PROBABILITIES_OUTPUT)
+# The serving signature's contract (components/names.py) the job calls.
+_CAPTION_OUTPUTS = (names.CAPTION_OUTPUT, names.LOG_PROBABILITY_OUTPUT, names.CAPTIONS_OUTPUT,
+                    names.LOG_PROBABILITIES_OUTPUT)
 
 
 class InputError(ValueError):
@@ -81,7 +81,7 @@ def _signature_def(version_dir: str):
     saved_model = saved_model_pb2.SavedModel.FromString(f.read())
   for meta_graph in saved_model.meta_graphs:
     if tf.saved_model.SERVING in meta_graph.meta_info_def.tags:
-      return meta_graph.signature_def.get(features.CAPTION_SIGNATURE)
+      return meta_graph.signature_def.get(names.CAPTION_SIGNATURE)
   return None
 
 
@@ -99,11 +99,11 @@ def resolve_model(spec: str) -> Model:
     model = Model(os.path.join(spec, str(versions[-1])), str(versions[-1]))
   signature = _signature_def(model.path)
   missing = [] if signature is None else (
-      [name for name in (features.IMAGES_INPUT,) if name not in signature.inputs]
+      [name for name in (names.IMAGES_INPUT,) if name not in signature.inputs]
       + [name for name in _CAPTION_OUTPUTS if name not in signature.outputs])
   if signature is None or missing:
     raise InputError(f'--model {model.path}: the SavedModel has no caption signature '
-                     f'{features.CAPTION_SIGNATURE!r} (input {features.IMAGES_INPUT!r}, outputs '
+                     f'{names.CAPTION_SIGNATURE!r} (input {names.IMAGES_INPUT!r}, outputs '
                      f'{", ".join(_CAPTION_OUTPUTS)})' + (f'; missing {", ".join(missing)}' if missing else ''))
   return model
 

@@ -1,7 +1,7 @@
 """One local run, once its log is open: dataset, pipeline, LocalDagRunner, summary.
 
-pipeline/local_runner.py parses the flags and opens the run's log
-(pipeline/run_log.py) before it imports this module, because importing
+pipeline/local/runner.py parses the flags and opens the run's log
+(pipeline/local/run_log.py) before it imports this module, because importing
 TensorFlow and TFX already prints lines that belong in the log.
 """
 import argparse
@@ -20,12 +20,12 @@ from components import config as config_lib
 from components import progress
 from components.encoder import feature_gen
 from pipeline import beam_args
-from pipeline import component_progress
-from pipeline import interrupted
+from pipeline.local import component_progress
+from pipeline.local import interrupted
 from pipeline import pipeline as pipeline_lib
-from pipeline import run_log
+from pipeline.local import run_log
 from pipeline import settings
-from pipeline import summary as summary_lib
+from pipeline.local import summary as summary_lib
 
 # Nodes whose output record order the Trainers see and which would write it in
 # the order their Beam worker processes finish (see `run`).

@@ -13,7 +13,6 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from components import features
 from components import names
 from components.evaluation import caption_evaluator, caption_metrics
 from components.evaluation import report as report_lib
@@ -89,7 +88,7 @@ def write_summary(metadata_path: str, pipeline_name: str, summary_path: str) -> 
       'ingestion': _artifact_json(ingestion, 'rejects', names.INGESTION_SUMMARY_FILE),
       # What computed the features, hardware choices as the feature pass's machine resolved them.
       'encoder': _artifact_json(latest_outputs(store, pipeline_name, names.FEATURE_GEN),
-                                features.IMAGE_FEATURES_KEY, names.ENCODER_FILE),
+                                names.IMAGE_FEATURES_KEY, names.ENCODER_FILE),
       'reject_report': _uri(ingestion, 'rejects') or None,
   }
   trained = {role: report for role, report in summary['training'].items() if report}

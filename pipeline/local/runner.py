@@ -16,8 +16,8 @@ A run that was killed or interrupted is resumed by running the same command
 again: finished components come from the cache and an interrupted Trainer
 continues from its last finished epoch.
 
-  python -m pipeline.local_runner --output_dir outputs
-  python -m pipeline.local_runner --data_dir /data/Flickr8k --backbone_weights imagenet
+  python -m pipeline.local.runner --output_dir outputs
+  python -m pipeline.local.runner --data_dir /data/Flickr8k --backbone_weights imagenet
 
 Datasets --data_dir reads (the layout is detected; docs/datasets.md says
 what to download and where each file goes):
@@ -37,7 +37,7 @@ from typing import List, Optional
 from components import config as config_lib
 from components import names
 from components import progress
-from pipeline import run_log
+from pipeline.local import run_log
 from pipeline import settings
 
 
@@ -80,7 +80,7 @@ def main(argv: Optional[List[str]] = None, restore_streams: bool = True) -> int:
     progress.logger.info('Full log: %s', log.path)
     # Imported only now: importing TensorFlow prints C++ start-up lines (and
     # Google's libraries print Python-version warnings) that belong in the log.
-    from pipeline import local_run  # pylint: disable=g-import-not-at-top
+    from pipeline.local import run as local_run  # pylint: disable=g-import-not-at-top
     return local_run.run(args, output_dir, log)
 
 

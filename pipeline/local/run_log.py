@@ -6,7 +6,7 @@ lines, Beam worker processes' output, and the tracebacks TensorFlow 2.16
 prints while the interpreter shuts down ("Exception ignored in:
 <function AtomicFunction.__del__>"). `capture` sends all of it to
 `<output_dir>/logs/run-<UTC time>.log` and shows on the terminal only the
-`captioner.progress` lines (pipeline/console.py draws them), plus whatever
+`captioner.progress` lines (pipeline/local/console.py draws them), plus whatever
 the runner prints to `RunLog.console` / `RunLog.errors`.
 
 Why file descriptors and not only a logging.FileHandler with sys.stdout and
@@ -31,7 +31,7 @@ import subprocess
 import sys
 from typing import Iterator, TextIO
 
-from pipeline import console as console_lib
+from pipeline.local import console as console_lib
 
 _LOG_FORMAT = '%(asctime)s %(levelname)s %(name)s: %(message)s'
 

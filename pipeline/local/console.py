@@ -1,6 +1,6 @@
 """The terminal's side of a run: `captioner.progress` records as lines and bars.
 
-pipeline/run_log.py sends everything a run writes to its log file; this
+pipeline/local/run_log.py sends everything a run writes to its log file; this
 handler is what the person watching sees instead. Python's logging has no
 handler that redraws a line in place or joins two records on one line, and
 tqdm draws a bar only for a loop it drives itself, while ours are driven by

@@ -6,7 +6,7 @@
   [ 2/12] StatisticsGen started, reused from the cache in 0.4 s (run 0:03)
 
 (on the console a component that printed nothing in between gets one line,
-see pipeline/console.py's OPEN_LINE).
+see pipeline/local/console.py's OPEN_LINE).
 
 LocalDagRunner has no callback around a node, but it logs, through absl,
 'Component %s is running.' before it launches each node and 'Component %s is
@@ -36,7 +36,7 @@ from typing import Iterator, Optional, Sequence
 from absl import logging as absl_logging
 
 from components import progress
-from pipeline import console
+from pipeline.local import console
 
 # LocalDagRunner's and its launcher's log messages (the format strings, before
 # the node id or execution id is filled in).

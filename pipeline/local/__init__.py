@@ -1,0 +1,1 @@
+"""The local runner: one machine, LocalDagRunner, progress on the terminal, a run log."""
