@@ -14,14 +14,11 @@ status TF Serving maps its code to (serving.rest_api).
 
 Why aiohttp: HTTP/1.1 is parsed by its llhttp parser (chunked bodies, invalid
 or negative Content-Length, header line, size and count limits), idle
-connections are closed after --rest_api_idle_timeout_s, and its parse errors
+connections are closed after DEFAULT_IDLE_TIMEOUT_S (keepalive_timeout), and its parse errors
 go through one overridable method (RequestHandler.handle_error), so even a
 request that is not valid HTTP gets TF Serving's {"error": ...} form and one
-log line. Python's http.server read a body of Content-Length -1 to the end of
-the stream, answered chunked bodies with an HTML page and held half-sent
-bodies forever; tornado answers a malformed request with a bare 400 and no
-body, uvicorn with a plain-text one and a logged traceback, neither can be
-told otherwise. What this module adds: the body limit (429 from the header
+log line (docs/design-notes/serving-front-end-and-memory.md compares the
+alternatives). What this module adds: the body limit (429 from the header
 alone, or as soon as a chunked body passes it), the deadline on reading the
 body (408), the bound on open connections (503), running the model calls on
 worker threads so the event loop keeps answering, and handing the memory of a

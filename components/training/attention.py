@@ -118,7 +118,7 @@ def build_attention_model(vocab_size: int, grid_shape: Sequence[int], sequence_l
     vocab_size: number of ids, special tokens included.
     grid_shape: [grid_h, grid_w, channels] of the features (EncoderInfo.grid_shape).
     sequence_length: length of the Transform's padded id sequences; T = sequence_length - 1 steps.
-    embedding_dim: size of the word embedding (300 in the brief).
+    embedding_dim: size of the word embedding (300 on every runner).
     lstm_units: the LSTM's hidden size.
     attention_units: the hidden size of the attention MLP.
     dropout: rate on the word embeddings and before the vocabulary projection.
