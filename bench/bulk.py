@@ -42,7 +42,7 @@ import tensorflow as tf
 from bench import real_scale
 from components import names
 from serving import client as client_lib
-from serving import server as server_lib
+from serving import model_server as server_lib
 from serving import servables
 from testing import tiny_model
 from serving.bulk import handler as handler_lib

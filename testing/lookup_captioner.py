@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
+from components import config as config_lib
 from components import names
 from components.evaluation import captioning
 from components.training import stages as stages_lib
@@ -100,5 +101,6 @@ def export_lookup_captioner(uri: str, captions_by_image: Mapping[bytes, str], mo
   model.id = model_id
   save_lookup_captioner(captioning.serving_model_dir(model), captions_by_image, attention_by_image)
   if stages is not None:
-    stages_lib.write(captioning.serving_model_dir(model), stages)
+    stages_lib.write(captioning.serving_model_dir(model), stages,
+                     config_lib.SHOW_AND_TELL if attention_by_image is None else config_lib.ATTENTION)
   return model

@@ -17,7 +17,7 @@ import pytest
 from components import attention_maps
 from components import names
 from serving import client as client_lib
-from serving import server as server_lib
+from serving import model_server as server_lib
 from testing import lookup_captioner
 
 GRID = (4, 4)

@@ -336,4 +336,5 @@ def test_the_attention_decoder_compiles_with_its_grid(tmp_path_factory):
   assert captioner == dataclasses.replace(config_lib.ATTENTION_TRAINER, epochs=3)
   baseline = json.loads(_parameter(spec, names.BASELINE_TRAINER, 'custom_config'))
   assert (baseline['decoder'], baseline['use_image']) == ('show_and_tell', False)
-  assert _parameter(spec, names.FEATURE_GEN, 'pooling') == 'grid'
+  encoder = config_lib.from_json(config_lib.EncoderConfig, _parameter(spec, names.FEATURE_GEN, 'encoder'))
+  assert encoder == config_lib.ATTENTION_ENCODER

@@ -211,8 +211,8 @@ def test_captions_only_baseline_ignores_the_image(transformed, image_features, t
   _assert_real_captions(captions, log_probs, transformed)
   assert len(set(captions)) == 1, captions
   np.testing.assert_allclose(log_probs, log_probs[0], rtol=1e-6)
-  names = _decoder_variable_names(args)
-  assert not any(n.startswith('image_embedding/') for n in names), names
+  variables = _decoder_variable_names(args)
+  assert not any(n.startswith('image_embedding/') for n in variables), variables
   assert _report(args)['vocabulary_size'] == names.NUM_SPECIAL_TOKENS + len(_learned_words(transformed))
 
 
@@ -401,8 +401,8 @@ def test_a_local_weights_file_keys_the_feature_cache_on_its_content(transformed,
     executors.run_executor(
         feature_gen.ImageFeatureGen.EXECUTOR_SPEC.executor_class(executors.beam_context()),
         {'examples': examples}, {names.IMAGE_FEATURES_KEY: artifacts.ImageFeatures},
-        {'backbone': 'vgg16', 'image_size': IMAGE_SIZE, 'pooling': 'flatten', 'seed': 0, 'precision': 'float32',
-         'backbone_weights': str(weights), 'backbone_weights_sha256': first}, str(tmp_path / 'out'))
+        feature_gen.parameters(dataclasses.replace(_TINY_ENCODER, backbone_weights=str(weights), precision='float32'),
+                               seed=0, backbone_weights_sha256=first), str(tmp_path / 'out'))
 
 
 def test_the_features_join_accounts_for_every_image_both_ways(transformed, image_features):
