@@ -8,6 +8,7 @@ the DirectRunner in the component pod, on Dataflow or on a Flink cluster.
 import os
 from typing import Dict, List, Optional
 
+from components import beam_direct
 from components import names
 
 BEAM_RUNNERS = ('direct', 'dataflow', 'flink')
@@ -59,15 +60,8 @@ def direct_thread_beam_args(num_threads: int) -> List[str]:
 
 
 def direct_in_process_beam_args() -> List[str]:
-  """Beam's DirectRunner in the component's own process (`in_memory`, one worker).
-
-  Why: the other two modes pass a stage's input to the workers over the Fn
-  API's gRPC data plane, where Beam 2.61 silently drops chunks of an input that
-  takes over a second to write (docs/design-notes/beam-data-plane-loss.md).
-  In memory, buffers are handed over with no data plane; one process costs the
-  feature pass nothing, as the backbone's TensorFlow ops use every core.
-  """
-  return ['--direct_running_mode=in_memory', '--direct_num_workers=1', *_local_dependency_args()]
+  """Beam's DirectRunner in the component's own process (components/beam_direct.py says why)."""
+  return [*beam_direct.IN_PROCESS_ARGS, *_local_dependency_args()]
 
 
 def direct_node_beam_args(num_workers: int) -> Dict[str, List[str]]:

@@ -216,3 +216,13 @@ def test_progress_lines_every_interval_with_rate_and_time_left():
   assert record(30.0, 300) == 'bulk captioning: 300/1000 (30%) images, 10.0 images/s, 0:01:10 left'
   assert record(45.0, 450) is None
   assert record(50.0, 1000, finished=True) == 'bulk captioning: 1000/1000 (100%) images, 20.0 images/s'
+
+
+def test_direct_runner_runs_in_process_unless_told_otherwise():
+  """Images pass between stages: the DirectRunner runs in memory, another runner or mode is kept as given."""
+  def options(args, drop_default=False):
+    return job.beam_options(args).get_all_options(drop_default=drop_default)
+
+  assert (options([])['direct_running_mode'], options([])['direct_num_workers']) == ('in_memory', 1)
+  assert options(['--direct_running_mode=multi_threading'])['direct_running_mode'] == 'multi_threading'
+  assert 'direct_running_mode' not in options(['--runner=DataflowRunner'], drop_default=True)

@@ -30,7 +30,7 @@ fails with MissingFeaturesError naming the split and the ids
 Progress: the pass reports images done of the total through
 components/progress.py (`captioner.progress`): a bar on a terminal, a line
 with images/s and time left every 30 s in a file or a pod's log. The local runner runs
-this component's Beam work in its own process (pipeline/beam_args.py says
+this component's Beam work in its own process (components/beam_direct.py says
 why), so those records reach the terminal; on a runner with remote workers
 each worker reports its own share into its log.
 """

@@ -39,16 +39,12 @@ from apache_beam.ml.inference import base as inference_base
 from apache_beam.options import pipeline_options
 import tensorflow as tf
 
+from components import beam_direct
 from components import progress
 from components.ingestion import image_check
 from serving.bulk import handler as handler_lib
 from serving.bulk import inputs
 
-# Beam's DirectRunner in this process (pipeline/beam_args.py's in-process
-# mode): the other modes lose data on the Fn API's data plane without an
-# error, and one process costs nothing here, as the model's TensorFlow ops use
-# every core.
-DIRECT_RUNNER_ARGS = ('--direct_running_mode=in_memory', '--direct_num_workers=1')
 # The paths are spread over at most this many files, the units the runner
 # hands its workers (as components/ingestion/verify.py does with its records).
 _MAX_PATH_FILES = 256
@@ -240,11 +236,11 @@ def reconcile(todo: Sequence[str], output: str, run_id: str, counters: Dict[str,
 
 
 def beam_options(beam_args: Sequence[str]) -> pipeline_options.PipelineOptions:
-  """The Beam arguments as given, plus DIRECT_RUNNER_ARGS when they name no other runner and no mode."""
+  """The Beam arguments as given, plus beam_direct.IN_PROCESS_ARGS (why there) when they name no other runner and no mode."""
   args = list(beam_args)
   runner = pipeline_options.PipelineOptions(args).view_as(pipeline_options.StandardOptions).runner
   if runner in (None, 'DirectRunner', 'direct') and not any(a.startswith('--direct_running_mode') for a in args):
-    args.extend(DIRECT_RUNNER_ARGS)
+    args.extend(beam_direct.IN_PROCESS_ARGS)
   return pipeline_options.PipelineOptions(args)
 
 
