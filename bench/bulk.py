@@ -21,9 +21,12 @@ bare loop and bulk / server.
 
 The model: a pushed one (--model_base_path) or by default a stand-in exported
 with the project's exporter (testing.tiny_model) with the paper's encoder cost,
-VGG16 fc2 at 224 px, random weights, behind the tiny decoder.
+VGG16 fc2 at 224 px, random weights, behind the tiny decoder; its backbone in
+--precision, by default resolved on this machine as the main job resolves it
+(components/encoder/precision.py), so it computes as the pushed model does.
 
 Usage: bash run.sh bench bulk [--num_images 20000] [--rss_images 5000] [--sample 128] [--model_base_path DIR]
+       [--precision {auto,float32,bfloat16}]
 """
 import argparse
 import concurrent.futures
@@ -40,7 +43,9 @@ import time
 import tensorflow as tf
 
 from bench import real_scale
+from components import config as config_lib
 from components import names
+from components.encoder import precision as precision_lib
 from serving import client as client_lib
 from serving import model_server as server_lib
 from serving import servables
@@ -160,16 +165,19 @@ def main():
   parser.add_argument('--batch_size', type=int, default=handler_lib.DEFAULT_BATCH_SIZE,
                       help='Images per call of the bulk job and the bare loop (default %(default)s).')
   parser.add_argument('--model_base_path', help='A pushed <serving_dir>/captioner (default: the stand-in).')
+  parser.add_argument('--precision', choices=config_lib.PRECISIONS, default=config_lib.AUTO_PRECISION,
+                      help="The stand-in backbone's precision (default %(default)s: this machine's).")
   args = parser.parse_args()
   if not 0 < args.rss_images <= args.num_images or args.sample > args.num_images:
     parser.error('need 0 < --rss_images <= --num_images and --sample <= --num_images')
 
+  precision = precision_lib.resolve(args.precision)
   with tempfile.TemporaryDirectory(prefix='bulk_bench_') as tmp:
     base_path = args.model_base_path
     if base_path is None:
       base_path = os.path.join(tmp, 'serving', names.MODEL_NAME)
       tiny_model.export_tiny_model(os.path.join(base_path, '1'), image_size=_STAND_IN_IMAGE_SIZE,
-                                   pooling=_STAND_IN_POOLING)
+                                   pooling=_STAND_IN_POOLING, precision=precision)
     versions = servables.list_versions(base_path)
     if not versions:
       parser.error(f'no model version under {base_path}')
@@ -187,7 +195,8 @@ def main():
   best_clients = max(server, key=server.get)
   print(json.dumps({
       'model': base_path if args.model_base_path else
-               f'stand-in: testing.tiny_model at {_STAND_IN_IMAGE_SIZE} px VGG16 {_STAND_IN_POOLING}, random weights',
+               f'stand-in: testing.tiny_model at {_STAND_IN_IMAGE_SIZE} px VGG16 {_STAND_IN_POOLING} in {precision}, '
+               'random weights',
       'jpeg_size': list(real_scale.JPEG_SIZE),
       'cores': multiprocessing.cpu_count(),
       'batch_size': args.batch_size,

@@ -52,9 +52,11 @@ def build_tiny_captioner(seed: int = 0, max_length: int = 7, words: Sequence[str
 
 
 def export_tiny_model(export_dir: str, seed: int = 0, beam_width: int = 2, max_length: int = 7,
-                      words: Sequence[str] = WORDS, image_size: int = IMAGE_SIZE, pooling: str = 'avg') -> str:
+                      words: Sequence[str] = WORDS, image_size: int = IMAGE_SIZE, pooling: str = 'avg',
+                      precision: str = 'float32') -> str:
   """Writes a tiny random-weight serving SavedModel to `export_dir`; returns `export_dir`."""
-  captioner = build_tiny_captioner(seed, max_length, words, image_size=image_size, pooling=pooling)
+  captioner = build_tiny_captioner(seed, max_length, words, precision=precision, image_size=image_size,
+                                   pooling=pooling)
   return exporter.export_serving_model(
       export_dir, captioner.feature_extractor, captioner.decoder, captioner.vocabulary,
       max_length=max_length, beam_width=beam_width)
