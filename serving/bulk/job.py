@@ -236,7 +236,8 @@ def reconcile(todo: Sequence[str], output: str, run_id: str, counters: Dict[str,
 
 
 def beam_options(beam_args: Sequence[str]) -> pipeline_options.PipelineOptions:
-  """The Beam arguments as given, plus beam_direct.IN_PROCESS_ARGS (why there) when they name no other runner and no mode."""
+  """The Beam arguments as given, plus beam_direct.IN_PROCESS_ARGS (why there) when they name no
+  other runner and no DirectRunner mode."""
   args = list(beam_args)
   runner = pipeline_options.PipelineOptions(args).view_as(pipeline_options.StandardOptions).runner
   if runner in (None, 'DirectRunner', 'direct') and not any(a.startswith('--direct_running_mode') for a in args):
